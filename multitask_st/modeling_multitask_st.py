@@ -1,0 +1,563 @@
+"""The multi-task sentence transformer: encoder -> pooling -> projection -> one classification head per task.
+
+This file is part of the Hub payload: `save_pretrained` copies it next to the weights so that
+`AutoModel.from_pretrained(repo, trust_remote_code=True)` works without our package. It therefore imports only
+torch, transformers and the configuration file next to it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoConfig, AutoModel, PreTrainedModel
+from transformers.activations import ACT2FN
+from transformers.models.auto.modeling_auto import MODEL_MAPPING
+from transformers.utils import ModelOutput, cached_file, logging
+
+from .configuration_multitask_st import MultiTaskSTConfig
+
+
+logger = logging.get_logger(__name__)
+
+IGNORE_INDEX = -100  # label value for "this example has no label for this task"
+
+
+@dataclass
+class MultiTaskSTOutput(ModelOutput):
+    """Output of [`MultiTaskSTModel`].
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, returned when `labels` is given):
+            Sum over tasks of `task_loss_weights[task] * task_losses[task]`.
+        logits (`dict[str, torch.FloatTensor]`): per task, `(batch_size, num_labels_of_task)` scores.
+        task_losses (`dict[str, torch.FloatTensor]`, returned when `labels` is given):
+            Per task, the mean cross-entropy over the examples labelled for it (exactly 0 when none is).
+        embeddings (`torch.FloatTensor` of shape `(batch_size, embedding_dim)`):
+            The sentence embeddings (L2-normalised when `config.normalize_embeddings`).
+        hidden_states (`tuple(torch.FloatTensor)`, returned with `output_hidden_states=True`): the backbone's.
+        attentions (`tuple(torch.FloatTensor)`, returned with `output_attentions=True`): the backbone's.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: dict[str, torch.FloatTensor] | None = None
+    task_losses: dict[str, torch.FloatTensor] | None = None
+    embeddings: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+class MultiTaskSTPooler(nn.Module):
+    """Turns token states `(batch, seq, hidden)` into one vector `(batch, hidden)` per text, ignoring padding."""
+
+    def __init__(self, config: MultiTaskSTConfig):
+        super().__init__()
+        self.mode = config.pooling_mode
+        # Learned single-query attention: one score per token from a linear map of its state.
+        self.attention_query = nn.Linear(config.backbone_hidden_size, 1) if self.mode == "attention" else None
+
+    def forward(self, token_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if self.mode == "cls":
+            return token_states[:, 0]
+        mask = attention_mask.unsqueeze(-1).to(token_states.dtype)  # (batch, seq, 1)
+        if self.mode == "mean":
+            # clamp: an all-padding row gives a zero vector instead of NaN.
+            return (token_states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+        is_padding = mask == 0
+        if self.mode == "max":
+            return token_states.masked_fill(is_padding, torch.finfo(token_states.dtype).min).max(dim=1).values
+        scores = self.attention_query(token_states).masked_fill(is_padding, torch.finfo(token_states.dtype).min)
+        weights = scores.float().softmax(dim=1).to(token_states.dtype)  # (batch, seq, 1), softmax in fp32
+        return (weights * token_states).sum(dim=1)
+
+
+def _build_projection(config: MultiTaskSTConfig) -> nn.Module:
+    hidden_size = config.backbone_hidden_size
+    if config.projection == "none":
+        return nn.Identity()
+    if config.projection == "linear":
+        return nn.Sequential(nn.Linear(hidden_size, config.embedding_dim), nn.LayerNorm(config.embedding_dim))
+    return nn.Sequential(
+        nn.Linear(hidden_size, config.projection_hidden_size),
+        ACT2FN[config.projection_activation],
+        nn.Linear(config.projection_hidden_size, config.embedding_dim),
+        nn.LayerNorm(config.embedding_dim),
+    )
+
+
+def _build_head(config: MultiTaskSTConfig, num_labels: int) -> nn.Module:
+    return nn.Sequential(
+        nn.Linear(config.embedding_dim, config.head_hidden_size),
+        ACT2FN[config.head_activation],
+        nn.Dropout(config.head_dropout),
+        nn.Linear(config.head_hidden_size, num_labels),
+    )
+
+
+def _backbone_init_kwargs(backbone_config) -> dict:
+    """BERT-style encoders carry an NSP pooler we never use; leave it out so no parameter sits idle (DDP, freezing)."""
+    model_class = MODEL_MAPPING[type(backbone_config)]
+    if "add_pooling_layer" in inspect.signature(model_class.__init__).parameters:
+        return {"add_pooling_layer": False}
+    return {}
+
+
+class MultiTaskSTPreTrainedModel(PreTrainedModel):
+    config_class = MultiTaskSTConfig
+    base_model_prefix = ""
+    supports_gradient_checkpointing = True
+    # The backbone does the attention; these let `from_pretrained(attn_implementation=...)` pass it through.
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+
+    def _init_weights(self, module: nn.Module):
+        # Our own modules (pooling query, projection, heads). The backbone, a PreTrainedModel itself, uses its own
+        # `_init_weights` in transformers 5; Embedding is covered for transformers 4, which applies ours everywhere.
+        std = getattr(self.config.backbone_config, "initializer_range", 0.02)
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.padding_idx is not None:
+                with torch.no_grad():
+                    module.weight[module.padding_idx].zero_()
+
+
+class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
+    r"""A shared encoder with pooling and a projection to a sentence embedding, and one classification head per task.
+
+    `forward` takes token ids (tokenise in the collator, never here) and optional `labels` of shape
+    `(batch_size, num_tasks)` holding `-100` wherever an example has no label for a task.
+
+    Example:
+        >>> from transformers import AutoTokenizer
+        >>> model = MultiTaskSTModel.from_backbone(
+        ...     "sentence-transformers/all-MiniLM-L6-v2",
+        ...     tasks={"topic": ["world", "sports", "business", "sci/tech"], "sentiment": ["negative", "positive"]},
+        ... )
+        >>> tokenizer = AutoTokenizer.from_pretrained("sentence-transformers/all-MiniLM-L6-v2")
+        >>> model.encode(["A sentence.", "Another one."], tokenizer).shape
+        (2, 384)
+        >>> model.predict("Stocks fell sharply today.", tokenizer)["topic"]["label"]  # heads are untrained here
+    """
+
+    def __init__(self, config: MultiTaskSTConfig):
+        super().__init__(config)
+        self.backbone = AutoModel.from_config(config.backbone_config, **_backbone_init_kwargs(config.backbone_config))
+        self.pooling = MultiTaskSTPooler(config)
+        self.projection = _build_projection(config)
+        self.heads = nn.ModuleDict({task: _build_head(config, len(labels)) for task, labels in config.tasks.items()})
+        self.post_init()
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_backbone(
+        cls,
+        pretrained_model_name_or_path: str,
+        tasks: dict | None = None,
+        *,
+        attn_implementation: str | None = None,
+        revision: str | None = None,
+        token: str | bool | None = None,
+        cache_dir: str | None = None,
+        local_files_only: bool = False,
+        **config_kwargs,
+    ) -> MultiTaskSTModel:
+        """Start from a pretrained encoder: its weights and config, with fresh pooling, projection and heads.
+
+        `config_kwargs` are [`MultiTaskSTConfig`] fields (`pooling_mode`, `projection`, `embedding_dim`, ...). When the
+        checkpoint is a sentence-transformers one, its `max_seq_length` becomes the default truncation length.
+        """
+        hub_kwargs = {"revision": revision, "token": token, "cache_dir": cache_dir, "local_files_only": local_files_only}
+        backbone_config = AutoConfig.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
+        pretrained = AutoModel.from_pretrained(
+            pretrained_model_name_or_path,
+            config=backbone_config,
+            attn_implementation=attn_implementation,
+            **_backbone_init_kwargs(backbone_config),
+            **hub_kwargs,
+        )
+        if config_kwargs.get("max_seq_length") is None:
+            config_kwargs["max_seq_length"] = _sentence_transformers_max_seq_length(
+                pretrained_model_name_or_path, hub_kwargs
+            )
+        config = cls.config_class(backbone_config=pretrained.config, tasks=tasks, **config_kwargs)
+        model = cls(config)
+        model.backbone.load_state_dict(pretrained.state_dict())
+        model.config.backbone_config._name_or_path = str(pretrained_model_name_or_path)
+        return model
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.backbone.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module):
+        self.backbone.set_input_embeddings(value)
+
+    # ------------------------------------------------------------------ forward
+
+    def embed(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Sentence embeddings `(batch, embedding_dim)`, normalised as the config says: what `encode` returns."""
+        return self._finish_embedding(self._embed(input_ids, attention_mask, token_type_ids)[0])
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        tasks: Iterable[str] | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> MultiTaskSTOutput | tuple:
+        r"""
+        labels (`torch.LongTensor` of shape `(batch_size, num_tasks)`, *optional*):
+            Column `i` holds the label ids of task `config.task_names[i]`, `-100` where an example has none.
+        tasks (`list[str]`, *optional*):
+            Which heads to run; defaults to all.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        task_names = self._check_tasks(tasks)
+        projected, backbone_output = self._embed(
+            input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions
+        )
+        logits = {task: self.heads[task](projected) for task in task_names}
+        loss, task_losses = (None, None) if labels is None else self._multitask_loss(logits, labels)
+        output = MultiTaskSTOutput(
+            loss=loss,
+            logits=logits,
+            task_losses=task_losses,
+            embeddings=self._finish_embedding(projected),
+            hidden_states=backbone_output.hidden_states,
+            attentions=backbone_output.attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+    def _embed(self, input_ids, attention_mask, token_type_ids, output_hidden_states=None, output_attentions=None):
+        if input_ids is None:
+            raise ValueError("`input_ids` is required: tokenise the texts first (see `encode`/`predict`).")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        backbone_inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:  # DistilBERT-style backbones take none
+            backbone_inputs["token_type_ids"] = token_type_ids
+        if output_hidden_states:
+            backbone_inputs["output_hidden_states"] = True
+        if output_attentions:
+            backbone_inputs["output_attentions"] = True
+        backbone_output = self.backbone(**backbone_inputs, return_dict=True)
+        pooled = self.pooling(backbone_output.last_hidden_state, attention_mask)
+        return self.projection(pooled), backbone_output
+
+    def _finish_embedding(self, projected: torch.Tensor) -> torch.Tensor:
+        return F.normalize(projected, p=2, dim=-1) if self.config.normalize_embeddings else projected
+
+    def _check_tasks(self, tasks: Iterable[str] | None) -> list[str]:
+        if tasks is None:
+            return self.config.task_names
+        if isinstance(tasks, str):
+            tasks = [tasks]
+        tasks = list(tasks)
+        unknown = [task for task in tasks if task not in self.heads]
+        if unknown or not tasks:
+            raise ValueError(f"Unknown task(s) {unknown or tasks}; this model's tasks are {self.config.task_names}.")
+        return tasks
+
+    def _multitask_loss(
+        self, logits: dict[str, torch.Tensor], labels: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        task_names = self.config.task_names
+        batch_size = next(iter(logits.values())).shape[0]
+        if labels.dtype not in (torch.int64, torch.int32) or tuple(labels.shape) != (batch_size, len(task_names)):
+            raise ValueError(
+                f"`labels` must be an integer tensor of shape (batch_size, num_tasks) = ({batch_size}, "
+                f"{len(task_names)}) with columns {task_names}, got {labels.dtype} of shape {tuple(labels.shape)}."
+            )
+        labels = labels.long()
+        num_labels = torch.tensor([len(self.config.tasks[t]) for t in task_names], device=labels.device)
+        invalid = (labels != IGNORE_INDEX) & ((labels < 0) | (labels >= num_labels))
+        if invalid.any():  # one device sync per step, instead of an opaque CUDA assert inside cross_entropy
+            row, col = invalid.nonzero()[0].tolist()
+            raise ValueError(
+                f"Label {labels[row, col].item()} of task {task_names[col]!r} (batch row {row}) is not in "
+                f"0..{num_labels[col].item() - 1} nor {IGNORE_INDEX}."
+            )
+        task_losses, loss = {}, None
+        for task, task_logits in logits.items():
+            task_labels = labels[:, task_names.index(task)]
+            labelled = (task_labels != IGNORE_INDEX).sum()
+            # Sum then divide by the labelled count: a task absent from the batch gives exactly 0 (not NaN), and
+            # its head still takes part in the graph (zero gradient), which distributed training needs.
+            task_loss = F.cross_entropy(
+                task_logits.float(), task_labels, ignore_index=IGNORE_INDEX, reduction="sum"
+            ) / labelled.clamp(min=1)
+            task_losses[task] = task_loss
+            weighted = self.config.task_loss_weights[task] * task_loss
+            loss = weighted if loss is None else loss + weighted
+        return loss, task_losses
+
+    # ------------------------------------------------------------------ freezing
+
+    def backbone_layers(self) -> list[nn.Module]:
+        """The backbone's transformer layers, bottom to top."""
+        num_layers = getattr(self.config.backbone_config, "num_hidden_layers", None)
+        for module in self.backbone.modules():
+            if isinstance(module, nn.ModuleList) and len(module) == num_layers:
+                return list(module)
+        raise ValueError(
+            f"Cannot find the {num_layers} layers of backbone {type(self.backbone).__name__}: no ModuleList of "
+            "that length; layer-wise freezing and learning rates need one."
+        )
+
+    def parameter_parts(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
+        """Every parameter, grouped into the parts that freezing and optimizer groups address, bottom to top.
+
+        Parts: `backbone.embeddings`, `backbone.layer.<i>`, `backbone.other` (anything else in the backbone, if any),
+        `pooling` (attention pooling only), `projection` (if any), `head:<task>`. Each parameter is in exactly one.
+        """
+        owner = {}
+        embeddings = getattr(self.backbone, "embeddings", None)
+        if embeddings is None:
+            raise ValueError(f"Backbone {type(self.backbone).__name__} has no `embeddings` module.")
+        for param in embeddings.parameters():
+            owner[param] = "backbone.embeddings"
+        for index, layer in enumerate(self.backbone_layers()):
+            for param in layer.parameters():
+                owner[param] = f"backbone.layer.{index}"
+        parts: dict[str, list[tuple[str, nn.Parameter]]] = {name: [] for name in dict.fromkeys(owner.values())}
+        for name, param in self.named_parameters():
+            if name.startswith("backbone."):
+                part = owner.get(param, "backbone.other")
+            elif name.startswith("heads."):
+                part = "head:" + name.split(".")[1]
+            else:
+                part = name.split(".")[0]  # pooling / projection
+            parts.setdefault(part, []).append((name, param))
+        return {name: params for name, params in parts.items() if params}
+
+    def freeze(self, *targets: str) -> MultiTaskSTModel:
+        """Stop training the named parts: `all`, `backbone`, `backbone.embeddings`, `backbone.layer.<i>`, `pooling`,
+        `projection`, `heads`, `head:<task>`. Returns the model, so calls chain."""
+        self._set_trainable(targets, False)
+        return self
+
+    def unfreeze(self, *targets: str) -> MultiTaskSTModel:
+        """Train the named parts again (same names as `freeze`)."""
+        self._set_trainable(targets, True)
+        return self
+
+    def resolve_parts(self, *targets: str) -> list[str]:
+        """The part names (see `parameter_parts`) that freeze targets select, in model order."""
+        parts = list(self.parameter_parts())
+        selected = []
+        for target in targets:
+            matches = [part for part in parts if _part_matches(part, target)]
+            if not matches:
+                valid = ["all", "backbone", "heads", *parts]
+                raise ValueError(f"Freeze target {target!r} matches no part of this model; valid targets: {valid}.")
+            selected.extend(part for part in matches if part not in selected)
+        return [part for part in parts if part in selected]
+
+    def _set_trainable(self, targets: tuple[str, ...], trainable: bool):
+        if not targets:
+            raise ValueError("Name at least one part, e.g. `freeze('backbone')`.")
+        parts = self.parameter_parts()
+        for part in self.resolve_parts(*targets):
+            for _, param in parts[part]:
+                param.requires_grad_(trainable)
+
+    # ------------------------------------------------------------------ inference
+
+    def encode(
+        self,
+        sentences: str | list[str],
+        tokenizer,
+        batch_size: int = 32,
+        normalize_embeddings: bool | None = None,
+        convert_to_numpy: bool = True,
+        convert_to_tensor: bool = False,
+        show_progress_bar: bool | None = None,
+        device: str | torch.device | None = None,
+        max_length: int | None = None,
+    ):
+        """Embed sentences: a `(n, embedding_dim)` array (or tensor), or one vector for a single string.
+
+        Texts are sorted by length so each batch pads little; the order of the result matches the input.
+        `normalize_embeddings` defaults to `config.normalize_embeddings`.
+        """
+        normalize = self.config.normalize_embeddings if normalize_embeddings is None else normalize_embeddings
+
+        def embed_batch(inputs):
+            projected = self._embed(**inputs)[0]
+            return F.normalize(projected, p=2, dim=-1) if normalize else projected
+
+        single, embeddings = self._run_batches(
+            sentences, tokenizer, embed_batch, batch_size, show_progress_bar, device, max_length, "Encoding"
+        )
+        embeddings = embeddings.float()
+        if single:
+            embeddings = embeddings[0]
+        if convert_to_tensor:
+            return embeddings
+        if convert_to_numpy:
+            return embeddings.cpu().numpy()
+        return list(embeddings.unbind(0)) if not single else embeddings
+
+    def predict(
+        self,
+        sentences: str | list[str],
+        tokenizer,
+        tasks: str | list[str] | None = None,
+        batch_size: int = 32,
+        show_progress_bar: bool | None = None,
+        device: str | torch.device | None = None,
+        max_length: int | None = None,
+    ) -> dict | list[dict]:
+        """Classify sentences with every head (or those in `tasks`) from one forward pass per batch.
+
+        Returns, per sentence, `{task: {"label": name, "score": probability, "probabilities": {name: p}}}`; a dict for
+        a single string, a list of them for a list.
+        """
+        task_names = self._check_tasks(tasks)
+
+        def classify_batch(inputs):
+            logits = self.forward(**inputs, tasks=task_names, return_dict=True).logits
+            # (batch, total labels over the selected tasks): one device->host copy per batch
+            return torch.cat([logits[task].float().softmax(dim=-1) for task in task_names], dim=-1)
+
+        single, probabilities = self._run_batches(
+            sentences, tokenizer, classify_batch, batch_size, show_progress_bar, device, max_length, "Predicting"
+        )
+        probabilities = probabilities.cpu().tolist()
+        predictions = []
+        for row in probabilities:
+            prediction, offset = {}, 0
+            for task in task_names:
+                labels = self.config.tasks[task]
+                task_probs = row[offset : offset + len(labels)]
+                offset += len(labels)
+                best = max(range(len(labels)), key=task_probs.__getitem__)
+                prediction[task] = {
+                    "label": labels[best],
+                    "score": task_probs[best],
+                    "probabilities": dict(zip(labels, task_probs)),
+                }
+            predictions.append(prediction)
+        return predictions[0] if single else predictions
+
+    def _run_batches(
+        self,
+        sentences,
+        tokenizer,
+        run_batch: Callable[[dict], torch.Tensor],
+        batch_size: int,
+        show_progress_bar: bool | None,
+        device,
+        max_length: int | None,
+        description: str,
+    ) -> tuple[bool, torch.Tensor]:
+        """Tokenise and run `run_batch` over length-sorted batches; returns its rows stacked in input order."""
+        single, sentences = _check_sentences(sentences)
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
+        if tokenizer is None or not callable(tokenizer):
+            raise TypeError(f"`tokenizer` must be a Hugging Face tokenizer, got {tokenizer!r}.")
+        if device is not None:
+            self.to(device)
+        device = self.device
+        max_length = max_length or self._default_max_length(tokenizer)
+        # Longest first: batches of similar length pad little, and a too-large batch fails at once, not at the end.
+        order = sorted(range(len(sentences)), key=lambda i: -len(sentences[i]))
+        if show_progress_bar is None:
+            show_progress_bar = logger.getEffectiveLevel() <= logging.INFO and len(sentences) > batch_size
+        was_training = self.training
+        self.eval()
+        rows = [None] * len(sentences)
+        try:
+            with torch.inference_mode():
+                starts = range(0, len(order), batch_size)
+                for start in logging.tqdm(starts, desc=description, disable=not show_progress_bar):
+                    indices = order[start : start + batch_size]
+                    inputs = tokenizer(
+                        [sentences[i] for i in indices],
+                        padding=True,
+                        truncation=True,
+                        max_length=max_length,
+                        return_tensors="pt",
+                    )
+                    inputs = {
+                        key: value.to(device)
+                        for key, value in inputs.items()
+                        if key in ("input_ids", "attention_mask", "token_type_ids")
+                    }
+                    for index, row in zip(indices, run_batch(inputs)):
+                        rows[index] = row
+        finally:
+            self.train(was_training)
+        return single, torch.stack(rows)
+
+    def _default_max_length(self, tokenizer) -> int:
+        limit = getattr(self.config.backbone_config, "max_position_embeddings", None) or 512
+        if self.config.max_seq_length is not None:
+            return min(self.config.max_seq_length, limit)
+        tokenizer_limit = getattr(tokenizer, "model_max_length", None)
+        # tokenizers without a limit report a huge sentinel (int(1e30))
+        return min(tokenizer_limit, limit) if tokenizer_limit and tokenizer_limit < 1_000_000 else limit
+
+
+def _part_matches(part: str, target: str) -> bool:
+    if target == "all" or part == target:
+        return True
+    if target == "heads":
+        return part.startswith("head:")
+    return part.startswith(target + ".")
+
+
+def _check_sentences(sentences) -> tuple[bool, list[str]]:
+    single = isinstance(sentences, str)
+    if single:
+        sentences = [sentences]
+    if not isinstance(sentences, (list, tuple)):
+        raise TypeError(f"`sentences` must be a string or a list of strings, got {type(sentences).__name__}.")
+    if not sentences:
+        raise ValueError("`sentences` is empty: pass at least one string.")
+    for index, sentence in enumerate(sentences):
+        if not isinstance(sentence, str):
+            raise TypeError(f"`sentences[{index}]` must be a string, got {type(sentence).__name__}: {sentence!r}.")
+        if not sentence.strip():
+            raise ValueError(f"`sentences[{index}]` is empty or whitespace; every text needs content to embed.")
+    return single, list(sentences)
+
+
+def _sentence_transformers_max_seq_length(path: str, hub_kwargs: dict) -> int | None:
+    """The `max_seq_length` a sentence-transformers checkpoint was trained with, if it is one."""
+    resolved = cached_file(
+        path,
+        "sentence_bert_config.json",
+        _raise_exceptions_for_missing_entries=False,
+        _raise_exceptions_for_connection_errors=False,
+        **hub_kwargs,
+    )
+    if resolved is None:
+        return None
+    with open(resolved, encoding="utf-8") as file:
+        return json.load(file).get("max_seq_length")
