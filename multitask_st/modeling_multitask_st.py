@@ -26,6 +26,7 @@ from .configuration_multitask_st import MultiTaskSTConfig
 logger = logging.get_logger(__name__)
 
 IGNORE_INDEX = -100  # label value for "this example has no label for this task"
+_MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # what the tokenizer gives that forward takes
 
 
 @dataclass
@@ -491,29 +492,26 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
             show_progress_bar = logger.getEffectiveLevel() <= logging.INFO and len(sentences) > batch_size
         was_training = self.training
         self.eval()
-        rows = [None] * len(sentences)
+        outputs = []
         try:
             with torch.inference_mode():
                 starts = range(0, len(order), batch_size)
                 for start in logging.tqdm(starts, desc=description, disable=not show_progress_bar):
-                    indices = order[start : start + batch_size]
                     inputs = tokenizer(
-                        [sentences[i] for i in indices],
+                        [sentences[i] for i in order[start : start + batch_size]],
                         padding=True,
                         truncation=True,
                         max_length=max_length,
                         return_tensors="pt",
                     )
-                    inputs = {
-                        key: value.to(device)
-                        for key, value in inputs.items()
-                        if key in ("input_ids", "attention_mask", "token_type_ids")
-                    }
-                    for index, row in zip(indices, run_batch(inputs)):
-                        rows[index] = row
+                    inputs = {key: inputs[key].to(device) for key in _MODEL_INPUTS if key in inputs}
+                    outputs.append(run_batch(inputs))
         finally:
             self.train(was_training)
-        return single, torch.stack(rows)
+        # Undo the length sort: row `order[k]` of the input is row `k` of the concatenation.
+        inverse = torch.empty(len(order), dtype=torch.long)
+        inverse[torch.tensor(order)] = torch.arange(len(order))
+        return single, torch.cat(outputs)[inverse.to(device)]
 
     def _default_max_length(self, tokenizer) -> int:
         limit = getattr(self.config.backbone_config, "max_position_embeddings", None) or 512
