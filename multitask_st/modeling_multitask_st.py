@@ -182,7 +182,12 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
         `config_kwargs` are [`MultiTaskSTConfig`] fields (`pooling_mode`, `projection`, `embedding_dim`, ...). When the
         checkpoint is a sentence-transformers one, its `max_seq_length` becomes the default truncation length.
         """
-        hub_kwargs = {"revision": revision, "token": token, "cache_dir": cache_dir, "local_files_only": local_files_only}
+        hub_kwargs = {
+            "revision": revision,
+            "token": token,
+            "cache_dir": cache_dir,
+            "local_files_only": local_files_only,
+        }
         backbone_config = AutoConfig.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
         pretrained = AutoModel.from_pretrained(
             pretrained_model_name_or_path,
@@ -460,7 +465,7 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
                 prediction[task] = {
                     "label": labels[best],
                     "score": task_probs[best],
-                    "probabilities": dict(zip(labels, task_probs)),
+                    "probabilities": dict(zip(labels, task_probs, strict=True)),
                 }
             predictions.append(prediction)
         return predictions[0] if single else predictions
