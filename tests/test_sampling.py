@@ -1,0 +1,83 @@
+from collections import Counter
+
+import pytest
+
+from multitask_st.sampling import MultiTaskSampler, task_sampling_weights
+
+
+def test_sampling_weights_for_each_strategy():
+    assert task_sampling_weights([300, 100], "proportional") == pytest.approx([0.75, 0.25])
+    assert task_sampling_weights([300, 100], "round_robin") == pytest.approx([0.5, 0.5])
+    # size ** (1/T): 900 ** 0.5 = 30, 100 ** 0.5 = 10
+    assert task_sampling_weights([900, 100], "temperature", 2.0) == pytest.approx([0.75, 0.25])
+    assert task_sampling_weights([900, 100], "temperature", 1.0) == pytest.approx([0.9, 0.1])
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [((([10], "nope")), "Unknown sampling strategy"), (([10, 0], "proportional"), "at least one"),
+     (([10], "temperature", 0.0), "> 0")],
+)  # fmt: skip
+def test_sampling_weights_errors(args, message):
+    with pytest.raises(ValueError, match=message):
+        task_sampling_weights(*args)
+
+
+def _task_counts(indices, sizes):
+    return Counter(0 if index < sizes[0] else 1 for index in indices)
+
+
+def test_proportional_mixed_visits_every_example_once():
+    sampler = MultiTaskSampler([30, 10], batch_size=4, strategy="proportional")
+    indices = list(sampler)
+    assert sorted(indices) == list(range(40))
+    assert len(sampler) == 40
+
+
+@pytest.mark.parametrize("strategy, expected", [("round_robin", 0.5), ("temperature", 0.75), ("proportional", 0.9)])
+def test_drawn_proportions_follow_the_strategy(strategy, expected):
+    sizes = [900, 100]
+    sampler = MultiTaskSampler(sizes, batch_size=1, strategy=strategy, temperature=2.0, num_samples=4000)
+    counts = _task_counts(list(sampler), sizes)
+    assert counts[0] / sum(counts.values()) == pytest.approx(expected, abs=0.03)
+
+
+@pytest.mark.parametrize("strategy", ["proportional", "round_robin", "temperature"])
+def test_single_task_batches_never_mix_tasks(strategy):
+    sizes, batch_size = [37, 13], 8
+    sampler = MultiTaskSampler(sizes, batch_size=batch_size, strategy=strategy, mixed_batches=False)
+    indices = list(sampler)
+    assert len(indices) == len(sampler) and len(indices) % batch_size == 0
+    for start in range(0, len(indices), batch_size):
+        assert len(_task_counts(indices[start : start + batch_size], sizes)) == 1
+    if strategy == "proportional":  # every example still seen in the epoch (partial blocks are topped up)
+        assert set(indices) == set(range(50))
+
+
+def test_deterministic_for_seed_and_epoch():
+    def draw(seed, epoch):
+        sampler = MultiTaskSampler([20, 20], batch_size=4, strategy="temperature", seed=seed)
+        sampler.set_epoch(epoch)
+        return list(sampler)
+
+    assert draw(0, 0) == draw(0, 0)
+    assert draw(0, 0) != draw(1, 0)
+    assert draw(0, 0) != draw(0, 1)
+
+
+@pytest.mark.parametrize("mixed", [True, False])
+def test_length_grouping_makes_batches_of_similar_length(mixed):
+    sizes, batch_size = [200, 200], 8
+    lengths = [(i * 37) % 101 + 1 for i in range(400)]
+    grouped = list(MultiTaskSampler(sizes, batch_size, mixed_batches=mixed, lengths=lengths))
+    plain = list(MultiTaskSampler(sizes, batch_size, mixed_batches=mixed))
+
+    def padding(order):
+        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        return sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in batches)
+
+    assert sorted(grouped) == sorted(plain)  # same examples, other order
+    assert padding(grouped) < padding(plain) / 3
+    if not mixed:
+        for start in range(0, len(grouped), batch_size):
+            assert len(_task_counts(grouped[start : start + batch_size], sizes)) == 1

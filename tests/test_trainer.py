@@ -1,0 +1,345 @@
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import TrainerCallback
+
+from multitask_st import MultiTaskSTModel
+from multitask_st.callbacks import UnfreezingCallback, unfreezing_stages
+from multitask_st.trainer import MultiTaskTrainer, build_parameter_groups, learning_rate_scale
+from multitask_st.training_args import MultiTaskTrainingArguments
+
+from conftest import tiny_config
+
+
+def _args(tmp_path, **overrides) -> MultiTaskTrainingArguments:
+    settings = dict(
+        output_dir=str(tmp_path / "out"), per_device_train_batch_size=8, per_device_eval_batch_size=8,
+        learning_rate=1e-3, weight_decay=0.01, max_steps=3, report_to=[], use_cpu=True, save_strategy="no",
+        logging_steps=1, disable_tqdm=True, seed=0, stsb_eval_pairs=0,
+        # every batch holds both tasks, so every trainable parameter gets a gradient at every step
+        sampling_strategy="round_robin",
+    )  # fmt: skip
+    settings.update(overrides)
+    return MultiTaskTrainingArguments(**settings)
+
+
+def _trainer(tmp_path, model, datasets_, tokenizer, callbacks=None, **overrides) -> MultiTaskTrainer:
+    train, evaluation = datasets_
+    return MultiTaskTrainer(
+        model=model,
+        args=_args(tmp_path, **overrides),
+        train_dataset=train,
+        eval_dataset=evaluation,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+
+
+def _snapshot(model) -> dict[str, torch.Tensor]:
+    return {name: parameter.detach().clone() for name, parameter in model.named_parameters()}
+
+
+def _changed_parts(model, before) -> set[str]:
+    changed = set()
+    for part, named in model.parameter_parts().items():
+        if any(not torch.equal(parameter, before[name]) for name, parameter in named):
+            changed.add(part)
+    return changed
+
+
+# ---------------------------------------------------------------- parameter groups
+
+
+def test_every_parameter_in_exactly_one_group_with_configured_learning_rates(tiny_model):
+    groups = build_parameter_groups(
+        tiny_model, learning_rate=1e-4, weight_decay=0.01, layer_decay=0.5, projection_lr_multiplier=2.0,
+        head_lr_multiplier=3.0,
+    )  # fmt: skip
+    grouped = [id(p) for group in groups for p in group["params"]]
+    assert len(grouped) == len(set(grouped))
+    assert set(grouped) == {id(p) for p in tiny_model.parameters()}
+    lr = {group["name"]: group["lr"] for group in groups}
+    # 2 layers: top layer 1 at 1x, layer 0 at 0.5x, embeddings at 0.25x
+    assert lr["backbone.layer.1"] == pytest.approx(1e-4)
+    assert lr["backbone.layer.0"] == pytest.approx(0.5e-4)
+    assert lr["backbone.embeddings"] == pytest.approx(0.25e-4)
+    assert lr["projection"] == pytest.approx(2e-4)
+    assert lr["head:topic"] == lr["head:sentiment"] == pytest.approx(3e-4)
+    for group in groups:
+        no_decay = group["name"].endswith(".no_decay")
+        assert group["weight_decay"] == (0.0 if no_decay else 0.01)
+        assert all((p.dim() < 2) == no_decay for p in group["params"])
+
+
+def test_frozen_parameters_are_still_grouped(tiny_model):
+    tiny_model.freeze("backbone")
+    grouped = {id(p) for group in build_parameter_groups(tiny_model, 1e-4) for p in group["params"]}
+    assert grouped == {id(p) for p in tiny_model.parameters()}
+
+
+def test_default_multipliers_give_1x_2x_3x():
+    assert learning_rate_scale("backbone.layer.3", 6, 1.0, 2.0, 3.0) == 1.0
+    assert learning_rate_scale("backbone.embeddings", 6, 1.0, 2.0, 3.0) == 1.0
+    assert learning_rate_scale("pooling", 6, 1.0, 2.0, 3.0) == 2.0
+    assert learning_rate_scale("head:x", 6, 1.0, 2.0, 3.0) == 3.0
+
+
+def test_trainer_optimizer_uses_the_groups(tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer):
+    trainer = _trainer(tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer, layer_decay=0.5)
+    optimizer = trainer.create_optimizer()
+    names = [group["name"] for group in optimizer.param_groups]
+    assert "backbone.layer.0" in names and "head:topic.no_decay" in names
+    counted = sum(len(group["params"]) for group in optimizer.param_groups)
+    assert counted == len(list(tiny_model.parameters()))
+
+
+# ---------------------------------------------------------------- freezing
+
+
+@pytest.mark.parametrize(
+    "freeze, expected_frozen",
+    [
+        (["backbone"], {"backbone.embeddings", "backbone.layer.0", "backbone.layer.1"}),
+        (["head:topic"], {"head:topic"}),
+        (["backbone.layer.0", "projection"], {"backbone.layer.0", "projection"}),
+        ([], set()),
+    ],
+)
+def test_frozen_parts_stay_bit_identical_and_the_rest_changes(
+    tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer, freeze, expected_frozen
+):
+    before = _snapshot(tiny_model)
+    trainer = _trainer(tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer, freeze=freeze)
+    trainer.train()
+    all_parts = set(tiny_model.parameter_parts())
+    assert _changed_parts(tiny_model, before) == all_parts - expected_frozen
+
+
+def test_parts_frozen_on_the_model_before_training_stay_frozen(
+    tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer
+):
+    tiny_model.freeze("heads")
+    before = _snapshot(tiny_model)
+    _trainer(tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer).train()
+    changed = _changed_parts(tiny_model, before)
+    assert not any(part.startswith("head:") for part in changed)
+    assert "backbone.layer.1" in changed
+
+
+def test_everything_frozen_refuses_to_train_but_evaluates(tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer):
+    trainer = _trainer(tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer, freeze=["all"])
+    with pytest.raises(ValueError, match="Every part of the model is frozen"):
+        trainer.train()
+    metrics = trainer.evaluate()
+    assert "eval_topic_accuracy" in metrics and np.isfinite(metrics["eval_loss"])
+
+
+def test_unknown_freeze_target_is_a_clear_error(tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer):
+    with pytest.raises(ValueError, match="head:nope"):
+        _trainer(tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer, freeze=["head:nope"])
+
+
+def test_unfreezing_stages_top_down():
+    parts = ["backbone.embeddings", "backbone.layer.0", "backbone.layer.1", "pooling", "projection", "head:a"]
+    assert unfreezing_stages(parts) == [
+        ["head:a"], ["pooling", "projection"], ["backbone.layer.1"], ["backbone.layer.0"], ["backbone.embeddings"],
+    ]  # fmt: skip
+    assert unfreezing_stages(parts, layers_per_stage=2)[2] == ["backbone.layer.1", "backbone.layer.0"]
+
+
+class _ChangesPerStep(TrainerCallback):
+    """Records, for every optimizer step, the unfreezing stage and which parts changed."""
+
+    def __init__(self, unfreezing: UnfreezingCallback):
+        self.unfreezing, self.steps, self.stage_at_train_begin = unfreezing, [], None
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.stage_at_train_begin = self.unfreezing.stage
+        self.requires_grad_at_train_begin = {n: p.requires_grad for n, p in model.named_parameters()}
+
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
+        self.before = _snapshot(model)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        self.steps.append((self.unfreezing.stage, _changed_parts(model, self.before)))
+
+
+def test_progressive_unfreezing_trains_exactly_the_unlocked_parts_at_each_stage(
+    tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer
+):
+    trainer = _trainer(
+        tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer, max_steps=6, unfreeze_schedule="progressive",
+        unfreeze_every=1, unfreeze_unit="step", freeze=["head:sentiment"],
+    )  # fmt: skip
+    recorder = _ChangesPerStep(trainer.unfreezing)
+    trainer.add_callback(recorder)
+    trainer.train()
+    stages = [stage for stage, _ in recorder.steps]
+    assert stages == [0, 1, 2, 3, 4, 4]  # heads, projection, layer 1, layer 0, embeddings (last stage holds)
+    for stage, changed in recorder.steps:
+        assert changed == set(trainer.unfreezing.trainable_parts(stage))
+        assert "head:sentiment" not in changed
+    assert recorder.steps[-1][1] == set(tiny_model.parameter_parts()) - {"head:sentiment"}
+
+
+def test_resume_mid_schedule_restores_the_stage(tmp_path, tiny_task_datasets, tiny_tokenizer):
+    torch.manual_seed(0)
+    schedule = dict(unfreeze_schedule="progressive", unfreeze_every=1, unfreeze_unit="step")
+    first = _trainer(
+        tmp_path, MultiTaskSTModel(tiny_config()), tiny_task_datasets, tiny_tokenizer, max_steps=2,
+        save_strategy="steps", save_steps=2, **schedule,
+    )  # fmt: skip
+    first.train()
+    checkpoint = tmp_path / "out" / "checkpoint-2"
+    assert checkpoint.is_dir()
+
+    second = _trainer(
+        tmp_path, MultiTaskSTModel(tiny_config()), tiny_task_datasets, tiny_tokenizer, max_steps=4, **schedule
+    )
+    recorder = _ChangesPerStep(second.unfreezing)
+    second.add_callback(recorder)
+    second.train(resume_from_checkpoint=str(checkpoint))
+    assert recorder.stage_at_train_begin == 2
+    trainable = set(second.unfreezing.trainable_parts(2))
+    for part, named in second.model.parameter_parts().items():
+        assert all(recorder.requires_grad_at_train_begin[name] == (part in trainable) for name, _ in named)
+    assert [stage for stage, _ in recorder.steps] == [2, 3]
+
+
+# ---------------------------------------------------------------- loss, logging, evaluation
+
+
+def test_per_task_losses_are_logged_in_training(tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer):
+    trainer = _trainer(tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer)
+    trainer.train()
+    logged = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert logged and all("topic_loss" in entry and "sentiment_loss" in entry for entry in logged)
+
+
+def test_evaluate_with_single_task_batches_gives_per_task_metrics(
+    tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer
+):
+    trainer = _trainer(tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer)
+    metrics = trainer.evaluate()  # 8 topic then 8 sentiment rows, eval batch 8: every batch holds one task
+
+    _, evaluation = tiny_task_datasets
+    batch_losses = []
+    for task_id, (task, dataset) in enumerate(evaluation.items()):
+        batch = trainer.data_collator([{**row, "task_id": task_id} for row in dataset])
+        with torch.no_grad():
+            output = tiny_model(**batch)
+        predictions = output.logits[task].argmax(-1)
+        expected_accuracy = (predictions == torch.tensor(dataset["label"])).float().mean().item()
+        assert metrics[f"eval_{task}_accuracy"] == pytest.approx(expected_accuracy)
+        assert metrics[f"eval_{task}_loss"] == pytest.approx(output.task_losses[task].item(), abs=1e-4)
+        assert 0.0 <= metrics[f"eval_{task}_f1"] <= 1.0
+        batch_losses.append(output.loss.item())
+    assert metrics["eval_loss"] == pytest.approx(np.mean(batch_losses), rel=1e-5)
+    assert metrics["eval_mean_accuracy"] == pytest.approx(
+        (metrics["eval_topic_accuracy"] + metrics["eval_sentiment_accuracy"]) / 2
+    )
+
+
+def test_stsb_spearman_reported_when_given(tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer):
+    import datasets
+
+    pairs = datasets.Dataset.from_dict(
+        {
+            "sentence1": ["the movie", "a team won", "stock market rose", "the phone", "bad film"],
+            "sentence2": ["the film", "the election", "market fell", "phone launch", "great movie"],
+            "score": [4.5, 0.5, 2.5, 3.0, 1.0],
+        }
+    )
+    train, evaluation = tiny_task_datasets
+    trainer = MultiTaskTrainer(
+        model=tiny_model, args=_args(tmp_path, stsb_eval_pairs=3), train_dataset=train, eval_dataset=evaluation,
+        processing_class=tiny_tokenizer, stsb_dataset=pairs,
+    )  # fmt: skip
+    assert len(trainer.stsb_dataset) == 3
+    metrics = trainer.evaluate()
+    assert -1.0 <= metrics["eval_stsb_spearman"] <= 1.0
+
+
+def test_task_loss_weights_from_args_reach_the_model(tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer):
+    _trainer(tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer, task_loss_weights='{"topic": 0.25}')
+    assert tiny_model.config.task_loss_weights == {"topic": 0.25, "sentiment": 1.0}
+
+
+def test_bad_training_arguments(tmp_path):
+    with pytest.raises(ValueError, match="sampling_strategy"):
+        _args(tmp_path, sampling_strategy="random")
+    with pytest.raises(ValueError, match="layer_decay"):
+        _args(tmp_path, layer_decay=0)
+
+
+def test_bf16_training_step_on_cpu(tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer):
+    before = _snapshot(tiny_model)
+    trainer = _trainer(tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer, bf16=True, max_steps=2)
+    output = trainer.train()
+    assert np.isfinite(output.training_loss)
+    assert _changed_parts(tiny_model, before) == set(tiny_model.parameter_parts())
+
+
+# ---------------------------------------------------------------- multi-process
+
+_DDP_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import torch
+    sys.path.insert(0, {tests_dir!r})
+    from conftest import tiny_config, make_task_dataset
+    from transformers import BertTokenizerFast
+    from multitask_st import MultiTaskSTModel
+    from multitask_st.trainer import MultiTaskTrainer
+    from multitask_st.training_args import MultiTaskTrainingArguments
+
+    out = sys.argv[1]
+    tokenizer = BertTokenizerFast.from_pretrained(out + "/tokenizer")
+    torch.manual_seed(0)
+    model = MultiTaskSTModel(tiny_config())
+    train = {{"topic": make_task_dataset(tokenizer, 32, 3, 1), "sentiment": make_task_dataset(tokenizer, 32, 2, 2)}}
+    args = MultiTaskTrainingArguments(
+        output_dir=out + "/run", per_device_train_batch_size=4, max_steps=4, report_to=[], use_cpu=True,
+        save_strategy="no", disable_tqdm=True, learning_rate=1e-3, weight_decay=0.01, freeze=["backbone.layer.0"],
+        unfreeze_schedule="progressive", unfreeze_every=1, unfreeze_unit="step", ddp_backend="gloo",
+        sampling_strategy="round_robin",
+    )
+    trainer = MultiTaskTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer)
+    trainer.train()
+    if trainer.is_world_process_zero():
+        trainer.save_model(out + "/model")
+        json.dump({{"world_size": args.world_size, "steps": trainer.state.global_step}}, open(out + "/info.json", "w"))
+    """
+)
+
+
+@pytest.mark.slow
+def test_two_process_data_parallel_run_on_cpu(tmp_path, tiny_tokenizer):
+    tiny_tokenizer.save_pretrained(tmp_path / "tokenizer")
+    script = tmp_path / "ddp_train.py"
+    script.write_text(_DDP_SCRIPT.format(tests_dir=str(Path(__file__).parent)))
+    torchrun = Path(sys.executable).parent / "torchrun"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [str(torchrun), "--nproc_per_node", "2", "--master_port", "29561", str(script), str(tmp_path)],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    info = json.loads((tmp_path / "info.json").read_text())
+    assert info == {"world_size": 2, "steps": 4}
+
+    torch.manual_seed(0)
+    initial = MultiTaskSTModel(tiny_config())
+    trained = MultiTaskSTModel.from_pretrained(tmp_path / "model")
+    initial_params = dict(initial.named_parameters())
+    for part, named in trained.parameter_parts().items():
+        same = all(torch.equal(parameter, initial_params[name]) for name, parameter in named)
+        # layer 0 frozen all run; the embeddings are unlocked only at stage 4, after the 4 steps; all else trained
+        assert same == (part in {"backbone.layer.0", "backbone.embeddings"}), part
