@@ -8,14 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_config
 from transformers import TrainerCallback
 
 from multitask_st import MultiTaskSTModel
 from multitask_st.callbacks import UnfreezingCallback, unfreezing_stages
 from multitask_st.trainer import MultiTaskTrainer, build_parameter_groups, learning_rate_scale
 from multitask_st.training_args import MultiTaskTrainingArguments
-
-from conftest import tiny_config
 
 
 def _args(tmp_path, **overrides) -> MultiTaskTrainingArguments:
