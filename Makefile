@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: setup
-	$(PY) demo.py
+	$(PY) train.py
 
 test: setup
 	$(PY) -m pytest -q
@@ -36,6 +36,7 @@ format: setup
 
 bench: setup
 	$(PY) bench/encode.py
+	$(PY) bench/train_speed.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

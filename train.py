@@ -11,6 +11,7 @@ Arguments: the three dataclasses below plus every `TrainingArguments` flag (`pyt
 from __future__ import annotations
 
 import json
+import logging as std_logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,6 +115,18 @@ def _pairs(values: list[str], option: str) -> dict[str, str]:
     return pairs
 
 
+def show_logs(verbose: bool):
+    """transformers' logs at info level (warnings only on other processes), and ours the same way."""
+    level = logging.INFO if verbose else logging.WARNING
+    logging.set_verbosity(level)
+    package_logger = std_logging.getLogger("multitask_st")  # not under transformers' logger: give it a handler
+    package_logger.setLevel(level)
+    if not package_logger.handlers:
+        handler = std_logging.StreamHandler()
+        handler.setFormatter(std_logging.Formatter("[multitask_st] %(message)s"))
+        package_logger.addHandler(handler)
+
+
 def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, MultiTaskTrainingArguments]:
     parser = HfArgumentParser((ModelArguments, DataArguments, MultiTaskTrainingArguments))
     if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
@@ -154,7 +167,7 @@ def load_tasks(data_args: DataArguments, seed: int) -> dict:
 
 def main(argv: list[str] | None = None):
     model_args, data_args, training_args = parse_arguments(sys.argv[1:] if argv is None else argv)
-    logging.set_verbosity_info() if training_args.should_log else logging.set_verbosity_warning()
+    show_logs(training_args.should_log)
     set_seed(training_args.seed)
 
     backbone, base_model = resolve_backbone(model_args.backbone)

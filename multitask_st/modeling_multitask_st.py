@@ -82,7 +82,11 @@ def _build_projection(config: MultiTaskSTConfig) -> nn.Module:
     if config.projection == "none":
         return nn.Identity()
     if config.projection == "linear":
-        return nn.Sequential(nn.Linear(hidden_size, config.embedding_dim), nn.LayerNorm(config.embedding_dim))
+        linear = nn.Linear(hidden_size, config.embedding_dim)
+        # A square projection starts as the identity: training begins from the pretrained embedding geometry
+        # (a random one costs ~0.01 STS-B Spearman on MiniLM before any training).
+        linear._init_as_identity = hidden_size == config.embedding_dim
+        return nn.Sequential(linear, nn.LayerNorm(config.embedding_dim))
     return nn.Sequential(
         nn.Linear(hidden_size, config.projection_hidden_size),
         ACT2FN[config.projection_activation],
@@ -126,7 +130,10 @@ class MultiTaskSTPreTrainedModel(PreTrainedModel):
         # `_init_weights` in transformers 5; Embedding is covered for transformers 4, which applies ours everywhere.
         std = getattr(self.config.backbone_config, "initializer_range", 0.02)
         if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if getattr(module, "_init_as_identity", False):
+                nn.init.eye_(module.weight)
+            else:
+                nn.init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.LayerNorm):
@@ -174,6 +181,7 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
         tasks: dict | None = None,
         *,
         attn_implementation: str | None = None,
+        dtype: torch.dtype | None = None,
         revision: str | None = None,
         token: str | bool | None = None,
         cache_dir: str | None = None,
@@ -184,6 +192,8 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
 
         `config_kwargs` are [`MultiTaskSTConfig`] fields (`pooling_mode`, `projection`, `embedding_dim`, ...). When the
         checkpoint is a sentence-transformers one, its `max_seq_length` becomes the default truncation length.
+        Weights load in float32 (the master copy mixed-precision training wants) whatever the checkpoint stores;
+        pass `dtype` for another.
         """
         hub_kwargs = {
             "revision": revision,
@@ -196,6 +206,8 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
             pretrained_model_name_or_path,
             config=backbone_config,
             attn_implementation=attn_implementation,
+            # transformers 5 would keep an fp16 checkpoint in fp16, under fp32 pooling/projection/heads
+            dtype=torch.float32,
             **_backbone_init_kwargs(backbone_config),
             **hub_kwargs,
         )
@@ -207,7 +219,7 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
         model = cls(config)
         model.backbone.load_state_dict(pretrained.state_dict())
         model.config.backbone_config._name_or_path = str(pretrained_model_name_or_path)
-        return model
+        return model if dtype is None else model.to(dtype)
 
     def get_input_embeddings(self) -> nn.Module:
         return self.backbone.get_input_embeddings()
@@ -492,9 +504,13 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
         if device is not None:
             self.to(device)
         device = self.device
-        max_length = max_length or self._default_max_length(tokenizer)
-        # Longest first: batches of similar length pad little, and a too-large batch fails at once, not at the end.
-        order = sorted(range(len(sentences)), key=lambda i: -len(sentences[i]))
+        max_length = max_length or self.default_max_length(tokenizer)
+        # Tokenise once, unpadded, and sort by token count, longest first: batches of equal length carry almost no
+        # padding (sorting by characters left ~28% of the tokens of Rotten Tomatoes snippets as padding, 2% this
+        # way), and a too-large batch fails at once, not at the end.
+        encodings = tokenizer(sentences, truncation=True, max_length=max_length)
+        keys = [key for key in _MODEL_INPUTS if key in encodings]
+        order = sorted(range(len(sentences)), key=lambda i: -len(encodings["input_ids"][i]))
         if show_progress_bar is None:
             show_progress_bar = logger.getEffectiveLevel() <= logging.INFO and len(sentences) > batch_size
         was_training = self.training
@@ -504,14 +520,9 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
             with torch.inference_mode():
                 starts = range(0, len(order), batch_size)
                 for start in logging.tqdm(starts, desc=description, disable=not show_progress_bar):
-                    inputs = tokenizer(
-                        [sentences[i] for i in order[start : start + batch_size]],
-                        padding=True,
-                        truncation=True,
-                        max_length=max_length,
-                        return_tensors="pt",
-                    )
-                    inputs = {key: inputs[key].to(device) for key in _MODEL_INPUTS if key in inputs}
+                    batch = order[start : start + batch_size]
+                    inputs = tokenizer.pad({key: [encodings[key][i] for i in batch] for key in keys}, return_tensors="pt")
+                    inputs = {key: inputs[key].to(device) for key in keys}
                     outputs.append(run_batch(inputs))
         finally:
             self.train(was_training)
@@ -520,7 +531,7 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
         inverse[torch.tensor(order)] = torch.arange(len(order))
         return single, torch.cat(outputs)[inverse.to(device)]
 
-    def _default_max_length(self, tokenizer) -> int:
+    def default_max_length(self, tokenizer) -> int:
         limit = getattr(self.config.backbone_config, "max_position_embeddings", None) or 512
         if self.config.max_seq_length is not None:
             return min(self.config.max_seq_length, limit)

@@ -30,16 +30,17 @@ def task_sampling_weights(sizes: Sequence[int], strategy: str, temperature: floa
     """
     if strategy not in SAMPLING_STRATEGIES:
         raise ValueError(f"Unknown sampling strategy {strategy!r}; choose one of {list(SAMPLING_STRATEGIES)}.")
-    if not sizes or any(size <= 0 for size in sizes):
-        raise ValueError(f"Every task needs at least one training example, got sizes {list(sizes)}.")
+    if not sizes or any(size < 0 for size in sizes) or not any(sizes):
+        raise ValueError(f"Task sizes must be >= 0 with at least one training example, got {list(sizes)}.")
+    # A task without training data (a head kept as it is while others train) is never drawn.
     if strategy == "round_robin":
-        raw = [1.0] * len(sizes)
+        raw = [float(size > 0) for size in sizes]
     elif strategy == "proportional":
         raw = [float(size) for size in sizes]
     else:
         if temperature <= 0:
             raise ValueError(f"`sampling_temperature` must be > 0, got {temperature}.")
-        raw = [size ** (1.0 / temperature) for size in sizes]
+        raw = [size ** (1.0 / temperature) if size else 0.0 for size in sizes]
     total = sum(raw)
     return [value / total for value in raw]
 
@@ -124,7 +125,8 @@ class MultiTaskSampler(Sampler[int]):
 
     def _drawn_blocks(self, generator: torch.Generator, unit: int, num_units: int) -> list[list[int]]:
         if self.strategy == "round_robin":
-            tasks = [u % len(self.task_sizes) for u in range(num_units)]
+            present = [task for task, size in enumerate(self.task_sizes) if size]
+            tasks = [present[u % len(present)] for u in range(num_units)]
         else:
             tasks = torch.multinomial(torch.tensor(self.weights), num_units, replacement=True, generator=generator)
             tasks = tasks.tolist()

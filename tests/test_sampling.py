@@ -15,7 +15,8 @@ def test_sampling_weights_for_each_strategy():
 
 @pytest.mark.parametrize(
     "args, message",
-    [((([10], "nope")), "Unknown sampling strategy"), (([10, 0], "proportional"), "at least one"),
+    [((([10], "nope")), "Unknown sampling strategy"), (([0, 0], "proportional"), "at least one"),
+     (([5, -1], "proportional"), ">= 0"),
      (([10], "temperature", 0.0), "> 0")],
 )  # fmt: skip
 def test_sampling_weights_errors(args, message):
@@ -81,3 +82,11 @@ def test_length_grouping_makes_batches_of_similar_length(mixed):
     if not mixed:
         for start in range(0, len(grouped), batch_size):
             assert len(_task_counts(grouped[start : start + batch_size], sizes)) == 1
+
+
+@pytest.mark.parametrize("strategy", ["proportional", "round_robin", "temperature"])
+@pytest.mark.parametrize("mixed", [True, False])
+def test_a_task_without_training_data_is_never_drawn(strategy, mixed):
+    sampler = MultiTaskSampler([0, 12], batch_size=4, strategy=strategy, mixed_batches=mixed)
+    indices = list(sampler)
+    assert indices and set(indices) <= set(range(12))

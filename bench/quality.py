@@ -1,0 +1,201 @@
+"""Quality: one multi-task model (one backbone, both heads) vs two single-task fine-tunes, in one run.
+
+The peers are what a transformers user writes today: the plain `Trainer` + `AutoModelForSequenceClassification`, one
+model per task. Everyone gets the same backbone, the built-in splits (BBC News for topic, Rotten Tomatoes for
+sentiment), batch size, learning rate, per-task max length and the same number of training examples in total
+(the multi-task run takes as many steps as the two single-task runs together). Scored on the test splits; the
+embedding is scored on the STS-B test set (Spearman of cosine similarities).
+
+    python bench/quality.py                      # full data; about 1 h on 2 CPU cores, a few minutes on a GPU
+    python bench/quality.py --max-train 200 --max-test 100 --bbc-epochs 1 --rt-epochs 1   # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import tempfile
+import time
+
+import torch
+from common import add_common_arguments, backbone_path, load_builtin, machine
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    Trainer,
+    TrainingArguments,
+    set_seed,
+)
+
+from multitask_st import MultiTaskSTModel
+from multitask_st.data import subsample, tokenize_task_dataset
+from multitask_st.metrics import load_accuracy_macro_f1, stsb_spearman
+from multitask_st.trainer import MultiTaskTrainer
+from multitask_st.training_args import MultiTaskTrainingArguments
+
+
+TASKS = {"topic": "bbc_news", "sentiment": "rotten_tomatoes"}
+
+
+def common_training_args(arguments, output_dir: str) -> dict:
+    return {
+        "output_dir": output_dir,
+        "per_device_train_batch_size": arguments.batch_size,
+        "per_device_eval_batch_size": 128,
+        "learning_rate": arguments.lr,
+        "weight_decay": 0.01,
+        "seed": arguments.seed,
+        "save_strategy": "no",
+        "eval_strategy": "no",
+        "report_to": [],
+        "logging_steps": 50,
+        "bf16": arguments.bf16,
+        "use_cpu": arguments.device == "cpu",
+        "dataloader_num_workers": 0,
+    }
+
+
+def single_task_baseline(arguments, backbone, data, max_length, epochs, workdir) -> dict:
+    """Plain Trainer + AutoModelForSequenceClassification on one task; test accuracy and macro-F1."""
+    set_seed(arguments.seed)
+    tokenizer = AutoTokenizer.from_pretrained(backbone)
+    names = data["train"].features["label"].names
+    model = AutoModelForSequenceClassification.from_pretrained(
+        backbone,
+        num_labels=len(names),
+        id2label=dict(enumerate(names)),
+        label2id={n: i for i, n in enumerate(names)},
+        dtype=torch.float32,  # as MultiTaskSTModel.from_backbone: fp32 master weights, whatever the checkpoint stores
+    )
+    encoded = data.map(
+        lambda batch: tokenizer(batch["text"], truncation=True, max_length=max_length), batched=True
+    ).remove_columns(["text"])
+    trainer = Trainer(
+        model=model,
+        args=TrainingArguments(**common_training_args(arguments, workdir), num_train_epochs=epochs),
+        train_dataset=encoded["train"],
+        data_collator=DataCollatorWithPadding(tokenizer),
+        processing_class=tokenizer,
+    )
+    start = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - start
+    predictions = trainer.predict(encoded["test"])
+    scores = load_accuracy_macro_f1().compute(
+        predictions=predictions.predictions.argmax(-1), references=predictions.label_ids
+    )
+    return {**scores, "train_seconds": seconds, "steps": trainer.state.global_step}
+
+
+def multitask(arguments, backbone, data, stsb_test, max_lengths, total_steps, workdir) -> dict:
+    set_seed(arguments.seed)
+    tokenizer = AutoTokenizer.from_pretrained(backbone)
+    tasks = {task: data[task]["train"].features["label"].names for task in TASKS}
+    model = MultiTaskSTModel.from_backbone(backbone, tasks=tasks, max_seq_length=max(max_lengths.values()))
+    tokenized = {
+        task: tokenize_task_dataset(data[task], tokenizer, task_id=i, max_length=max_lengths[task])
+        for i, task in enumerate(TASKS)
+    }
+    args = MultiTaskTrainingArguments(
+        **common_training_args(arguments, workdir),
+        max_steps=total_steps,
+        layer_decay=arguments.layer_decay,
+        stsb_eval_pairs=0,
+    )
+    trainer = MultiTaskTrainer(
+        model=model,
+        args=args,
+        train_dataset={task: dataset["train"] for task, dataset in tokenized.items()},
+        processing_class=tokenizer,
+    )
+    start = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - start
+    metrics = trainer.evaluate(
+        {task: dataset["test"] for task, dataset in tokenized.items()}, metric_key_prefix="test"
+    )
+    results = {
+        task: {"accuracy": metrics[f"test_{task}_accuracy"], "f1": metrics[f"test_{task}_f1"]} for task in TASKS
+    }
+    results["stsb_spearman"] = stsb_spearman(model, tokenizer, stsb_test, batch_size=128)
+    results["train_seconds"] = seconds
+    results["steps"] = trainer.state.global_step
+    return results
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_arguments(parser)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--bbc-epochs", type=float, default=3)
+    parser.add_argument("--rt-epochs", type=float, default=2)
+    parser.add_argument("--bbc-max-length", type=int, default=256)
+    parser.add_argument("--rt-max-length", type=int, default=64)
+    parser.add_argument("--layer-decay", type=float, default=1.0)
+    parser.add_argument("--max-train", type=int, default=None, help="Cap on training examples per task (smoke).")
+    parser.add_argument("--max-test", type=int, default=None, help="Cap on test examples per task (smoke).")
+    parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--json-out", default=None)
+    arguments = parser.parse_args()
+
+    backbone = backbone_path(arguments.backbone)
+    data = {
+        task: subsample(
+            load_builtin(name, arguments.data_dir, arguments.seed),
+            {"train": arguments.max_train, "validation": arguments.max_test, "test": arguments.max_test},
+            seed=arguments.seed,
+        )
+        for task, name in TASKS.items()
+    }
+    stsb_test = load_builtin("stsb", arguments.data_dir)["test"]
+    max_lengths = {"topic": arguments.bbc_max_length, "sentiment": arguments.rt_max_length}
+    epochs = {"topic": arguments.bbc_epochs, "sentiment": arguments.rt_epochs}
+
+    results = {"baseline": {}}
+    with tempfile.TemporaryDirectory() as workdir:
+        for task in TASKS:
+            results["baseline"][task] = single_task_baseline(
+                arguments, backbone, data[task], max_lengths[task], epochs[task], f"{workdir}/{task}"
+            )
+            print(f"baseline {task}: {results['baseline'][task]}", flush=True)
+        # Same budget: as many optimizer steps (of the same batch size) as both single-task runs together.
+        total_steps = sum(math.ceil(len(data[task]["train"]) / arguments.batch_size) * epochs[task] for task in TASKS)
+        results["multitask"] = multitask(
+            arguments, backbone, data, stsb_test, max_lengths, int(total_steps), f"{workdir}/multitask"
+        )
+    untouched = MultiTaskSTModel.from_backbone(backbone, projection="none")
+    results["backbone_stsb_spearman"] = stsb_spearman(
+        untouched.to(arguments.device), AutoTokenizer.from_pretrained(backbone), stsb_test, batch_size=128
+    )
+    results["machine"] = machine()
+
+    print(f"\nQuality on the test splits ({results['machine']})\n")
+    print("| task | single-task Trainer acc / F1 | multi-task model acc / F1 | difference (points) |")
+    print("|---|---|---|---|")
+    for task in TASKS:
+        base, ours = results["baseline"][task], results["multitask"][task]
+        delta = 100 * (ours["accuracy"] - base["accuracy"])
+        print(
+            f"| {task} ({TASKS[task]}) | {base['accuracy']:.4f} / {base['f1']:.4f} | "
+            f"{ours['accuracy']:.4f} / {ours['f1']:.4f} | {delta:+.2f} |"
+        )
+    print(
+        f"\nSTS-B test Spearman: multi-task embedding {results['multitask']['stsb_spearman']:.4f}, "
+        f"untouched backbone {results['backbone_stsb_spearman']:.4f}"
+    )
+    baseline_seconds = sum(results["baseline"][task]["train_seconds"] for task in TASKS)
+    print(
+        f"Training time: two single-task runs {baseline_seconds:.0f} s "
+        f"({sum(results['baseline'][t]['steps'] for t in TASKS)} steps), "
+        f"multi-task {results['multitask']['train_seconds']:.0f} s ({results['multitask']['steps']} steps)"
+    )
+    if arguments.json_out:
+        with open(arguments.json_out, "w") as file:
+            json.dump(results, file, indent=2)
+
+
+if __name__ == "__main__":
+    main()
