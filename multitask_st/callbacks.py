@@ -99,7 +99,7 @@ class UnfreezingCallback(TrainerCallback):
         for part, named_parameters in model.parameter_parts().items():
             for _, parameter in named_parameters:
                 parameter.requires_grad_(part in trainable)
-        if stage != self.stage:
+        if stage != self.stage and self.freezes_anything:
             frozen = [part for part in self.part_names if part not in trainable]
             logger.info(f"Unfreezing stage {stage}: training {sorted(trainable)}; frozen {frozen}.")
         self.stage = stage

@@ -32,13 +32,13 @@ from transformers.utils import logging
 from . import configuration_multitask_st, modeling_multitask_st
 from .configuration_multitask_st import MultiTaskSTConfig
 from .modeling_multitask_st import MultiTaskSTModel
+from .trainer import TRAINING_SUMMARY_NAME
 
 
 logger = logging.get_logger(__name__)
 
 MODEL_CARD_TEMPLATE_NAME = "model_card.md"
 MODEL_CARD_NAME = "README.md"
-TRAINING_SUMMARY_NAME = "training_summary.json"
 CONFIG_NAME = "config.json"
 SAFE_WEIGHTS_NAME = "model.safetensors"
 SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"

@@ -24,7 +24,7 @@ from .training_args import MultiTaskTrainingArguments
 
 logger = logging.get_logger(__name__)
 
-TRAINING_SUMMARY_FILE = "training_summary.json"
+TRAINING_SUMMARY_NAME = "training_summary.json"
 
 
 def learning_rate_scale(
@@ -372,6 +372,6 @@ class MultiTaskTrainer(Trainer):
         }
 
     def save_training_summary(self, summary: dict, output_dir: str | None = None):
-        path = Path(output_dir or self.args.output_dir) / TRAINING_SUMMARY_FILE
+        path = Path(output_dir or self.args.output_dir) / TRAINING_SUMMARY_NAME
         path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
         logger.info(f"Wrote {path}.")
