@@ -27,6 +27,7 @@ from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalToken
 from huggingface_hub.utils import validate_repo_id
 from safetensors import safe_open
 from torch import nn
+from transformers import AutoTokenizer
 from transformers.utils import logging
 
 from . import configuration_multitask_st, modeling_multitask_st
@@ -184,9 +185,7 @@ def _card_context(model_dir: Path, config: MultiTaskSTConfig, summary: dict) -> 
         model = MultiTaskSTModel(config)
     backbone = config.backbone_config
     training = summary.get("training") or {}
-    tokenizer_config = _read_json(model_dir / "tokenizer_config.json")
-    tokenizer_limit = tokenizer_config.get("model_max_length")
-    max_length = model.default_max_length(_TokenizerLimit(tokenizer_limit if isinstance(tokenizer_limit, int) else 0))
+    max_length = model.default_max_length(AutoTokenizer.from_pretrained(model_dir))
     max_length_source = (
         "`max_seq_length` in config.json" if config.max_seq_length is not None else "tokenizer and position limit"
     )
@@ -236,13 +235,6 @@ def _card_context(model_dir: Path, config: MultiTaskSTConfig, summary: dict) -> 
         "framework_versions": [(name, version) for name, version in (summary.get("framework_versions") or {}).items()],
         "transformers_version": getattr(config, "transformers_version", None),
     }
-
-
-class _TokenizerLimit:
-    """Stands in for a tokenizer in `MultiTaskSTModel.default_max_length`, which only reads `model_max_length`."""
-
-    def __init__(self, model_max_length: int):
-        self.model_max_length = model_max_length
 
 
 def _describe_module(module: nn.Module) -> str:
