@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 import yaml
 from transformers import AutoTokenizer, EarlyStoppingCallback, HfArgumentParser, set_seed
 from transformers.utils import logging
@@ -55,6 +56,7 @@ DEFAULT_TRAINING_ARGS = {
     "train_sampling_strategy": "group_by_length",
     "report_to": "none",
     "seed": 0,
+    "dataloader_pin_memory": torch.cuda.is_available(),  # pinning only helps (and only works) with a GPU
 }
 
 EXAMPLE_SENTENCES = [
@@ -118,11 +120,11 @@ def _pairs(values: list[str], option: str) -> dict[str, str]:
 
 
 def show_logs(verbose: bool):
-    """transformers' logs at info level (warnings only on other processes), and ours the same way."""
-    level = logging.INFO if verbose else logging.WARNING
-    logging.set_verbosity(level)
+    """Our logs at info level (warnings only on the other processes); transformers' warnings. Trainer's progress
+    bars and metric lines show either way."""
+    logging.set_verbosity_warning()
     package_logger = std_logging.getLogger("multitask_st")  # not under transformers' logger: give it a handler
-    package_logger.setLevel(level)
+    package_logger.setLevel(std_logging.INFO if verbose else std_logging.WARNING)
     if not package_logger.handlers:
         handler = std_logging.StreamHandler()
         handler.setFormatter(std_logging.Formatter("[multitask_st] %(message)s"))

@@ -89,7 +89,7 @@ def single_task_baseline(arguments, backbone, data, max_length, epochs, workdir)
     return {**scores, "train_seconds": seconds, "steps": trainer.state.global_step}
 
 
-def multitask(arguments, backbone, data, stsb_test, max_lengths, total_steps, workdir) -> dict:
+def multitask(arguments, backbone, data, stsb_test, max_lengths, total_steps, layer_decay, workdir) -> dict:
     set_seed(arguments.seed)
     tokenizer = AutoTokenizer.from_pretrained(backbone)
     tasks = {task: data[task]["train"].features["label"].names for task in TASKS}
@@ -101,7 +101,7 @@ def multitask(arguments, backbone, data, stsb_test, max_lengths, total_steps, wo
     args = MultiTaskTrainingArguments(
         **common_training_args(arguments, workdir),
         max_steps=total_steps,
-        layer_decay=arguments.layer_decay,
+        layer_decay=layer_decay,
         stsb_eval_pairs=0,
     )
     trainer = MultiTaskTrainer(
@@ -134,9 +134,12 @@ def main():
     parser.add_argument("--rt-epochs", type=float, default=2)
     parser.add_argument("--bbc-max-length", type=int, default=256)
     parser.add_argument("--rt-max-length", type=int, default=64)
-    parser.add_argument("--layer-decay", type=float, default=1.0)
+    parser.add_argument(
+        "--layer-decays", type=float, nargs="+", default=[1.0, 0.8], help="One multi-task run per layer_decay."
+    )
     parser.add_argument("--max-train", type=int, default=None, help="Cap on training examples per task (smoke).")
     parser.add_argument("--max-test", type=int, default=None, help="Cap on test examples per task (smoke).")
+    parser.add_argument("--max-stsb", type=int, default=None, help="Cap on STS-B test pairs (smoke).")
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--json-out", default=None)
     arguments = parser.parse_args()
@@ -150,7 +153,7 @@ def main():
         )
         for task, name in TASKS.items()
     }
-    stsb_test = load_builtin("stsb", arguments.data_dir)["test"]
+    stsb_test = subsample(load_builtin("stsb", arguments.data_dir), {"test": arguments.max_stsb})["test"]
     max_lengths = {"topic": arguments.bbc_max_length, "sentiment": arguments.rt_max_length}
     epochs = {"topic": arguments.bbc_epochs, "sentiment": arguments.rt_epochs}
 
@@ -163,9 +166,12 @@ def main():
             print(f"baseline {task}: {results['baseline'][task]}", flush=True)
         # Same budget: as many optimizer steps (of the same batch size) as both single-task runs together.
         total_steps = sum(math.ceil(len(data[task]["train"]) / arguments.batch_size) * epochs[task] for task in TASKS)
-        results["multitask"] = multitask(
-            arguments, backbone, data, stsb_test, max_lengths, int(total_steps), f"{workdir}/multitask"
-        )
+        results["multitask"] = {
+            decay: multitask(
+                arguments, backbone, data, stsb_test, max_lengths, int(total_steps), decay, f"{workdir}/mt{decay}"
+            )
+            for decay in arguments.layer_decays
+        }
     untouched = MultiTaskSTModel.from_backbone(backbone, projection="none")
     results["backbone_stsb_spearman"] = stsb_spearman(
         untouched.to(arguments.device), AutoTokenizer.from_pretrained(backbone), stsb_test, batch_size=128
@@ -173,25 +179,30 @@ def main():
     results["machine"] = machine()
 
     print(f"\nQuality on the test splits ({results['machine']})\n")
-    print("| task | single-task Trainer acc / F1 | multi-task model acc / F1 | difference (points) |")
-    print("|---|---|---|---|")
+    header = " | ".join(f"multi-task, layer_decay {decay} acc / F1 (diff)" for decay in arguments.layer_decays)
+    print(f"| task | single-task Trainer acc / F1 | {header} |")
+    print("|---|---|" + "---|" * len(arguments.layer_decays))
     for task in TASKS:
-        base, ours = results["baseline"][task], results["multitask"][task]
-        delta = 100 * (ours["accuracy"] - base["accuracy"])
-        print(
-            f"| {task} ({TASKS[task]}) | {base['accuracy']:.4f} / {base['f1']:.4f} | "
-            f"{ours['accuracy']:.4f} / {ours['f1']:.4f} | {delta:+.2f} |"
-        )
+        base = results["baseline"][task]
+        cells = []
+        for decay in arguments.layer_decays:
+            ours = results["multitask"][decay][task]
+            delta = 100 * (ours["accuracy"] - base["accuracy"])
+            cells.append(f"{ours['accuracy']:.4f} / {ours['f1']:.4f} ({delta:+.2f} pts)")
+        print(f"| {task} ({TASKS[task]}) | {base['accuracy']:.4f} / {base['f1']:.4f} | {' | '.join(cells)} |")
+    spearman = ", ".join(
+        f"layer_decay {decay}: {results['multitask'][decay]['stsb_spearman']:.4f}" for decay in arguments.layer_decays
+    )
     print(
-        f"\nSTS-B test Spearman: multi-task embedding {results['multitask']['stsb_spearman']:.4f}, "
-        f"untouched backbone {results['backbone_stsb_spearman']:.4f}"
+        f"\nSTS-B test Spearman: multi-task embedding {spearman}; untouched backbone {results['backbone_stsb_spearman']:.4f}"
     )
     baseline_seconds = sum(results["baseline"][task]["train_seconds"] for task in TASKS)
-    print(
-        f"Training time: two single-task runs {baseline_seconds:.0f} s "
-        f"({sum(results['baseline'][t]['steps'] for t in TASKS)} steps), "
-        f"multi-task {results['multitask']['train_seconds']:.0f} s ({results['multitask']['steps']} steps)"
+    baseline_steps = sum(results["baseline"][task]["steps"] for task in TASKS)
+    times = ", ".join(
+        f"layer_decay {decay}: {results['multitask'][decay]['train_seconds']:.0f} s ({results['multitask'][decay]['steps']} steps)"
+        for decay in arguments.layer_decays
     )
+    print(f"Training time: two single-task runs {baseline_seconds:.0f} s ({baseline_steps} steps); multi-task {times}")
     if arguments.json_out:
         with open(arguments.json_out, "w") as file:
             json.dump(results, file, indent=2)
