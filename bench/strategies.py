@@ -6,7 +6,7 @@ from the "full fine-tuning" model and trains sentiment only for `--steps` more s
 showing what happens to a kept head when the shared encoder moves under it.
 
     python bench/strategies.py                     # full data, 600 steps each: minutes on a GPU
-    python bench/strategies.py --steps 40 --max-train 400 --max-test 200   # a CPU-sized run
+    python bench/strategies.py --steps 80 --batch-size 16 --topic-max-length 128 --max-train 1000 --max-test 300 --max-stsb 500
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from multitask_st.training_args import MultiTaskTrainingArguments
 
 
 TASKS = {"topic": "bbc_news", "sentiment": "rotten_tomatoes"}
-MAX_LENGTHS = {"topic": 256, "sentiment": 64}
 
 
 def strategies(steps: int, num_stages: int) -> dict[str, dict]:
@@ -54,11 +53,15 @@ def main():
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--max-train", type=int, default=None)
     parser.add_argument("--max-test", type=int, default=None)
+    parser.add_argument("--topic-max-length", type=int, default=256)
+    parser.add_argument("--sentiment-max-length", type=int, default=64)
+    parser.add_argument("--max-stsb", type=int, default=None, help="Cap on STS-B test pairs.")
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--json-out", default=None)
     arguments = parser.parse_args()
 
     backbone = backbone_path(arguments.backbone)
+    max_lengths = {"topic": arguments.topic_max_length, "sentiment": arguments.sentiment_max_length}
     tokenizer = AutoTokenizer.from_pretrained(backbone)
     limits = {"train": arguments.max_train, "validation": arguments.max_test, "test": arguments.max_test}
     raw = {
@@ -66,23 +69,25 @@ def main():
         for task, name in TASKS.items()
     }
     tokenized = {
-        task: tokenize_task_dataset(raw[task], tokenizer, task_id=i, max_length=MAX_LENGTHS[task])
+        task: tokenize_task_dataset(raw[task], tokenizer, task_id=i, max_length=max_lengths[task])
         for i, task in enumerate(TASKS)
     }
-    stsb_test = load_builtin("stsb", arguments.data_dir)["test"]
+    stsb_test = subsample(load_builtin("stsb", arguments.data_dir), {"test": arguments.max_stsb})["test"]
     labels = {task: raw[task]["train"].features["label"].names for task in TASKS}
     test_sets = {task: data["test"] for task, data in tokenized.items()}
 
     def new_model():
         set_seed(arguments.seed)
-        return MultiTaskSTModel.from_backbone(backbone, tasks=labels, max_seq_length=max(MAX_LENGTHS.values()))
+        return MultiTaskSTModel.from_backbone(backbone, tasks=labels, max_seq_length=max(max_lengths.values()))
 
     def train(model, overrides, train_sets):
         args = MultiTaskTrainingArguments(
             output_dir=tempfile.mkdtemp(), per_device_train_batch_size=arguments.batch_size,
             per_device_eval_batch_size=128, learning_rate=arguments.lr, weight_decay=0.01, max_steps=arguments.steps,
             warmup_steps=0.1, save_strategy="no", report_to=[], logging_steps=50, seed=arguments.seed,
-            use_cpu=arguments.device == "cpu", bf16=arguments.bf16, stsb_eval_pairs=0, **overrides,
+            use_cpu=arguments.device == "cpu", bf16=arguments.bf16, stsb_eval_pairs=0,
+            mixed_task_batches=False,  # articles and reviews in one batch would pad reviews to article length
+            **overrides,
         )  # fmt: skip
         trainer = MultiTaskTrainer(model=model, args=args, train_dataset=train_sets, processing_class=tokenizer)
         start = time.perf_counter()

@@ -72,8 +72,9 @@ class MultiTaskSTPooler(nn.Module):
         is_padding = mask == 0
         if self.mode == "max":
             return token_states.masked_fill(is_padding, torch.finfo(token_states.dtype).min).max(dim=1).values
-        scores = self.attention_query(token_states).masked_fill(is_padding, torch.finfo(token_states.dtype).min)
-        weights = scores.float().softmax(dim=1).to(token_states.dtype)  # (batch, seq, 1), softmax in fp32
+        # Scores in fp32: under autocast the query's output is bf16/fp16 while the states are fp32.
+        scores = self.attention_query(token_states).float().masked_fill(is_padding, torch.finfo(torch.float32).min)
+        weights = scores.softmax(dim=1).to(token_states.dtype)  # (batch, seq, 1)
         return (weights * token_states).sum(dim=1)
 
 

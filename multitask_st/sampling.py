@@ -93,6 +93,9 @@ class MultiTaskSampler(Sampler[int]):
     def __len__(self) -> int:
         if self.mixed_batches:
             return self.num_samples
+        if self.strategy == "proportional" and self.num_samples == sum(self.task_sizes):
+            # every task's examples in whole blocks (its last one topped up): sum of ceil(size / batch) blocks
+            return sum(-(-size // self.batch_size) for size in self.task_sizes) * self.batch_size
         return -(-self.num_samples // self.batch_size) * self.batch_size  # whole single-task blocks
 
     def __iter__(self) -> Iterator[int]:

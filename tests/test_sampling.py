@@ -90,3 +90,11 @@ def test_a_task_without_training_data_is_never_drawn(strategy, mixed):
     sampler = MultiTaskSampler([0, 12], batch_size=4, strategy=strategy, mixed_batches=mixed)
     indices = list(sampler)
     assert indices and set(indices) <= set(range(12))
+
+
+def test_proportional_single_task_batches_cover_every_example_of_every_task():
+    # sum(ceil(size / 32)) = 2 + 1 + 1 blocks, more than ceil(60 / 32) = 2: no block may be cut off
+    sizes = [40, 10, 10]
+    indices = list(MultiTaskSampler(sizes, batch_size=32, strategy="proportional", mixed_batches=False))
+    assert set(indices) == set(range(60))
+    assert len(indices) == 4 * 32

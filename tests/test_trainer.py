@@ -278,7 +278,10 @@ def test_bad_training_arguments(tmp_path):
         _args(tmp_path, layer_decay=0)
 
 
-def test_bf16_training_step_on_cpu(tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer):
+@pytest.mark.parametrize("pooling_mode", ["mean", "cls", "max", "attention"])
+def test_bf16_training_step_on_cpu(tmp_path, tiny_task_datasets, tiny_tokenizer, pooling_mode):
+    torch.manual_seed(0)
+    tiny_model = MultiTaskSTModel(tiny_config(pooling_mode=pooling_mode))
     before = _snapshot(tiny_model)
     trainer = _trainer(tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer, bf16=True, max_steps=2)
     output = trainer.train()
