@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from transformers import AutoTokenizer, EarlyStoppingCallback, HfArgumentParser, set_seed
+from transformers import AutoTokenizer, EarlyStoppingCallback, HfArgumentParser, TrainingArguments, set_seed
 from transformers.utils import logging
 
 from multitask_st import MultiTaskSTModel
@@ -34,8 +34,6 @@ from multitask_st.resources import resolve_backbone
 from multitask_st.trainer import MultiTaskTrainer
 from multitask_st.training_args import MultiTaskTrainingArguments
 
-
-logger = logging.get_logger("multitask_st.train")
 
 # What `python train.py` runs with no arguments: sized to finish in about 15 minutes on 2 CPU cores.
 DEFAULT_TRAINING_ARGS = {
@@ -53,11 +51,20 @@ DEFAULT_TRAINING_ARGS = {
     "metric_for_best_model": "mean_accuracy",
     "logging_steps": 10,
     # BBC articles and short reviews in one batch would pad the reviews to article length: group by length.
-    "train_sampling_strategy": "group_by_length",
+    **(
+        {"train_sampling_strategy": "group_by_length"}
+        if "train_sampling_strategy" in TrainingArguments.__dataclass_fields__  # transformers 5
+        else {"group_by_length": True}
+    ),
     "report_to": "none",
     "seed": 0,
     "dataloader_pin_memory": torch.cuda.is_available(),  # pinning only helps (and only works) with a GPU
 }
+
+DEFAULT_TASKS = ("topic=bbc_news", "sentiment=rotten_tomatoes")
+# The demo's data budget, used only with the default tasks (and only where not set on the command line).
+DEMO_MAX_TRAIN_SAMPLES = {"topic": "800", "sentiment": "4000"}
+DEMO_MAX_EVAL_SAMPLES = 1000
 
 EXAMPLE_SENTENCES = [
     "Shares in the carmaker fell sharply after profits missed forecasts.",
@@ -92,18 +99,22 @@ class ModelArguments:
 @dataclass
 class DataArguments:
     tasks: list[str] = field(
-        default_factory=lambda: ["topic=bbc_news", "sentiment=rotten_tomatoes"],
+        default_factory=lambda: list(DEFAULT_TASKS),
         metadata={"help": "task=dataset pairs; a dataset is a built-in name, a local file or a Hub dataset id."},
     )
     text_columns: list[str] = field(default_factory=list, metadata={"help": "task=column overrides (default text)."})
     label_columns: list[str] = field(default_factory=list, metadata={"help": "task=column (default label)."})
     task_label_names: list[str] = field(default_factory=list, metadata={"help": "task=name1,name2,... in id order."})
     max_train_samples: list[str] = field(
-        default_factory=lambda: ["topic=800", "sentiment=4000"],
-        metadata={"help": "task=N caps on training examples (seeded, stratified); 'task=all' keeps all."},
+        default_factory=list,
+        metadata={
+            "help": "task=N caps on training examples (seeded, stratified); 'task=all' keeps all. With the default "
+            "--tasks: topic=800 sentiment=4000, the demo's budget."
+        },
     )
     max_eval_samples: int | None = field(
-        default=1000, metadata={"help": "Cap on validation/test examples per task (None: all)."}
+        default=None,
+        metadata={"help": "Cap on validation/test examples per task (default: all; 1000 with the default --tasks)."},
     )
     stsb_eval: bool = field(default=True, metadata={"help": "Report the STS-B Spearman of the embeddings."})
     early_stopping_patience: int = field(default=2, metadata={"help": "Evaluations without improvement to stop."})
@@ -141,6 +152,22 @@ def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, Mul
     return parser.parse_args_into_dataclasses(args=argv)
 
 
+def data_budget(data_args: DataArguments) -> tuple[dict[str, int | None], int | None]:
+    """Per-task caps on training examples and the cap on validation/test examples (None: all).
+
+    The demo's budget applies only to the default tasks, and only where the command line sets nothing.
+    """
+    caps = _pairs(data_args.max_train_samples, "max_train_samples")
+    eval_cap = data_args.max_eval_samples
+    if tuple(data_args.tasks) == DEFAULT_TASKS:
+        caps = {**DEMO_MAX_TRAIN_SAMPLES, **caps}
+        eval_cap = DEMO_MAX_EVAL_SAMPLES if eval_cap is None else eval_cap
+    for task, cap in caps.items():
+        if cap != "all" and not (cap.isdigit() and int(cap) > 0):
+            raise ValueError(f"`--max_train_samples {task}={cap}`: expected a positive integer or 'all'.")
+    return {task: None if cap == "all" else int(cap) for task, cap in caps.items()}, eval_cap
+
+
 def load_tasks(data_args: DataArguments, seed: int) -> dict:
     datasets_by_task = _pairs(data_args.tasks, "tasks")
     for option in ("text_columns", "label_columns", "task_label_names", "max_train_samples"):
@@ -152,7 +179,7 @@ def load_tasks(data_args: DataArguments, seed: int) -> dict:
     label_names = {
         task: names.split(",") for task, names in _pairs(data_args.task_label_names, "task_label_names").items()
     }
-    caps = _pairs(data_args.max_train_samples, "max_train_samples")
+    train_caps, eval_cap = data_budget(data_args)
     loaded = {}
     for task, name in datasets_by_task.items():
         dataset = load_task_dataset(
@@ -162,9 +189,7 @@ def load_tasks(data_args: DataArguments, seed: int) -> dict:
             label_names=label_names.get(task),
             seed=seed,
         )
-        cap = caps.get(task, "all")
-        limits = {"train": None if cap == "all" else int(cap)}
-        limits.update(dict.fromkeys(("validation", "test"), data_args.max_eval_samples))
+        limits = {"train": train_caps.get(task), "validation": eval_cap, "test": eval_cap}
         loaded[task] = subsample(dataset, limits, seed=seed)
     return loaded
 

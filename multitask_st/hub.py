@@ -33,13 +33,14 @@ from transformers.utils import logging
 from . import configuration_multitask_st, modeling_multitask_st
 from .configuration_multitask_st import MultiTaskSTConfig
 from .modeling_multitask_st import MultiTaskSTModel
-from .trainer import TRAINING_SUMMARY_NAME
 
 
 logger = logging.get_logger(__name__)
 
 MODEL_CARD_TEMPLATE_NAME = "model_card.md"
 MODEL_CARD_NAME = "README.md"
+# What `MultiTaskTrainer.training_summary()` records about a run, saved next to the model for the card.
+TRAINING_SUMMARY_NAME = "training_summary.json"
 CONFIG_NAME = "config.json"
 SAFE_WEIGHTS_NAME = "model.safetensors"
 SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
@@ -141,6 +142,13 @@ def render_model_card(
     # Parse it back the way the Hub does: a template error fails here, not after the upload.
     ModelCard(text, ignore_metadata_errors=False)
     return text
+
+
+def save_training_summary(summary: dict, model_dir: str | os.PathLike) -> Path:
+    """Write training_summary.json into a model directory (what `load_training_summary` reads back)."""
+    path = Path(model_dir) / TRAINING_SUMMARY_NAME
+    path.write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
+    return path
 
 
 def load_training_summary(model_dir: str | os.PathLike) -> dict:

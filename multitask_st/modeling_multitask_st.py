@@ -107,6 +107,8 @@ def _build_head(config: MultiTaskSTConfig, num_labels: int) -> nn.Module:
 
 def _backbone_init_kwargs(backbone_config) -> dict:
     """BERT-style encoders carry an NSP pooler we never use; leave it out so no parameter sits idle (DDP, freezing)."""
+    if type(backbone_config) not in MODEL_MAPPING:
+        raise ValueError(f"AutoModel cannot build a backbone from {type(backbone_config).__name__}; use an encoder.")
     model_class = MODEL_MAPPING[type(backbone_config)]
     if "add_pooling_layer" in inspect.signature(model_class.__init__).parameters:
         return {"add_pooling_layer": False}
@@ -298,9 +300,11 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
         if isinstance(tasks, str):
             tasks = [tasks]
         tasks = list(tasks)
+        if not tasks:
+            raise ValueError(f"`tasks` is empty; name one or more of this model's tasks {self.config.task_names}.")
         unknown = [task for task in tasks if task not in self.heads]
-        if unknown or not tasks:
-            raise ValueError(f"Unknown task(s) {unknown or tasks}; this model's tasks are {self.config.task_names}.")
+        if unknown:
+            raise ValueError(f"Unknown task(s) {unknown}; this model's tasks are {self.config.task_names}.")
         return tasks
 
     def _multitask_loss(

