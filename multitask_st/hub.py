@@ -23,7 +23,7 @@ from typing import Any
 import jinja2
 import torch
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, constants, get_token
-from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalTokenNotFoundError, OfflineModeIsEnabled
+from huggingface_hub.errors import HFValidationError, LocalTokenNotFoundError, OfflineModeIsEnabled
 from huggingface_hub.utils import validate_repo_id
 from safetensors import safe_open
 from torch import nn
@@ -653,7 +653,8 @@ def push_model_dir(
         repo_id: `"org/name"` (or `"name"` for your own namespace); created if it does not exist.
         private: Create the repository private. Has no effect on a repository that exists already.
         revision: Branch to commit to; created from `main` when it does not exist yet. Defaults to `main`.
-        create_pr: Open a pull request (against `revision`) instead of committing directly.
+        create_pr: Open a pull request against the default branch instead of committing directly (huggingface_hub
+            opens pull requests only there, so it excludes `revision`).
         commit_message: Defaults to `"Upload multitask-st model"`.
         token: Defaults to the `HF_TOKEN` environment variable, else the token `hf auth login` stored.
         license, language: passed to [`render_model_card`].
@@ -667,6 +668,11 @@ def push_model_dir(
     if stage_dir is not None:
         _check_stage_dir(stage_dir)
     validate_repo_id(repo_id)
+    if create_pr and revision not in (None, "main"):
+        raise ValueError(
+            f"`create_pr` opens a pull request against the default branch; it cannot target revision {revision!r}. "
+            "Pass one of the two."
+        )
     if constants.is_offline_mode():
         raise OfflineModeIsEnabled(
             "Cannot push to the Hub: offline mode is enabled (HF_HUB_OFFLINE=1). Unset HF_HUB_OFFLINE, or only stage "
@@ -680,14 +686,8 @@ def push_model_dir(
 
     api = HfApi(token=token, library_name="multitask-st", library_version=__version__)
     repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
-    if revision is not None and not revision.startswith("refs/pr/"):
-        # upload_folder needs the branch to exist. Opening a PR on someone else's repository, we may not create
-        # branches (403): then the branch must exist already, and the upload says so if it does not.
-        try:
-            api.create_branch(repo_id, branch=revision, exist_ok=True)
-        except HfHubHTTPError as error:
-            if not (create_pr and error.response is not None and error.response.status_code == 403):
-                raise
+    if revision not in (None, "main") and not revision.startswith("refs/pr/"):
+        api.create_branch(repo_id, branch=revision, exist_ok=True)  # upload_folder needs the branch to exist
     with tempfile.TemporaryDirectory(prefix="multitask-st-upload-") as temporary_dir:
         folder = Path(stage_dir) if stage_dir is not None else Path(temporary_dir)
         files = stage_model_dir(

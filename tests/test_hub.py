@@ -1,3 +1,4 @@
+import base64
 import importlib.util
 import json
 import os
@@ -261,17 +262,23 @@ def test_push_model_dir_uploads_the_staged_folder(trained, tmp_path, online):
             "org/multitask-st",
             private=True,
             revision="v1",
-            create_pr=True,
             commit_message="First version",
             token="hf_test",
         )
+        push_model_dir(trained.model_dir, "org/multitask-st", create_pr=True, token="hf_test")
+        with pytest.raises(ValueError, match="cannot target revision 'v1'"):
+            push_model_dir(trained.model_dir, "org/multitask-st", revision="v1", create_pr=True, token="hf_test")
 
-    create_repo.assert_called_once_with(mock.ANY, "org/multitask-st", private=True, exist_ok=True)
+    assert create_repo.call_args_list == [
+        mock.call(mock.ANY, "org/multitask-st", private=True, exist_ok=True),
+        mock.call(mock.ANY, "org/multitask-st", private=False, exist_ok=True),
+    ]
     create_branch.assert_called_once_with(mock.ANY, "org/multitask-st", branch="v1", exist_ok=True)
-    [upload] = uploads
-    assert upload["files"] == trained.expected_files
+    upload, pull_request = uploads
+    assert upload["files"] == pull_request["files"] == trained.expected_files
     assert upload["repo_id"] == "org/multitask-st"
-    assert (upload["revision"], upload["create_pr"], upload["commit_message"]) == ("v1", True, "First version")
+    assert (upload["revision"], upload["create_pr"], upload["commit_message"]) == ("v1", False, "First version")
+    assert (pull_request["revision"], pull_request["create_pr"]) == (None, True)
     assert 'repo_id = "org/multitask-st"' in upload["card"] and 'revision = "v1"' in upload["card"]
 
 
@@ -411,3 +418,178 @@ def test_cli_in_a_subprocess(trained, tmp_path):
     assert stderr.splitlines() == [
         "push_to_hub.py: error: not logged in to the Hugging Face Hub: run `hf auth login`, set HF_TOKEN or pass --token."
     ]
+
+
+# ---------------------------------------------------------------------------------------------------- the HTTP layer
+
+FAKE_ENDPOINT = "https://hub.example.invalid"  # never resolves: even a leaked request could not reach anyone
+FAKE_COMMIT_OID = "0123456789abcdef0123456789abcdef01234567"
+# What the fake repository already holds on every branch: the commit must delete the stale shards, not re-add them.
+REMOTE_FILES = ["model-00001-of-00002.safetensors", "model.safetensors.index.json", "model.safetensors", "notes.txt"]
+
+
+class FakeHub:
+    """The Hub endpoints a push calls, answered in memory; every request is recorded, an unknown one fails the test.
+
+    Every file is answered `uploadMode: "regular"`, so the commit carries the files' contents and neither LFS nor xet
+    storage (which `hf_xet` reaches over its own Rust HTTP client, out of this transport's reach) is involved.
+    """
+
+    def __init__(self, xet_pipeline: bool):
+        self.xet_pipeline = xet_pipeline
+        self.requests = []  # (method, path with the revision still quoted, query params, parsed body)
+        self.commits = []  # {"revision", "params", "header", "files": {path: bytes}, "deleted"}
+
+    def __call__(self, request):
+        import httpx2
+
+        assert f"{request.url.scheme}://{request.url.host}" == FAKE_ENDPOINT, f"unexpected host: {request.url}"
+        assert request.headers.get("authorization") == "Bearer hf_fake"
+        path = request.url.raw_path.decode().split("?")[0]
+        params = dict(request.url.params)
+        body = request.read()
+        self.requests.append((request.method, path, params, body))
+        route = (request.method, *path.removeprefix("/api/").split("/"))
+        match route:
+            case ("POST", "repos", "create"):
+                payload = json.loads(body)
+                name = f"{payload['organization']}/{payload['name']}"
+                return httpx2.Response(200, json={"url": f"{FAKE_ENDPOINT}/{name}", "name": name})
+            case ("POST", "models", _, _, "branch", _):
+                return httpx2.Response(200, json={})
+            case ("GET", "models", _, _, "tree", _):
+                tree = [{"type": "file", "path": name, "oid": "f" * 40, "size": 1} for name in REMOTE_FILES]
+                return httpx2.Response(200, json=tree)
+            case ("POST", "validate-yaml"):  # the card's metadata is checked before anything is uploaded
+                return httpx2.Response(200, json={"errors": [], "warnings": []})
+            case ("POST", "models", _, _, "preupload", _):
+                files = [
+                    {"path": file["path"], "uploadMode": "regular", "shouldIgnore": False}
+                    for file in json.loads(body)["files"]
+                ]
+                return httpx2.Response(200, json={"files": files})
+            case ("POST", "models", org, name, "discussions"):  # the xet pipeline opens the PR before committing
+                assert json.loads(body)["pullRequest"] is True
+                return httpx2.Response(200, json={"num": 1, "url": f"{FAKE_ENDPOINT}/{org}/{name}/discussions/1"})
+            case ("GET", "models", org, name, "discussions", "1"):
+                return httpx2.Response(200, json=self._pull_request(f"{org}/{name}"))
+            case ("POST", "models", org, name, "commit", revision):
+                assert request.headers["content-type"] == "application/x-ndjson"
+                return httpx2.Response(200, json=self._commit(f"{org}/{name}", revision, params, body))
+        raise AssertionError(f"unexpected request: {request.method} {request.url}")
+
+    def _commit(self, repo_id, revision, params, body):
+        lines = [json.loads(line) for line in body.decode().splitlines() if line]
+        assert [line["key"] for line in lines[:1]] == ["header"]
+        files = {
+            line["value"]["path"]: base64.b64decode(line["value"]["content"])
+            for line in lines
+            if line["key"] == "file"
+        }
+        deleted = [line["value"]["path"] for line in lines if line["key"] in ("deletedFile", "deletedFolder")]
+        assert len(lines) == 1 + len(files) + len(deleted), [line["key"] for line in lines]  # no lfsFile lines
+        self.commits.append(
+            {"revision": revision, "params": params, "header": lines[0]["value"], "files": files, "deleted": deleted}
+        )
+        pull_request = f"{FAKE_ENDPOINT}/{repo_id}/discussions/1" if params.get("create_pr") == "1" else None
+        return {
+            "commitUrl": f"{FAKE_ENDPOINT}/{repo_id}/commit/{FAKE_COMMIT_OID}",
+            "commitOid": FAKE_COMMIT_OID,
+            "pullRequestUrl": pull_request,
+        }
+
+    @staticmethod
+    def _pull_request(repo_id):
+        return {
+            "num": 1,
+            "title": "pull request",
+            "status": "draft",
+            "isPullRequest": True,
+            "createdAt": "2025-01-01T00:00:00.000Z",
+            "repo": {"name": repo_id, "type": "model"},
+            "events": [],
+            "changes": {"base": "refs/heads/main"},
+            "filesWithConflicts": [],
+        }
+
+
+@pytest.fixture(params=[True, False], ids=["xet pipeline", "create_commit"])
+def fake_hub(request, monkeypatch, online):
+    """huggingface_hub's HTTP client answered by a `FakeHub`, through both upload paths of `upload_folder`.
+
+    With hf_xet installed `upload_folder` streams through the xet pipeline (a PR is opened explicitly, then committed
+    to); without it, one `create_commit` (a PR is opened by the commit's `create_pr=1`).
+    """
+    # huggingface_hub 2.x talks through `httpx2` (1.x used `httpx`, 0.x `requests`): skip where it is another client.
+    httpx2 = pytest.importorskip("httpx2")
+    from huggingface_hub import close_session, set_client_factory
+    from huggingface_hub.utils._http import default_client_factory, hf_request_event_hook
+    from huggingface_hub.utils._runtime import is_xet_available
+
+    if request.param and not is_xet_available():
+        pytest.skip("hf_xet is not installed")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_DISABLE_XET", not request.param)
+    monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", FAKE_ENDPOINT)
+    hub = FakeHub(xet_pipeline=request.param)
+    # The hub's own request hook stays: it is what refuses requests in offline mode.
+    set_client_factory(
+        lambda: httpx2.Client(transport=httpx2.MockTransport(hub), event_hooks={"request": [hf_request_event_hook]})
+    )
+    try:
+        yield hub
+    finally:
+        close_session()
+        set_client_factory(default_client_factory)
+
+
+def test_push_through_a_mocked_http_layer(trained, tmp_path, fake_hub):
+    staged = stage_model_dir(trained.model_dir, tmp_path / "staged", repo_id="org/multitask-st", revision="v1")
+
+    commit = push_model_dir(
+        trained.model_dir,
+        "org/multitask-st",
+        private=True,
+        revision="v1",
+        commit_message="First version",
+        token="hf_fake",
+        stage_dir=tmp_path / "stage",
+    )
+
+    routes = [(method, path) for method, path, _, _ in fake_hub.requests]
+    assert routes[:2] == [("POST", "/api/repos/create"), ("POST", "/api/models/org/multitask-st/branch/v1")]
+    create = json.loads(fake_hub.requests[0][3])
+    assert (create["organization"], create["name"], create["visibility"]) == ("org", "multitask-st", "private")
+    assert ("GET", "/api/models/org/multitask-st/tree/v1") in routes  # where the stale weights are looked up
+    assert ("POST", "/api/models/org/multitask-st/preupload/v1") in routes
+    [sent] = fake_hub.commits
+    assert (sent["revision"], sent["params"]) == ("v1", {})
+    assert sent["header"]["summary"] == "First version"
+    assert sorted(sent["files"]) == staged == trained.expected_files
+    for name in staged:  # the bytes committed are the staged bytes
+        assert sent["files"][name] == (tmp_path / "staged" / name).read_bytes(), name
+    # Stale weights go, weights re-uploaded are simply overwritten, other files stay.
+    assert sorted(sent["deleted"]) == ["model-00001-of-00002.safetensors", "model.safetensors.index.json"]
+    assert commit.oid == FAKE_COMMIT_OID and commit.pr_url is None
+    assert commit.commit_url == f"{FAKE_ENDPOINT}/org/multitask-st/commit/{FAKE_COMMIT_OID}"
+
+
+def test_push_through_a_mocked_http_layer_opens_a_pull_request(trained, fake_hub):
+    # Against the default branch: huggingface_hub >= 2.4 refuses `create_pr=True` with another `revision` in
+    # `upload_folder` (its pull requests always target the default branch).
+    commit = push_model_dir(trained.model_dir, "org/multitask-st", create_pr=True, token="hf_fake")
+
+    routes = [(method, path) for method, path, _, _ in fake_hub.requests]
+    assert json.loads(fake_hub.requests[0][3])["visibility"] == "public"
+    assert not [path for _, path in routes if "/branch/" in path]  # no branch to create for main
+    [preupload] = [params for _, path, params, _ in fake_hub.requests if "/preupload/" in path]
+    assert preupload == {"create_pr": "1"}
+    [sent] = fake_hub.commits
+    assert sent["header"]["summary"] == "Upload multitask-st model"
+    assert sorted(sent["files"]) == trained.expected_files
+    if fake_hub.xet_pipeline:  # the PR is opened first, then committed to through its ref
+        assert ("POST", "/api/models/org/multitask-st/discussions") in routes
+        assert (sent["revision"], sent["params"]) == ("refs%2Fpr%2F1", {})
+    else:  # the commit itself opens the PR
+        assert (sent["revision"], sent["params"]) == ("main", {"create_pr": "1"})
+    assert commit.pr_url == f"{FAKE_ENDPOINT}/org/multitask-st/discussions/1"
+    assert commit.oid == FAKE_COMMIT_OID
