@@ -291,8 +291,9 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
         pooled = self.pooling(backbone_output.last_hidden_state, attention_mask)
         return self.projection(pooled), backbone_output
 
-    def _finish_embedding(self, projected: torch.Tensor) -> torch.Tensor:
-        return F.normalize(projected, p=2, dim=-1) if self.config.normalize_embeddings else projected
+    def _finish_embedding(self, projected: torch.Tensor, normalize: bool | None = None) -> torch.Tensor:
+        normalize = self.config.normalize_embeddings if normalize is None else normalize
+        return F.normalize(projected, p=2, dim=-1) if normalize else projected
 
     def _check_tasks(self, tasks: Iterable[str] | None) -> list[str]:
         if tasks is None:
@@ -429,11 +430,9 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
         Texts are sorted by length so each batch pads little; the order of the result matches the input.
         `normalize_embeddings` defaults to `config.normalize_embeddings`.
         """
-        normalize = self.config.normalize_embeddings if normalize_embeddings is None else normalize_embeddings
 
         def embed_batch(inputs):
-            projected = self._embed(**inputs)[0]
-            return F.normalize(projected, p=2, dim=-1) if normalize else projected
+            return self._finish_embedding(self._embed(**inputs)[0], normalize_embeddings)
 
         single, embeddings = self._run_batches(
             sentences, tokenizer, embed_batch, batch_size, show_progress_bar, device, max_length, "Encoding"

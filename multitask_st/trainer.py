@@ -321,7 +321,8 @@ class MultiTaskTrainer(Trainer):
         from . import __version__
 
         args, model = self.args, self.accelerator.unwrap_model(self.model)
-        groups = build_parameter_groups(
+        # The optimizer's own groups when it exists (a custom optimizer is recorded as it is), at their initial LRs.
+        groups = self.optimizer.param_groups if self.optimizer is not None else build_parameter_groups(
             model, args.learning_rate, args.weight_decay, args.layer_decay, args.projection_lr_multiplier,
             args.head_lr_multiplier,
         )  # fmt: skip
@@ -356,12 +357,12 @@ class MultiTaskTrainer(Trainer):
                 else {"every": args.unfreeze_every, "unit": args.unfreeze_unit, "stages": self.unfreezing.stages},
                 "optimizer_groups": [
                     {
-                        "name": group["name"],
-                        "lr": group["lr"],
+                        "name": group.get("name", f"group {index}"),
+                        "lr": group.get("initial_lr", group["lr"]),
                         "weight_decay": group["weight_decay"],
                         "num_parameters": sum(p.numel() for p in group["params"]),
                     }
-                    for group in groups
+                    for index, group in enumerate(groups)
                 ],
                 "mixed_precision": mixed_precision,
                 "train_runtime_s": (train_metrics or {}).get("train_runtime"),
