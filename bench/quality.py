@@ -91,7 +91,8 @@ def single_task_baseline(arguments, backbone, data, max_length, epochs, workdir)
     return {**scores, "train_seconds": seconds, "steps": trainer.state.global_step}
 
 
-def multitask(arguments, backbone, data, stsb_test, max_lengths, epochs, layer_decay, workdir) -> dict:
+def multitask(arguments, backbone, data, stsb_test, max_lengths, epochs, variant, workdir) -> dict:
+    layer_decay, distillation_weight = variant
     set_seed(arguments.seed)
     tokenizer = AutoTokenizer.from_pretrained(backbone)
     tasks = {task: data[task]["train"].features["label"].names for task in TASKS}
@@ -104,6 +105,7 @@ def multitask(arguments, backbone, data, stsb_test, max_lengths, epochs, layer_d
         **common_training_args(arguments, workdir),
         num_train_epochs=1,
         layer_decay=layer_decay,
+        embedding_distillation_weight=distillation_weight,
         # single-task batches, like the baselines' (a mixed batch would pad reviews to article length)
         mixed_task_batches=False,
         stsb_eval_pairs=0,
@@ -135,9 +137,15 @@ def main():
     parser.add_argument("--rt-epochs", type=int, default=2)
     parser.add_argument("--bbc-max-length", type=int, default=256)
     parser.add_argument("--rt-max-length", type=int, default=64)
+    parser.add_argument("--layer-decays", type=float, nargs="+", default=[1.0], help="layer_decay values to run.")
     parser.add_argument(
-        "--layer-decays", type=float, nargs="+", default=[1.0, 0.8], help="One multi-task run per layer_decay."
+        "--distillation-weights",
+        type=float,
+        nargs="+",
+        default=[MultiTaskTrainingArguments.embedding_distillation_weight, 0.0],
+        help="embedding_distillation_weight values; one multi-task run per (layer decay, weight).",
     )
+    parser.add_argument("--skip-baselines", action="store_true", help="Multi-task runs only (for tuning).")
     parser.add_argument("--max-train", type=int, default=None, help="Cap on training examples per task (smoke).")
     parser.add_argument("--max-test", type=int, default=None, help="Cap on test examples per task (smoke).")
     parser.add_argument("--max-stsb", type=int, default=None, help="Cap on STS-B test pairs (smoke).")
@@ -158,17 +166,21 @@ def main():
     max_lengths = {"topic": arguments.bbc_max_length, "sentiment": arguments.rt_max_length}
     epochs = {"topic": arguments.bbc_epochs, "sentiment": arguments.rt_epochs}
 
+    variants = [(decay, weight) for decay in arguments.layer_decays for weight in arguments.distillation_weights]
+    names = {variant: f"layer_decay {variant[0]}, distillation {variant[1]}" for variant in variants}
     results = {"baseline": {}}
     with tempfile.TemporaryDirectory() as workdir:
-        for task in TASKS:
+        for task in TASKS if not arguments.skip_baselines else ():
             results["baseline"][task] = single_task_baseline(
                 arguments, backbone, data[task], max_lengths[task], epochs[task], f"{workdir}/{task}"
             )
             print(f"baseline {task}: {results['baseline'][task]}", flush=True)
-        results["multitask"] = {
-            decay: multitask(arguments, backbone, data, stsb_test, max_lengths, epochs, decay, f"{workdir}/mt{decay}")
-            for decay in arguments.layer_decays
-        }
+        results["multitask"] = {}
+        for index, variant in enumerate(variants):
+            results["multitask"][names[variant]] = scores = multitask(
+                arguments, backbone, data, stsb_test, max_lengths, epochs, variant, f"{workdir}/mt{index}"
+            )
+            print(f"multi-task, {names[variant]}: {scores}", flush=True)
     untouched = MultiTaskSTModel.from_backbone(backbone, projection="none")
     results["backbone_stsb_spearman"] = stsb_spearman(
         untouched.to(arguments.device), AutoTokenizer.from_pretrained(backbone), stsb_test, batch_size=128
@@ -176,30 +188,29 @@ def main():
     results["machine"] = machine()
 
     print(f"\nQuality on the test splits ({results['machine']})\n")
-    header = " | ".join(f"multi-task, layer_decay {decay} acc / F1 (diff)" for decay in arguments.layer_decays)
+    header = " | ".join(f"multi-task, {names[variant]}: acc / F1 (diff)" for variant in variants)
     print(f"| task | single-task Trainer acc / F1 | {header} |")
-    print("|---|---|" + "---|" * len(arguments.layer_decays))
+    print("|---|---|" + "---|" * len(variants))
     for task in TASKS:
-        base = results["baseline"][task]
+        base = results["baseline"].get(task, {"accuracy": float("nan"), "f1": float("nan")})
         cells = []
-        for decay in arguments.layer_decays:
-            ours = results["multitask"][decay][task]
+        for variant in variants:
+            ours = results["multitask"][names[variant]][task]
             delta = 100 * (ours["accuracy"] - base["accuracy"])
             cells.append(f"{ours['accuracy']:.4f} / {ours['f1']:.4f} ({delta:+.2f} pts)")
         print(f"| {task} ({TASKS[task]}) | {base['accuracy']:.4f} / {base['f1']:.4f} | {' | '.join(cells)} |")
-    spearman = ", ".join(
-        f"layer_decay {decay}: {results['multitask'][decay]['stsb_spearman']:.4f}" for decay in arguments.layer_decays
-    )
-    print(
-        f"\nSTS-B test Spearman: multi-task embedding {spearman}; untouched backbone {results['backbone_stsb_spearman']:.4f}"
-    )
-    baseline_seconds = sum(results["baseline"][task]["train_seconds"] for task in TASKS)
-    baseline_steps = sum(results["baseline"][task]["steps"] for task in TASKS)
+    print("\n| embedding | STS-B test Spearman |\n|---|---|")
+    print(f"| untouched backbone | {results['backbone_stsb_spearman']:.4f} |")
+    for variant in variants:
+        print(f"| multi-task, {names[variant]} | {results['multitask'][names[variant]]['stsb_spearman']:.4f} |")
+    baseline_seconds = sum(result["train_seconds"] for result in results["baseline"].values())
+    baseline_steps = sum(result["steps"] for result in results["baseline"].values())
     times = ", ".join(
-        f"layer_decay {decay}: {results['multitask'][decay]['train_seconds']:.0f} s ({results['multitask'][decay]['steps']} steps)"
-        for decay in arguments.layer_decays
+        f"{names[variant]}: {results['multitask'][names[variant]]['train_seconds']:.0f} s "
+        f"({results['multitask'][names[variant]]['steps']} steps)"
+        for variant in variants
     )
-    print(f"Training time: two single-task runs {baseline_seconds:.0f} s ({baseline_steps} steps); multi-task {times}")
+    print(f"\nTraining time: single-task runs {baseline_seconds:.0f} s ({baseline_steps} steps); multi-task {times}")
     if arguments.json_out:
         with open(arguments.json_out, "w") as file:
             json.dump(results, file, indent=2)

@@ -33,6 +33,7 @@ def strategies(steps: int, num_stages: int) -> dict[str, dict]:
     """Name -> MultiTaskTrainingArguments overrides."""
     return {
         "full fine-tuning (1x/2x/3x LR)": {},
+        "full fine-tuning, no embedding distillation": {"embedding_distillation_weight": 0.0},
         "layer-wise LR decay 0.8": {"layer_decay": 0.8},
         "backbone frozen": {"freeze": ["backbone"]},
         "progressive unfreezing + decay 0.8": {

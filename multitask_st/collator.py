@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from .distillation import TEACHER_COLUMN
 from .modeling_multitask_st import IGNORE_INDEX
 
 
@@ -16,7 +18,8 @@ class MultiTaskDataCollator:
 
     Each feature carries `input_ids` (and optionally `attention_mask`, `token_type_ids`) plus either `task_id` and
     `label` (an example labelled for one task, as the task datasets give), or `labels`, a full row of `num_tasks` ids.
-    A feature with neither is unlabelled (all `-100`). Batches may hold one task or several.
+    A feature with neither is unlabelled (all `-100`). Batches may hold one task or several. Features that carry a
+    `teacher_embedding` (see `multitask_st.distillation`) also give `teacher_embeddings`, `(batch, hidden)`.
 
     Args:
         tokenizer: gives the pad id and padding side.
@@ -50,6 +53,10 @@ class MultiTaskDataCollator:
         if "token_type_ids" in features[0]:
             batch["token_type_ids"] = self._pad(features, "token_type_ids", length, 0)
         batch["labels"] = torch.tensor([self._label_row(feature) for feature in features], dtype=torch.long)
+        if TEACHER_COLUMN in features[0]:  # the starting encoder's embeddings, for MultiTaskTrainer's distillation
+            batch["teacher_embeddings"] = torch.tensor(
+                np.stack([feature[TEACHER_COLUMN] for feature in features]), dtype=torch.float32
+            )
         return batch
 
     def _pad(self, features: list[dict], key: str, length: int, value: int) -> torch.Tensor:

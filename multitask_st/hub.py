@@ -80,7 +80,12 @@ POOLING_DESCRIPTIONS = {
     "attention": "attention pooling (a learned query weighs the non-padding tokens)",
 }
 # Keys of training_summary.json["training"] that get their own card section; the rest are listed as hyperparameters.
-SAMPLING_KEYS = ("sampling_strategy", "sampling_temperature", "mixed_task_batches")
+MULTITASK_SETUP_KEYS = (
+    "sampling_strategy",
+    "sampling_temperature",
+    "mixed_task_batches",
+    "embedding_distillation_weight",
+)
 LEARNING_RATE_KEYS = ("layer_decay", "projection_lr_multiplier", "head_lr_multiplier", "freeze", "unfreeze_schedule")
 
 
@@ -225,7 +230,7 @@ def _card_context(model_dir: Path, config: MultiTaskSTConfig, summary: dict) -> 
         "stsb_spearman": stsb[1] if stsb else None,
         "datasets": _dataset_rows(config, summary),
         "task_loss_weights": training.get("task_loss_weights") or config.task_loss_weights,
-        "sampling": [(key, _format_value(training, key)) for key in SAMPLING_KEYS],
+        "multitask_setup": [(key, _format_value(training, key)) for key in MULTITASK_SETUP_KEYS],
         "optimizer_groups": [
             {
                 key: _format_plain(group.get(key, NOT_RECORDED))
@@ -238,7 +243,7 @@ def _card_context(model_dir: Path, config: MultiTaskSTConfig, summary: dict) -> 
         "hyperparameters": [
             (key, _format_value(training, key))
             for key in training
-            if key not in (*SAMPLING_KEYS, *LEARNING_RATE_KEYS, "task_loss_weights", "optimizer_groups")
+            if key not in (*MULTITASK_SETUP_KEYS, *LEARNING_RATE_KEYS, "task_loss_weights", "optimizer_groups")
         ],
         "framework_versions": [(name, version) for name, version in (summary.get("framework_versions") or {}).items()],
         "transformers_version": getattr(config, "transformers_version", None),

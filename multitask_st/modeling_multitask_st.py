@@ -276,6 +276,13 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
         return output if return_dict else output.to_tuple()
 
     def _embed(self, input_ids, attention_mask, token_type_ids, output_hidden_states=None, output_attentions=None):
+        pooled, backbone_output = self._pool(
+            input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions
+        )
+        return self.projection(pooled), backbone_output
+
+    def _pool(self, input_ids, attention_mask, token_type_ids, output_hidden_states=None, output_attentions=None):
+        """The backbone's pooled output, before the projection, and the backbone's own output."""
         if input_ids is None:
             raise ValueError("`input_ids` is required: tokenise the texts first (see `encode`/`predict`).")
         if attention_mask is None:
@@ -288,8 +295,7 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
         if output_attentions:
             backbone_inputs["output_attentions"] = True
         backbone_output = self.backbone(**backbone_inputs, return_dict=True)
-        pooled = self.pooling(backbone_output.last_hidden_state, attention_mask)
-        return self.projection(pooled), backbone_output
+        return self.pooling(backbone_output.last_hidden_state, attention_mask), backbone_output
 
     def _finish_embedding(self, projected: torch.Tensor, normalize: bool | None = None) -> torch.Tensor:
         normalize = self.config.normalize_embeddings if normalize is None else normalize

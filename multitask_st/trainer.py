@@ -13,6 +13,7 @@ from transformers.utils import logging
 from .callbacks import UnfreezingCallback
 from .collator import MultiTaskDataCollator
 from .configuration_multitask_st import normalize_task_loss_weights
+from .distillation import TEACHER_COLUMN, add_teacher_embeddings, similarity_distillation_loss
 from .hub import save_training_summary
 from .metrics import build_compute_metrics, stsb_spearman
 from .modeling_multitask_st import IGNORE_INDEX, MultiTaskSTModel
@@ -202,8 +203,9 @@ class MultiTaskTrainer(Trainer):
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
-        # The collator turns `task_id` + `label` into the `labels` matrix: keep them when unused columns are dropped.
-        for column in ("task_id", "label"):
+        # The collator turns `task_id` + `label` into the `labels` matrix (and passes the teacher embeddings on):
+        # keep them when unused columns are dropped.
+        for column in ("task_id", "label", TEACHER_COLUMN):
             if column not in self._signature_columns:
                 self._signature_columns.append(column)
 
@@ -251,20 +253,41 @@ class MultiTaskTrainer(Trainer):
             # would silently train apart on each process. Wrap with everything trainable; the callback re-freezes
             # right after (`on_train_begin`), and DDP's unused-parameter search copes with the frozen ones.
             self.model.unfreeze("all")
+        if self.args.embedding_distillation_weight > 0 and self.train_dataset is not None:
+            # From the model as it is now, before any step (on resume: the fresh model, not the checkpoint's).
+            self.train_dataset = add_teacher_embeddings(
+                self.model,
+                self.train_dataset,
+                # inference over length-sorted batches: larger ones than Trainer's default eval batch of 8 pay off
+                batch_size=max(64, self.args.per_device_eval_batch_size),
+                device=self.args.device,
+                show_progress_bar=not self.args.disable_tqdm,
+            )
         return super().train(*args, **kwargs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        teacher_embeddings = inputs.pop("teacher_embeddings", None)
         outputs = model(**inputs, return_dict=True)
         labels = inputs.get("labels")
-        if labels is not None and outputs.task_losses is not None:
+        losses = dict(outputs.task_losses or {})
+        loss = outputs.loss
+        if teacher_embeddings is not None and self.args.embedding_distillation_weight > 0:
+            distillation = similarity_distillation_loss(outputs.embeddings, teacher_embeddings)
+            losses["embedding_distillation"] = distillation
+            weighted = self.args.embedding_distillation_weight * distillation
+            loss = weighted if loss is None else loss + weighted
+        if labels is not None:
             totals = self._task_loss_totals[model.training]
-            for task, task_loss in outputs.task_losses.items():
+            for name, part_loss in losses.items():
                 # Weight each batch by its labelled examples, so the logged value is the mean over examples.
-                count = (labels[:, self.model.config.task_names.index(task)] != IGNORE_INDEX).sum()
-                total = totals.setdefault(task, [0.0, 0])
-                total[0] = total[0] + task_loss.detach() * count
+                if name in self.model.config.tasks:
+                    count = (labels[:, self.model.config.task_names.index(name)] != IGNORE_INDEX).sum()
+                else:
+                    count = torch.tensor(labels.shape[0], device=labels.device)
+                total = totals.setdefault(name, [0.0, 0])
+                total[0] = total[0] + part_loss.detach() * count
                 total[1] = total[1] + count
-        return (outputs.loss, outputs) if return_outputs else outputs.loss
+        return (loss, outputs) if return_outputs else loss
 
     def _pop_task_losses(self, training: bool, prefix: str = "") -> dict[str, float]:
         totals, self._task_loss_totals[training] = self._task_loss_totals[training], {}
@@ -273,7 +296,7 @@ class MultiTaskTrainer(Trainer):
             pair = torch.stack([torch.as_tensor(loss_sum, dtype=torch.float32), torch.as_tensor(count).float()])
             pair = self.accelerator.reduce(pair.to(self.args.device), reduction="sum")
             if pair[1] > 0:
-                losses[f"{prefix}{task}_loss"] = round((pair[0] / pair[1]).item(), 4)
+                losses[f"{prefix}{task}_loss"] = (pair[0] / pair[1]).item()
         return losses
 
     # ------------------------------------------------------------------ logging and evaluation
@@ -349,6 +372,7 @@ class MultiTaskTrainer(Trainer):
                 "sampling_temperature": args.sampling_temperature if args.sampling_strategy == "temperature" else None,
                 "mixed_task_batches": args.mixed_task_batches,
                 "layer_decay": args.layer_decay,
+                "embedding_distillation_weight": args.embedding_distillation_weight,
                 "projection_lr_multiplier": args.projection_lr_multiplier,
                 "head_lr_multiplier": args.head_lr_multiplier,
                 "freeze": sorted(self.unfreezing.frozen),

@@ -44,6 +44,11 @@ class MultiTaskTrainingArguments(TrainingArguments):
             `temperature` (task probability proportional to size^(1/T)).
         sampling_temperature (`float`, defaults to 2.0): T of the `temperature` strategy.
         mixed_task_batches (`bool`, defaults to `True`): `False` keeps every batch to a single task.
+        embedding_distillation_weight (`float`, defaults to 10.0):
+            Weight of a loss that keeps the cosine similarities between the examples of each training batch close to
+            what the model gave them before training (see `multitask_st.distillation`): it keeps the embedding good
+            for similarity search and STS while the heads fine-tune the shared encoder. Costs one inference pass over
+            the training data before the first step. 0 turns it off.
         stsb_eval_pairs (`int`, defaults to 500):
             STS-B validation pairs scored at each evaluation (`eval_stsb_spearman`); 0 turns it off.
     """
@@ -70,6 +75,9 @@ class MultiTaskTrainingArguments(TrainingArguments):
     )
     sampling_temperature: float = field(default=2.0, metadata={"help": "T of the 'temperature' strategy."})
     mixed_task_batches: bool = field(default=True, metadata={"help": "False: every batch holds one task."})
+    embedding_distillation_weight: float = field(
+        default=10.0, metadata={"help": "Weight of the similarity-preserving embedding loss; 0 = off."}
+    )
     stsb_eval_pairs: int = field(default=500, metadata={"help": "STS-B pairs scored per evaluation; 0 = off."})
 
     def __post_init__(self):
@@ -102,5 +110,9 @@ class MultiTaskTrainingArguments(TrainingArguments):
         for name, value in positive.items():
             if not value > 0:
                 raise ValueError(f"`{name}` must be > 0, got {value!r}.")
+        if not self.embedding_distillation_weight >= 0:
+            raise ValueError(
+                f"`embedding_distillation_weight` must be >= 0, got {self.embedding_distillation_weight!r}."
+            )
         if self.stsb_eval_pairs < 0:
             raise ValueError(f"`stsb_eval_pairs` must be >= 0, got {self.stsb_eval_pairs}.")

@@ -1,0 +1,113 @@
+"""Keeping the embedding useful while the heads fine-tune the shared encoder.
+
+Fine-tuning the encoder for topic and sentiment pulls the embedding towards those two axes: on STS-B its Spearman
+correlation falls from 0.82 (all-MiniLM-L6-v2) to about 0.76 after a few epochs (see BENCHMARKS.md). The remedy here
+is similarity-preserving distillation from the model as it was before training: the cosine similarities between the
+examples of each training batch should stay what the starting encoder gave them. Only the *pairwise geometry* is
+held, which is what similarity search and STS use, so the projection may change dimension or rotate freely and the
+heads still get to reshape what they need.
+
+The starting encoder's embeddings (the backbone's pooled output, before the projection) are computed once, before
+training, in one inference pass over the training data, and travel with the examples as a dataset column: no second
+model in memory and no extra forward pass per step.
+"""
+
+from __future__ import annotations
+
+import datasets
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers.utils import logging
+
+from .modeling_multitask_st import MultiTaskSTModel
+
+
+logger = logging.get_logger(__name__)
+
+TEACHER_COLUMN = "teacher_embedding"
+_MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def similarity_distillation_loss(embeddings: torch.Tensor, teacher_embeddings: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference between the two in-batch cosine-similarity matrices, over pairs `i != j`.
+
+    The two may have different widths. A batch of one example has no pair: the loss is 0 (and still part of the
+    graph, so every process of a distributed run does the same backward).
+    """
+    if embeddings.shape[0] != teacher_embeddings.shape[0]:
+        raise ValueError(
+            f"Got {embeddings.shape[0]} embeddings but {teacher_embeddings.shape[0]} teacher embeddings; "
+            "each example needs its own."
+        )
+    student = F.normalize(embeddings.float(), dim=-1)
+    teacher = F.normalize(teacher_embeddings.float(), dim=-1)
+    difference = student @ student.T - teacher @ teacher.T
+    size = embeddings.shape[0]
+    off_diagonal = ~torch.eye(size, dtype=torch.bool, device=difference.device)
+    return (difference.square() * off_diagonal).sum() / max(size * (size - 1), 1)
+
+
+def compute_teacher_embeddings(
+    model: MultiTaskSTModel,
+    dataset: datasets.Dataset,
+    batch_size: int = 64,
+    device: torch.device | str | None = None,
+    show_progress_bar: bool = True,
+) -> np.ndarray:
+    """`(len(dataset), hidden)` float32: the model's pooled backbone output for each tokenised example, as it is now.
+
+    Runs in length-sorted batches under `inference_mode` and restores the model's train/eval mode.
+    """
+    if "input_ids" not in dataset.column_names:
+        raise ValueError(
+            f"Teacher embeddings need tokenised examples; the dataset has columns {dataset.column_names}."
+        )
+    # Read the columns once, as lists: per-batch Arrow access costs more than the model on short texts.
+    columns = dataset.select_columns([key for key in _MODEL_INPUTS if key in dataset.column_names]).to_dict()
+    if "attention_mask" not in columns:
+        columns["attention_mask"] = [[1] * len(ids) for ids in columns["input_ids"]]
+    lengths = np.fromiter((len(ids) for ids in columns["input_ids"]), dtype=np.int64, count=len(dataset))
+    order = np.argsort(-lengths, kind="stable")
+    device = torch.device(device) if device is not None else model.device
+    was_training = model.training
+    model.eval()
+    result = None
+    try:
+        with torch.inference_mode():
+            starts = range(0, len(order), batch_size)
+            for start in logging.tqdm(starts, desc="Teacher embeddings", disable=not show_progress_bar):
+                indices = order[start : start + batch_size]
+                batch = {key: _pad_right([values[i] for i in indices], device) for key, values in columns.items()}
+                pooled, _ = model._pool(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
+                if result is None:
+                    result = np.empty((len(order), pooled.shape[-1]), dtype=np.float32)
+                result[indices] = pooled.float().cpu().numpy()
+    finally:
+        model.train(was_training)
+    return result
+
+
+def add_teacher_embeddings(
+    model: MultiTaskSTModel,
+    dataset: datasets.Dataset,
+    batch_size: int = 64,
+    device: torch.device | str | None = None,
+    show_progress_bar: bool = True,
+) -> datasets.Dataset:
+    """`dataset` with a `teacher_embedding` column computed by `compute_teacher_embeddings` (kept if present)."""
+    if TEACHER_COLUMN in dataset.column_names:
+        return dataset
+    logger.info(f"Computing the starting encoder's embeddings of {len(dataset)} training examples (once).")
+    embeddings = compute_teacher_embeddings(model, dataset, batch_size, device, show_progress_bar)
+    feature = datasets.Sequence(datasets.Value("float32"), length=embeddings.shape[1])
+    return dataset.add_column(TEACHER_COLUMN, list(embeddings), feature=feature)
+
+
+def _pad_right(sequences: list[list[int]], device: torch.device) -> torch.Tensor:
+    """Right-pad with 0: padded positions are masked out of attention and pooling, so the value does not matter."""
+    width = max(len(sequence) for sequence in sequences)
+    padded = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, sequence in enumerate(sequences):
+        padded[row, : len(sequence)] = torch.as_tensor(sequence, dtype=torch.long)
+    return padded.to(device)

@@ -1,0 +1,145 @@
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import make_task_dataset, tiny_config
+from test_trainer import _trainer
+from transformers import TrainerCallback
+
+from multitask_st import MultiTaskSTModel
+from multitask_st.collator import MultiTaskDataCollator
+from multitask_st.distillation import (
+    TEACHER_COLUMN,
+    add_teacher_embeddings,
+    compute_teacher_embeddings,
+    similarity_distillation_loss,
+)
+from multitask_st.training_args import MultiTaskTrainingArguments
+
+
+# ---------------------------------------------------------------- the loss
+
+
+def test_loss_matches_a_hand_computation():
+    student = torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+    teacher = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 3.0]])
+    # off-diagonal cosines: student (0,1)=0, (0,2)=(1,2)=1/sqrt(2); teacher (0,1)=1, (0,2)=(1,2)=0
+    expected = 2 * ((0 - 1) ** 2 + 2 * (1 / 2**0.5) ** 2) / 6
+    assert similarity_distillation_loss(student, teacher).item() == pytest.approx(expected)
+
+
+def test_loss_is_zero_for_any_rotation_and_scaling_and_width():
+    torch.manual_seed(0)
+    teacher = torch.randn(6, 4)
+    rotation, _ = torch.linalg.qr(torch.randn(4, 4))
+    assert similarity_distillation_loss(3.0 * teacher @ rotation, teacher).item() == pytest.approx(0, abs=1e-6)
+    wider = torch.cat([teacher, torch.zeros(6, 3)], dim=1)  # the projection may change the width
+    assert similarity_distillation_loss(wider, teacher).item() == pytest.approx(0, abs=1e-6)
+    assert similarity_distillation_loss(torch.randn(6, 4), teacher).item() > 0.01
+
+
+def test_loss_of_a_single_example_is_zero_and_differentiable():
+    student = torch.randn(1, 4, requires_grad=True)
+    loss = similarity_distillation_loss(student, torch.randn(1, 4))
+    loss.backward()
+    assert loss.item() == 0 and torch.equal(student.grad, torch.zeros_like(student))
+
+
+def test_loss_refuses_mismatched_batches():
+    with pytest.raises(ValueError, match="3 embeddings but 2 teacher"):
+        similarity_distillation_loss(torch.randn(3, 4), torch.randn(2, 4))
+
+
+# ---------------------------------------------------------------- teacher embeddings
+
+
+def test_teacher_embeddings_are_the_pooled_output_of_each_example_in_order(tiny_model, tiny_tokenizer):
+    dataset = make_task_dataset(tiny_tokenizer, 13, 2, seed=5)  # lengths vary: batches are sorted and padded
+    teacher = compute_teacher_embeddings(tiny_model, dataset, batch_size=4, show_progress_bar=False)
+    assert teacher.shape == (13, tiny_model.config.backbone_hidden_size) and teacher.dtype == np.float32
+    for index, example in enumerate(dataset):
+        ids = torch.tensor([example["input_ids"]])
+        with torch.no_grad():
+            pooled, _ = tiny_model._pool(ids, torch.ones_like(ids), torch.tensor([example["token_type_ids"]]))
+        np.testing.assert_allclose(teacher[index], pooled[0].numpy(), atol=1e-5)
+
+
+def test_teacher_column_is_added_once_and_collated(tiny_model, tiny_tokenizer):
+    dataset = make_task_dataset(tiny_tokenizer, 5, 2, seed=6).add_column("task_id", [1] * 5)
+    with_teacher = add_teacher_embeddings(tiny_model, dataset, show_progress_bar=False)
+    assert with_teacher.column_names == [*dataset.column_names, TEACHER_COLUMN]
+    assert add_teacher_embeddings(None, with_teacher) is with_teacher  # present: kept, not recomputed
+    batch = MultiTaskDataCollator(tiny_tokenizer, num_tasks=2)([with_teacher[i] for i in range(5)])
+    assert batch["teacher_embeddings"].shape == (5, 32) and batch["teacher_embeddings"].dtype == torch.float32
+    assert tiny_model.training is False  # the model's mode is restored
+
+
+# ---------------------------------------------------------------- in training
+
+
+class _RecordLogs(TrainerCallback):
+    def __init__(self):
+        self.logs = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        self.logs.append(dict(logs or {}))
+
+
+def test_trainer_distils_from_the_model_as_it_was_before_training(
+    tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer
+):
+    start = copy.deepcopy(tiny_model)
+    recorder = _RecordLogs()
+    trainer = _trainer(
+        tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer, callbacks=[recorder],
+        embedding_distillation_weight=2.0,
+    )  # fmt: skip
+    trainer.train()
+    column = np.asarray(trainer.train_dataset[TEACHER_COLUMN], dtype=np.float32)
+    expected = compute_teacher_embeddings(start, trainer.train_dataset, show_progress_bar=False)
+    np.testing.assert_allclose(column, expected, atol=1e-6)
+    losses = [log["embedding_distillation_loss"] for log in recorder.logs if "embedding_distillation_loss" in log]
+    assert len(losses) == 3 and all(np.isfinite(losses)) and losses[-1] > 0
+    assert "eval_embedding_distillation_loss" not in trainer.evaluate()  # evaluation data carries no teacher
+
+
+def test_distillation_off_adds_no_column_and_no_loss(tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer):
+    recorder = _RecordLogs()
+    trainer = _trainer(
+        tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer, callbacks=[recorder],
+        embedding_distillation_weight=0.0,
+    )  # fmt: skip
+    trainer.train()
+    assert TEACHER_COLUMN not in trainer.train_dataset.column_names
+    assert not any("embedding_distillation_loss" in log for log in recorder.logs)
+
+
+def _similarity_drift(model, start, dataset) -> float:
+    """Mean squared change of the pairwise cosine similarities of `dataset`'s embeddings since `start`."""
+    now = torch.from_numpy(compute_teacher_embeddings(model, dataset, show_progress_bar=False))
+    before = torch.from_numpy(compute_teacher_embeddings(start, dataset, show_progress_bar=False))
+    # the pooled output is the projection's input: compare what the model embeds, through its own projection
+    with torch.no_grad():
+        now, before = F.normalize(model.projection(now), dim=-1), F.normalize(before, dim=-1)
+    return (now @ now.T - before @ before.T).square().mean().item()
+
+
+def test_distillation_keeps_the_embedding_geometry_closer_to_the_start(tmp_path, tiny_task_datasets, tiny_tokenizer):
+    drift = {}
+    for weight in (0.0, 20.0):
+        torch.manual_seed(0)
+        model = MultiTaskSTModel(tiny_config())
+        start = copy.deepcopy(model)
+        _trainer(
+            tmp_path / str(weight), model, tiny_task_datasets, tiny_tokenizer, max_steps=30, learning_rate=3e-3,
+            embedding_distillation_weight=weight,
+        ).train()  # fmt: skip
+        drift[weight] = _similarity_drift(model, start, tiny_task_datasets[0]["sentiment"])
+    assert drift[20.0] < 0.5 * drift[0.0], drift
+
+
+def test_negative_weight_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="embedding_distillation_weight.*-1"):
+        MultiTaskTrainingArguments(str(tmp_path), embedding_distillation_weight=-1, report_to=[])
