@@ -51,6 +51,11 @@ class StepTimer(TrainerCallback):
         self.end = time.perf_counter()
 
 
+def distillation_override(arguments) -> dict:
+    weight = arguments.embedding_distillation_weight
+    return {} if weight is None else {"embedding_distillation_weight": weight}
+
+
 def run(arguments, backbone, data, max_length, steps, grouped, ours) -> tuple[float, float]:
     """Train `steps` steps; samples/s after warm-up, and seconds from `train()` to the end of the first step (set-up:
     for ours, the one pass that computes the teacher embeddings of the whole training set is most of it)."""
@@ -76,7 +81,7 @@ def run(arguments, backbone, data, max_length, steps, grouped, ours) -> tuple[fl
         train = tokenize_task_dataset(data, tokenizer, task_id=0, max_length=max_length)["train"]
         trainer = MultiTaskTrainer(
             model=model,
-            args=MultiTaskTrainingArguments(**settings, stsb_eval_pairs=0),
+            args=MultiTaskTrainingArguments(**settings, stsb_eval_pairs=0, **distillation_override(arguments)),
             train_dataset={"task": train},
             processing_class=tokenizer,
             callbacks=[timer],
@@ -113,6 +118,9 @@ def main():
     parser.add_argument("--bbc-steps", type=int, default=10)
     parser.add_argument("--warmup-steps", type=int, default=3)
     parser.add_argument("--bf16", action="store_true")
+    parser.add_argument(
+        "--embedding-distillation-weight", type=float, default=None, help="For ours (default: the library's)."
+    )
     arguments = parser.parse_args()
     backbone = backbone_path(arguments.backbone)
     print(f"Machine: {machine()}; batch size {arguments.batch_size}\n")

@@ -283,7 +283,7 @@ class MultiTaskTrainer(Trainer):
                 if name in self.model.config.tasks:
                     count = (labels[:, self.model.config.task_names.index(name)] != IGNORE_INDEX).sum()
                 else:
-                    count = torch.tensor(labels.shape[0], device=labels.device)
+                    count = labels.shape[0]  # a Python int: a tensor made here would be a host-device sync
                 total = totals.setdefault(name, [0.0, 0])
                 total[0] = total[0] + part_loss.detach() * count
                 total[1] = total[1] + count

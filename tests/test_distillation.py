@@ -70,6 +70,7 @@ def test_teacher_column_is_added_once_and_collated(tiny_model, tiny_tokenizer):
     dataset = make_task_dataset(tiny_tokenizer, 5, 2, seed=6).add_column("task_id", [1] * 5)
     with_teacher = add_teacher_embeddings(tiny_model, dataset, show_progress_bar=False)
     assert with_teacher.column_names == [*dataset.column_names, TEACHER_COLUMN]
+    assert isinstance(with_teacher[0][TEACHER_COLUMN], np.ndarray) and isinstance(with_teacher[0]["label"], int)
     assert add_teacher_embeddings(None, with_teacher) is with_teacher  # present: kept, not recomputed
     batch = MultiTaskDataCollator(tiny_tokenizer, num_tasks=2)([with_teacher[i] for i in range(5)])
     assert batch["teacher_embeddings"].shape == (5, 32) and batch["teacher_embeddings"].dtype == torch.float32
