@@ -48,7 +48,8 @@ class MultiTaskTrainingArguments(TrainingArguments):
             Weight of a loss that keeps the cosine similarities between the examples of each training batch close to
             what the model gave them before training (see `multitask_st.distillation`): it keeps the embedding good
             for similarity search and STS while the heads fine-tune the shared encoder. Costs one inference pass over
-            the training data before the first step. 0 turns it off.
+            the training data before the first step (on every process, each over the whole training set), plus one
+            batch-by-batch similarity matrix per step. 0 turns it off.
         stsb_eval_pairs (`int`, defaults to 500):
             STS-B validation pairs scored at each evaluation (`eval_stsb_spearman`); 0 turns it off.
     """
