@@ -9,7 +9,10 @@ heads still get to reshape what they need.
 
 The starting encoder's embeddings (the backbone's pooled output, before the projection) are computed once, before
 training, in one inference pass over the training data, and travel with the examples as a dataset column: no second
-model in memory and no extra forward pass per step.
+model in memory and no extra forward pass per step. The target is the backbone's own geometry, not the projection's:
+with the default square linear projection (identity at the start) the loss starts at zero; with a fresh projection of
+another width or an MLP it starts above zero and pulls that projection towards the backbone's geometry. Continuing
+from a fine-tuned model, the target is that model's pooled output.
 """
 
 from __future__ import annotations

@@ -198,6 +198,7 @@ class MultiTaskTrainer(Trainer):
             **kwargs,
         )
         self._task_loss_totals = {True: {}, False: {}}  # training? -> task -> [sum of loss x examples, examples]
+        self.distilling = False  # set by `train()`
 
     # ------------------------------------------------------------------ data
 
@@ -253,17 +254,37 @@ class MultiTaskTrainer(Trainer):
             # would silently train apart on each process. Wrap with everything trainable; the callback re-freezes
             # right after (`on_train_begin`), and DDP's unused-parameter search copes with the frozen ones.
             self.model.unfreeze("all")
-        if self.args.embedding_distillation_weight > 0 and self.train_dataset is not None:
+        self.distilling = self._distillation_applies()
+        if self.distilling:
             # From the model as it is now, before any step (on resume: the fresh model, not the checkpoint's).
             self.train_dataset = add_teacher_embeddings(
                 self.model,
                 self.train_dataset,
                 # inference over length-sorted batches: larger ones than Trainer's default eval batch of 8 pay off
                 batch_size=max(64, self.args.per_device_eval_batch_size),
-                device=self.args.device,
+                device=None,  # where the model is: Trainer does not place it yet for full-precision eval & co.
                 show_progress_bar=not self.args.disable_tqdm,
             )
         return super().train(*args, **kwargs)
+
+    def _distillation_applies(self) -> bool:
+        """Whether this run can use embedding distillation; says why not when it was asked for but cannot."""
+        if self.args.embedding_distillation_weight == 0 or self.train_dataset is None:
+            return False
+        reason = None
+        if not isinstance(self.data_collator, MultiTaskDataCollator):
+            reason = f"the data collator ({type(self.data_collator).__name__}) is not a MultiTaskDataCollator"
+        elif self.args.per_device_train_batch_size < 2:
+            reason = "a batch of one example has no pair of embeddings to compare (per_device_train_batch_size=1)"
+        elif self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            reason = "the teacher pass needs the whole model on one device (DeepSpeed/FSDP shard it)"
+        if reason:
+            logger.warning(
+                f"embedding_distillation_weight={self.args.embedding_distillation_weight} is ignored: {reason}. "
+                "The run trains without embedding distillation."
+            )
+            return False
+        return True
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         teacher_embeddings = inputs.pop("teacher_embeddings", None)
@@ -271,7 +292,8 @@ class MultiTaskTrainer(Trainer):
         labels = inputs.get("labels")
         losses = dict(outputs.task_losses or {})
         loss = outputs.loss
-        if teacher_embeddings is not None and self.args.embedding_distillation_weight > 0:
+        # Training only: an evaluation of data that carries teacher embeddings reports the task losses alone.
+        if teacher_embeddings is not None and model.training and self.distilling:
             distillation = similarity_distillation_loss(outputs.embeddings, teacher_embeddings)
             losses["embedding_distillation"] = distillation
             weighted = self.args.embedding_distillation_weight * distillation
@@ -372,7 +394,8 @@ class MultiTaskTrainer(Trainer):
                 "sampling_temperature": args.sampling_temperature if args.sampling_strategy == "temperature" else None,
                 "mixed_task_batches": args.mixed_task_batches,
                 "layer_decay": args.layer_decay,
-                "embedding_distillation_weight": args.embedding_distillation_weight,
+                # what the run applied (0 when it could not, see `_distillation_applies`)
+                "embedding_distillation_weight": args.embedding_distillation_weight if self.distilling else 0.0,
                 "projection_lr_multiplier": args.projection_lr_multiplier,
                 "head_lr_multiplier": args.head_lr_multiplier,
                 "freeze": sorted(self.unfreezing.frozen),

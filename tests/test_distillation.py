@@ -16,6 +16,7 @@ from multitask_st.distillation import (
     compute_teacher_embeddings,
     similarity_distillation_loss,
 )
+from multitask_st.trainer import MultiTaskTrainer
 from multitask_st.training_args import MultiTaskTrainingArguments
 
 
@@ -66,6 +67,20 @@ def test_teacher_embeddings_are_the_pooled_output_of_each_example_in_order(tiny_
         np.testing.assert_allclose(teacher[index], pooled[0].numpy(), atol=1e-5)
 
 
+def test_teacher_embeddings_are_computed_without_dropout_and_the_mode_is_restored(tiny_tokenizer):
+    torch.manual_seed(0)
+    model = MultiTaskSTModel(tiny_config())
+    for module in model.backbone.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.5
+    model.train()
+    dataset = make_task_dataset(tiny_tokenizer, 6, 2, seed=7)
+    first = compute_teacher_embeddings(model, dataset, show_progress_bar=False)
+    second = compute_teacher_embeddings(model, dataset, show_progress_bar=False)
+    assert model.training  # restored
+    np.testing.assert_array_equal(first, second)  # dropout was off: deterministic
+
+
 def test_teacher_column_is_added_once_and_collated(tiny_model, tiny_tokenizer):
     dataset = make_task_dataset(tiny_tokenizer, 5, 2, seed=6).add_column("task_id", [1] * 5)
     with_teacher = add_teacher_embeddings(tiny_model, dataset, show_progress_bar=False)
@@ -104,6 +119,61 @@ def test_trainer_distils_from_the_model_as_it_was_before_training(
     losses = [log["embedding_distillation_loss"] for log in recorder.logs if "embedding_distillation_loss" in log]
     assert len(losses) == 3 and all(np.isfinite(losses)) and losses[-1] > 0
     assert "eval_embedding_distillation_loss" not in trainer.evaluate()  # evaluation data carries no teacher
+
+
+def test_training_loss_is_task_loss_plus_weighted_distillation_and_evaluation_leaves_it_out(
+    tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer
+):
+    trainer = _trainer(tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer, embedding_distillation_weight=3.0)
+    trainer.train()
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert "teacher_embeddings" in batch
+    inputs = {key: value for key, value in batch.items() if key != "teacher_embeddings"}
+    with torch.no_grad():
+        for training in (True, False):
+            tiny_model.train(training)
+            torch.manual_seed(1)  # the same dropout masks (heads) for both forward passes
+            outputs = tiny_model(**inputs)
+            torch.manual_seed(1)
+            loss = trainer.compute_loss(tiny_model, dict(batch))
+            if training:
+                distillation = similarity_distillation_loss(outputs.embeddings, batch["teacher_embeddings"])
+                assert distillation > 0
+                torch.testing.assert_close(loss, outputs.loss + 3.0 * distillation)
+            else:  # evaluating data that carries teacher embeddings reports the task losses alone
+                assert torch.equal(loss, outputs.loss)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"per_device_train_batch_size": 1}, "batch of one"),
+        ({"data_collator": "custom"}, "not a MultiTaskDataCollator"),
+    ],
+)
+def test_distillation_that_cannot_apply_is_skipped_with_a_warning(
+    tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer, overrides, message, caplog
+):
+    train, evaluation = tiny_task_datasets
+    args = dict(output_dir=str(tmp_path), max_steps=2, report_to=[], use_cpu=True, save_strategy="no",
+                disable_tqdm=True, stsb_eval_pairs=0, per_device_train_batch_size=4)  # fmt: skip
+    collator = None
+    if overrides.pop("data_collator", None):
+        base = MultiTaskDataCollator(tiny_tokenizer, num_tasks=2)
+
+        def collator(features):  # a user's collator: drops what it does not know
+            return base([{k: v for k, v in f.items() if k != TEACHER_COLUMN} for f in features])
+
+    args.update(overrides)
+    trainer = MultiTaskTrainer(
+        model=tiny_model, args=MultiTaskTrainingArguments(**args), train_dataset=train,
+        processing_class=tiny_tokenizer, data_collator=collator,
+    )  # fmt: skip
+    with caplog.at_level("WARNING"):
+        trainer.train()
+    assert message in caplog.text and "embedding_distillation_weight=10.0 is ignored" in caplog.text
+    assert TEACHER_COLUMN not in trainer.train_dataset.column_names
+    assert trainer.training_summary()["training"]["embedding_distillation_weight"] == 0.0
 
 
 def test_distillation_off_adds_no_column_and_no_loss(tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer):
