@@ -8,8 +8,11 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from .distillation import TEACHER_COLUMN
 from .modeling_multitask_st import IGNORE_INDEX
+
+
+# The column holding each example's starting-encoder embedding (see `multitask_st.distillation`).
+TEACHER_COLUMN = "teacher_embedding"
 
 
 @dataclass

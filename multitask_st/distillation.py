@@ -23,12 +23,12 @@ import torch
 import torch.nn.functional as F
 from transformers.utils import logging
 
+from .collator import TEACHER_COLUMN, MultiTaskDataCollator
 from .modeling_multitask_st import MultiTaskSTModel
 
 
 logger = logging.get_logger(__name__)
 
-TEACHER_COLUMN = "teacher_embedding"
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
@@ -54,13 +54,15 @@ def similarity_distillation_loss(embeddings: torch.Tensor, teacher_embeddings: t
 def compute_teacher_embeddings(
     model: MultiTaskSTModel,
     dataset: datasets.Dataset,
+    collator: MultiTaskDataCollator,
     batch_size: int = 64,
     device: torch.device | str | None = None,
     show_progress_bar: bool = True,
 ) -> np.ndarray:
     """`(len(dataset), hidden)` float32: the model's pooled backbone output for each tokenised example, as it is now.
 
-    Runs in length-sorted batches under `inference_mode` and restores the model's train/eval mode.
+    Runs in length-sorted batches, padded by `collator` as in training, under `inference_mode`, and restores the
+    model's train/eval mode.
     """
     if "input_ids" not in dataset.column_names:
         raise ValueError(
@@ -68,8 +70,6 @@ def compute_teacher_embeddings(
         )
     # Read the columns once, as lists: per-batch Arrow access costs more than the model on short texts.
     columns = dataset.select_columns([key for key in _MODEL_INPUTS if key in dataset.column_names]).to_dict()
-    if "attention_mask" not in columns:
-        columns["attention_mask"] = [[1] * len(ids) for ids in columns["input_ids"]]
     lengths = np.fromiter((len(ids) for ids in columns["input_ids"]), dtype=np.int64, count=len(dataset))
     order = np.argsort(-lengths, kind="stable")
     device = torch.device(device) if device is not None else model.device
@@ -81,7 +81,8 @@ def compute_teacher_embeddings(
             starts = range(0, len(order), batch_size)
             for start in logging.tqdm(starts, desc="Teacher embeddings", disable=not show_progress_bar):
                 indices = order[start : start + batch_size]
-                batch = {key: _pad_right([values[i] for i in indices], device) for key, values in columns.items()}
+                batch = collator([{key: values[i] for key, values in columns.items()} for i in indices])
+                batch = {key: batch[key].to(device) for key in _MODEL_INPUTS if key in batch}
                 pooled, _ = model._pool(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
                 if result is None:
                     result = np.empty((len(order), pooled.shape[-1]), dtype=np.float32)
@@ -94,6 +95,7 @@ def compute_teacher_embeddings(
 def add_teacher_embeddings(
     model: MultiTaskSTModel,
     dataset: datasets.Dataset,
+    collator: MultiTaskDataCollator,
     batch_size: int = 64,
     device: torch.device | str | None = None,
     show_progress_bar: bool = True,
@@ -102,18 +104,9 @@ def add_teacher_embeddings(
     if TEACHER_COLUMN in dataset.column_names:
         return dataset
     logger.info(f"Computing the starting encoder's embeddings of {len(dataset)} training examples (once).")
-    embeddings = compute_teacher_embeddings(model, dataset, batch_size, device, show_progress_bar)
+    embeddings = compute_teacher_embeddings(model, dataset, collator, batch_size, device, show_progress_bar)
     feature = datasets.Sequence(datasets.Value("float32"), length=embeddings.shape[1])
     dataset = dataset.add_column(TEACHER_COLUMN, list(embeddings), feature=feature)
     if dataset.format["type"] is None:  # rows give this column as an array, not a list of Python floats (collating)
         dataset = dataset.with_format("numpy", columns=[TEACHER_COLUMN], output_all_columns=True)
     return dataset
-
-
-def _pad_right(sequences: list[list[int]], device: torch.device) -> torch.Tensor:
-    """Right-pad with 0: padded positions are masked out of attention and pooling, so the value does not matter."""
-    width = max(len(sequence) for sequence in sequences)
-    padded = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, sequence in enumerate(sequences):
-        padded[row, : len(sequence)] = torch.as_tensor(sequence, dtype=torch.long)
-    return padded.to(device)

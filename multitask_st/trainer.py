@@ -11,9 +11,9 @@ from transformers import Trainer
 from transformers.utils import logging
 
 from .callbacks import UnfreezingCallback
-from .collator import MultiTaskDataCollator
+from .collator import TEACHER_COLUMN, MultiTaskDataCollator
 from .configuration_multitask_st import normalize_task_loss_weights
-from .distillation import TEACHER_COLUMN, add_teacher_embeddings, similarity_distillation_loss
+from .distillation import add_teacher_embeddings, similarity_distillation_loss
 from .hub import save_training_summary
 from .metrics import build_compute_metrics, stsb_spearman
 from .modeling_multitask_st import IGNORE_INDEX, MultiTaskSTModel
@@ -260,6 +260,7 @@ class MultiTaskTrainer(Trainer):
             self.train_dataset = add_teacher_embeddings(
                 self.model,
                 self.train_dataset,
+                self.data_collator,  # a MultiTaskDataCollator (checked): padded exactly as the training batches
                 # inference over length-sorted batches: larger ones than Trainer's default eval batch of 8 pay off
                 batch_size=max(64, self.args.per_device_eval_batch_size),
                 device=None,  # where the model is: Trainer does not place it yet for full-precision eval & co.
