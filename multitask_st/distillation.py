@@ -24,12 +24,10 @@ import torch.nn.functional as F
 from transformers.utils import logging
 
 from .collator import TEACHER_COLUMN, MultiTaskDataCollator
-from .modeling_multitask_st import MultiTaskSTModel
+from .modeling_multitask_st import _MODEL_INPUTS, MultiTaskSTModel
 
 
 logger = logging.get_logger(__name__)
-
-_MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def similarity_distillation_loss(embeddings: torch.Tensor, teacher_embeddings: torch.Tensor) -> torch.Tensor:
@@ -56,23 +54,23 @@ def compute_teacher_embeddings(
     dataset: datasets.Dataset,
     collator: MultiTaskDataCollator,
     batch_size: int = 64,
-    device: torch.device | str | None = None,
     show_progress_bar: bool = True,
 ) -> np.ndarray:
     """`(len(dataset), hidden)` float32: the model's pooled backbone output for each tokenised example, as it is now.
 
-    Runs in length-sorted batches, padded by `collator` as in training, under `inference_mode`, and restores the
-    model's train/eval mode.
+    Runs where the model is, in length-sorted batches padded by `collator` as in training, under `inference_mode`,
+    and restores the model's train/eval mode.
     """
-    if "input_ids" not in dataset.column_names:
+    if "input_ids" not in dataset.column_names or len(dataset) == 0:
         raise ValueError(
-            f"Teacher embeddings need tokenised examples; the dataset has columns {dataset.column_names}."
+            f"Teacher embeddings need tokenised examples; the dataset has {len(dataset)} rows and columns "
+            f"{dataset.column_names}."
         )
     # Read the columns once, as lists: per-batch Arrow access costs more than the model on short texts.
     columns = dataset.select_columns([key for key in _MODEL_INPUTS if key in dataset.column_names]).to_dict()
     lengths = np.fromiter((len(ids) for ids in columns["input_ids"]), dtype=np.int64, count=len(dataset))
     order = np.argsort(-lengths, kind="stable")
-    device = torch.device(device) if device is not None else model.device
+    device = model.device
     was_training = model.training
     model.eval()
     result = None
@@ -97,14 +95,13 @@ def add_teacher_embeddings(
     dataset: datasets.Dataset,
     collator: MultiTaskDataCollator,
     batch_size: int = 64,
-    device: torch.device | str | None = None,
     show_progress_bar: bool = True,
 ) -> datasets.Dataset:
     """`dataset` with a `teacher_embedding` column computed by `compute_teacher_embeddings` (kept if present)."""
     if TEACHER_COLUMN in dataset.column_names:
         return dataset
     logger.info(f"Computing the starting encoder's embeddings of {len(dataset)} training examples (once).")
-    embeddings = compute_teacher_embeddings(model, dataset, collator, batch_size, device, show_progress_bar)
+    embeddings = compute_teacher_embeddings(model, dataset, collator, batch_size, show_progress_bar)
     feature = datasets.Sequence(datasets.Value("float32"), length=embeddings.shape[1])
     dataset = dataset.add_column(TEACHER_COLUMN, list(embeddings), feature=feature)
     if dataset.format["type"] is None:  # rows give this column as an array, not a list of Python floats (collating)

@@ -262,8 +262,8 @@ class MultiTaskTrainer(Trainer):
                 self.train_dataset,
                 self.data_collator,  # a MultiTaskDataCollator (checked): padded exactly as the training batches
                 # inference over length-sorted batches: larger ones than Trainer's default eval batch of 8 pay off
+                # runs where the model is: Trainer does not place it yet for e.g. `bf16_full_eval`
                 batch_size=max(64, self.args.per_device_eval_batch_size),
-                device=None,  # where the model is: Trainer does not place it yet for full-precision eval & co.
                 show_progress_bar=not self.args.disable_tqdm,
             )
         return super().train(*args, **kwargs)
