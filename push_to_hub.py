@@ -23,7 +23,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from multitask_st.hub import DEFAULT_LANGUAGE, DEFAULT_LICENSE, push_model_dir, stage_model_dir
+from multitask_st.sharing.staging import DEFAULT_LANGUAGE, DEFAULT_LICENSE, push_model_dir, stage_model_dir
 
 
 def _transport_errors() -> tuple[type[BaseException], ...]:

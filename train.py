@@ -23,16 +23,11 @@ from transformers import AutoTokenizer, EarlyStoppingCallback, HfArgumentParser,
 from transformers.utils import logging
 
 from multitask_st import MultiTaskSTModel
-from multitask_st.data import (
-    BUILTIN_DATASETS,
-    load_task_dataset,
-    stsb,
-    subsample,
-    tokenize_task_dataset,
-)
-from multitask_st.resources import resolve_backbone
-from multitask_st.trainer import MultiTaskTrainer
-from multitask_st.training_args import MultiTaskTrainingArguments
+from multitask_st.training.corpora import BUILTIN_DATASETS, stsb
+from multitask_st.training.data import load_task_dataset, subsample, tokenize_task_dataset
+from multitask_st.training.resources import resolve_backbone
+from multitask_st.training.trainer import MultiTaskTrainer
+from multitask_st.training.training_args import MultiTaskTrainingArguments
 
 
 # What `python train.py` runs with no arguments: sized to finish in about 15 minutes on 2 CPU cores.

@@ -32,10 +32,10 @@ from transformers import (
 )
 
 from multitask_st import MultiTaskSTModel
-from multitask_st.data import subsample, tokenize_task_dataset
-from multitask_st.metrics import load_accuracy_macro_f1, stsb_spearman
-from multitask_st.trainer import MultiTaskTrainer
-from multitask_st.training_args import MultiTaskTrainingArguments
+from multitask_st.training.data import subsample, tokenize_task_dataset
+from multitask_st.training.metrics import load_accuracy_macro_f1, stsb_spearman
+from multitask_st.training.trainer import MultiTaskTrainer
+from multitask_st.training.training_args import MultiTaskTrainingArguments
 
 
 TASKS = {"topic": "bbc_news", "sentiment": "rotten_tomatoes"}

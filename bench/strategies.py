@@ -20,10 +20,10 @@ from common import add_common_arguments, backbone_path, load_builtin, machine
 from transformers import AutoTokenizer, set_seed
 
 from multitask_st import MultiTaskSTModel
-from multitask_st.data import subsample, tokenize_task_dataset
-from multitask_st.metrics import stsb_spearman
-from multitask_st.trainer import MultiTaskTrainer
-from multitask_st.training_args import MultiTaskTrainingArguments
+from multitask_st.training.data import subsample, tokenize_task_dataset
+from multitask_st.training.metrics import stsb_spearman
+from multitask_st.training.trainer import MultiTaskTrainer
+from multitask_st.training.training_args import MultiTaskTrainingArguments
 
 
 TASKS = {"topic": "bbc_news", "sentiment": "rotten_tomatoes"}

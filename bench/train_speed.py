@@ -30,9 +30,9 @@ from transformers import (
 )
 
 from multitask_st import MultiTaskSTModel
-from multitask_st.data import tokenize_task_dataset
-from multitask_st.trainer import MultiTaskTrainer
-from multitask_st.training_args import MultiTaskTrainingArguments
+from multitask_st.training.data import tokenize_task_dataset
+from multitask_st.training.trainer import MultiTaskTrainer
+from multitask_st.training.training_args import MultiTaskTrainingArguments
 
 
 class StepTimer(TrainerCallback):

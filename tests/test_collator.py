@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from multitask_st.collator import MultiTaskDataCollator
+from multitask_st.training.collator import MultiTaskDataCollator
 
 
 def test_labels_matrix_has_one_label_per_example_and_minus_100_elsewhere(tiny_tokenizer):

@@ -9,20 +9,17 @@ from pathlib import Path
 import pytest
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
-from multitask_st import data, resources
 from multitask_st.configuration_multitask_st import DEFAULT_TASKS
-from multitask_st.data import (
-    BUILTIN_DATASETS,
-    bbc_news,
+from multitask_st.training import corpora, data, resources
+from multitask_st.training.corpora import BUILTIN_DATASETS, bbc_news, rotten_tomatoes, stsb
+from multitask_st.training.data import (
     dataset_summary,
     load_task_dataset,
-    rotten_tomatoes,
-    split_indices,
-    stsb,
     subsample,
     tokenize_task_dataset,
     validate_task_dataset,
 )
+from multitask_st.training.splitting import split_indices
 
 
 def package_dir(module: str) -> Path:
@@ -133,7 +130,7 @@ def test_bbc_news_same_headline_stays_in_one_split(bbc):
 def test_bbc_news_non_utf8_file(bbc, caplog):
     # sports/199.txt has a cp1252 pound sign (byte 0xA3).
     assert sum("a \u00a315.8m signing from Parma" in text for d in bbc.values() for text in d["text"]) == 1
-    with caplog.at_level(logging.INFO, logger="multitask_st.data"):
+    with caplog.at_level(logging.INFO, logger="multitask_st.training.corpora"):
         bbc_news(seed=0)
     assert any("sports/199.txt" in r.getMessage() and "not valid UTF-8" in r.getMessage() for r in caplog.records)
 
@@ -141,8 +138,8 @@ def test_bbc_news_non_utf8_file(bbc, caplog):
 def test_read_text_fallbacks(tmp_path):
     (tmp_path / "cp1252.txt").write_bytes(b"\x93quoted\x94 \xa35")
     (tmp_path / "latin1.txt").write_bytes(b"caf\xe9 \x81")  # 0x81 is undefined in cp1252
-    assert data._read_text(tmp_path / "cp1252.txt") == "\u201cquoted\u201d \u00a35"
-    assert data._read_text(tmp_path / "latin1.txt") == "caf\u00e9 \x81"
+    assert corpora._read_text(tmp_path / "cp1252.txt") == "\u201cquoted\u201d \u00a35"
+    assert corpora._read_text(tmp_path / "latin1.txt") == "caf\u00e9 \x81"
 
 
 def test_bbc_news_deterministic(bbc):

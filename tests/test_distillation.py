@@ -9,15 +9,15 @@ from test_trainer import _trainer
 from transformers import TrainerCallback
 
 from multitask_st import MultiTaskSTModel
-from multitask_st.collator import MultiTaskDataCollator
-from multitask_st.distillation import (
+from multitask_st.training.collator import MultiTaskDataCollator
+from multitask_st.training.distillation import (
     TEACHER_COLUMN,
     add_teacher_embeddings,
     compute_teacher_embeddings,
     similarity_distillation_loss,
 )
-from multitask_st.trainer import MultiTaskTrainer
-from multitask_st.training_args import MultiTaskTrainingArguments
+from multitask_st.training.trainer import MultiTaskTrainer
+from multitask_st.training.training_args import MultiTaskTrainingArguments
 
 
 # ---------------------------------------------------------------- the loss

@@ -18,13 +18,9 @@ from huggingface_hub import HfApi, ModelCard, RepoUrl
 from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError, OfflineModeIsEnabled
 
 from multitask_st import MultiTaskSTModel
-from multitask_st.hub import (
-    PAYLOAD_FILES,
-    PICKLE_SUFFIXES,
-    push_model_dir,
-    render_model_card,
-    stage_model_dir,
-)
+from multitask_st.sharing.model_card import render_model_card
+from multitask_st.sharing.model_dir import PAYLOAD_FILES, PICKLE_SUFFIXES
+from multitask_st.sharing.staging import push_model_dir, stage_model_dir
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -289,7 +285,10 @@ def test_push_model_dir_fails_before_the_network(trained, monkeypatch, tmp_path)
         monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
         monkeypatch.delenv("HF_TOKEN", raising=False)
         monkeypatch.setenv("HF_TOKEN_PATH", str(tmp_path / "no-token"))
-        with mock.patch("multitask_st.hub.get_token", return_value=None), pytest.raises(LocalTokenNotFoundError):
+        with (
+            mock.patch("multitask_st.sharing.staging.get_token", return_value=None),
+            pytest.raises(LocalTokenNotFoundError),
+        ):
             push_model_dir(trained.model_dir, "org/multitask-st")
     create_repo.assert_not_called()
 

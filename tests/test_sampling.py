@@ -2,7 +2,7 @@ from collections import Counter
 
 import pytest
 
-from multitask_st.sampling import MultiTaskSampler, task_sampling_weights
+from multitask_st.training.sampling import MultiTaskSampler, task_sampling_weights
 
 
 def test_sampling_weights_for_each_strategy():

@@ -12,9 +12,9 @@ from conftest import tiny_config
 from transformers import TrainerCallback
 
 from multitask_st import MultiTaskSTModel
-from multitask_st.callbacks import UnfreezingCallback, unfreezing_stages
-from multitask_st.trainer import MultiTaskTrainer, build_parameter_groups, learning_rate_scale
-from multitask_st.training_args import MultiTaskTrainingArguments
+from multitask_st.training.callbacks import UnfreezingCallback, unfreezing_stages
+from multitask_st.training.trainer import MultiTaskTrainer, build_parameter_groups, learning_rate_scale
+from multitask_st.training.training_args import MultiTaskTrainingArguments
 
 
 def _args(tmp_path, **overrides) -> MultiTaskTrainingArguments:
@@ -299,8 +299,8 @@ _DDP_SCRIPT = textwrap.dedent(
     from conftest import tiny_config, make_task_dataset
     from transformers import BertTokenizerFast
     from multitask_st import MultiTaskSTModel
-    from multitask_st.trainer import MultiTaskTrainer
-    from multitask_st.training_args import MultiTaskTrainingArguments
+    from multitask_st.training.trainer import MultiTaskTrainer
+    from multitask_st.training.training_args import MultiTaskTrainingArguments
 
     out = sys.argv[1]
     tokenizer = BertTokenizerFast.from_pretrained(out + "/tokenizer")

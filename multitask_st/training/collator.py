@@ -8,10 +8,10 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from .modeling_multitask_st import IGNORE_INDEX
+from ..modeling_multitask_st import IGNORE_INDEX
 
 
-# The column holding each example's starting-encoder embedding (see `multitask_st.distillation`).
+# The column holding each example's starting-encoder embedding (see `multitask_st.training.distillation`).
 TEACHER_COLUMN = "teacher_embedding"
 
 
@@ -22,7 +22,7 @@ class MultiTaskDataCollator:
     Each feature carries `input_ids` (and optionally `attention_mask`, `token_type_ids`) plus either `task_id` and
     `label` (an example labelled for one task, as the task datasets give), or `labels`, a full row of `num_tasks` ids.
     A feature with neither is unlabelled (all `-100`). Batches may hold one task or several. Features that carry a
-    `teacher_embedding` (see `multitask_st.distillation`) also give `teacher_embeddings`, `(batch, hidden)`.
+    `teacher_embedding` (see `multitask_st.training.distillation`) also give `teacher_embeddings`, `(batch, hidden)`.
 
     Args:
         tokenizer: gives the pad id and padding side.

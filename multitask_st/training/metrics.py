@@ -10,7 +10,7 @@ import numpy as np
 from scipy.stats import spearmanr
 from transformers import EvalPrediction
 
-from .modeling_multitask_st import IGNORE_INDEX
+from ..modeling_multitask_st import IGNORE_INDEX
 
 
 # Shipped inside the package and loaded by path: works offline, unlike `evaluate.load("accuracy")`.

@@ -1,84 +1,63 @@
-"""Share a trained model on the Hugging Face Hub: render its card, stage exactly the files to upload, push them.
-
-A model directory (what `model.save_pretrained(dir)` + `tokenizer.save_pretrained(dir)` or `train.py` write) becomes a
-Hub repository that loads with `AutoModel.from_pretrained(repo_id, trust_remote_code=True)` without this package:
-
-    config.json (with `auto_map`)            model.safetensors (or shards + model.safetensors.index.json)
-    configuration_multitask_st.py            modeling_multitask_st.py          (the code `trust_remote_code` runs)
-    tokenizer files                          training_summary.json (if any)    README.md (the rendered card)
-
-Everything else in the directory (Trainer leftovers, checkpoints, logs) stays home, and no pickle file is ever staged.
-"""
+"""The model card (README.md) of a model folder, rendered from its config.json and training_summary.json."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import jinja2
 import torch
-from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, constants, get_token
-from huggingface_hub.errors import HFValidationError, LocalTokenNotFoundError, OfflineModeIsEnabled
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 from safetensors import safe_open
 from torch import nn
 from transformers import AutoTokenizer
 from transformers.utils import logging
 
-from . import configuration_multitask_st, modeling_multitask_st
-from .configuration_multitask_st import MultiTaskSTConfig
-from .modeling_multitask_st import MultiTaskSTModel
+from ..configuration_multitask_st import MultiTaskSTConfig
+from ..modeling_multitask_st import MultiTaskSTModel
+from ..training.record import load_training_summary
+from .model_dir import _weight_files, collect_model_files
 
 
 logger = logging.get_logger(__name__)
 
+
 MODEL_CARD_TEMPLATE_NAME = "model_card.md"
-MODEL_CARD_NAME = "README.md"
-# What `MultiTaskTrainer.training_summary()` records about a run, saved next to the model for the card.
-TRAINING_SUMMARY_NAME = "training_summary.json"
-CONFIG_NAME = "config.json"
-SAFE_WEIGHTS_NAME = "model.safetensors"
-SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
-# The code `trust_remote_code` runs: the two payload modules, named as `save_pretrained` copies them.
-PAYLOAD_FILES = tuple(Path(module.__file__).name for module in (configuration_multitask_st, modeling_multitask_st))
-# Every file a Hugging Face tokenizer may write (`*.model` below covers sentencepiece vocabularies).
-TOKENIZER_FILES = (
-    "tokenizer_config.json",
-    "tokenizer.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "vocab.txt",
-    "vocab.json",
-    "merges.txt",
-    "chat_template.jinja",
-    "chat_template.json",
-)
-TOKENIZER_VOCABULARIES = ("tokenizer.json", "vocab.txt", "vocab.json", "*.model")
-# Files that `torch.load` unpickles (and so may run code): never uploaded.
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
-# On re-upload, weight files that the new commit does not contain are deleted, so a stale `model.safetensors` never
-# shadows a new sharded checkpoint (or stale shards a new single file).
-STALE_WEIGHT_PATTERNS = ["*.safetensors", "*.safetensors.index.json"]
+
 
 DEFAULT_LICENSE = "apache-2.0"
+
+
 DEFAULT_LANGUAGE = "en"
+
+
 CARD_TAGS = ["multitask-st", "sentence-embeddings", "text-classification", "multi-task", "custom_code"]
+
+
 NOT_RECORDED = "not recorded"
+
+
 # (split name in training_summary.json["metrics"], prefix of its metric keys); the model-index prefers the first.
 METRIC_SPLITS = (("test", "test"), ("validation", "eval"))
+
+
 # Trainer bookkeeping that `trainer.evaluate()` returns next to the metrics; not worth a row in the card.
 METRIC_NOISE_SUFFIXES = ("runtime", "samples_per_second", "steps_per_second", "epoch")
+
+
 POOLING_DESCRIPTIONS = {
     "mean": "mean pooling over the non-padding tokens",
     "cls": "first ([CLS]) token",
     "max": "max pooling over the non-padding tokens",
     "attention": "attention pooling (a learned query weighs the non-padding tokens)",
 }
+
+
 # Keys of training_summary.json["training"] that get their own card section; the rest are listed as hyperparameters.
 MULTITASK_SETUP_KEYS = (
     "sampling_strategy",
@@ -86,10 +65,9 @@ MULTITASK_SETUP_KEYS = (
     "mixed_task_batches",
     "embedding_distillation_weight",
 )
+
+
 LEARNING_RATE_KEYS = ("layer_decay", "projection_lr_multiplier", "head_lr_multiplier", "freeze", "unfreeze_schedule")
-
-
-# ---------------------------------------------------------------------------------------------------- the model card
 
 
 def render_model_card(
@@ -147,27 +125,6 @@ def render_model_card(
     # Parse it back the way the Hub does: a template error fails here, not after the upload.
     ModelCard(text, ignore_metadata_errors=False)
     return text
-
-
-def save_training_summary(summary: dict, model_dir: str | os.PathLike) -> Path:
-    """Write training_summary.json into a model directory (what `load_training_summary` reads back)."""
-    path = Path(model_dir) / TRAINING_SUMMARY_NAME
-    path.write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
-    return path
-
-
-def load_training_summary(model_dir: str | os.PathLike) -> dict:
-    """training_summary.json of a model directory as a dict; `{}` when there is none."""
-    path = Path(model_dir) / TRAINING_SUMMARY_NAME
-    if not path.is_file():
-        return {}
-    try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON: {error}.") from None
-    if not isinstance(summary, dict):
-        raise ValueError(f"{path} must hold a JSON object, got {type(summary).__name__}.")
-    return summary
 
 
 def _load_template(template_path: str | os.PathLike | None) -> jinja2.Template:
@@ -459,253 +416,3 @@ def _format_value(mapping: dict, key: str) -> str:
 
 def _table_cell(value) -> str:
     return " ".join(str(value).split()).replace("|", "\\|")
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-# ---------------------------------------------------------------------------------------------------- staging
-
-
-def stage_model_dir(
-    model_dir: str | os.PathLike,
-    stage_dir: str | os.PathLike,
-    repo_id: str | None = None,
-    revision: str | None = None,
-    license: str | None = DEFAULT_LICENSE,
-    language: str | list[str] | None = DEFAULT_LANGUAGE,
-    template_path: str | os.PathLike | None = None,
-) -> list[str]:
-    """Write to `stage_dir` exactly the folder that [`push_model_dir`] uploads.
-
-    That is config.json, the safetensors weights, the tokenizer files, the two payload `.py` files,
-    training_summary.json if present, and README.md (the rendered card). Trainer leftovers (`checkpoint-*/`, `runs/`,
-    `training_args.bin`, `trainer_state.json`, optimizer states...) stay behind, and no pickle file is staged.
-
-    Args:
-        model_dir: The saved model directory.
-        stage_dir: Where to write; must be empty or not exist yet.
-        repo_id, revision, license, language, template_path: passed to [`render_model_card`].
-
-    Returns:
-        The staged file names, sorted.
-
-    Example:
-        >>> stage_model_dir("outputs/model", "staged")  # doctest: +SKIP
-        ['README.md', 'config.json', 'configuration_multitask_st.py', 'model.safetensors', ...]
-    """
-    files = collect_model_files(model_dir)
-    stage_dir = _check_stage_dir(stage_dir)
-    card = render_model_card(
-        model_dir, repo_id=repo_id, revision=revision, license=license, language=language, template_path=template_path
-    )
-    stage_dir.mkdir(parents=True, exist_ok=True)
-    for name, source in files.items():
-        _link_or_copy(source, stage_dir / name)
-    (stage_dir / MODEL_CARD_NAME).write_text(card, encoding="utf-8")
-    staged = sorted(path.relative_to(stage_dir).as_posix() for path in stage_dir.rglob("*") if path.is_file())
-    pickles = [name for name in staged if name.lower().endswith(PICKLE_SUFFIXES)]
-    if pickles:  # cannot happen with the allow-list above; the last line of defence against publishing a pickle
-        raise RuntimeError(f"Refusing to stage pickle files {pickles}.")
-    left_out = sorted(
-        path.name + ("/" if path.is_dir() else "")
-        for path in Path(model_dir).iterdir()
-        if path.name not in files and path.name != MODEL_CARD_NAME
-    )
-    if (Path(model_dir) / MODEL_CARD_NAME).is_file():
-        logger.info(f"The directory's own {MODEL_CARD_NAME} is replaced by the rendered card.")
-    if left_out:
-        logger.info(f"Not uploading these entries of {model_dir}: {', '.join(left_out)}.")
-    logger.info(f"Staged {len(staged)} files in {stage_dir}.")
-    return staged
-
-
-def collect_model_files(model_dir: str | os.PathLike) -> dict[str, Path]:
-    """The files of a model directory that belong on the Hub, as `{name in the repo: path}`, README.md excepted.
-
-    Raises a `ValueError` that names everything missing when the directory is not a complete multitask-st model.
-    """
-    model_dir = _check_model_dir(model_dir)
-    missing = []
-    files: dict[str, Path] = {}
-
-    config_path = model_dir / CONFIG_NAME
-    if config_path.is_file():
-        files[CONFIG_NAME] = config_path
-        config = _read_json(config_path)
-        if config.get("model_type") != MultiTaskSTConfig.model_type:
-            raise ValueError(
-                f"{config_path} has model_type {config.get('model_type')!r}; expected "
-                f"{MultiTaskSTConfig.model_type!r} (a directory saved by MultiTaskSTModel.save_pretrained)."
-            )
-        auto_map = config.get("auto_map") or {}
-        if not {"AutoConfig", "AutoModel"} <= set(auto_map):
-            missing.append(f"`auto_map` with AutoConfig and AutoModel in {CONFIG_NAME} (got {auto_map!r})")
-    else:
-        missing.append(CONFIG_NAME)
-
-    weights = _weight_files(model_dir)
-    if weights:
-        files.update({path.name: path for path in weights})
-        if (model_dir / SAFE_WEIGHTS_INDEX_NAME).is_file() and not (model_dir / SAFE_WEIGHTS_NAME).is_file():
-            files[SAFE_WEIGHTS_INDEX_NAME] = model_dir / SAFE_WEIGHTS_INDEX_NAME
-    else:
-        pickled = sorted(path.name for path in model_dir.glob("pytorch_model*.bin"))
-        if pickled:
-            raise ValueError(
-                f"{model_dir} holds only pickle weights ({', '.join(pickled)}), which are never uploaded. Re-save them "
-                "as safetensors: `MultiTaskSTModel.from_pretrained(model_dir).save_pretrained(model_dir)`."
-            )
-        missing.append(f"{SAFE_WEIGHTS_NAME} (or {SAFE_WEIGHTS_INDEX_NAME} and its shards)")
-
-    for name in PAYLOAD_FILES:
-        if (model_dir / name).is_file():
-            files[name] = model_dir / name
-        else:
-            missing.append(name)
-
-    tokenizer_files = [path for path in model_dir.iterdir() if path.is_file() and _is_tokenizer_file(path.name)]
-    if not (model_dir / "tokenizer_config.json").is_file():
-        missing.append("tokenizer_config.json")
-    if not any(path.match(pattern) for path in tokenizer_files for pattern in TOKENIZER_VOCABULARIES):
-        missing.append(f"a tokenizer vocabulary (one of {', '.join(TOKENIZER_VOCABULARIES)})")
-    files.update({path.name: path for path in tokenizer_files})
-
-    if missing:
-        raise ValueError(
-            f"{model_dir} is not a complete multitask-st model directory: missing {'; '.join(missing)}. Save it with "
-            "`model.save_pretrained(model_dir)` and `tokenizer.save_pretrained(model_dir)`."
-        )
-    if (model_dir / TRAINING_SUMMARY_NAME).is_file():
-        load_training_summary(model_dir)  # fails on a malformed file
-        files[TRAINING_SUMMARY_NAME] = model_dir / TRAINING_SUMMARY_NAME
-    return dict(sorted(files.items()))
-
-
-def _check_stage_dir(stage_dir: str | os.PathLike) -> Path:
-    stage_dir = Path(stage_dir)
-    if stage_dir.exists() and (not stage_dir.is_dir() or any(stage_dir.iterdir())):
-        raise ValueError(f"`stage_dir` {str(stage_dir)!r} must be an empty directory or not exist yet.")
-    return stage_dir
-
-
-def _check_model_dir(model_dir: str | os.PathLike) -> Path:
-    model_dir = Path(model_dir)
-    if not model_dir.is_dir():
-        raise FileNotFoundError(f"Model directory {str(model_dir)!r} does not exist or is not a directory.")
-    return model_dir
-
-
-def _weight_files(model_dir: Path) -> list[Path]:
-    """The safetensors files of a model directory: the single file if present, else the shards its index lists."""
-    single = model_dir / SAFE_WEIGHTS_NAME
-    if single.is_file():
-        return [single]
-    index_path = model_dir / SAFE_WEIGHTS_INDEX_NAME
-    if not index_path.is_file():
-        return []
-    weight_map = _read_json(index_path).get("weight_map")
-    if not isinstance(weight_map, dict) or not weight_map:
-        raise ValueError(f"{index_path} has no `weight_map`; expected the index `save_pretrained` writes.")
-    shards = [model_dir / name for name in sorted(set(weight_map.values()))]
-    absent = [path.name for path in shards if not path.is_file()]
-    if absent:
-        raise ValueError(f"{model_dir} is missing the weight shards {absent} listed in {SAFE_WEIGHTS_INDEX_NAME}.")
-    return shards
-
-
-def _is_tokenizer_file(name: str) -> bool:
-    return name in TOKENIZER_FILES or name.endswith(".model")
-
-
-def _link_or_copy(source: Path, target: Path):
-    # Weights can be gigabytes: hard-link them when the file system allows (nobody edits them in place); copy the
-    # small files, which a user may edit in a staged folder.
-    if source.suffix == ".safetensors":
-        try:
-            os.link(source, target)
-            return
-        except OSError:
-            pass
-    shutil.copy2(source, target)
-
-
-# ---------------------------------------------------------------------------------------------------- pushing
-
-
-def push_model_dir(
-    model_dir: str | os.PathLike,
-    repo_id: str,
-    *,
-    private: bool = False,
-    revision: str | None = None,
-    create_pr: bool = False,
-    commit_message: str | None = None,
-    token: str | None = None,
-    license: str | None = DEFAULT_LICENSE,
-    language: str | list[str] | None = DEFAULT_LANGUAGE,
-    stage_dir: str | os.PathLike | None = None,
-):
-    """Upload a model directory to the Hub as one commit: the folder [`stage_model_dir`] writes, card included.
-
-    Args:
-        model_dir: The saved model directory.
-        repo_id: `"org/name"` (or `"name"` for your own namespace); created if it does not exist.
-        private: Create the repository private. Has no effect on a repository that exists already.
-        revision: Branch to commit to; created from `main` when it does not exist yet. Defaults to `main`.
-        create_pr: Open a pull request against the default branch instead of committing directly (huggingface_hub
-            opens pull requests only there, so it excludes `revision`).
-        commit_message: Defaults to `"Upload multitask-st model"`.
-        token: Defaults to the `HF_TOKEN` environment variable, else the token `hf auth login` stored.
-        license, language: passed to [`render_model_card`].
-        stage_dir: Keep the staged folder there (empty or new); defaults to a temporary directory.
-
-    Returns:
-        `huggingface_hub.CommitInfo`, a `str` holding the commit URL, with `.oid` (the commit hash to pin) and `.pr_url`.
-    """
-    # Everything that can fail locally fails before anything touches the network.
-    collect_model_files(model_dir)
-    if stage_dir is not None:
-        _check_stage_dir(stage_dir)
-    validate_repo_id(repo_id)
-    if create_pr and revision not in (None, "main"):
-        raise ValueError(
-            f"`create_pr` opens a pull request against the default branch; it cannot target revision {revision!r}. "
-            "Pass one of the two."
-        )
-    if constants.is_offline_mode():
-        raise OfflineModeIsEnabled(
-            "Cannot push to the Hub: offline mode is enabled (HF_HUB_OFFLINE=1). Unset HF_HUB_OFFLINE, or only stage "
-            "the files with `stage_model_dir`."
-        )
-    if token is None and get_token() is None:
-        raise LocalTokenNotFoundError(
-            "No Hugging Face token: run `hf auth login`, set the HF_TOKEN environment variable or pass `token`."
-        )
-    from . import __version__
-
-    api = HfApi(token=token, library_name="multitask-st", library_version=__version__)
-    repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
-    if revision not in (None, "main") and not revision.startswith("refs/pr/"):
-        api.create_branch(repo_id, branch=revision, exist_ok=True)  # upload_folder needs the branch to exist
-    with tempfile.TemporaryDirectory(prefix="multitask-st-upload-") as temporary_dir:
-        folder = Path(stage_dir) if stage_dir is not None else Path(temporary_dir)
-        files = stage_model_dir(
-            model_dir, folder, repo_id=repo_id, revision=revision, license=license, language=language
-        )
-        logger.info(f"Uploading {len(files)} files to {repo_id}: {', '.join(files)}.")
-        commit = api.upload_folder(
-            repo_id=repo_id,
-            folder_path=folder,
-            revision=revision,
-            create_pr=create_pr,
-            commit_message=commit_message or "Upload multitask-st model",
-            delete_patterns=STALE_WEIGHT_PATTERNS,
-        )
-    logger.info(f"Pushed {repo_id}: {commit.pr_url or commit.commit_url}")
-    return commit

@@ -46,7 +46,7 @@ class MultiTaskTrainingArguments(TrainingArguments):
         mixed_task_batches (`bool`, defaults to `True`): `False` keeps every batch to a single task.
         embedding_distillation_weight (`float`, defaults to 10.0):
             Weight of a loss that keeps the cosine similarities between the examples of each training batch close to
-            what the model gave them before training (see `multitask_st.distillation`): it keeps the embedding good
+            what the model gave them before training (see `multitask_st.training.distillation`): it keeps the embedding good
             for similarity search and STS while the heads fine-tune the shared encoder. Costs one inference pass over
             the training data before the first step (on every process, each over the whole training set), plus one
             batch-by-batch similarity matrix per step. 0 turns it off.

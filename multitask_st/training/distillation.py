@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from transformers.utils import logging
 
+from ..modeling_multitask_st import _MODEL_INPUTS, MultiTaskSTModel
 from .collator import TEACHER_COLUMN, MultiTaskDataCollator
-from .modeling_multitask_st import _MODEL_INPUTS, MultiTaskSTModel
 
 
 logger = logging.get_logger(__name__)

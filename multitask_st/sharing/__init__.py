@@ -1,0 +1,1 @@
+"""Sharing on the Hugging Face Hub: the model card, what a model folder must hold, staging and pushing."""

@@ -1,0 +1,184 @@
+"""Share a trained model on the Hugging Face Hub: render its card, stage exactly the files to upload, push them.
+
+A model directory (what `model.save_pretrained(dir)` + `tokenizer.save_pretrained(dir)` or `train.py` write) becomes a
+Hub repository that loads with `AutoModel.from_pretrained(repo_id, trust_remote_code=True)` without this package:
+
+    config.json (with `auto_map`)            model.safetensors (or shards + model.safetensors.index.json)
+    configuration_multitask_st.py            modeling_multitask_st.py          (the code `trust_remote_code` runs)
+    tokenizer files                          training_summary.json (if any)    README.md (the rendered card)
+
+Everything else in the directory (Trainer leftovers, checkpoints, logs) stays home, and no pickle file is ever staged.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from huggingface_hub import HfApi, constants, get_token
+from huggingface_hub.errors import LocalTokenNotFoundError, OfflineModeIsEnabled
+from huggingface_hub.utils import validate_repo_id
+from transformers.utils import logging
+
+from .model_card import DEFAULT_LANGUAGE, DEFAULT_LICENSE, render_model_card
+from .model_dir import MODEL_CARD_NAME, PICKLE_SUFFIXES, collect_model_files
+
+
+logger = logging.get_logger(__name__)
+
+# On re-upload, weight files that the new commit does not contain are deleted, so a stale `model.safetensors` never
+# shadows a new sharded checkpoint (or stale shards a new single file).
+STALE_WEIGHT_PATTERNS = ["*.safetensors", "*.safetensors.index.json"]
+
+
+# ---------------------------------------------------------------------------------------------------- staging
+
+
+def stage_model_dir(
+    model_dir: str | os.PathLike,
+    stage_dir: str | os.PathLike,
+    repo_id: str | None = None,
+    revision: str | None = None,
+    license: str | None = DEFAULT_LICENSE,
+    language: str | list[str] | None = DEFAULT_LANGUAGE,
+    template_path: str | os.PathLike | None = None,
+) -> list[str]:
+    """Write to `stage_dir` exactly the folder that [`push_model_dir`] uploads.
+
+    That is config.json, the safetensors weights, the tokenizer files, the two payload `.py` files,
+    training_summary.json if present, and README.md (the rendered card). Trainer leftovers (`checkpoint-*/`, `runs/`,
+    `training_args.bin`, `trainer_state.json`, optimizer states...) stay behind, and no pickle file is staged.
+
+    Args:
+        model_dir: The saved model directory.
+        stage_dir: Where to write; must be empty or not exist yet.
+        repo_id, revision, license, language, template_path: passed to [`render_model_card`].
+
+    Returns:
+        The staged file names, sorted.
+
+    Example:
+        >>> stage_model_dir("outputs/model", "staged")  # doctest: +SKIP
+        ['README.md', 'config.json', 'configuration_multitask_st.py', 'model.safetensors', ...]
+    """
+    files = collect_model_files(model_dir)
+    stage_dir = _check_stage_dir(stage_dir)
+    card = render_model_card(
+        model_dir, repo_id=repo_id, revision=revision, license=license, language=language, template_path=template_path
+    )
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    for name, source in files.items():
+        _link_or_copy(source, stage_dir / name)
+    (stage_dir / MODEL_CARD_NAME).write_text(card, encoding="utf-8")
+    staged = sorted(path.relative_to(stage_dir).as_posix() for path in stage_dir.rglob("*") if path.is_file())
+    pickles = [name for name in staged if name.lower().endswith(PICKLE_SUFFIXES)]
+    if pickles:  # cannot happen with the allow-list above; the last line of defence against publishing a pickle
+        raise RuntimeError(f"Refusing to stage pickle files {pickles}.")
+    left_out = sorted(
+        path.name + ("/" if path.is_dir() else "")
+        for path in Path(model_dir).iterdir()
+        if path.name not in files and path.name != MODEL_CARD_NAME
+    )
+    if (Path(model_dir) / MODEL_CARD_NAME).is_file():
+        logger.info(f"The directory's own {MODEL_CARD_NAME} is replaced by the rendered card.")
+    if left_out:
+        logger.info(f"Not uploading these entries of {model_dir}: {', '.join(left_out)}.")
+    logger.info(f"Staged {len(staged)} files in {stage_dir}.")
+    return staged
+
+
+def _check_stage_dir(stage_dir: str | os.PathLike) -> Path:
+    stage_dir = Path(stage_dir)
+    if stage_dir.exists() and (not stage_dir.is_dir() or any(stage_dir.iterdir())):
+        raise ValueError(f"`stage_dir` {str(stage_dir)!r} must be an empty directory or not exist yet.")
+    return stage_dir
+
+
+def _link_or_copy(source: Path, target: Path):
+    # Weights can be gigabytes: hard-link them when the file system allows (nobody edits them in place); copy the
+    # small files, which a user may edit in a staged folder.
+    if source.suffix == ".safetensors":
+        try:
+            os.link(source, target)
+            return
+        except OSError:
+            pass
+    shutil.copy2(source, target)
+
+
+# ---------------------------------------------------------------------------------------------------- pushing
+
+
+def push_model_dir(
+    model_dir: str | os.PathLike,
+    repo_id: str,
+    *,
+    private: bool = False,
+    revision: str | None = None,
+    create_pr: bool = False,
+    commit_message: str | None = None,
+    token: str | None = None,
+    license: str | None = DEFAULT_LICENSE,
+    language: str | list[str] | None = DEFAULT_LANGUAGE,
+    stage_dir: str | os.PathLike | None = None,
+):
+    """Upload a model directory to the Hub as one commit: the folder [`stage_model_dir`] writes, card included.
+
+    Args:
+        model_dir: The saved model directory.
+        repo_id: `"org/name"` (or `"name"` for your own namespace); created if it does not exist.
+        private: Create the repository private. Has no effect on a repository that exists already.
+        revision: Branch to commit to; created from `main` when it does not exist yet. Defaults to `main`.
+        create_pr: Open a pull request against the default branch instead of committing directly (huggingface_hub
+            opens pull requests only there, so it excludes `revision`).
+        commit_message: Defaults to `"Upload multitask-st model"`.
+        token: Defaults to the `HF_TOKEN` environment variable, else the token `hf auth login` stored.
+        license, language: passed to [`render_model_card`].
+        stage_dir: Keep the staged folder there (empty or new); defaults to a temporary directory.
+
+    Returns:
+        `huggingface_hub.CommitInfo`, a `str` holding the commit URL, with `.oid` (the commit hash to pin) and `.pr_url`.
+    """
+    # Everything that can fail locally fails before anything touches the network.
+    collect_model_files(model_dir)
+    if stage_dir is not None:
+        _check_stage_dir(stage_dir)
+    validate_repo_id(repo_id)
+    if create_pr and revision not in (None, "main"):
+        raise ValueError(
+            f"`create_pr` opens a pull request against the default branch; it cannot target revision {revision!r}. "
+            "Pass one of the two."
+        )
+    if constants.is_offline_mode():
+        raise OfflineModeIsEnabled(
+            "Cannot push to the Hub: offline mode is enabled (HF_HUB_OFFLINE=1). Unset HF_HUB_OFFLINE, or only stage "
+            "the files with `stage_model_dir`."
+        )
+    if token is None and get_token() is None:
+        raise LocalTokenNotFoundError(
+            "No Hugging Face token: run `hf auth login`, set the HF_TOKEN environment variable or pass `token`."
+        )
+    from .. import __version__
+
+    api = HfApi(token=token, library_name="multitask-st", library_version=__version__)
+    repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+    if revision not in (None, "main") and not revision.startswith("refs/pr/"):
+        api.create_branch(repo_id, branch=revision, exist_ok=True)  # upload_folder needs the branch to exist
+    with tempfile.TemporaryDirectory(prefix="multitask-st-upload-") as temporary_dir:
+        folder = Path(stage_dir) if stage_dir is not None else Path(temporary_dir)
+        files = stage_model_dir(
+            model_dir, folder, repo_id=repo_id, revision=revision, license=license, language=language
+        )
+        logger.info(f"Uploading {len(files)} files to {repo_id}: {', '.join(files)}.")
+        commit = api.upload_folder(
+            repo_id=repo_id,
+            folder_path=folder,
+            revision=revision,
+            create_pr=create_pr,
+            commit_message=commit_message or "Upload multitask-st model",
+            delete_patterns=STALE_WEIGHT_PATTERNS,
+        )
+    logger.info(f"Pushed {repo_id}: {commit.pr_url or commit.commit_url}")
+    return commit

