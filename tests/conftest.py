@@ -1,4 +1,7 @@
+import json
 import os
+import shutil
+from types import SimpleNamespace
 
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -80,3 +83,61 @@ def tiny_task_datasets(tiny_tokenizer):
         "sentiment": make_task_dataset(tiny_tokenizer, 8, 2, seed=4),
     }
     return train, evaluation
+
+
+# A training_summary.json as train.py writes it, for the sharing tests.
+TRAINING_SUMMARY = {
+    "base_model": "sentence-transformers/all-MiniLM-L6-v2",
+    "datasets": {
+        "topic": {
+            "name": "ag_news_tiny",
+            "hub_id": "org/ag-news-tiny",
+            "description": "News | topics",
+            "num_train": 9,
+        },
+        "sentiment": {"name": "local_reviews", "hub_id": None, "source": "pkg==1.0", "num_train": 7},
+    },
+    "metrics": {
+        "validation": {
+            "eval_topic_accuracy": 0.91,
+            "eval_topic_f1": 0.9,
+            "eval_sentiment_accuracy": 0.81,
+            "eval_sentiment_f1": 0.8,
+            "eval_stsb_spearman": 0.77,
+            "eval_loss": 0.5,
+        },
+        "test": {"test_topic_accuracy": 0.88, "test_topic_f1": 0.87, "test_loss": 0.6},
+    },
+    "training": {"learning_rate": 5e-5, "task_loss_weights": {"topic": 1.0, "sentiment": 0.5}, "freeze": ["backbone"]},
+    "framework_versions": {"transformers": "5.24.0"},
+}
+TRAINER_LEFTOVERS = ["training_args.bin", "trainer_state.json", "optimizer.pt", "rng_state.pth", "all_results.json"]
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, tiny_tokenizer) -> SimpleNamespace:
+    """A saved model directory as train.py leaves it: model, tokenizer, summary, and Trainer leftovers."""
+    from multitask_st.sharing.model_dir import PAYLOAD_FILES
+
+    model_dir = tmp_path_factory.mktemp("hub") / "model"
+    torch.manual_seed(0)
+    model = MultiTaskSTModel(tiny_config()).eval()
+    model.save_pretrained(model_dir)
+    tokenizer_files = [Path(path).name for path in tiny_tokenizer.save_pretrained(model_dir) if Path(path).is_file()]
+    (model_dir / "training_summary.json").write_text(json.dumps(TRAINING_SUMMARY))
+    for name in TRAINER_LEFTOVERS:
+        (model_dir / name).write_bytes(b"leftover")
+    (model_dir / "checkpoint-5").mkdir()
+    (model_dir / "checkpoint-5" / "pytorch_model.bin").write_bytes(b"pickle")
+    (model_dir / "runs").mkdir()
+    (model_dir / "runs" / "events.out.tfevents").write_bytes(b"log")
+    expected_files = sorted(
+        ["README.md", "config.json", *PAYLOAD_FILES, "model.safetensors", *tokenizer_files, "training_summary.json"]
+    )
+    return SimpleNamespace(model_dir=model_dir, model=model, tokenizer=tiny_tokenizer, expected_files=expected_files)
+
+
+def copy_without(model_dir: Path, target: Path, *names: str) -> Path:
+    """A copy of a folder without the entries matching `names`."""
+    shutil.copytree(model_dir, target, ignore=shutil.ignore_patterns(*names))
+    return target

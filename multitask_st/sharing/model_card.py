@@ -13,15 +13,12 @@ import torch
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
-from safetensors import safe_open
 from torch import nn
-from transformers import AutoTokenizer
 from transformers.utils import logging
 
 from ..configuration_multitask_st import MultiTaskSTConfig
 from ..modeling_multitask_st import MultiTaskSTModel
-from ..training.record import load_training_summary
-from .model_dir import _weight_files, collect_model_files
+from .model_dir import ModelDir, read_model_dir
 
 
 logger = logging.get_logger(__name__)
@@ -71,7 +68,7 @@ LEARNING_RATE_KEYS = ("layer_decay", "projection_lr_multiplier", "head_lr_multip
 
 
 def render_model_card(
-    model_dir: str | os.PathLike,
+    model_dir: str | os.PathLike | ModelDir,
     repo_id: str | None = None,
     revision: str | None = None,
     license: str | None = DEFAULT_LICENSE,
@@ -81,7 +78,7 @@ def render_model_card(
     """Render the model card (README.md) of a model directory from its config.json and training_summary.json.
 
     Args:
-        model_dir: A saved model directory (see [`stage_model_dir`]).
+        model_dir: A saved model directory (or a [`ModelDir`] read from it; see [`stage_model_dir`]).
         repo_id: The Hub repository the card's usage snippets load from; defaults to the directory's name.
         revision: The revision the snippets pin; defaults to `"main"` (the card tells readers to pin a commit).
         license: License of the shared weights (a Hub license id), or None to leave it out.
@@ -92,12 +89,10 @@ def render_model_card(
         The card: YAML metadata (`library_name`, `pipeline_tag`, `tags`, `base_model`, `datasets`, `license`,
         `language`, a `model-index` with one result per task) followed by the Markdown body.
     """
-    collect_model_files(model_dir)  # names everything missing
-    model_dir = Path(model_dir)
-    config = MultiTaskSTConfig.from_pretrained(model_dir)
-    summary = load_training_summary(model_dir)
-    model_name = (repo_id or model_dir.resolve().name).split("/")[-1]
-    context = _card_context(model_dir, config, summary)
+    folder = read_model_dir(model_dir)  # names everything missing
+    config, summary = folder.config, folder.summary
+    model_name = (repo_id or folder.path.resolve().name).split("/")[-1]
+    context = _card_context(folder)
     eval_results = _eval_results(config, summary)
     card_data = ModelCardData(
         model_name=model_name if eval_results else None,  # the model-index's name; no index, no name
@@ -116,7 +111,7 @@ def render_model_card(
     text = template.render(
         card_data=card_data.to_yaml(),
         model_name=model_name,
-        repo_id=repo_id or model_dir.resolve().name,
+        repo_id=repo_id or folder.path.resolve().name,
         revision=revision or "main",
         license_text=f"`{license}`" if license else "not specified",
         language_text=", ".join(languages) if languages else "not specified",
@@ -148,14 +143,15 @@ def _default_template_path() -> Path:
     return path
 
 
-def _card_context(model_dir: Path, config: MultiTaskSTConfig, summary: dict) -> dict[str, Any]:
+def _card_context(folder: ModelDir) -> dict[str, Any]:
     """Everything the template shows, read from the model directory; missing facts become "not recorded"."""
-    # Built on the meta device (no memory, no init): the card describes the modules the code really builds.
+    config, summary = folder.config, folder.summary
+    # Built on the meta device (no memory, no init): the card describes (and counts) the modules the code builds.
     with torch.device("meta"):
         model = MultiTaskSTModel(config)
     backbone = config.backbone_config
     training = summary.get("training") or {}
-    max_length = model.default_max_length(AutoTokenizer.from_pretrained(model_dir))
+    max_length = model.default_max_length(folder.tokenizer)
     max_length_source = (
         "`max_seq_length` in config.json" if config.max_seq_length is not None else "tokenizer and position limit"
     )
@@ -170,7 +166,7 @@ def _card_context(model_dir: Path, config: MultiTaskSTConfig, summary: dict) -> 
             "num_attention_heads": getattr(backbone, "num_attention_heads", getattr(backbone, "n_heads", "?")),
             "vocab_size": getattr(backbone, "vocab_size", "?"),
         },
-        "num_parameters": f"{_count_parameters(model_dir):,}",
+        "num_parameters": f"{model.num_parameters():,}",
         "max_seq_length": f"{max_length} tokens ({max_length_source})",
         "max_seq_length_tokens": max_length,
         "embedding_dim": config.embedding_dim,
@@ -378,16 +374,6 @@ def _eval_results(config: MultiTaskSTConfig, summary: dict) -> list[EvalResult]:
             )
         )
     return results
-
-
-def _count_parameters(model_dir: Path) -> int:
-    """Number of parameters stored in the directory's safetensors files (read from their headers only)."""
-    total = 0
-    for path in _weight_files(model_dir):
-        with safe_open(path, framework="pt") as weights:
-            for name in weights.keys():
-                total += math.prod(weights.get_slice(name).get_shape())
-    return total
 
 
 def _is_number(value) -> bool:

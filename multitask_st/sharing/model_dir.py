@@ -1,70 +1,86 @@
-"""What a saved multitask-st model folder holds, and the check that it is complete enough to share."""
+"""A saved multitask-st model folder, read and validated once: what the card, staging and pushing all start from."""
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers.utils import logging
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers.tokenization_utils_base import (
+    ADDED_TOKENS_FILE,
+    CHAT_TEMPLATE_DIR,
+    CHAT_TEMPLATE_FILE,
+    FULL_TOKENIZER_FILE,
+    SPECIAL_TOKENS_MAP_FILE,
+    TOKENIZER_CONFIG_FILE,
+)
+from transformers.utils import CONFIG_NAME, SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 
 from .. import configuration_multitask_st, modeling_multitask_st
 from ..configuration_multitask_st import MultiTaskSTConfig
-from ..training.record import TRAINING_SUMMARY_NAME, load_training_summary
-
-
-logger = logging.get_logger(__name__)
+from ..training.record import load_training_summary
 
 
 MODEL_CARD_NAME = "README.md"
-
-
-CONFIG_NAME = "config.json"
-
-
-SAFE_WEIGHTS_NAME = "model.safetensors"
-
-
-SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
 
 
 # The code `trust_remote_code` runs: the two payload modules, named as `save_pretrained` copies them.
 PAYLOAD_FILES = tuple(Path(module.__file__).name for module in (configuration_multitask_st, modeling_multitask_st))
 
 
-# Every file a Hugging Face tokenizer may write (`*.model` below covers sentencepiece vocabularies).
-TOKENIZER_FILES = (
-    "tokenizer_config.json",
-    "tokenizer.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "vocab.txt",
-    "vocab.json",
-    "merges.txt",
-    "chat_template.jinja",
-    "chat_template.json",
-)
-
-
-TOKENIZER_VOCABULARIES = ("tokenizer.json", "vocab.txt", "vocab.json", "*.model")
+# What a folder needs for its tokenizer to load: its config and one of these vocabularies.
+TOKENIZER_VOCABULARIES = (FULL_TOKENIZER_FILE, "vocab.txt", "vocab.json", "*.model")
 
 
 # Files that `torch.load` unpickles (and so may run code): never uploaded.
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+PICKLE_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", "*.ckpt")
 
 
-def collect_model_files(model_dir: str | os.PathLike) -> dict[str, Path]:
-    """The files of a model directory that belong on the Hub, as `{name in the repo: path}`, README.md excepted.
+@dataclass(frozen=True)
+class ModelDir:
+    """A complete multitask-st model folder (`model.save_pretrained` + `tokenizer.save_pretrained`), checked.
 
-    Raises a `ValueError` that names everything missing when the directory is not a complete multitask-st model.
+    Build it with [`read_model_dir`]; every sharing function takes either a path or a `ModelDir`, so one call reads
+    and validates the folder once.
+
+    Args:
+        path: The folder.
+        config: Its config.json.
+        tokenizer: Its tokenizer, loaded.
+        weight_files: The safetensors files a load reads: `model.safetensors`, or the shards its index lists (then
+            the index too).
+        summary: Its training_summary.json, `{}` if it has none.
     """
-    model_dir = _check_model_dir(model_dir)
-    missing = []
-    files: dict[str, Path] = {}
 
-    config_path = model_dir / CONFIG_NAME
+    path: Path
+    config: MultiTaskSTConfig
+    tokenizer: PreTrainedTokenizerBase
+    weight_files: list[Path]
+    summary: dict = field(default_factory=dict)
+
+    @property
+    def tokenizer_patterns(self) -> list[str]:
+        """The file names this tokenizer may be saved as (its class's vocabulary files and the shared ones)."""
+        shared = [TOKENIZER_CONFIG_FILE, SPECIAL_TOKENS_MAP_FILE, ADDED_TOKENS_FILE, FULL_TOKENIZER_FILE]
+        return [*shared, *self.tokenizer.vocab_files_names.values(), CHAT_TEMPLATE_FILE, f"{CHAT_TEMPLATE_DIR}/*"]
+
+
+def read_model_dir(model_dir: str | os.PathLike | ModelDir) -> ModelDir:
+    """Reads a model folder; raises a `ValueError` naming everything missing when it is not a complete model.
+
+    A `ModelDir` passes through unchanged.
+    """
+    if isinstance(model_dir, ModelDir):
+        return model_dir
+    path = Path(model_dir)
+    if not path.is_dir():
+        raise FileNotFoundError(f"Model directory {str(model_dir)!r} does not exist or is not a directory.")
+    missing = []
+
+    config_path = path / CONFIG_NAME
     if config_path.is_file():
-        files[CONFIG_NAME] = config_path
         config = _read_json(config_path)
         if config.get("model_type") != MultiTaskSTConfig.model_type:
             raise ValueError(
@@ -77,53 +93,37 @@ def collect_model_files(model_dir: str | os.PathLike) -> dict[str, Path]:
     else:
         missing.append(CONFIG_NAME)
 
-    weights = _weight_files(model_dir)
-    if weights:
-        files.update({path.name: path for path in weights})
-        if (model_dir / SAFE_WEIGHTS_INDEX_NAME).is_file() and not (model_dir / SAFE_WEIGHTS_NAME).is_file():
-            files[SAFE_WEIGHTS_INDEX_NAME] = model_dir / SAFE_WEIGHTS_INDEX_NAME
-    else:
-        pickled = sorted(path.name for path in model_dir.glob("pytorch_model*.bin"))
+    weight_files = _weight_files(path)
+    if not weight_files:
+        pickled = sorted(file.name for file in path.glob("pytorch_model*.bin"))
         if pickled:
             raise ValueError(
-                f"{model_dir} holds only pickle weights ({', '.join(pickled)}), which are never uploaded. Re-save them "
+                f"{path} holds only pickle weights ({', '.join(pickled)}), which are never uploaded. Re-save them "
                 "as safetensors: `MultiTaskSTModel.from_pretrained(model_dir).save_pretrained(model_dir)`."
             )
         missing.append(f"{SAFE_WEIGHTS_NAME} (or {SAFE_WEIGHTS_INDEX_NAME} and its shards)")
 
-    for name in PAYLOAD_FILES:
-        if (model_dir / name).is_file():
-            files[name] = model_dir / name
-        else:
-            missing.append(name)
-
-    tokenizer_files = [path for path in model_dir.iterdir() if path.is_file() and _is_tokenizer_file(path.name)]
-    if not (model_dir / "tokenizer_config.json").is_file():
-        missing.append("tokenizer_config.json")
-    if not any(path.match(pattern) for path in tokenizer_files for pattern in TOKENIZER_VOCABULARIES):
+    missing += [name for name in PAYLOAD_FILES if not (path / name).is_file()]
+    if not (path / TOKENIZER_CONFIG_FILE).is_file():
+        missing.append(TOKENIZER_CONFIG_FILE)
+    if not any(file.is_file() for pattern in TOKENIZER_VOCABULARIES for file in path.glob(pattern)):
         missing.append(f"a tokenizer vocabulary (one of {', '.join(TOKENIZER_VOCABULARIES)})")
-    files.update({path.name: path for path in tokenizer_files})
-
     if missing:
         raise ValueError(
-            f"{model_dir} is not a complete multitask-st model directory: missing {'; '.join(missing)}. Save it with "
+            f"{path} is not a complete multitask-st model directory: missing {'; '.join(missing)}. Save it with "
             "`model.save_pretrained(model_dir)` and `tokenizer.save_pretrained(model_dir)`."
         )
-    if (model_dir / TRAINING_SUMMARY_NAME).is_file():
-        load_training_summary(model_dir)  # fails on a malformed file
-        files[TRAINING_SUMMARY_NAME] = model_dir / TRAINING_SUMMARY_NAME
-    return dict(sorted(files.items()))
-
-
-def _check_model_dir(model_dir: str | os.PathLike) -> Path:
-    model_dir = Path(model_dir)
-    if not model_dir.is_dir():
-        raise FileNotFoundError(f"Model directory {str(model_dir)!r} does not exist or is not a directory.")
-    return model_dir
+    return ModelDir(
+        path=path,
+        config=MultiTaskSTConfig.from_pretrained(path),
+        tokenizer=AutoTokenizer.from_pretrained(path),
+        weight_files=weight_files,
+        summary=load_training_summary(path),  # fails on a malformed file
+    )
 
 
 def _weight_files(model_dir: Path) -> list[Path]:
-    """The safetensors files of a model directory: the single file if present, else the shards its index lists."""
+    """The single safetensors file if present, else the index and the shards it lists; `[]` if neither."""
     single = model_dir / SAFE_WEIGHTS_NAME
     if single.is_file():
         return [single]
@@ -134,14 +134,10 @@ def _weight_files(model_dir: Path) -> list[Path]:
     if not isinstance(weight_map, dict) or not weight_map:
         raise ValueError(f"{index_path} has no `weight_map`; expected the index `save_pretrained` writes.")
     shards = [model_dir / name for name in sorted(set(weight_map.values()))]
-    absent = [path.name for path in shards if not path.is_file()]
+    absent = [file.name for file in shards if not file.is_file()]
     if absent:
         raise ValueError(f"{model_dir} is missing the weight shards {absent} listed in {SAFE_WEIGHTS_INDEX_NAME}.")
-    return shards
-
-
-def _is_tokenizer_file(name: str) -> bool:
-    return name in TOKENIZER_FILES or name.endswith(".model")
+    return [index_path, *shards]
 
 
 def _read_json(path: Path) -> dict:

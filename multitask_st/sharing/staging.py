@@ -1,4 +1,4 @@
-"""Share a trained model on the Hugging Face Hub: render its card, stage exactly the files to upload, push them.
+"""Share a trained model on the Hugging Face Hub: stage exactly the files to upload (card rendered), push them.
 
 A model directory (what `model.save_pretrained(dir)` + `tokenizer.save_pretrained(dir)` or `train.py` write) becomes a
 Hub repository that loads with `AutoModel.from_pretrained(repo_id, trust_remote_code=True)` without this package:
@@ -15,18 +15,30 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from fnmatch import fnmatch
 from pathlib import Path
 
 from huggingface_hub import HfApi, constants, get_token
 from huggingface_hub.errors import LocalTokenNotFoundError, OfflineModeIsEnabled
-from huggingface_hub.utils import validate_repo_id
-from transformers.utils import logging
+from huggingface_hub.utils import filter_repo_objects, validate_repo_id
+from transformers.utils import CONFIG_NAME, logging
 
+from ..training.record import TRAINING_SUMMARY_NAME
 from .model_card import DEFAULT_LANGUAGE, DEFAULT_LICENSE, render_model_card
-from .model_dir import MODEL_CARD_NAME, PICKLE_SUFFIXES, collect_model_files
+from .model_dir import MODEL_CARD_NAME, PAYLOAD_FILES, PICKLE_PATTERNS, ModelDir, read_model_dir
 
 
 logger = logging.get_logger(__name__)
+
+
+# What a repository gets from a model folder besides its weights and tokenizer files (`read_model_dir` picks those),
+# as `upload_folder`-style patterns on paths relative to the folder. To ship another kind of file, add a pattern.
+UPLOAD_PATTERNS = [CONFIG_NAME, *PAYLOAD_FILES, TRAINING_SUMMARY_NAME]
+
+
+# Never staged, whatever matches above: Trainer checkpoints and logs, and pickles (`torch.load` runs their code).
+IGNORE_PATTERNS = ["checkpoint-*", "runs/*", MODEL_CARD_NAME, *PICKLE_PATTERNS]
+
 
 # On re-upload, weight files that the new commit does not contain are deleted, so a stale `model.safetensors` never
 # shadows a new sharded checkpoint (or stale shards a new single file).
@@ -36,8 +48,21 @@ STALE_WEIGHT_PATTERNS = ["*.safetensors", "*.safetensors.index.json"]
 # ---------------------------------------------------------------------------------------------------- staging
 
 
+def files_to_upload(model_dir: str | os.PathLike | ModelDir) -> dict[str, Path]:
+    """`{path in the repository: file}` of everything staged from a model folder, the card (rendered apart) excepted."""
+    folder = read_model_dir(model_dir)
+    names = sorted(path.relative_to(folder.path).as_posix() for path in folder.path.rglob("*") if path.is_file())
+    allowed = [*UPLOAD_PATTERNS, *folder.tokenizer_patterns]
+    files = {
+        name: folder.path / name
+        for name in filter_repo_objects(names, allow_patterns=allowed, ignore_patterns=IGNORE_PATTERNS)
+    }
+    files.update({path.name: path for path in folder.weight_files})
+    return dict(sorted(files.items()))
+
+
 def stage_model_dir(
-    model_dir: str | os.PathLike,
+    model_dir: str | os.PathLike | ModelDir,
     stage_dir: str | os.PathLike,
     repo_id: str | None = None,
     revision: str | None = None,
@@ -48,43 +73,44 @@ def stage_model_dir(
     """Write to `stage_dir` exactly the folder that [`push_model_dir`] uploads.
 
     That is config.json, the safetensors weights, the tokenizer files, the two payload `.py` files,
-    training_summary.json if present, and README.md (the rendered card). Trainer leftovers (`checkpoint-*/`, `runs/`,
-    `training_args.bin`, `trainer_state.json`, optimizer states...) stay behind, and no pickle file is staged.
+    training_summary.json if present (see `UPLOAD_PATTERNS`), and README.md (the rendered card). Trainer leftovers
+    (`checkpoint-*/`, `runs/`, `training_args.bin`, `trainer_state.json`, optimizer states...) stay behind, and no
+    pickle file is staged.
 
     Args:
-        model_dir: The saved model directory.
+        model_dir: The saved model directory (or a [`ModelDir`] read from it).
         stage_dir: Where to write; must be empty or not exist yet.
         repo_id, revision, license, language, template_path: passed to [`render_model_card`].
 
     Returns:
-        The staged file names, sorted.
+        The staged paths, sorted.
 
     Example:
         >>> stage_model_dir("outputs/model", "staged")  # doctest: +SKIP
         ['README.md', 'config.json', 'configuration_multitask_st.py', 'model.safetensors', ...]
     """
-    files = collect_model_files(model_dir)
+    folder = read_model_dir(model_dir)
     stage_dir = _check_stage_dir(stage_dir)
+    files = files_to_upload(folder)
     card = render_model_card(
-        model_dir, repo_id=repo_id, revision=revision, license=license, language=language, template_path=template_path
+        folder, repo_id=repo_id, revision=revision, license=license, language=language, template_path=template_path
     )
     stage_dir.mkdir(parents=True, exist_ok=True)
     for name, source in files.items():
         _link_or_copy(source, stage_dir / name)
     (stage_dir / MODEL_CARD_NAME).write_text(card, encoding="utf-8")
     staged = sorted(path.relative_to(stage_dir).as_posix() for path in stage_dir.rglob("*") if path.is_file())
-    pickles = [name for name in staged if name.lower().endswith(PICKLE_SUFFIXES)]
-    if pickles:  # cannot happen with the allow-list above; the last line of defence against publishing a pickle
+    pickles = [name for name in staged if any(fnmatch(name.lower(), pattern) for pattern in PICKLE_PATTERNS)]
+    if pickles:  # cannot happen with IGNORE_PATTERNS above; the last line of defence against publishing a pickle
         raise RuntimeError(f"Refusing to stage pickle files {pickles}.")
+    top_level = {name.split("/")[0] for name in staged}
     left_out = sorted(
-        path.name + ("/" if path.is_dir() else "")
-        for path in Path(model_dir).iterdir()
-        if path.name not in files and path.name != MODEL_CARD_NAME
+        path.name + ("/" if path.is_dir() else "") for path in folder.path.iterdir() if path.name not in top_level
     )
-    if (Path(model_dir) / MODEL_CARD_NAME).is_file():
+    if (folder.path / MODEL_CARD_NAME).is_file():
         logger.info(f"The directory's own {MODEL_CARD_NAME} is replaced by the rendered card.")
     if left_out:
-        logger.info(f"Not uploading these entries of {model_dir}: {', '.join(left_out)}.")
+        logger.info(f"Not uploading these entries of {folder.path}: {', '.join(left_out)}.")
     logger.info(f"Staged {len(staged)} files in {stage_dir}.")
     return staged
 
@@ -97,6 +123,7 @@ def _check_stage_dir(stage_dir: str | os.PathLike) -> Path:
 
 
 def _link_or_copy(source: Path, target: Path):
+    target.parent.mkdir(parents=True, exist_ok=True)
     # Weights can be gigabytes: hard-link them when the file system allows (nobody edits them in place); copy the
     # small files, which a user may edit in a staged folder.
     if source.suffix == ".safetensors":
@@ -112,7 +139,7 @@ def _link_or_copy(source: Path, target: Path):
 
 
 def push_model_dir(
-    model_dir: str | os.PathLike,
+    model_dir: str | os.PathLike | ModelDir,
     repo_id: str,
     *,
     private: bool = False,
@@ -142,7 +169,7 @@ def push_model_dir(
         `huggingface_hub.CommitInfo`, a `str` holding the commit URL, with `.oid` (the commit hash to pin) and `.pr_url`.
     """
     # Everything that can fail locally fails before anything touches the network.
-    collect_model_files(model_dir)
+    folder = read_model_dir(model_dir)
     if stage_dir is not None:
         _check_stage_dir(stage_dir)
     validate_repo_id(repo_id)
@@ -167,14 +194,12 @@ def push_model_dir(
     if revision not in (None, "main") and not revision.startswith("refs/pr/"):
         api.create_branch(repo_id, branch=revision, exist_ok=True)  # upload_folder needs the branch to exist
     with tempfile.TemporaryDirectory(prefix="multitask-st-upload-") as temporary_dir:
-        folder = Path(stage_dir) if stage_dir is not None else Path(temporary_dir)
-        files = stage_model_dir(
-            model_dir, folder, repo_id=repo_id, revision=revision, license=license, language=language
-        )
+        stage = Path(stage_dir) if stage_dir is not None else Path(temporary_dir)
+        files = stage_model_dir(folder, stage, repo_id=repo_id, revision=revision, license=license, language=language)
         logger.info(f"Uploading {len(files)} files to {repo_id}: {', '.join(files)}.")
         commit = api.upload_folder(
             repo_id=repo_id,
-            folder_path=folder,
+            folder_path=stage,
             revision=revision,
             create_pr=create_pr,
             commit_message=commit_message or "Upload multitask-st model",

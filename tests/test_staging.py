@@ -1,0 +1,205 @@
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from types import SimpleNamespace
+from unittest import mock
+
+import numpy as np
+import pytest
+from conftest import copy_without
+from huggingface_hub import HfApi, ModelCard, RepoUrl
+from huggingface_hub.errors import LocalTokenNotFoundError, OfflineModeIsEnabled
+
+from multitask_st.sharing import model_dir
+from multitask_st.sharing.model_dir import PAYLOAD_FILES, PICKLE_PATTERNS
+from multitask_st.sharing.staging import STALE_WEIGHT_PATTERNS, push_model_dir, stage_model_dir
+
+
+SENTENCES = ["the team won", "stock market fell", "great movie", "bad phone launch the election vote"]
+
+
+# ---------------------------------------------------------------------------------------------------- staging
+
+
+def test_stage_model_dir_writes_exactly_the_upload(trained, tmp_path):
+    staged = stage_model_dir(trained.model_dir, tmp_path / "stage", repo_id="org/multitask-st")
+
+    assert staged == trained.expected_files
+    on_disk = sorted(p.relative_to(tmp_path / "stage").as_posix() for p in (tmp_path / "stage").rglob("*"))
+    assert on_disk == staged  # no directories either: checkpoint-*/ and runs/ stay behind
+    assert not [name for name in staged if name.endswith(tuple(pattern[1:] for pattern in PICKLE_PATTERNS))]
+    config = json.loads((tmp_path / "stage" / "config.json").read_text())
+    assert config["auto_map"] == {
+        "AutoConfig": "configuration_multitask_st.MultiTaskSTConfig",
+        "AutoModel": "modeling_multitask_st.MultiTaskSTModel",
+    }
+    with pytest.raises(ValueError, match="must be an empty directory"):
+        stage_model_dir(trained.model_dir, tmp_path / "stage")
+
+
+def test_stage_model_dir_names_what_is_missing(trained, tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        stage_model_dir(tmp_path / "nowhere", tmp_path / "stage")
+    incomplete = copy_without(
+        trained.model_dir, tmp_path / "incomplete", "tokenizer*", "vocab*", "special_tokens_map.json", PAYLOAD_FILES[1]
+    )
+    with pytest.raises(ValueError, match=rf"missing {PAYLOAD_FILES[1]}; tokenizer_config.json; a tokenizer vocab"):
+        stage_model_dir(incomplete, tmp_path / "stage")
+    # Only pickle weights: refused, with the way out.
+    pickled = copy_without(trained.model_dir, tmp_path / "pickled", "model.safetensors")
+    (pickled / "pytorch_model.bin").write_bytes(b"pickle")
+    with pytest.raises(ValueError, match=r"only pickle weights \(pytorch_model.bin\).*save_pretrained"):
+        stage_model_dir(pickled, tmp_path / "stage")
+    assert not (tmp_path / "stage").exists()
+
+
+@pytest.mark.slow
+def test_staged_folder_loads_without_the_package(trained, tmp_path):
+    stage_model_dir(trained.model_dir, tmp_path / "stage")
+    elsewhere = shutil.copytree(tmp_path / "stage", tmp_path / "elsewhere" / "org--multitask-st")
+    expected = {
+        "embeddings": trained.model.encode(SENTENCES, trained.tokenizer).tolist(),
+        "predictions": trained.model.predict(SENTENCES, trained.tokenizer),
+    }
+    (tmp_path / "expected.json").write_text(json.dumps(expected))
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["multitask_st"] = None  # `import multitask_st` now fails: only the repository's code may run
+        import json
+        from transformers import AutoModel, AutoTokenizer
+
+        model = AutoModel.from_pretrained({str(elsewhere)!r}, trust_remote_code=True)
+        tokenizer = AutoTokenizer.from_pretrained({str(elsewhere)!r})
+        sentences = {SENTENCES!r}
+        result = {{
+            "module": type(model).__module__,
+            "tasks": model.config.task_names,
+            "embeddings": model.encode(sentences, tokenizer).tolist(),
+            "predictions": model.predict(sentences, tokenizer),
+        }}
+        with open("actual.json", "w") as file:
+            json.dump(result, file)
+        """
+    )
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"), HF_MODULES_CACHE=str(tmp_path / "modules"))
+    run = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+
+    actual = json.loads((tmp_path / "actual.json").read_text())
+    assert actual["module"].startswith("transformers_modules"), actual["module"]
+    assert actual["tasks"] == trained.model.config.task_names
+    np.testing.assert_allclose(actual["embeddings"], expected["embeddings"], rtol=0, atol=1e-6)
+    for got, want in zip(actual["predictions"], expected["predictions"], strict=True):
+        assert {task: p["label"] for task, p in got.items()} == {task: p["label"] for task, p in want.items()}
+        for task in want:
+            assert got[task]["probabilities"] == pytest.approx(want[task]["probabilities"], abs=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------------- uploading
+
+
+@pytest.fixture
+def online(monkeypatch):
+    """The test session runs with HF_HUB_OFFLINE=1; pretend otherwise (every Hub call below is mocked)."""
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+
+
+def test_push_model_dir_uploads_the_staged_folder(trained, tmp_path, online):
+    """One commit of exactly the staged bytes, stale weights deleted; the folder is read once per push."""
+    staged = stage_model_dir(trained.model_dir, tmp_path / "staged", repo_id="org/multitask-st", revision="v1")
+    uploads = []
+
+    def upload_folder(self, *, folder_path, **kwargs):
+        files = {
+            p.relative_to(folder_path).as_posix(): p.read_bytes() for p in Path(folder_path).rglob("*") if p.is_file()
+        }
+        uploads.append({"files": files, "card": files["README.md"].decode(), **kwargs})
+        commit_url = "https://hf.co/org/multitask-st/commit/0123"
+        return SimpleNamespace(commit_url=commit_url, pr_url="https://hf.co/pr/1" if kwargs["create_pr"] else None)
+
+    repo_url = RepoUrl("https://huggingface.co/org/multitask-st")
+    reads = mock.Mock(wraps=model_dir.load_training_summary)
+    with (
+        mock.patch.object(HfApi, "create_repo", autospec=True, return_value=repo_url) as create_repo,
+        mock.patch.object(HfApi, "create_branch", autospec=True) as create_branch,
+        mock.patch.object(HfApi, "upload_folder", autospec=True, side_effect=upload_folder),
+        mock.patch.object(model_dir, "load_training_summary", reads),
+    ):
+        commit = push_model_dir(
+            trained.model_dir,
+            "org/multitask-st",
+            private=True,
+            revision="v1",
+            commit_message="First version",
+            token="hf_test",
+        )
+        assert reads.call_count == 1  # read and validated once, then rendered, staged and uploaded from that
+        pull = push_model_dir(trained.model_dir, "org/multitask-st", create_pr=True, token="hf_test")
+        with pytest.raises(ValueError, match="cannot target revision 'v1'"):
+            push_model_dir(trained.model_dir, "org/multitask-st", revision="v1", create_pr=True, token="hf_test")
+
+    assert create_repo.call_args_list == [
+        mock.call(mock.ANY, "org/multitask-st", private=True, exist_ok=True),
+        mock.call(mock.ANY, "org/multitask-st", private=False, exist_ok=True),
+    ]
+    create_branch.assert_called_once_with(mock.ANY, "org/multitask-st", branch="v1", exist_ok=True)
+    upload, pull_request = uploads
+    assert sorted(upload["files"]) == sorted(pull_request["files"]) == staged == trained.expected_files
+    for name in staged:  # the bytes uploaded are the staged bytes
+        assert upload["files"][name] == (tmp_path / "staged" / name).read_bytes(), name
+    assert upload["repo_id"] == "org/multitask-st"
+    assert (upload["revision"], upload["create_pr"], upload["commit_message"]) == ("v1", False, "First version")
+    assert (pull_request["revision"], pull_request["create_pr"]) == (None, True)
+    assert pull_request["commit_message"] == "Upload multitask-st model"
+    # Stale weights go: a re-upload deletes the remote weight files this commit does not replace.
+    assert upload["delete_patterns"] == pull_request["delete_patterns"] == STALE_WEIGHT_PATTERNS
+    assert STALE_WEIGHT_PATTERNS == ["*.safetensors", "*.safetensors.index.json"]
+    assert 'repo_id = "org/multitask-st"' in upload["card"] and 'revision = "v1"' in upload["card"]
+    assert (commit.commit_url, commit.pr_url) == ("https://hf.co/org/multitask-st/commit/0123", None)
+    assert pull.pr_url == "https://hf.co/pr/1"
+
+
+def test_push_model_dir_fails_before_the_network(trained, monkeypatch, tmp_path):
+    with mock.patch.object(HfApi, "create_repo", autospec=True) as create_repo:
+        with pytest.raises(OfflineModeIsEnabled):
+            push_model_dir(trained.model_dir, "org/multitask-st", token="hf_test")
+        monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+        monkeypatch.delenv("HF_TOKEN", raising=False)
+        monkeypatch.setenv("HF_TOKEN_PATH", str(tmp_path / "no-token"))
+        with (
+            mock.patch("multitask_st.sharing.staging.get_token", return_value=None),
+            pytest.raises(LocalTokenNotFoundError),
+        ):
+            push_model_dir(trained.model_dir, "org/multitask-st")
+    create_repo.assert_not_called()
+
+
+def test_model_push_to_hub_carries_the_remote_code(trained, online):
+    """transformers' own `push_to_hub` (save_pretrained into a temporary folder, then one commit) ships the payload."""
+    commits = []
+
+    def create_commit(self, repo_id, operations, **kwargs):
+        files = {op.path_in_repo: op.path_or_fileobj for op in operations}
+        commits.append({"files": sorted(files), "config": json.loads(Path(files["config.json"]).read_text())})
+        return SimpleNamespace(commit_url="https://hf.co/org/multitask-st/commit/1")
+
+    repo_url = RepoUrl("https://huggingface.co/org/multitask-st")
+    with (
+        mock.patch.object(HfApi, "create_repo", autospec=True, return_value=repo_url),
+        mock.patch.object(HfApi, "create_commit", autospec=True, side_effect=create_commit),
+        mock.patch("transformers.utils.hub.create_and_tag_model_card", return_value=ModelCard("---\n---\n")),
+    ):
+        trained.model.push_to_hub("org/multitask-st", token="hf_test")
+
+    [commit] = commits
+    assert set(PAYLOAD_FILES) | {"config.json", "model.safetensors"} <= set(commit["files"])
+    assert commit["config"]["auto_map"]["AutoModel"] == "modeling_multitask_st.MultiTaskSTModel"
+    assert commit["config"]["auto_map"]["AutoConfig"] == "configuration_multitask_st.MultiTaskSTConfig"
