@@ -7,10 +7,15 @@ torch, transformers and the configuration file next to it.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import itertools
 import json
-from collections.abc import Callable, Iterable
+import unicodedata
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -23,10 +28,16 @@ from transformers.utils import ModelOutput, cached_file, logging
 from .configuration_multitask_st import MultiTaskSTConfig
 
 
+if TYPE_CHECKING:
+    import numpy as np
+
 logger = logging.get_logger(__name__)
 
 IGNORE_INDEX = -100  # label value for "this example has no label for this task"
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # what the tokenizer gives that forward takes
+# Texts `encode`/`predict` tokenise and hold at a time: their token ids cost ~9 KB per text on MiniLM, so a million
+# texts at once would need ~9 GB before the result; a few thousand keep almost all of the length-sorting win.
+DEFAULT_CHUNK_SIZE = 4096
 
 
 @dataclass
@@ -306,7 +317,11 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
             return self.config.task_names
         if isinstance(tasks, str):
             tasks = [tasks]
-        tasks = list(tasks)
+        tasks = list(tasks) if isinstance(tasks, Iterable) else tasks
+        if not isinstance(tasks, list) or not all(isinstance(task, str) for task in tasks):
+            raise TypeError(
+                f"`tasks` must be a task name or a list of them (of {self.config.task_names}), got {tasks!r}."
+            )
         if not tasks:
             raise ValueError(f"`tasks` is empty; name one or more of this model's tasks {self.config.task_names}.")
         unknown = [task for task in tasks if task not in self.heads]
@@ -421,7 +436,7 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
 
     def encode(
         self,
-        sentences: str | list[str],
+        sentences: str | Iterable[str],
         tokenizer,
         batch_size: int = 32,
         normalize_embeddings: bool | None = None,
@@ -430,56 +445,141 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
         show_progress_bar: bool | None = None,
         device: str | torch.device | None = None,
         max_length: int | None = None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        out=None,
     ):
         """Embed sentences: a `(n, embedding_dim)` array (or tensor), or one vector for a single string.
 
-        Texts are sorted by length so each batch pads little; the order of the result matches the input.
-        `normalize_embeddings` defaults to `config.normalize_embeddings`.
+        `sentences` is a string or any iterable of strings: a list, a generator, a `datasets` column, a file's lines.
+        It is read `chunk_size` texts at a time; within a chunk texts are sorted by token count so each batch pads
+        little, and the result keeps the input order. Memory beyond the result stays bounded by the chunk, whatever
+        the input size. `normalize_embeddings` defaults to `config.normalize_embeddings`.
+
+        For results too big for memory, pass `out`, an array of shape `(n, embedding_dim)` to fill (e.g. an
+        `np.memmap`; it is returned), or iterate over [`encode_chunks`].
+
+        Example:
+            >>> out = np.lib.format.open_memmap("emb.npy", mode="w+", dtype="float32", shape=(n, model.config.embedding_dim))
+            >>> model.encode((line.rstrip("\\n") for line in open("corpus.txt")), tokenizer, out=out)
+        """
+        single = isinstance(sentences, str)
+        if out is not None and (single or convert_to_tensor or not convert_to_numpy):
+            raise ValueError(
+                "`out` takes the embeddings of an iterable of texts as an array; leave the convert_* flags."
+            )
+        chunks = self.encode_chunks(
+            [sentences] if single else sentences,
+            tokenizer,
+            batch_size=batch_size,
+            normalize_embeddings=normalize_embeddings,
+            show_progress_bar=show_progress_bar,
+            device=device,
+            max_length=max_length,
+            chunk_size=chunk_size,
+        )
+        embeddings = _fill_rows(chunks, _length_hint(sentences), self.config.embedding_dim, out)
+        if out is not None:
+            return out
+        if single:
+            embeddings = embeddings[0]
+        if convert_to_tensor or not convert_to_numpy:
+            embeddings = torch.from_numpy(embeddings).to(self.device)
+            return embeddings if convert_to_tensor or single else list(embeddings.unbind(0))
+        return embeddings
+
+    def encode_chunks(
+        self,
+        sentences: Iterable[str],
+        tokenizer,
+        batch_size: int = 32,
+        normalize_embeddings: bool | None = None,
+        show_progress_bar: bool | None = None,
+        device: str | torch.device | None = None,
+        max_length: int | None = None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+    ) -> Iterator[np.ndarray]:
+        """The streaming form of [`encode`]: yields one float32 `(chunk, embedding_dim)` array per `chunk_size` texts,
+        in input order, so a corpus of any size can be embedded and written out piece by piece.
+
+        Example:
+            >>> for index, embeddings in enumerate(model.encode_chunks(texts, tokenizer, chunk_size=100_000)):
+            ...     np.save(f"embeddings-{index:05d}.npy", embeddings)
         """
 
         def embed_batch(inputs):
-            return self._finish_embedding(self._embed(**inputs)[0], normalize_embeddings)
+            return self._finish_embedding(self._embed(**inputs)[0], normalize_embeddings).float()
 
-        single, embeddings = self._run_batches(
-            sentences, tokenizer, embed_batch, batch_size, show_progress_bar, device, max_length, "Encoding"
+        chunks = self._run_chunks(
+            sentences,
+            tokenizer,
+            embed_batch,
+            batch_size,
+            show_progress_bar,
+            device,
+            max_length,
+            chunk_size,
+            "Encoding",
         )
-        embeddings = embeddings.float()
-        if single:
-            embeddings = embeddings[0]
-        if convert_to_tensor:
-            return embeddings
-        if convert_to_numpy:
-            return embeddings.cpu().numpy()
-        return list(embeddings.unbind(0)) if not single else embeddings
+        return (chunk.cpu().numpy() for chunk in chunks)
 
     def predict(
         self,
-        sentences: str | list[str],
+        sentences: str | Iterable[str],
         tokenizer,
         tasks: str | list[str] | None = None,
         batch_size: int = 32,
         show_progress_bar: bool | None = None,
         device: str | torch.device | None = None,
         max_length: int | None = None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
     ) -> dict | list[dict]:
         """Classify sentences with every head (or those in `tasks`) from one forward pass per batch.
 
         Returns, per sentence, `{task: {"label": name, "score": probability, "probabilities": {name: p}}}`; a dict for
-        a single string, a list of them for a list.
+        a single string, a list of them for any iterable of strings (read `chunk_size` at a time, as in `encode`).
         """
+        single = isinstance(sentences, str)
+        chunks = self.predict_chunks(
+            [sentences] if single else sentences,
+            tokenizer,
+            tasks=tasks,
+            batch_size=batch_size,
+            show_progress_bar=show_progress_bar,
+            device=device,
+            max_length=max_length,
+            chunk_size=chunk_size,
+        )
+        predictions = [prediction for chunk in chunks for prediction in chunk]
+        return predictions[0] if single else predictions
+
+    def predict_chunks(
+        self,
+        sentences: Iterable[str],
+        tokenizer,
+        tasks: str | list[str] | None = None,
+        batch_size: int = 32,
+        show_progress_bar: bool | None = None,
+        device: str | torch.device | None = None,
+        max_length: int | None = None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+    ) -> Iterator[list[dict]]:
+        """The streaming form of [`predict`]: yields the predictions of each `chunk_size` texts, in input order."""
         task_names = self._check_tasks(tasks)
 
         def classify_batch(inputs):
             logits = self.forward(**inputs, tasks=task_names, return_dict=True).logits
-            # (batch, total labels over the selected tasks): one device->host copy per batch
+            # (batch, total labels over the selected tasks): one device->host copy per chunk
             return torch.cat([logits[task].float().softmax(dim=-1) for task in task_names], dim=-1)
 
-        single, probabilities = self._run_batches(
-            sentences, tokenizer, classify_batch, batch_size, show_progress_bar, device, max_length, "Predicting"
-        )
+        chunks = self._run_chunks(
+            sentences, tokenizer, classify_batch, batch_size, show_progress_bar, device, max_length, chunk_size,
+            "Predicting",
+        )  # fmt: skip
+        return (self._label_rows(probabilities.cpu(), task_names) for probabilities in chunks)
+
+    def _label_rows(self, probabilities: torch.Tensor, task_names: list[str]) -> list[dict]:
         # Task by task, with the argmax done in torch: the per-row Python below is most of what predict adds to
         # encode on a GPU (~5% at batch size 128), so it does no slicing or searching of its own.
-        probabilities = probabilities.cpu()
         predictions = [{} for _ in range(len(probabilities))]
         offset = 0
         for task in task_names:
@@ -493,64 +593,125 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
                     "score": row[index],
                     "probabilities": dict(zip(labels, row, strict=True)),
                 }
-        return predictions[0] if single else predictions
+        return predictions
 
-    def _run_batches(
+    def _run_chunks(
         self,
-        sentences,
+        sentences: Iterable[str],
         tokenizer,
         run_batch: Callable[[dict], torch.Tensor],
         batch_size: int,
         show_progress_bar: bool | None,
         device,
         max_length: int | None,
+        chunk_size: int,
         description: str,
-    ) -> tuple[bool, torch.Tensor]:
-        """Tokenise and run `run_batch` over length-sorted batches; returns its rows stacked in input order."""
-        single, sentences = _check_sentences(sentences)
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
+    ) -> Iterator[torch.Tensor]:
+        """Checks the arguments now, then lazily yields `run_batch`'s rows for each `chunk_size` texts, in input order.
+
+        Memory: one chunk's token ids and outputs at a time, whatever the input size.
+        """
+        if isinstance(sentences, (bytes, Mapping)) or not isinstance(sentences, Iterable):
+            raise TypeError(f"`sentences` must be a string or an iterable of strings, got {type(sentences).__name__}.")
+        for name, value in (("batch_size", batch_size), ("chunk_size", chunk_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
         if tokenizer is None or not callable(tokenizer):
             raise TypeError(f"`tokenizer` must be a Hugging Face tokenizer, got {tokenizer!r}.")
+        self._check_tokenizer(tokenizer)
+        max_length = self._check_max_length(max_length, tokenizer)
         if device is not None:
             self.to(device)
-        device = self.device
-        max_length = max_length or self.default_max_length(tokenizer)
-        # Tokenise once, unpadded, and sort by token count, longest first: batches of equal length carry almost no
-        # padding (on 2000 Rotten Tomatoes snippets, sorting by characters ran 28% more positions than tokens, this
-        # 2%; see BENCHMARKS.md), and a too-large batch fails at once, not at the end.
-        encodings = tokenizer(sentences, truncation=True, max_length=max_length)
-        keys = [key for key in _MODEL_INPUTS if key in encodings]
-        order = sorted(range(len(sentences)), key=lambda i: -len(encodings["input_ids"][i]))
+        total = _length_hint(sentences)
         if show_progress_bar is None:
-            show_progress_bar = logger.getEffectiveLevel() <= logging.INFO and len(sentences) > batch_size
+            show_progress_bar = logger.getEffectiveLevel() <= logging.INFO and (total is None or total > batch_size)
+        return self._generate_chunks(
+            iter(sentences), tokenizer, run_batch, batch_size, max_length, chunk_size, total,
+            logging.tqdm(total=total, desc=description, unit="text", disable=not show_progress_bar),
+        )  # fmt: skip
+
+    def _generate_chunks(self, texts, tokenizer, run_batch, batch_size, max_length, chunk_size, total, progress):
+        device, seen = self.device, 0
         was_training = self.training
-        self.eval()
-        outputs = []
         try:
-            with torch.inference_mode():
-                starts = range(0, len(order), batch_size)
-                for start in logging.tqdm(starts, desc=description, disable=not show_progress_bar):
-                    batch = order[start : start + batch_size]
-                    inputs = tokenizer.pad(
-                        {key: [encodings[key][i] for i in batch] for key in keys}, return_tensors="pt"
-                    )
-                    inputs = {key: inputs[key].to(device) for key in keys}
-                    outputs.append(run_batch(inputs))
+            while chunk := list(itertools.islice(texts, chunk_size)):
+                _check_texts(chunk, offset=seen)
+                seen += len(chunk)
+                # Tokenise the chunk once, unpadded, and sort by token count, longest first: batches of equal length
+                # carry almost no padding (on 2000 Rotten Tomatoes snippets, sorting by characters ran 28% more
+                # positions than tokens, this 2%; see BENCHMARKS.md), and a too-large batch fails at once.
+                encodings = tokenizer(chunk, truncation=True, max_length=max_length)
+                keys = [key for key in _MODEL_INPUTS if key in encodings]
+                order = sorted(range(len(chunk)), key=lambda i: -len(encodings["input_ids"][i]))
+                outputs = []
+                self.eval()
+                with torch.inference_mode():
+                    for start in range(0, len(order), batch_size):
+                        batch = order[start : start + batch_size]
+                        inputs = tokenizer.pad(
+                            {key: [encodings[key][i] for i in batch] for key in keys}, return_tensors="pt"
+                        )
+                        outputs.append(run_batch({key: inputs[key].to(device) for key in keys}))
+                        progress.update(len(batch))
+                self.train(was_training)
+                del encodings
+                # Undo the length sort: row `order[k]` of the chunk is row `k` of the concatenation.
+                inverse = torch.empty(len(order), dtype=torch.long)
+                inverse[torch.tensor(order)] = torch.arange(len(order))
+                yield torch.cat(outputs)[inverse.to(device)]
         finally:
             self.train(was_training)
-        # Undo the length sort: row `order[k]` of the input is row `k` of the concatenation.
-        inverse = torch.empty(len(order), dtype=torch.long)
-        inverse[torch.tensor(order)] = torch.arange(len(order))
-        return single, torch.cat(outputs)[inverse.to(device)]
+            progress.close()
+        if seen == 0:
+            raise ValueError("`sentences` is empty: pass at least one string.")
+        if total is not None and seen != total:
+            logger.warning(f"`sentences` reported {total} texts but gave {seen}.")
 
     def default_max_length(self, tokenizer) -> int:
-        limit = getattr(self.config.backbone_config, "max_position_embeddings", None) or 512
+        limit = self.position_limit()
         if self.config.max_seq_length is not None:
             return min(self.config.max_seq_length, limit)
         tokenizer_limit = getattr(tokenizer, "model_max_length", None)
         # tokenizers without a limit report a huge sentinel (int(1e30))
         return min(tokenizer_limit, limit) if tokenizer_limit and tokenizer_limit < 1_000_000 else limit
+
+    def position_limit(self) -> int:
+        """The most tokens per text the backbone has position embeddings for."""
+        return getattr(self.config.backbone_config, "max_position_embeddings", None) or 512
+
+    def _check_max_length(self, max_length, tokenizer) -> int:
+        if max_length is None:
+            return self.default_max_length(tokenizer)
+        limit = self.position_limit()
+        if isinstance(max_length, bool) or not isinstance(max_length, int) or not 1 <= max_length <= limit:
+            raise ValueError(
+                f"`max_length` must be an integer in 1..{limit} (the backbone's `max_position_embeddings`), "
+                f"got {max_length!r}."
+            )
+        return max_length
+
+    def _check_tokenizer(self, tokenizer):
+        """A tokenizer with more tokens than the embedding matrix has rows is an error (it would fail deep in torch);
+        one whose vocabulary differs from the one saved with the model (`config.tokenizer_fingerprint`) a warning."""
+        try:
+            size = len(tokenizer)
+        except TypeError:  # a plain callable: nothing to compare
+            return
+        rows = self.get_input_embeddings().num_embeddings
+        if size > rows:
+            raise ValueError(
+                f"The tokenizer has {size} tokens but this model's embedding matrix has {rows} rows: it is not the "
+                "model's tokenizer. Load the one saved with the model (`AutoTokenizer.from_pretrained(model_dir)`)."
+            )
+        expected = getattr(self.config, "tokenizer_fingerprint", None)
+        if expected and hasattr(tokenizer, "get_vocab"):
+            found = tokenizer_fingerprint(tokenizer)
+            if found != expected:
+                logger.warning_once(
+                    f"The tokenizer's vocabulary ({found}) is not the one this model was trained with ({expected}): "
+                    "embeddings and predictions will be wrong. Load the tokenizer saved with the model "
+                    "(`AutoTokenizer.from_pretrained(model_dir)`)."
+                )
 
 
 def _part_matches(part: str, target: str) -> bool:
@@ -561,20 +722,76 @@ def _part_matches(part: str, target: str) -> bool:
     return part.startswith(target + ".")
 
 
-def _check_sentences(sentences) -> tuple[bool, list[str]]:
-    single = isinstance(sentences, str)
-    if single:
-        sentences = [sentences]
-    if not isinstance(sentences, (list, tuple)):
-        raise TypeError(f"`sentences` must be a string or a list of strings, got {type(sentences).__name__}.")
-    if not sentences:
-        raise ValueError("`sentences` is empty: pass at least one string.")
-    for index, sentence in enumerate(sentences):
-        if not isinstance(sentence, str):
-            raise TypeError(f"`sentences[{index}]` must be a string, got {type(sentence).__name__}: {sentence!r}.")
-        if not sentence.strip():
-            raise ValueError(f"`sentences[{index}]` is empty or whitespace; every text needs content to embed.")
-    return single, list(sentences)
+def _length_hint(sentences) -> int | None:
+    try:
+        return len(sentences)
+    except TypeError:  # a generator or a file: known only at the end
+        return None
+
+
+def _fill_rows(chunks: Iterable[np.ndarray], total: int | None, width: int, out=None) -> np.ndarray:
+    """Writes the chunks' rows one after another into `out`, or into an array allocated once for `total` rows.
+
+    When the total is unknown the array grows chunk by chunk with `ndarray.resize`, which `realloc`s in place (on
+    Linux large blocks are remapped, not copied), so memory stays the result plus one chunk, never two results.
+    """
+    import numpy as np  # a dependency of transformers itself (and what `Tensor.numpy()` returns)
+
+    buffer = out if out is not None else np.empty((total or 0, width), dtype=np.float32)
+    rows = 0
+    for chunk in chunks:
+        end = rows + len(chunk)
+        if end > len(buffer):
+            if out is not None:
+                raise ValueError(f"`out` has {len(out)} rows but `sentences` holds more texts than that.")
+            buffer.resize((end, width), refcheck=False)
+        buffer[rows:end] = chunk
+        rows = end
+    if out is not None and rows != len(out):
+        raise ValueError(f"`out` has {len(out)} rows but `sentences` held {rows} texts.")
+    if rows != len(buffer):
+        buffer.resize((rows, width), refcheck=False)
+    return buffer
+
+
+def _has_content(text: str) -> bool:
+    """Whether a text holds anything a tokenizer keeps: not only whitespace, control (`Cc`: `\\x00`) or format (`Cf`:
+    zero-width space, soft hyphen, BOM) characters, which BERT-style tokenizers drop, leaving `[CLS] [SEP]`."""
+    return any(not char.isspace() and unicodedata.category(char) not in ("Cc", "Cf") for char in text)
+
+
+def _check_texts(texts: list, offset: int = 0):
+    """Every item is a string with content; errors give the item's index in the whole input."""
+    for index, text in enumerate(texts, start=offset):
+        if not isinstance(text, str):
+            raise TypeError(f"`sentences[{index}]` must be a string, got {type(text).__name__}: {text!r}.")
+        if not _has_content(text):
+            raise ValueError(
+                f"`sentences[{index}]` is {text!r}: empty, whitespace or only control/format characters; every text "
+                "needs content to embed."
+            )
+
+
+_FINGERPRINTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """A short hash of the tokenizer's vocabulary (tokens and their ids, added tokens included): saved in the
+    config as `tokenizer_fingerprint`, so `encode`/`predict` notice a tokenizer that is not the model's."""
+    size = len(tokenizer)
+    try:
+        cached = _FINGERPRINTS.get(tokenizer)
+    except TypeError:  # not weak-referenceable or not hashable: compute every time
+        cached = None
+    if cached is not None and cached[0] == size:
+        return cached[1]
+    vocabulary = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
+    fingerprint = "sha256:" + hashlib.sha256(json.dumps(vocabulary).encode("utf-8")).hexdigest()[:16]
+    try:
+        _FINGERPRINTS[tokenizer] = (size, fingerprint)
+    except TypeError:
+        pass
+    return fingerprint
 
 
 def _sentence_transformers_max_seq_length(path: str, hub_kwargs: dict) -> int | None:

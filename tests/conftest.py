@@ -44,10 +44,15 @@ def tiny_model() -> MultiTaskSTModel:
 @pytest.fixture(scope="session")
 def tiny_tokenizer(tmp_path_factory) -> BertTokenizerFast:
     """A word-level BERT tokenizer over a small vocabulary (ids < 99, matching the tiny backbone)."""
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
-    path = tmp_path_factory.mktemp("tokenizer") / "vocab.txt"
-    path.write_text("\n".join(vocab) + "\n")
-    return BertTokenizerFast(vocab_file=str(path), model_max_length=64)
+    return word_tokenizer(tmp_path_factory.mktemp("tokenizer"), WORDS, model_max_length=64)
+
+
+def word_tokenizer(folder: Path, words, **kwargs) -> BertTokenizerFast:
+    """A BERT tokenizer whose vocabulary is the special tokens then `words`, written to `folder/vocab.txt`."""
+    path = folder / "vocab.txt"
+    path.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
+    # The path positionally: transformers 5 ignores `vocab_file=` and builds an empty vocabulary (all [UNK]).
+    return BertTokenizerFast(str(path), **kwargs)
 
 
 @pytest.fixture(scope="session")

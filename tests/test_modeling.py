@@ -570,7 +570,16 @@ def test_encode_and_predict_run_in_eval_mode_and_restore_training_mode(tiny_toke
         (["fine", "   "], {}, ValueError, r"sentences\[1\]"),
         (["fine", 3], {}, TypeError, r"sentences\[1\].*int"),
         (("fine", None), {}, TypeError, r"sentences\[1\]"),
-        ({"a": 1}, {}, TypeError, "string or a list"),
+        ({"a": 1}, {}, TypeError, "string or an iterable of strings, got dict"),
+        (5, {}, TypeError, "string or an iterable of strings, got int"),
+        (b"bytes", {}, TypeError, "got bytes"),
+        (["fine", "\x00\x01"], {}, ValueError, r"sentences\[1\]` is '\\x00\\x01': empty, whitespace or only control"),
+        (["fine", "ok", "\u200b"], {}, ValueError, r"sentences\[2\]"),
+        (["\xad"], {}, ValueError, r"sentences\[0\]"),
+        (["\ufeff \t"], {}, ValueError, r"sentences\[0\]"),
+        (["fine"], {"chunk_size": 0}, ValueError, "chunk_size` must be a positive integer, got 0"),
+        (["fine"], {"max_length": 0}, ValueError, r"`max_length` must be an integer in 1\.\.64 .*got 0"),
+        (["fine"], {"max_length": 65}, ValueError, r"1\.\.64 .*got 65"),
         (["fine"], {"batch_size": 0}, ValueError, "batch_size"),
         (["fine"], {"batch_size": 2.5}, ValueError, "batch_size"),
     ],
@@ -589,6 +598,10 @@ def test_bad_inference_tasks_and_tokenizer(tiny_tokenizer):
     assert "'nope'" in str(error.value) and "['topic', 'sentiment']" in str(error.value)
     with pytest.raises(ValueError, match="tasks"):
         model.predict(TEXTS, tiny_tokenizer, tasks=[])
+    with pytest.raises(
+        TypeError, match=r"`tasks` must be a task name or a list of them \(of \['topic', 'sentiment'\]\), got 5"
+    ):
+        model.predict(TEXTS, tiny_tokenizer, tasks=5)
     with pytest.raises(TypeError, match="tokenizer"):
         model.encode(TEXTS, None)
 
