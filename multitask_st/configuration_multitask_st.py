@@ -7,6 +7,7 @@ but `transformers` (and the standard library).
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Mapping, Sequence
 
 from transformers import AutoConfig, PretrainedConfig
@@ -121,8 +122,11 @@ class MultiTaskSTConfig(PretrainedConfig):
         task_loss_weights (`dict[str, float]`, *optional*):
             Weight of each task's loss in the total loss; tasks left out weigh 1.0.
         max_seq_length (`int`, *optional*):
-            Tokens kept per text by `encode`/`predict` and the training collator. Defaults to the backbone's
-            `max_position_embeddings` (`from_backbone` reads a sentence-transformers checkpoint's own limit).
+            Tokens kept per text by `encode`/`predict` and the training collator, at most the backbone's
+            `max_position_embeddings` (the default; `from_backbone` reads a sentence-transformers checkpoint's own).
+        tokenizer_fingerprint (`str`, *optional*):
+            A hash of the vocabulary of the tokenizer the model was trained with (set by `train.py`, see
+            `modeling_multitask_st.tokenizer_fingerprint`): `encode`/`predict` warn when given another one.
 
     Example:
         >>> from transformers import BertConfig
@@ -154,6 +158,7 @@ class MultiTaskSTConfig(PretrainedConfig):
         head_dropout: float = 0.1,
         task_loss_weights: Mapping[str, float] | None = None,
         max_seq_length: int | None = None,
+        tokenizer_fingerprint: str | None = None,
         **kwargs,
     ):
         if backbone_config is None:
@@ -196,6 +201,13 @@ class MultiTaskSTConfig(PretrainedConfig):
         self.tasks = normalize_tasks(tasks)
         self.task_loss_weights = normalize_task_loss_weights(task_loss_weights, self.tasks)
         self.max_seq_length = None if max_seq_length is None else _positive_int("max_seq_length", max_seq_length)
+        limit = getattr(backbone_config, "max_position_embeddings", None)
+        if self.max_seq_length is not None and isinstance(limit, int) and self.max_seq_length > limit:
+            raise ValueError(
+                f"`max_seq_length` must be at most the backbone's `max_position_embeddings` ({limit}), "
+                f"got {self.max_seq_length}."
+            )
+        self.tokenizer_fingerprint = tokenizer_fingerprint
         # The pad id is the backbone's; stating it here keeps Trainer from "aligning" the config with the tokenizer.
         kwargs.setdefault("pad_token_id", getattr(backbone_config, "pad_token_id", None))
         super().__init__(**kwargs)
@@ -249,6 +261,10 @@ def normalize_task_loss_weights(
     if unknown:
         raise ValueError(f"`task_loss_weights` names unknown tasks {unknown}; the tasks are {list(tasks)}.")
     for task, weight in weights.items():
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
-            raise ValueError(f"`task_loss_weights[{task!r}]` must be a non-negative number, got {weight!r}.")
+        if (
+            isinstance(weight, bool)
+            or not isinstance(weight, (int, float))
+            or not (math.isfinite(weight) and weight >= 0)
+        ):
+            raise ValueError(f"`task_loss_weights[{task!r}]` must be a finite non-negative number, got {weight!r}.")
     return {task: float(weights.get(task, 1.0)) for task in tasks}

@@ -299,6 +299,8 @@ class MultiTaskTrainer(Trainer):
             losses["embedding_distillation"] = distillation
             weighted = self.args.embedding_distillation_weight * distillation
             loss = weighted if loss is None else loss + weighted
+        if model.training:
+            self._step_losses = losses  # device tensors; read only when the step's loss is not finite
         if labels is not None:
             totals = self._task_loss_totals[model.training]
             for name, part_loss in losses.items():
@@ -311,6 +313,31 @@ class MultiTaskTrainer(Trainer):
                 total[0] = total[0] + part_loss.detach() * count
                 total[1] = total[1] + count
         return (loss, outputs) if return_outputs else loss
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        # Stop at the first non-finite loss, before the optimizer applies its gradients (Trainer would log the
+        # average of earlier losses instead and train on). Trainer itself reads this value on the host right after
+        # (`logging_nan_inf_filter`), so checking it here waits for nothing more.
+        if not torch.isfinite(loss):
+            raise FloatingPointError(self._non_finite_loss_message(loss))
+        return loss
+
+    def _non_finite_loss_message(self, loss: torch.Tensor) -> str:
+        losses = {name: value.item() for name, value in getattr(self, "_step_losses", {}).items()}
+        culprits = [name for name, value in losses.items() if not np.isfinite(value)]
+        where = (
+            f"the loss of {', '.join(repr(name) for name in culprits)} is "
+            f"{', '.join(str(losses[name]) for name in culprits)}"
+            if culprits
+            else f"the weighted sum of the finite task losses {losses} overflowed"
+        )
+        return (
+            f"The training loss is {loss.item()} at step {self.state.global_step + 1} (epoch {self.state.epoch or 0:.2f}): "
+            f"{where}. Training stopped before applying this step; nothing of it was saved. Task loss weights: "
+            f"{self.accelerator.unwrap_model(self.model).config.task_loss_weights}. Lower the learning rate, check the "
+            "data, or train in fp32/bf16 instead of fp16."
+        )
 
     def _pop_task_losses(self, training: bool, prefix: str = "") -> dict[str, float]:
         totals, self._task_loss_totals[training] = self._task_loss_totals[training], {}

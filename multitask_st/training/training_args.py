@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
@@ -92,6 +93,15 @@ class MultiTaskTrainingArguments(TrainingArguments):
                 ) from error
         if self.task_loss_weights is not None and not isinstance(self.task_loss_weights, dict):
             raise ValueError(f"`task_loss_weights` must map task names to numbers, got {self.task_loss_weights!r}.")
+        for task, weight in (self.task_loss_weights or {}).items():
+            if (
+                isinstance(weight, bool)
+                or not isinstance(weight, (int, float))
+                or not (math.isfinite(weight) and weight >= 0)
+            ):
+                raise ValueError(
+                    f"`task_loss_weights[{task!r}]` must be a finite non-negative number, got {weight!r}."
+                )
         checks = {
             "unfreeze_schedule": (self.unfreeze_schedule, UNFREEZE_SCHEDULES),
             "unfreeze_unit": (self.unfreeze_unit, UNFREEZE_UNITS),
