@@ -23,8 +23,10 @@ from transformers import AutoTokenizer, EarlyStoppingCallback, HfArgumentParser,
 from transformers.utils import logging
 
 from multitask_st import MultiTaskSTModel
+from multitask_st.modeling_multitask_st import tokenizer_fingerprint
 from multitask_st.training.corpora import BUILTIN_DATASETS, stsb
 from multitask_st.training.data import load_task_dataset, subsample, tokenize_task_dataset
+from multitask_st.training.output_dir import check_free_space, checkpoint_bytes, prepare_output_dir
 from multitask_st.training.resources import resolve_backbone
 from multitask_st.training.trainer import MultiTaskTrainer
 from multitask_st.training.training_args import MultiTaskTrainingArguments
@@ -121,8 +123,23 @@ def _pairs(values: list[str], option: str) -> dict[str, str]:
         key, sep, rest = value.partition("=")
         if not sep or not key or not rest:
             raise ValueError(f"`--{option}` takes task=value pairs, got {value!r}.")
+        if key in pairs:
+            raise ValueError(
+                f"`--{option}` names task {key!r} twice ({key}={pairs[key]} and {value}); give each task once."
+            )
         pairs[key] = rest
     return pairs
+
+
+def _label_names(values: list[str]) -> dict[str, list[str]]:
+    label_names = {}
+    for task, names in _pairs(values, "task_label_names").items():
+        label_names[task] = names.split(",")
+        repeated = sorted({name for name in label_names[task] if label_names[task].count(name) > 1})
+        if repeated or not all(label_names[task]):
+            problem = f"repeats {repeated}" if repeated else "has an empty name"
+            raise ValueError(f"`--task_label_names {task}={names}` {problem}: give each label of task {task!r} once.")
+    return label_names
 
 
 def show_logs(verbose: bool):
@@ -163,17 +180,23 @@ def data_budget(data_args: DataArguments) -> tuple[dict[str, int | None], int | 
     return {task: None if cap == "all" else int(cap) for task, cap in caps.items()}, eval_cap
 
 
-def load_tasks(data_args: DataArguments, seed: int) -> dict:
+def check_task_options(data_args: DataArguments) -> dict[str, str]:
+    """Every task=value option parsed and checked, before anything is loaded or written; returns `--tasks`."""
     datasets_by_task = _pairs(data_args.tasks, "tasks")
     for option in ("text_columns", "label_columns", "task_label_names", "max_train_samples"):
         unknown = sorted(set(_pairs(getattr(data_args, option), option)) - set(datasets_by_task))
         if unknown:
             raise ValueError(f"`--{option}` names task(s) {unknown} not in --tasks {list(datasets_by_task)}.")
+    _label_names(data_args.task_label_names)
+    data_budget(data_args)
+    return datasets_by_task
+
+
+def load_tasks(data_args: DataArguments, seed: int) -> dict:
+    datasets_by_task = check_task_options(data_args)
     text_columns = _pairs(data_args.text_columns, "text_columns")
     label_columns = _pairs(data_args.label_columns, "label_columns")
-    label_names = {
-        task: names.split(",") for task, names in _pairs(data_args.task_label_names, "task_label_names").items()
-    }
+    label_names = _label_names(data_args.task_label_names)
     train_caps, eval_cap = data_budget(data_args)
     loaded = {}
     for task, name in datasets_by_task.items():
@@ -194,6 +217,10 @@ def main(argv: list[str] | None = None):
     show_logs(training_args.should_log)
     set_seed(training_args.seed)
 
+    check_task_options(data_args)
+    resuming = bool(training_args.resume_from_checkpoint)
+    if training_args.should_save:  # before the data, the model or step 1: see multitask_st.training.output_dir
+        prepare_output_dir(training_args.output_dir, training_args.overwrite_output_dir, resuming)
     backbone, base_model = resolve_backbone(model_args.backbone)
     task_data = load_tasks(data_args, training_args.seed)
     tasks = {task: dataset["train"].features["label"].names for task, dataset in task_data.items()}
@@ -210,6 +237,9 @@ def main(argv: list[str] | None = None):
         max_seq_length=model_args.max_seq_length,
     )
     tokenizer = AutoTokenizer.from_pretrained(backbone)
+    model.config.tokenizer_fingerprint = tokenizer_fingerprint(tokenizer)  # encode/predict warn on another one
+    if training_args.should_save:
+        check_free_space(training_args.output_dir, checkpoint_bytes(model, training_args.save_strategy != "no"))
     max_length = model.default_max_length(tokenizer)
     with training_args.main_process_first(desc="tokenizing"):  # the other processes then read the cache
         tokenized = {

@@ -259,7 +259,10 @@ def normalize_task_loss_weights(
     weights = dict(weights or {})
     unknown = sorted(set(weights) - set(tasks))
     if unknown:
-        raise ValueError(f"`task_loss_weights` names unknown tasks {unknown}; the tasks are {list(tasks)}.")
+        raise ValueError(
+            f"`task_loss_weights` names task(s) {unknown} that `tasks` does not have ({list(tasks)}): a task renamed "
+            "in `tasks` (e.g. in config.json) must be renamed here too, and its saved head keeps the old name."
+        )
     for task, weight in weights.items():
         if (
             isinstance(weight, bool)

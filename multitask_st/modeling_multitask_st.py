@@ -139,6 +139,32 @@ class MultiTaskSTPreTrainedModel(PreTrainedModel):
     # division by gradient-accumulation steps, or rescale it by the number of processes.
     accepts_loss_kwargs = False
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, with the weight file named when it cannot be read (a truncated download)
+        and a warning when the loaded weights hold NaN or inf."""
+        wants_info = kwargs.pop("output_loading_info", False)
+        try:
+            model, info = super().from_pretrained(
+                pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs
+            )
+        except Exception as error:
+            if type(error).__name__ != "SafetensorError":  # safetensors' own error names neither file nor folder
+                raise
+            raise OSError(
+                f"Cannot read the weights in {str(pretrained_model_name_or_path)!r} (*.safetensors): {error}. The "
+                "file is truncated or corrupt: download or save the model again."
+            ) from error
+        non_finite = non_finite_parameters(model)
+        if non_finite:
+            shown = ", ".join(non_finite[:5]) + (f" and {len(non_finite) - 5} more" if len(non_finite) > 5 else "")
+            logger.warning(
+                f"The weights loaded from {str(pretrained_model_name_or_path)!r} hold NaN or inf values in {shown}: "
+                "its embeddings and predictions will be NaN. The training that wrote them diverged."
+            )
+        _check_heads_loaded(info, model.config.task_names, pretrained_model_name_or_path)
+        return (model, info) if wants_info else model
+
     def _init_weights(self, module: nn.Module):
         # Our own modules (pooling query, projection, heads). The backbone, a PreTrainedModel itself, uses its own
         # `_init_weights` in transformers 5; Embedding is covered for transformers 4, which applies ours everywhere.
@@ -720,6 +746,28 @@ def _part_matches(part: str, target: str) -> bool:
     if target == "heads":
         return part.startswith("head:")
     return part.startswith(target + ".")
+
+
+def _check_heads_loaded(info: dict, task_names: list[str], source):
+    """A head named in config.json but absent from the weights would start random, silently: say which names differ
+    (a task renamed or removed in config.json, or weights from another model)."""
+    missing = {key.split(".")[1] for key in info.get("missing_keys", ()) if key.startswith("heads.")}
+    found = {key.split(".")[1] for key in info.get("unexpected_keys", ()) if key.startswith("heads.")}
+    if missing:
+        raise ValueError(
+            f"config.json of {str(source)!r} names task(s) {sorted(missing)} but its weights hold no head for them"
+            + (f"; they hold heads for {sorted(found)}" if found else "")
+            + f" (config tasks: {task_names}). Was a task renamed in config.json? Task names must match the weights."
+        )
+
+
+def non_finite_parameters(model: nn.Module) -> list[str]:
+    """Names of the floating-point weights and buffers that hold a NaN or an infinity."""
+    return [
+        name
+        for name, tensor in model.state_dict().items()
+        if tensor.is_floating_point() and tensor.device.type != "meta" and not torch.isfinite(tensor).all()
+    ]
 
 
 def _length_hint(sentences) -> int | None:

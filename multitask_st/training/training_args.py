@@ -56,6 +56,11 @@ class MultiTaskTrainingArguments(TrainingArguments):
     """
 
     output_dir: str = field(default="outputs/multitask-st", metadata={"help": "Where checkpoints and the model go."})
+    # transformers 5 dropped this flag from TrainingArguments; train.py refuses a non-empty output folder without it.
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Train into a non-empty output folder, removing the checkpoints of the run there before."},
+    )
 
     task_loss_weights: dict | str | None = field(
         default=None, metadata={"help": 'Per-task loss weights, e.g. \'{"topic": 1.0, "sentiment": 0.5}\'.'}

@@ -1,0 +1,226 @@
+"""The fault table: what a user sees when an input, a file or a run goes wrong. Nothing is lost or silently wrong."""
+
+import json
+import math
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_config
+from safetensors.torch import load_file, save_file
+from test_train_script import _arguments, tiny_backbone_dir  # noqa: F401 (a fixture)
+from test_trainer import _trainer
+from transformers import AutoModel, TrainerCallback
+
+from multitask_st import MultiTaskSTConfig, MultiTaskSTModel
+from multitask_st.modeling_multitask_st import tokenizer_fingerprint
+from multitask_st.training import output_dir as output_dir_module
+from multitask_st.training.training_args import MultiTaskTrainingArguments
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import train  # noqa: E402
+
+
+def _listing(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# ---------------------------------------------------------------------------------------------------- train.py options
+
+
+@pytest.mark.parametrize("option", ["tasks", "text_columns", "label_columns", "max_train_samples"])
+def test_a_task_named_twice_in_an_option_is_an_error(tmp_path, tiny_backbone_dir, option):  # noqa: F811
+    arguments = _arguments(tmp_path, tiny_backbone_dir)
+    value = {"tasks": "topic=b.csv", "max_train_samples": "topic=5"}.get(option, "topic=x")
+    first = {"tasks": None, "max_train_samples": "topic=4"}.get(option, "topic=y")
+    at = arguments.index("--tasks") + 1
+    if option == "tasks":
+        arguments.insert(at + 2, value)  # --tasks topic=... sentiment=... topic=b.csv
+        expected = "`--tasks` names task 'topic' twice"
+    else:
+        arguments += [f"--{option}", first, value]
+        expected = f"`--{option}` names task 'topic' twice ({first} and {value})"
+    with pytest.raises(ValueError, match=expected.replace("(", r"\(").replace(")", r"\)")):
+        train.main(arguments)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_label_named_twice_in_task_label_names_is_an_error(tmp_path, tiny_backbone_dir):  # noqa: F811
+    arguments = _arguments(tmp_path, tiny_backbone_dir)
+    arguments[arguments.index("sentiment=neg,pos")] = "sentiment=neg,pos,neg"
+    with pytest.raises(ValueError, match=r"`--task_label_names sentiment=neg,pos,neg` repeats \['neg'\]"):
+        train.main(arguments)
+
+
+# ---------------------------------------------------------------------------------------------------- the output folder
+
+
+def test_a_non_empty_output_folder_is_refused_and_left_untouched(tmp_path, tiny_backbone_dir):  # noqa: F811
+    out = tmp_path / "out"
+    (out / "checkpoint-5").mkdir(parents=True)
+    (out / "model.safetensors").write_bytes(b"the finished model of another run")
+    (out / "checkpoint-5" / "trainer_state.json").write_text("{}")
+    before = _listing(out)
+    with pytest.raises(
+        FileExistsError, match=f"The output folder '{out}' is not empty .checkpoint-5, model.safetensors"
+    ):
+        train.main(_arguments(tmp_path, tiny_backbone_dir))
+    assert _listing(out) == before
+
+
+def test_overwrite_output_dir_removes_the_old_runs_checkpoints_and_trains(tmp_path, tiny_backbone_dir):  # noqa: F811
+    out = tmp_path / "out"
+    (out / "checkpoint-5").mkdir(parents=True)
+    (out / "notes.txt").write_text("mine")
+    arguments = _arguments(tmp_path, tiny_backbone_dir)
+    arguments[arguments.index("--save_strategy") + 1] = "steps"
+    train.main([*arguments, "--save_steps", "2", "--overwrite_output_dir"])
+    # the old run's checkpoint-5 is gone (it would sort after this run's and be taken for its latest)
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-3"]  # save_total_limit=1
+    assert (out / "notes.txt").read_text() == "mine"  # only checkpoints are removed, nothing else of the user's
+    model = AutoModel.from_pretrained(out)
+    assert model.config.tokenizer_fingerprint == tokenizer_fingerprint(train.AutoTokenizer.from_pretrained(out))
+
+
+def test_an_unwritable_output_folder_fails_before_training(tmp_path, tiny_backbone_dir, monkeypatch):  # noqa: F811
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    arguments = _arguments(tmp_path, tiny_backbone_dir)
+    arguments[arguments.index("--output_dir") + 1] = str(blocker / "out")
+    started = []
+    monkeypatch.setattr(train, "load_tasks", lambda *a, **k: started.append(1))
+    with pytest.raises(PermissionError, match=f"Cannot write to the output folder '{blocker / 'out'}'"):
+        train.main(arguments)
+    assert not started  # before loading any data
+    arguments[arguments.index("--output_dir") + 1] = str(blocker)
+    with pytest.raises(NotADirectoryError, match="is a file"):
+        train.main(arguments)
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_output_folder_fails_before_training(tmp_path, tiny_backbone_dir):  # noqa: F811
+    out = tmp_path / "out"
+    out.mkdir()
+    out.chmod(0o500)
+    try:
+        with pytest.raises(PermissionError, match="Cannot write to the output folder"):
+            train.main(_arguments(tmp_path, tiny_backbone_dir))
+    finally:
+        out.chmod(0o700)
+
+
+def test_too_little_disk_space_fails_before_step_one(tmp_path, tiny_backbone_dir, monkeypatch):  # noqa: F811
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(output_dir_module.shutil, "disk_usage", lambda path: usage._replace(free=1000))
+    with pytest.raises(OSError, match="Not enough free disk space in .*: 0 MiB free, one checkpoint needs about"):
+        train.main(_arguments(tmp_path, tiny_backbone_dir))
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------------------- NaN and inf
+
+
+@pytest.mark.parametrize("weight", [math.nan, math.inf, -1.0])
+def test_non_finite_task_loss_weights_are_refused(weight, tmp_path):
+    with pytest.raises(
+        ValueError, match=rf"`task_loss_weights\['topic'\]` must be a finite non-negative number, got {weight}"
+    ):
+        tiny_config(task_loss_weights={"topic": weight})
+    text = json.dumps({"topic": weight})  # NaN / Infinity: what json.dumps writes and json.loads reads
+    with pytest.raises(ValueError, match=r"`task_loss_weights\['topic'\]` must be a finite non-negative number"):
+        MultiTaskTrainingArguments(output_dir=str(tmp_path), task_loss_weights=text, report_to=[])
+
+
+class PoisonHead(TrainerCallback):
+    """After step `at`, sets the sentiment head's output bias to NaN: from the next step on, its loss is NaN."""
+
+    def __init__(self, model, at: int):
+        self.model, self.at = model, at
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.at:
+            with torch.no_grad():
+                self.model.heads["sentiment"][-1].bias.fill_(math.nan)
+
+
+def test_training_stops_at_the_first_non_finite_loss_naming_step_and_task(
+    tmp_path, tiny_tokenizer, tiny_task_datasets
+):
+    torch.manual_seed(0)
+    model = MultiTaskSTModel(tiny_config())
+    trainer = _trainer(
+        tmp_path, model, tiny_task_datasets, tiny_tokenizer, callbacks=[PoisonHead(model, at=2)], max_steps=6,
+        save_strategy="steps", save_steps=1, logging_steps=5,
+    )  # fmt: skip
+    with pytest.raises(
+        FloatingPointError, match=r"The training loss is nan at step 3 .*: the loss of 'sentiment' is nan"
+    ):
+        trainer.train()
+    assert trainer.state.global_step == 2
+    assert sorted(p.name for p in (tmp_path / "out").glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+    poisoned = "heads.sentiment.3.bias"
+    assert all(
+        torch.isfinite(p).all() for name, p in model.named_parameters() if name != poisoned
+    )  # step 3 not applied
+
+
+def test_loading_non_finite_weights_warns_naming_them(tmp_path, caplog):
+    model = MultiTaskSTModel(tiny_config())
+    with torch.no_grad():
+        model.projection[0].weight[0, 0] = math.inf
+    model.save_pretrained(tmp_path)
+    with caplog.at_level("WARNING"):
+        MultiTaskSTModel.from_pretrained(tmp_path)
+    assert f"The weights loaded from '{tmp_path}' hold NaN or inf values in projection.0.weight" in caplog.text
+
+
+def test_a_truncated_weight_file_names_the_folder(tmp_path):
+    MultiTaskSTModel(tiny_config()).save_pretrained(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    for load in (MultiTaskSTModel.from_pretrained, AutoModel.from_pretrained):
+        with pytest.raises(OSError, match=f"Cannot read the weights in '{tmp_path}' .*truncated or corrupt"):
+            load(tmp_path)
+
+
+def test_a_task_renamed_in_config_json_names_the_mismatch(tmp_path):
+    MultiTaskSTModel(tiny_config(task_loss_weights={"topic": 2.0})).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["tasks"] = [["subject" if task == "topic" else task, labels] for task, labels in config["tasks"]]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(
+        ValueError,
+        match=r"`task_loss_weights` names task\(s\) \['topic'\] that `tasks` does not have \(\['subject', 'sentiment'\]\): a task renamed",
+    ):
+        MultiTaskSTModel.from_pretrained(tmp_path)
+    config["task_loss_weights"] = {"subject": 2.0, "sentiment": 1.0}  # renamed there too: the heads still differ
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(
+        ValueError,
+        match=r"names task\(s\) \['subject'\] but its weights hold no head for them; they hold heads for \['topic'\]",
+    ):
+        MultiTaskSTModel.from_pretrained(tmp_path)
+
+
+def test_loading_info_is_still_returned_when_asked(tmp_path):
+    MultiTaskSTModel(tiny_config()).save_pretrained(tmp_path)
+    model, info = MultiTaskSTModel.from_pretrained(tmp_path, output_loading_info=True)
+    assert isinstance(model, MultiTaskSTModel) and info["missing_keys"] == set() or info["missing_keys"] == []
+
+
+def test_max_seq_length_above_the_position_limit_is_refused():
+    with pytest.raises(
+        ValueError, match=r"`max_seq_length` must be at most the backbone's `max_position_embeddings` \(64\), got 65"
+    ):
+        tiny_config(max_seq_length=65)
+    with pytest.raises(ValueError, match="`max_seq_length` must be a positive integer, got 0"):
+        tiny_config(max_seq_length=0)
+    assert MultiTaskSTConfig(backbone_config=tiny_config().backbone_config, max_seq_length=64).max_seq_length == 64
+
+
+def _unused():  # keep imports used by later tests in this module
+    return load_file, save_file
