@@ -271,3 +271,7 @@ def normalize_task_loss_weights(
         ):
             raise ValueError(f"`task_loss_weights[{task!r}]` must be a finite non-negative number, got {weight!r}.")
     return {task: float(weights.get(task, 1.0)) for task in tasks}
+
+
+# `save_pretrained` writes `auto_map` into config.json, so the saved folder loads with `trust_remote_code=True`.
+MultiTaskSTConfig.register_for_auto_class()

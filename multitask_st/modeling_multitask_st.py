@@ -855,3 +855,7 @@ def _sentence_transformers_max_seq_length(path: str, hub_kwargs: dict) -> int | 
         return None
     with open(resolved, encoding="utf-8") as file:
         return json.load(file).get("max_seq_length")
+
+
+# `save_pretrained` writes `auto_map` and copies this file and the configuration next to the weights.
+MultiTaskSTModel.register_for_auto_class("AutoModel")

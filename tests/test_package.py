@@ -1,0 +1,73 @@
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from conftest import tiny_config
+from transformers import AutoModel
+
+import multitask_st
+from multitask_st import MultiTaskSTConfig, MultiTaskSTModel
+
+
+def test_every_public_name_resolves():
+    assert set(multitask_st.__all__) == {"MultiTaskSTConfig", "__version__", *multitask_st._LAZY_IMPORTS}
+    for name in multitask_st.__all__:
+        assert getattr(multitask_st, name) is not None, name
+        assert name in dir(multitask_st)
+    with pytest.raises(AttributeError, match="has no attribute 'MultiTaskModel'"):
+        multitask_st.MultiTaskModel  # noqa: B018
+
+
+def test_auto_model_builds_and_loads_the_registered_class(tmp_path):
+    torch.manual_seed(0)
+    model = AutoModel.from_config(tiny_config())
+    assert type(model) is MultiTaskSTModel
+    model.save_pretrained(tmp_path)
+    loaded = AutoModel.from_pretrained(tmp_path)
+    assert type(loaded) is MultiTaskSTModel
+    torch.testing.assert_close(loaded.state_dict(), model.state_dict())
+
+
+def test_import_is_lazy_and_auto_classes_still_work(tmp_path):
+    """`import multitask_st` imports neither the model code nor training, data or sharing; AutoModel still works."""
+    script = textwrap.dedent(
+        f"""
+        import json, sys
+        import multitask_st
+        from transformers import AutoConfig, AutoModel
+
+        loaded = sorted(name for name in sys.modules if name.startswith("multitask_st."))
+        heavy = sorted(name for name in ("transformers.modeling_utils", "datasets", "evaluate") if name in sys.modules)
+        config = AutoConfig.for_model(
+            "multitask-st", tasks={{"a": ["x", "y"]}},
+            backbone_config={{"model_type": "bert", "vocab_size": 99, "hidden_size": 32, "num_hidden_layers": 1,
+                              "num_attention_heads": 4, "intermediate_size": 37}},
+        )
+        model = AutoModel.from_config(config)
+        model.save_pretrained({str(tmp_path)!r})
+        reloaded = AutoModel.from_pretrained({str(tmp_path)!r})
+        json.dump({{
+            "loaded": loaded, "heavy": heavy, "config": type(config).__name__,
+            "model": type(model).__module__ + "." + type(model).__name__, "reloaded": type(reloaded).__name__,
+            "registered": AutoModel._model_mapping[type(config)].__name__,
+        }}, sys.stdout)
+        """
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    assert report["loaded"] == ["multitask_st.configuration_multitask_st"]
+    assert report["heavy"] == []
+    assert report["config"] == MultiTaskSTConfig.__name__
+    assert report["model"] == "multitask_st.modeling_multitask_st.MultiTaskSTModel"
+    assert report["reloaded"] == report["registered"] == "MultiTaskSTModel"  # the stand-in handed over
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["auto_map"] == {
+        "AutoConfig": "configuration_multitask_st.MultiTaskSTConfig",
+        "AutoModel": "modeling_multitask_st.MultiTaskSTModel",
+    }
