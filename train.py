@@ -25,9 +25,10 @@ from transformers.utils import logging
 from multitask_st import MultiTaskSTModel
 from multitask_st.modeling_multitask_st import tokenizer_fingerprint
 from multitask_st.training.corpora import BUILTIN_DATASETS, stsb
-from multitask_st.training.data import load_task_dataset, subsample, tokenize_task_dataset
+from multitask_st.training.data import load_task_dataset, subsample
 from multitask_st.training.output_dir import check_free_space, checkpoint_bytes, prepare_output_dir
 from multitask_st.training.resources import resolve_backbone
+from multitask_st.training.tokenization import tokenize_task_dataset
 from multitask_st.training.trainer import MultiTaskTrainer
 from multitask_st.training.training_args import MultiTaskTrainingArguments
 
@@ -243,8 +244,8 @@ def main(argv: list[str] | None = None):
     max_length = model.default_max_length(tokenizer)
     with training_args.main_process_first(desc="tokenizing"):  # the other processes then read the cache
         tokenized = {
-            task: tokenize_task_dataset(dataset, tokenizer, task_id=task_id, max_length=max_length)
-            for task_id, (task, dataset) in enumerate(task_data.items())
+            task: tokenize_task_dataset(dataset, tokenizer, max_length=max_length)
+            for task, dataset in task_data.items()
         }
     sts = stsb() if data_args.stsb_eval else None
 

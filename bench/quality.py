@@ -32,8 +32,9 @@ from transformers import (
 )
 
 from multitask_st import MultiTaskSTModel
-from multitask_st.training.data import subsample, tokenize_task_dataset
+from multitask_st.training.data import subsample
 from multitask_st.training.metrics import load_accuracy_macro_f1, stsb_spearman
+from multitask_st.training.tokenization import tokenize_task_dataset
 from multitask_st.training.trainer import MultiTaskTrainer
 from multitask_st.training.training_args import MultiTaskTrainingArguments
 
@@ -97,10 +98,7 @@ def multitask(arguments, backbone, data, stsb_test, max_lengths, epochs, variant
     tokenizer = AutoTokenizer.from_pretrained(backbone)
     tasks = {task: data[task]["train"].features["label"].names for task in TASKS}
     model = MultiTaskSTModel.from_backbone(backbone, tasks=tasks, max_seq_length=max(max_lengths.values()))
-    tokenized = {
-        task: tokenize_task_dataset(data[task], tokenizer, task_id=i, max_length=max_lengths[task])
-        for i, task in enumerate(TASKS)
-    }
+    tokenized = {task: tokenize_task_dataset(data[task], tokenizer, max_length=max_lengths[task]) for task in TASKS}
     args = MultiTaskTrainingArguments(
         **common_training_args(arguments, workdir),
         num_train_epochs=1,

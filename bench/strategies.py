@@ -20,8 +20,9 @@ from common import add_common_arguments, backbone_path, load_builtin, machine
 from transformers import AutoTokenizer, set_seed
 
 from multitask_st import MultiTaskSTModel
-from multitask_st.training.data import subsample, tokenize_task_dataset
+from multitask_st.training.data import subsample
 from multitask_st.training.metrics import stsb_spearman
+from multitask_st.training.tokenization import tokenize_task_dataset
 from multitask_st.training.trainer import MultiTaskTrainer
 from multitask_st.training.training_args import MultiTaskTrainingArguments
 
@@ -69,10 +70,7 @@ def main():
         task: subsample(load_builtin(name, arguments.data_dir, arguments.seed), limits, seed=arguments.seed)
         for task, name in TASKS.items()
     }
-    tokenized = {
-        task: tokenize_task_dataset(raw[task], tokenizer, task_id=i, max_length=max_lengths[task])
-        for i, task in enumerate(TASKS)
-    }
+    tokenized = {task: tokenize_task_dataset(raw[task], tokenizer, max_length=max_lengths[task]) for task in TASKS}
     stsb_test = subsample(load_builtin("stsb", arguments.data_dir), {"test": arguments.max_stsb})["test"]
     labels = {task: raw[task]["train"].features["label"].names for task in TASKS}
     test_sets = {task: data["test"] for task, data in tokenized.items()}

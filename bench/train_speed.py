@@ -30,7 +30,7 @@ from transformers import (
 )
 
 from multitask_st import MultiTaskSTModel
-from multitask_st.training.data import tokenize_task_dataset
+from multitask_st.training.tokenization import tokenize_task_dataset
 from multitask_st.training.trainer import MultiTaskTrainer
 from multitask_st.training.training_args import MultiTaskTrainingArguments
 
@@ -78,7 +78,7 @@ def run(arguments, backbone, data, max_length, steps, grouped, ours) -> tuple[fl
     timer = StepTimer(arguments.warmup_steps)
     if ours:
         model = MultiTaskSTModel.from_backbone(backbone, tasks={"task": names}, max_seq_length=max_length)
-        train = tokenize_task_dataset(data, tokenizer, task_id=0, max_length=max_length)["train"]
+        train = tokenize_task_dataset(data, tokenizer, max_length=max_length)["train"]
         trainer = MultiTaskTrainer(
             model=model,
             args=MultiTaskTrainingArguments(**settings, stsb_eval_pairs=0, **distillation_override(arguments)),

@@ -27,7 +27,7 @@ _LAZY_IMPORTS = {
     "MultiTaskSampler": "training.sampling",
     "UnfreezingCallback": "training.callbacks",
     "load_task_dataset": "training.data",
-    "tokenize_task_dataset": "training.data",
+    "tokenize_task_dataset": "training.tokenization",
     "subsample": "training.data",
     "BUILTIN_DATASETS": "training.corpora",
     "render_model_card": "sharing.model_card",
@@ -66,8 +66,9 @@ if TYPE_CHECKING:
     from .training.callbacks import UnfreezingCallback
     from .training.collator import MultiTaskDataCollator
     from .training.corpora import BUILTIN_DATASETS
-    from .training.data import load_task_dataset, subsample, tokenize_task_dataset
+    from .training.data import load_task_dataset, subsample
     from .training.sampling import MultiTaskSampler
+    from .training.tokenization import tokenize_task_dataset
     from .training.trainer import MultiTaskTrainer, build_parameter_groups
     from .training.training_args import MultiTaskTrainingArguments
 

@@ -16,7 +16,6 @@ from multitask_st.training.data import (
     dataset_summary,
     load_task_dataset,
     subsample,
-    tokenize_task_dataset,
     validate_task_dataset,
 )
 from multitask_st.training.splitting import split_indices
@@ -379,52 +378,7 @@ def test_validate_structural_errors():
         validate_task_dataset(strings, dataset_name="toy", label_names=LABELS)
 
 
-# --- tokenisation, subsampling, summaries ----------------------------------------------------------------------------
-
-
-def test_tokenize_task_dataset_columns(tiny_tokenizer, tmp_path):
-    dataset = make_dataset(["great movie", "the stock market fell " * 20], [1, 0], LABELS)
-    tokenized = tokenize_task_dataset(dataset, tiny_tokenizer, task_id=1, max_length=8, cache_dir=tmp_path)
-    train = tokenized["train"]
-    assert sorted(train.column_names) == ["attention_mask", "input_ids", "label", "task_id", "token_type_ids"]
-    assert train.features["label"].names == LABELS
-    assert train["task_id"] == [1, 1] and train["label"] == [1, 0]
-    assert [len(ids) for ids in train["input_ids"]] == [4, 8]  # [CLS] great movie [SEP]; truncated to 8, unpadded
-    assert train[0]["input_ids"] == tiny_tokenizer("great movie")["input_ids"]
-
-
-def test_tokenize_task_dataset_is_cached(tiny_tokenizer, tmp_path, monkeypatch):
-    calls = []
-    tokenize_batch = data._tokenize_batch
-    monkeypatch.setattr(data, "_tokenize_batch", lambda batch, **kw: calls.append(1) or tokenize_batch(batch, **kw))
-    dataset = make_dataset(TEXTS, [i % 2 for i in range(40)], LABELS)
-    first = tokenize_task_dataset(dataset, tiny_tokenizer, task_id=0, max_length=16, cache_dir=tmp_path)
-    assert calls and Path(first["train"].cache_files[0]["filename"]).parent == tmp_path
-    calls.clear()
-    # A rebuilt (identical) dataset and a tokenizer used in between still hit the cache.
-    tiny_tokenizer(["great film"], truncation=True, max_length=3)
-    again = tokenize_task_dataset(
-        make_dataset(TEXTS, [i % 2 for i in range(40)], LABELS),
-        tiny_tokenizer,
-        task_id=0,
-        max_length=16,
-        cache_dir=tmp_path,
-    )
-    assert calls == []
-    assert again["train"].to_dict() == first["train"].to_dict()
-    tokenize_task_dataset(dataset, tiny_tokenizer, task_id=0, max_length=8, cache_dir=tmp_path)
-    assert calls  # another max_length is another cache entry
-    calls.clear()
-    tokenize_task_dataset(dataset, tiny_tokenizer, task_id=1, max_length=16, cache_dir=tmp_path)
-    assert calls
-
-
-def test_tokenize_task_dataset_rejects_bad_arguments(tiny_tokenizer):
-    dataset = make_dataset(["great"], [1], LABELS)
-    with pytest.raises(ValueError, match="task_id"):
-        tokenize_task_dataset(dataset, tiny_tokenizer, task_id=-1, max_length=8)
-    with pytest.raises(ValueError, match="max_length"):
-        tokenize_task_dataset(dataset, tiny_tokenizer, task_id=0, max_length=0)
+# --- subsampling, summaries ----------------------------------------------------------------------------
 
 
 def test_subsample_stratified_and_seeded():

