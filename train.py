@@ -24,9 +24,10 @@ from transformers.utils import logging
 
 from multitask_st import MultiTaskSTModel
 from multitask_st.modeling_multitask_st import tokenizer_fingerprint
-from multitask_st.training.corpora import BUILTIN_DATASETS, stsb
+from multitask_st.training.corpora import stsb
 from multitask_st.training.data import load_task_dataset, subsample
 from multitask_st.training.output_dir import check_free_space, checkpoint_bytes, prepare_output_dir
+from multitask_st.training.record import dataset_record, save_training_summary, training_record
 from multitask_st.training.resources import resolve_backbone
 from multitask_st.training.tokenization import tokenize_task_dataset
 from multitask_st.training.trainer import MultiTaskTrainer
@@ -273,30 +274,17 @@ def main(argv: list[str] | None = None):
     trainer.log_metrics("validation", validation_metrics)
     trainer.log_metrics("test", test_metrics)
     if trainer.is_world_process_zero():
-        summary = trainer.training_summary(
+        record = training_record(
+            trainer,
             base_model=base_model,
-            dataset_info={
-                task: describe_dataset(name, task_data[task])
-                for task, name in _pairs(data_args.tasks, "tasks").items()
+            datasets={
+                task: dataset_record(name, task_data[task]) for task, name in _pairs(data_args.tasks, "tasks").items()
             },
             metrics={"validation": validation_metrics, "test": test_metrics},
             train_metrics=train_result.metrics,
         )
-        trainer.save_training_summary(summary)
+        save_training_summary(record, training_args.output_dir)
         show_examples(trainer.model, tokenizer, training_args.output_dir)
-
-
-def describe_dataset(name: str, dataset) -> dict:
-    """A task dataset as the model card lists it: where it comes from and its split sizes."""
-    builtin = BUILTIN_DATASETS.get(name)
-    is_hub_id = builtin is None and not Path(name).exists()
-    return {
-        "name": name,
-        "hub_id": name if is_hub_id else None,
-        "description": builtin.description if builtin else None,
-        "source": builtin.source if builtin else None,
-        **{f"num_{split}": len(data) for split, data in dataset.items()},
-    }
 
 
 def show_examples(model: MultiTaskSTModel, tokenizer, output_dir: str):

@@ -103,17 +103,15 @@ TRAINING_SUMMARY = {
         "sentiment": {"name": "local_reviews", "hub_id": None, "source": "pkg==1.0", "num_train": 7},
     },
     "metrics": {
-        "validation": {
-            "eval_topic_accuracy": 0.91,
-            "eval_topic_f1": 0.9,
-            "eval_sentiment_accuracy": 0.81,
-            "eval_sentiment_f1": 0.8,
-            "eval_stsb_spearman": 0.77,
-            "eval_loss": 0.5,
+        "tasks": {
+            "topic": {"validation": {"accuracy": 0.91, "f1": 0.9}, "test": {"accuracy": 0.88, "f1": 0.87}},
+            "sentiment": {"validation": {"accuracy": 0.81, "f1": 0.8}},
         },
-        "test": {"test_topic_accuracy": 0.88, "test_topic_f1": 0.87, "test_loss": 0.6},
+        "other": {"stsb_spearman": {"validation": 0.77}, "loss": {"validation": 0.5, "test": 0.6}},
     },
-    "training": {"learning_rate": 5e-5, "task_loss_weights": {"topic": 1.0, "sentiment": 0.5}, "freeze": ["backbone"]},
+    "training_args": {"learning_rate": 5e-5, "warmup_steps": 0.1, "freeze": ["backbone"]},
+    "non_default_args": ["warmup_steps", "freeze"],
+    "run": {"task_loss_weights": {"topic": 1.0, "sentiment": 0.5}, "freeze": ["backbone.embeddings"]},
     "framework_versions": {"transformers": "5.24.0"},
 }
 TRAINER_LEFTOVERS = ["training_args.bin", "trainer_state.json", "optimizer.pt", "rng_state.pth", "all_results.json"]

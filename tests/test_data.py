@@ -13,7 +13,6 @@ from multitask_st.configuration_multitask_st import DEFAULT_TASKS
 from multitask_st.training import corpora, data, resources
 from multitask_st.training.corpora import BUILTIN_DATASETS, bbc_news, rotten_tomatoes, stsb
 from multitask_st.training.data import (
-    dataset_summary,
     load_task_dataset,
     subsample,
     validate_task_dataset,
@@ -392,8 +391,3 @@ def test_subsample_stratified_and_seeded():
     assert subsample(dataset, 1000)["train"].num_rows == 200
     with pytest.raises(ValueError, match=r"splits \['dev'\] that the dataset lacks"):
         subsample(dataset, {"dev": 5})
-
-
-def test_dataset_summary():
-    dataset = make_dataset(["a", "b", "c"], [0, 1, 1], LABELS)
-    assert dataset_summary(dataset) == {"train": {"num_rows": 3, "label_counts": {"negative": 1, "positive": 2}}}

@@ -40,6 +40,10 @@ def test_model_card_metadata_and_body(trained):
     assert "News \\| topics" in card.text  # table cells escape pipes
     assert f"- **Parameters:** {trained.model.num_parameters():,}\n" in card.text  # as many as the weights hold
     assert "| `sentiment` | local_reviews | Source: pkg==1.0. | 7 | not recorded | not recorded |" in card.text
+    # The training record as it is: arguments listed (always-listed or non-default), what the run resolved wins.
+    assert "- **learning_rate:** 5e-05\n" in card.text and "- **warmup_steps:** 0.1\n" in card.text
+    assert '- **freeze:** `["backbone.embeddings"]`\n' in card.text  # the resolved parts, not the argument
+    assert "`topic`: 1.0, `sentiment`: 0.5" in card.text
     sections = [line for line in card.text.splitlines() if line.startswith("## ")]
     assert sections == [
         "## Model Details",

@@ -47,7 +47,15 @@ def test_train_script_saves_a_loadable_model_and_its_summary(tmp_path, tiny_back
     model = AutoModel.from_pretrained(out)
     assert model.config.tasks == {"topic": ["business", "sports", "world"], "sentiment": ["neg", "pos"]}
     summary = json.loads((out / "training_summary.json").read_text())
-    assert set(summary["metrics"]["test"]) >= {"test_topic_accuracy", "test_sentiment_f1", "test_mean_accuracy"}
+    assert set(summary["metrics"]["tasks"]["topic"]["test"]) == {
+        "accuracy",
+        "f1",
+    }  # test_topic_accuracy, test_topic_f1
+    assert set(summary["metrics"]["tasks"]["sentiment"]["test"]) >= {"f1"}  # test_sentiment_f1
+    assert "test" in summary["metrics"]["other"]["mean_accuracy"]  # test_mean_accuracy
+    assert summary["training_args"]["max_steps"] == 3 and "max_steps" in summary["non_default_args"]
+    assert "output_dir" not in summary["training_args"]  # the record ships with the model: no local paths
+    assert summary["run"]["global_steps"] == 3
     assert summary["datasets"]["topic"]["num_train"] > 0 and summary["base_model"] is None  # a local folder
     printed = capsys.readouterr().out
     assert "Cosine similarity of the embeddings" in printed and "sentiment:" in printed

@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any
 
 import jinja2
 import torch
-from huggingface_hub import EvalResult, ModelCard, ModelCardData
-from huggingface_hub.errors import HFValidationError
-from huggingface_hub.utils import validate_repo_id
+from huggingface_hub import ModelCard, ModelCardData
 from torch import nn
 from transformers.utils import logging
 
 from ..configuration_multitask_st import MultiTaskSTConfig
 from ..modeling_multitask_st import MultiTaskSTModel
 from .model_dir import ModelDir, read_model_dir
+from .model_index import as_hub_id, eval_results, is_number, metric_tables, reported_metric
 
 
 logger = logging.get_logger(__name__)
@@ -39,14 +37,6 @@ CARD_TAGS = ["multitask-st", "sentence-embeddings", "text-classification", "mult
 NOT_RECORDED = "not recorded"
 
 
-# (split name in training_summary.json["metrics"], prefix of its metric keys); the model-index prefers the first.
-METRIC_SPLITS = (("test", "test"), ("validation", "eval"))
-
-
-# Trainer bookkeeping that `trainer.evaluate()` returns next to the metrics; not worth a row in the card.
-METRIC_NOISE_SUFFIXES = ("runtime", "samples_per_second", "steps_per_second", "epoch")
-
-
 POOLING_DESCRIPTIONS = {
     "mean": "mean pooling over the non-padding tokens",
     "cls": "first ([CLS]) token",
@@ -55,7 +45,7 @@ POOLING_DESCRIPTIONS = {
 }
 
 
-# Keys of training_summary.json["training"] that get their own card section; the rest are listed as hyperparameters.
+# Training arguments and run facts (training_summary.json["training_args"] and ["run"]) with their own card section.
 MULTITASK_SETUP_KEYS = (
     "sampling_strategy",
     "sampling_temperature",
@@ -64,7 +54,28 @@ MULTITASK_SETUP_KEYS = (
 )
 
 
-LEARNING_RATE_KEYS = ("layer_decay", "projection_lr_multiplier", "head_lr_multiplier", "freeze", "unfreeze_schedule")
+LEARNING_RATE_KEYS = (
+    "layer_decay",
+    "projection_lr_multiplier",
+    "head_lr_multiplier",
+    "freeze",
+    "unfreeze_schedule",
+    "unfreeze_stages",
+)
+
+
+# Hyperparameters listed whatever their value; other training arguments only where they differ from the default.
+ALWAYS_LISTED_ARGS = (
+    "learning_rate",
+    "num_train_epochs",
+    "max_steps",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "weight_decay",
+    "warmup_steps",
+    "lr_scheduler_type",
+    "seed",
+)
 
 
 def render_model_card(
@@ -93,9 +104,9 @@ def render_model_card(
     config, summary = folder.config, folder.summary
     model_name = (repo_id or folder.path.resolve().name).split("/")[-1]
     context = _card_context(folder)
-    eval_results = _eval_results(config, summary)
+    results = eval_results(config, summary)
     card_data = ModelCardData(
-        model_name=model_name if eval_results else None,  # the model-index's name; no index, no name
+        model_name=model_name if results else None,  # the model-index's name; no index, no name
         library_name="transformers",
         pipeline_tag="text-classification",
         tags=CARD_TAGS,
@@ -103,8 +114,8 @@ def render_model_card(
         datasets=[row["hub_id"] for row in context["datasets"] if row["hub_id"]] or None,
         license=license,
         language=language,
-        metrics=sorted({result.metric_type for result in eval_results}) or None,
-        eval_results=eval_results or None,
+        metrics=sorted({result.metric_type for result in results}) or None,
+        eval_results=results or None,
     )
     languages = [language] if isinstance(language, str) else list(language or [])
     template = _load_template(template_path)
@@ -150,13 +161,16 @@ def _card_context(folder: ModelDir) -> dict[str, Any]:
     with torch.device("meta"):
         model = MultiTaskSTModel(config)
     backbone = config.backbone_config
-    training = summary.get("training") or {}
+    arguments, run = summary.get("training_args") or {}, summary.get("run") or {}
+    training = {**arguments, **run}  # what the run resolved (frozen parts, distillation applied) wins
+    sections = (*MULTITASK_SETUP_KEYS, *LEARNING_RATE_KEYS, "task_loss_weights", "optimizer_groups")
+    listed_args = [*ALWAYS_LISTED_ARGS, *(summary.get("non_default_args") or [])]
     max_length = model.default_max_length(folder.tokenizer)
     max_length_source = (
         "`max_seq_length` in config.json" if config.max_seq_length is not None else "tokenizer and position limit"
     )
-    task_metrics, other_metrics, metric_splits = _metric_tables(config, summary)
-    stsb = _first_metric(summary, "stsb_spearman")
+    task_metrics, other_metrics, metric_splits = metric_tables(config, summary)
+    stsb = reported_metric(summary, "stsb_spearman")
     return {
         "base_model": _base_model(summary, backbone),
         "backbone": {
@@ -195,8 +209,8 @@ def _card_context(folder: ModelDir) -> dict[str, Any]:
         "learning_rate_settings": [(key, _format_value(training, key)) for key in LEARNING_RATE_KEYS],
         "hyperparameters": [
             (key, _format_value(training, key))
-            for key in training
-            if key not in (*MULTITASK_SETUP_KEYS, *LEARNING_RATE_KEYS, "task_loss_weights", "optimizer_groups")
+            for key in [*dict.fromkeys(key for key in listed_args if key in arguments), *run]
+            if key not in sections
         ],
         "framework_versions": [(name, version) for name, version in (summary.get("framework_versions") or {}).items()],
         "transformers_version": getattr(config, "transformers_version", None),
@@ -217,25 +231,12 @@ def _describe_module(module: nn.Module) -> str:
 
 def _base_model(summary: dict, backbone_config) -> dict[str, str | None]:
     name = summary.get("base_model") or getattr(backbone_config, "_name_or_path", None) or None
-    hub_id = _hub_id(name)
+    hub_id = as_hub_id(name)
     if hub_id:
         return {"hub_id": hub_id, "text": f"[{hub_id}](https://huggingface.co/{hub_id})"}
     if name:  # a local path: neither a Hub id nor worth publishing (it names someone's file system)
         return {"hub_id": None, "text": "a local checkpoint (not a Hub id)"}
     return {"hub_id": None, "text": NOT_RECORDED}
-
-
-def _hub_id(value) -> str | None:
-    """`value` if it reads as a Hub repository id, None if it is missing or a local path."""
-    if not isinstance(value, str) or not value or os.path.isabs(value) or value.startswith((".", "~")):
-        return None
-    if os.path.exists(value):
-        return None
-    try:
-        validate_repo_id(value)
-    except HFValidationError:
-        return None
-    return value
 
 
 def _dataset_rows(config: MultiTaskSTConfig, summary: dict) -> list[dict[str, Any]]:
@@ -246,7 +247,7 @@ def _dataset_rows(config: MultiTaskSTConfig, summary: dict) -> list[dict[str, An
     # The model's tasks first, in head order; then anything else the run recorded (an STS-B set, say).
     for task in [*config.task_names, *(name for name in datasets if name not in config.tasks)]:
         info = datasets.get(task) or {}
-        hub_id = _hub_id(info.get("hub_id"))
+        hub_id = as_hub_id(info.get("hub_id"))
         name = info.get("name") or hub_id
         if hub_id:
             dataset = f"[{name}](https://huggingface.co/datasets/{hub_id})"
@@ -273,115 +274,8 @@ def _dataset_rows(config: MultiTaskSTConfig, summary: dict) -> list[dict[str, An
     return rows
 
 
-def _split_metrics(summary: dict) -> list[tuple[str, str, dict[str, Any]]]:
-    """`(split, key prefix, metrics)` for each split training_summary.json records, test first."""
-    metrics = summary.get("metrics") or {}
-    return [(split, prefix, metrics[split]) for split, prefix in METRIC_SPLITS if isinstance(metrics.get(split), dict)]
-
-
-def _task_metric(values: dict, prefix: str, task: str, metric: str) -> float | None:
-    value = values.get(f"{prefix}_{task}_{metric}")
-    return float(value) if _is_number(value) else None
-
-
-def _first_metric(summary: dict, name: str) -> tuple[str, float] | None:
-    """`(split, value)` of a metric from the first split (test, then validation) that has it."""
-    for split, prefix, values in _split_metrics(summary):
-        value = values.get(f"{prefix}_{name}")
-        if _is_number(value):
-            return split, float(value)
-    return None
-
-
-def _metric_tables(config: MultiTaskSTConfig, summary: dict) -> tuple[list[dict], list[dict], list[str]]:
-    # Validation before test in the tables, as the run produced them.
-    splits = list(reversed(_split_metrics(summary)))
-    task_rows = []
-    for task in config.task_names:
-        for split, prefix, values in splits:
-            accuracy, f1 = (_task_metric(values, prefix, task, metric) for metric in ("accuracy", "f1"))
-            if accuracy is not None or f1 is not None:
-                task_rows.append({"task": task, "split": split, "accuracy": accuracy, "f1": f1})
-    per_task = {f"{task}_{metric}" for task in config.task_names for metric in ("accuracy", "f1")}
-    names = []
-    for _, prefix, values in splits:
-        for key, value in values.items():
-            name = key.removeprefix(f"{prefix}_")
-            if _is_number(value) and name not in per_task and not name.endswith(METRIC_NOISE_SUFFIXES):
-                if name not in names:
-                    names.append(name)
-    other_rows = [
-        {"name": name, "values": [values.get(f"{prefix}_{name}") for _, prefix, values in splits]} for name in names
-    ]
-    return task_rows, other_rows, [split for split, _, _ in splits]
-
-
-def _reported_task_metrics(summary: dict, task: str) -> tuple[str, dict[str, float | None]] | None:
-    """`(split, {"accuracy": ..., "f1": ...})` of a task from the first split (test, then validation) that has any."""
-    for split, prefix, values in _split_metrics(summary):
-        metrics = {metric: _task_metric(values, prefix, task, metric) for metric in ("accuracy", "f1")}
-        if any(value is not None for value in metrics.values()):
-            return split, metrics
-    return None
-
-
-def _eval_results(config: MultiTaskSTConfig, summary: dict) -> list[EvalResult]:
-    """One model-index result per task (accuracy and macro-F1, test split else validation), plus STS-B if measured."""
-    datasets = summary.get("datasets") if isinstance(summary.get("datasets"), dict) else {}
-    results, seen = [], {}
-    for task in config.task_names:
-        found = _reported_task_metrics(summary, task)
-        if found is None:
-            continue  # no metric recorded for this task: nothing to report, nothing invented
-        split, metrics = found
-        info = datasets.get(task) or {}
-        dataset_name = info.get("name") or _hub_id(info.get("hub_id")) or task
-        dataset_type = _hub_id(info.get("hub_id")) or dataset_name
-        # The Hub groups results by (task type, dataset, config, split): two heads trained on one dataset stay apart.
-        dataset_config = task if (dataset_type, split) in seen else None
-        seen[(dataset_type, split)] = task
-        metric_names = {"accuracy": "Accuracy", "f1": "Macro-F1"}
-        for metric, value in metrics.items():
-            if value is not None:
-                results.append(
-                    EvalResult(
-                        task_type="text-classification",
-                        task_name=f"Text classification ({task})",
-                        dataset_type=dataset_type,
-                        dataset_name=dataset_name,
-                        dataset_config=dataset_config,
-                        dataset_split=split,
-                        metric_type=metric,
-                        metric_name=metric_names[metric],
-                        metric_value=value,
-                        metric_config="macro" if metric == "f1" else None,
-                    )
-                )
-    stsb = _first_metric(summary, "stsb_spearman")
-    if stsb is not None:
-        info = datasets.get("stsb") or {}
-        name = info.get("name") or "stsb"
-        results.append(
-            EvalResult(
-                task_type="sentence-similarity",
-                task_name="Semantic textual similarity",
-                dataset_type=_hub_id(info.get("hub_id")) or name,
-                dataset_name=name,
-                dataset_split=stsb[0],
-                metric_type="spearmanr",
-                metric_name="Spearman (cosine similarity)",
-                metric_value=stsb[1],
-            )
-        )
-    return results
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _format_metric(value) -> str:
-    return f"{value:.4f}" if _is_number(value) else NOT_RECORDED
+    return f"{value:.4f}" if is_number(value) else NOT_RECORDED
 
 
 def _format_plain(value) -> str:

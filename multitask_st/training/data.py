@@ -7,7 +7,6 @@ and `label` (a `ClassLabel` whose names are the task's labels, in the task's ord
 from __future__ import annotations
 
 import os
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -330,18 +329,3 @@ def subsample(
         keep = split_indices(labels, validation_size=0.0, test_size=limit / data.num_rows, seed=seed)["test"]
         result[split] = data.select(sorted(keep))
     return DatasetDict(result)
-
-
-def dataset_summary(dataset_dict: DatasetDict, *, label_column: str = "label") -> dict[str, dict]:
-    """Rows and label counts per split: `{"train": {"num_rows": 1703, "label_counts": {"business": 403, ...}}}`."""
-    summary = {}
-    for split, data in dataset_dict.items():
-        summary[split] = {"num_rows": data.num_rows}
-        if label_column in data.column_names:
-            counts = Counter(_column(data, label_column))
-            feature = data.features[label_column]
-            if isinstance(feature, ClassLabel):
-                summary[split]["label_counts"] = {name: counts[i] for i, name in enumerate(feature.names)}
-            else:
-                summary[split]["label_counts"] = {str(label): counts[label] for label in sorted(counts)}
-    return summary

@@ -1,14 +1,159 @@
-"""The training record: what a run reports about itself (`training_summary.json`, saved next to the model)."""
+"""The training record: what a run reports about itself, saved next to the model as `training_summary.json`.
+
+It is gathered here, in one place, from `TrainingArguments.to_dict()`, what the trainer resolved (frozen parts,
+optimizer groups, whether distillation applied), the datasets and the metrics; the model card reads it as it is.
+
+    {"base_model": "sentence-transformers/all-MiniLM-L6-v2",
+     "datasets": {"topic": {"name": "bbc_news", "hub_id": null, "description": ..., "num_train": 800, ...}, ...},
+     "metrics": {"tasks": {"topic": {"validation": {"accuracy": 0.96, "f1": 0.96}, "test": {...}}, ...},
+                 "other": {"stsb_spearman": {"validation": 0.85, "test": 0.81}, "loss": {...}, ...}},
+     "training_args": {every argument but paths and tokens}, "non_default_args": ["learning_rate", ...],
+     "run": {"global_steps": 100, "freeze": [...], "optimizer_groups": [...], ...},
+     "framework_versions": {"transformers": "5.24.0", ...}}
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import platform
 from pathlib import Path
 
 
-# What `MultiTaskTrainer.training_summary()` records about a run, saved next to the model for the card.
 TRAINING_SUMMARY_NAME = "training_summary.json"
+
+
+# Metric key prefixes of the splits a run evaluates (`trainer.evaluate(metric_key_prefix=...)`), in run order.
+SPLIT_PREFIXES = {"validation": "eval", "test": "test"}
+
+
+# Per-task metrics, `<prefix>_<task>_<metric>` in the trainer's results.
+TASK_METRICS = ("accuracy", "f1")
+
+
+# Trainer bookkeeping returned next to the metrics; not worth recording.
+METRIC_NOISE_SUFFIXES = ("runtime", "samples_per_second", "steps_per_second", "epoch")
+
+
+# Arguments that name this machine or hold secrets: never recorded (the record ships with the model).
+PRIVATE_ARGS = ("output_dir", "logging_dir", "run_name", "resume_from_checkpoint", "hub_model_id", "push_to_hub_token")
+
+
+def training_record(
+    trainer,
+    *,
+    base_model: str | None = None,
+    datasets: dict[str, dict] | None = None,
+    metrics: dict[str, dict[str, float]] | None = None,
+    train_metrics: dict[str, float] | None = None,
+) -> dict:
+    """The record of a finished run of a `MultiTaskTrainer` (see the module docstring for its layout).
+
+    Args:
+        trainer: The trainer, after `train()`.
+        base_model: The Hub id (or path) of the starting encoder.
+        datasets: Per task, where its data comes from (see [`dataset_record`]).
+        metrics: Per split (`"validation"`, `"test"`), what `trainer.evaluate` returned for it.
+        train_metrics: What `trainer.train()` returned (`train_runtime`, ...).
+    """
+    import accelerate
+    import datasets as datasets_library
+    import torch
+    import transformers
+
+    from .. import __version__
+    from .trainer import build_parameter_groups
+
+    args, model = trainer.args, trainer.accelerator.unwrap_model(trainer.model)
+    arguments = {key: value for key, value in args.to_dict().items() if key not in PRIVATE_ARGS}
+    # The optimizer's own groups when it exists (a custom optimizer is recorded as it is), at their initial LRs.
+    groups = trainer.optimizer.param_groups if trainer.optimizer is not None else build_parameter_groups(
+        model, args.learning_rate, args.weight_decay, args.layer_decay, args.projection_lr_multiplier,
+        args.head_lr_multiplier,
+    )  # fmt: skip
+    train_metrics = train_metrics or {}
+    return {
+        "base_model": base_model,
+        "datasets": datasets or {},
+        "metrics": structured_metrics(metrics or {}, model.config.task_names),
+        "training_args": arguments,
+        "non_default_args": [key for key in _non_default_args(args) if key in arguments],
+        # What the run resolved or measured, beyond its arguments.
+        "run": {
+            "global_steps": trainer.state.global_step,
+            "world_size": args.world_size,
+            "max_seq_length": model.config.max_seq_length,
+            "task_loss_weights": model.config.task_loss_weights,
+            # what the run applied (0 when it could not, see `MultiTaskTrainer._distillation_applies`)
+            "embedding_distillation_weight": args.embedding_distillation_weight if trainer.distilling else 0.0,
+            "freeze": sorted(trainer.unfreezing.frozen),
+            "unfreeze_stages": trainer.unfreezing.stages or None,
+            "optimizer_groups": [
+                {
+                    "name": group.get("name", f"group {index}"),
+                    "lr": group.get("initial_lr", group["lr"]),
+                    "weight_decay": group["weight_decay"],
+                    "num_parameters": sum(p.numel() for p in group["params"]),
+                }
+                for index, group in enumerate(groups)
+            ],
+            "train_runtime_s": train_metrics.get("train_runtime"),
+            "train_samples_per_second": train_metrics.get("train_samples_per_second"),
+            "best_metric": trainer.state.best_metric,
+        },
+        "framework_versions": {
+            "multitask_st": __version__,
+            "transformers": transformers.__version__,
+            "torch": torch.__version__,
+            "datasets": datasets_library.__version__,
+            "accelerate": accelerate.__version__,
+            "python": platform.python_version(),
+        },
+    }
+
+
+def dataset_record(name: str, dataset) -> dict:
+    """A task dataset as the record lists it: where it comes from (`name` as given to `load_task_dataset`) and its
+    split sizes."""
+    from .corpora import BUILTIN_DATASETS
+
+    builtin = BUILTIN_DATASETS.get(name)
+    is_hub_id = builtin is None and not Path(name).exists()
+    return {
+        "name": name,
+        "hub_id": name if is_hub_id else None,
+        "description": builtin.description if builtin else None,
+        "source": builtin.source if builtin else None,
+        **{f"num_{split}": len(data) for split, data in dataset.items()},
+    }
+
+
+def structured_metrics(metrics: dict[str, dict[str, float]], task_names: list[str]) -> dict[str, dict]:
+    """`{"tasks": {task: {split: {metric: value}}}, "other": {name: {split: value}}}` from the trainer's results.
+
+    `metrics` maps a split to what `trainer.evaluate` returned for it (`eval_topic_accuracy`, `test_loss`, ...).
+    Splits keep the run's order (validation, then test); bookkeeping (runtime, throughput, epoch) is left out.
+    """
+    tasks: dict[str, dict] = {}
+    other: dict[str, dict] = {}
+    per_task = {f"{task}_{metric}": (task, metric) for task in task_names for metric in TASK_METRICS}
+    for split, prefix in SPLIT_PREFIXES.items():
+        for key, value in (metrics.get(split) or {}).items():
+            name = key.removeprefix(f"{prefix}_")
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or name.endswith(METRIC_NOISE_SUFFIXES):
+                continue
+            if name in per_task:
+                task, metric = per_task[name]
+                tasks.setdefault(task, {}).setdefault(split, {})[metric] = float(value)
+            else:
+                other.setdefault(name, {})[split] = float(value)
+    return {"tasks": tasks, "other": other}
+
+
+def _non_default_args(args) -> list[str]:
+    """The arguments whose value differs from a default-built instance's (after `__post_init__`, as `to_dict` shows)."""
+    defaults = type(args)(output_dir=args.output_dir).to_dict()
+    return [key for key, value in args.to_dict().items() if defaults.get(key) != value]
 
 
 def save_training_summary(summary: dict, model_dir: str | os.PathLike) -> Path:

@@ -16,7 +16,6 @@ from .callbacks import UnfreezingCallback
 from .collator import TEACHER_COLUMN, MultiTaskDataCollator
 from .distillation import add_teacher_embeddings, similarity_distillation_loss
 from .metrics import build_compute_metrics, stsb_spearman
-from .record import save_training_summary
 from .sampling import MultiTaskSampler
 from .tokenization import concatenate_task_datasets
 from .training_args import MultiTaskTrainingArguments
@@ -339,86 +338,3 @@ class MultiTaskTrainer(Trainer):
                 model, self.processing_class, self.stsb_dataset, batch_size=batch_size
             )
         return output
-
-    # ------------------------------------------------------------------ record of the run
-
-    def training_summary(
-        self,
-        base_model: str | None = None,
-        dataset_info: dict | None = None,
-        metrics: dict[str, dict[str, float]] | None = None,
-        train_metrics: dict[str, float] | None = None,
-    ) -> dict:
-        """What the model card reports about this run (`training_summary.json`, read by `multitask_st.sharing.staging`)."""
-        import platform
-
-        import accelerate
-        import transformers
-
-        from .. import __version__
-
-        args, model = self.args, self.accelerator.unwrap_model(self.model)
-        # The optimizer's own groups when it exists (a custom optimizer is recorded as it is), at their initial LRs.
-        groups = self.optimizer.param_groups if self.optimizer is not None else build_parameter_groups(
-            model, args.learning_rate, args.weight_decay, args.layer_decay, args.projection_lr_multiplier,
-            args.head_lr_multiplier,
-        )  # fmt: skip
-        mixed_precision = "bf16" if args.bf16 else "fp16" if args.fp16 else "no"
-        return {
-            "base_model": base_model,
-            "datasets": dataset_info or {},
-            "metrics": metrics or {},
-            "training": {
-                "learning_rate": args.learning_rate,
-                "num_train_epochs": args.num_train_epochs,
-                "max_steps": args.max_steps,
-                "global_steps": self.state.global_step,
-                "per_device_train_batch_size": args.per_device_train_batch_size,
-                "gradient_accumulation_steps": args.gradient_accumulation_steps,
-                "world_size": args.world_size,
-                "weight_decay": args.weight_decay,
-                "warmup_steps": args.warmup_steps,
-                "lr_scheduler_type": str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)),
-                "seed": args.seed,
-                "max_seq_length": model.config.max_seq_length,
-                "task_loss_weights": model.config.task_loss_weights,
-                "sampling_strategy": args.sampling_strategy,
-                "sampling_temperature": args.sampling_temperature if args.sampling_strategy == "temperature" else None,
-                "mixed_task_batches": args.mixed_task_batches,
-                "layer_decay": args.layer_decay,
-                # what the run applied (0 when it could not, see `_distillation_applies`)
-                "embedding_distillation_weight": args.embedding_distillation_weight if self.distilling else 0.0,
-                "projection_lr_multiplier": args.projection_lr_multiplier,
-                "head_lr_multiplier": args.head_lr_multiplier,
-                "freeze": sorted(self.unfreezing.frozen),
-                "unfreeze_schedule": None
-                if args.unfreeze_schedule == "none"
-                else {"every": args.unfreeze_every, "unit": args.unfreeze_unit, "stages": self.unfreezing.stages},
-                "optimizer_groups": [
-                    {
-                        "name": group.get("name", f"group {index}"),
-                        "lr": group.get("initial_lr", group["lr"]),
-                        "weight_decay": group["weight_decay"],
-                        "num_parameters": sum(p.numel() for p in group["params"]),
-                    }
-                    for index, group in enumerate(groups)
-                ],
-                "mixed_precision": mixed_precision,
-                "train_runtime_s": (train_metrics or {}).get("train_runtime"),
-                "train_samples_per_second": (train_metrics or {}).get("train_samples_per_second"),
-                "best_metric": self.state.best_metric,
-                "metric_for_best_model": args.metric_for_best_model,
-            },
-            "framework_versions": {
-                "multitask_st": __version__,
-                "transformers": transformers.__version__,
-                "torch": torch.__version__,
-                "datasets": datasets.__version__,
-                "accelerate": accelerate.__version__,
-                "python": platform.python_version(),
-            },
-        }
-
-    def save_training_summary(self, summary: dict, output_dir: str | None = None):
-        path = save_training_summary(summary, output_dir or self.args.output_dir)
-        logger.info(f"Wrote {path}.")

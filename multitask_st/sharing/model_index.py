@@ -1,0 +1,133 @@
+"""What the model card reports from a run's record: metric tables and the metadata's model-index, one result per task.
+
+Reads training_summary.json["metrics"] (see `multitask_st.training.record`) as recorded; nothing is invented: a task
+without a recorded metric gets no result.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+from huggingface_hub import EvalResult
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
+
+from ..configuration_multitask_st import MultiTaskSTConfig
+
+
+# Splits of training_summary.json["metrics"] in table order; the model-index reports the last one a task has.
+METRIC_SPLITS = ("validation", "test")
+
+
+def as_hub_id(value) -> str | None:
+    """`value` if it reads as a Hub repository id, None if it is missing or a local path."""
+    if not isinstance(value, str) or not value or os.path.isabs(value) or value.startswith((".", "~")):
+        return None
+    if os.path.exists(value):
+        return None
+    try:
+        validate_repo_id(value)
+    except HFValidationError:
+        return None
+    return value
+
+
+def _metrics(summary: dict) -> dict[str, dict]:
+    """training_summary.json["metrics"]: `{"tasks": {task: {split: {metric: value}}}, "other": {name: {split: value}}}`."""
+    metrics = summary.get("metrics") if isinstance(summary.get("metrics"), dict) else {}
+    return {key: metrics.get(key) if isinstance(metrics.get(key), dict) else {} for key in ("tasks", "other")}
+
+
+def reported_metric(summary: dict, name: str) -> tuple[str, float] | None:
+    """`(split, value)` of a metric from the test split, else validation; None when neither has it."""
+    values = _metrics(summary)["other"].get(name) or {}
+    for split in reversed(METRIC_SPLITS):
+        if is_number(values.get(split)):
+            return split, float(values[split])
+    return None
+
+
+def metric_tables(config: MultiTaskSTConfig, summary: dict) -> tuple[list[dict], list[dict], list[str]]:
+    metrics = _metrics(summary)
+    task_rows = []
+    for task in config.task_names:
+        for split, values in (metrics["tasks"].get(task) or {}).items():
+            accuracy, f1 = (
+                values.get(metric) if is_number(values.get(metric)) else None for metric in ("accuracy", "f1")
+            )
+            if accuracy is not None or f1 is not None:
+                task_rows.append({"task": task, "split": split, "accuracy": accuracy, "f1": f1})
+    other = {name: values for name, values in metrics["other"].items() if isinstance(values, dict)}
+    recorded = {split for values in [*metrics["tasks"].values(), *other.values()] for split in values}
+    splits = [split for split in METRIC_SPLITS if split in recorded]
+    other_rows = [{"name": name, "values": [values.get(split) for split in splits]} for name, values in other.items()]
+    return task_rows, other_rows, splits
+
+
+def _reported_task_metrics(summary: dict, task: str) -> tuple[str, dict[str, float | None]] | None:
+    """`(split, {"accuracy": ..., "f1": ...})` of a task from the test split, else validation, if either has any."""
+    by_split = _metrics(summary)["tasks"].get(task) or {}
+    for split in reversed(METRIC_SPLITS):
+        values = by_split.get(split) or {}
+        metrics = {
+            metric: float(values[metric]) if is_number(values.get(metric)) else None for metric in ("accuracy", "f1")
+        }
+        if any(value is not None for value in metrics.values()):
+            return split, metrics
+    return None
+
+
+def eval_results(config: MultiTaskSTConfig, summary: dict) -> list[EvalResult]:
+    """One model-index result per task (accuracy and macro-F1, test split else validation), plus STS-B if measured."""
+    datasets = summary.get("datasets") if isinstance(summary.get("datasets"), dict) else {}
+    results, seen = [], {}
+    for task in config.task_names:
+        found = _reported_task_metrics(summary, task)
+        if found is None:
+            continue  # no metric recorded for this task: nothing to report, nothing invented
+        split, metrics = found
+        info = datasets.get(task) or {}
+        dataset_name = info.get("name") or as_hub_id(info.get("hub_id")) or task
+        dataset_type = as_hub_id(info.get("hub_id")) or dataset_name
+        # The Hub groups results by (task type, dataset, config, split): two heads trained on one dataset stay apart.
+        dataset_config = task if (dataset_type, split) in seen else None
+        seen[(dataset_type, split)] = task
+        metric_names = {"accuracy": "Accuracy", "f1": "Macro-F1"}
+        for metric, value in metrics.items():
+            if value is not None:
+                results.append(
+                    EvalResult(
+                        task_type="text-classification",
+                        task_name=f"Text classification ({task})",
+                        dataset_type=dataset_type,
+                        dataset_name=dataset_name,
+                        dataset_config=dataset_config,
+                        dataset_split=split,
+                        metric_type=metric,
+                        metric_name=metric_names[metric],
+                        metric_value=value,
+                        metric_config="macro" if metric == "f1" else None,
+                    )
+                )
+    stsb = reported_metric(summary, "stsb_spearman")
+    if stsb is not None:
+        info = datasets.get("stsb") or {}
+        name = info.get("name") or "stsb"
+        results.append(
+            EvalResult(
+                task_type="sentence-similarity",
+                task_name="Semantic textual similarity",
+                dataset_type=as_hub_id(info.get("hub_id")) or name,
+                dataset_name=name,
+                dataset_split=stsb[0],
+                metric_type="spearmanr",
+                metric_name="Spearman (cosine similarity)",
+                metric_value=stsb[1],
+            )
+        )
+    return results
+
+
+def is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
