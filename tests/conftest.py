@@ -144,3 +144,11 @@ def copy_without(model_dir: Path, target: Path, *names: str) -> Path:
     """A copy of a folder without the entries matching `names`."""
     shutil.copytree(model_dir, target, ignore=shutil.ignore_patterns(*names))
     return target
+
+
+@pytest.fixture(scope="session")
+def trained_tiny_model_dir(tmp_path_factory, tiny_tokenizer) -> Path:
+    """A tiny model trained by train.py on toy tasks it learns (see tests/tiny_training.py), with its plots."""
+    from tiny_training import train_tiny_model
+
+    return train_tiny_model(tmp_path_factory.mktemp("tiny-trained"), tiny_tokenizer)

@@ -1,0 +1,228 @@
+"""A Gradio demo of a multitask-st model: classify a text with every head, compare sentences, search a small corpus.
+
+This file is self-contained (gradio, matplotlib, numpy, torch, transformers and the standard library): the Space that
+`push_to_hub.py --space` stages carries a copy of it next to its `app.py`, and the model comes from the Hub with
+`trust_remote_code=True`, so the Space needs no multitask-st install. Locally, `python app.py [model]` serves it.
+
+    demo = MultiTaskDemo(model, tokenizer, corpus=[{"text": "...", "source": "..."}])
+    demo.build().launch()
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+from transformers import AutoModel, AutoTokenizer
+
+
+# Longer inputs are refused with a message: the model reads only its first `max_seq_length` tokens anyway, and a
+# huge text would keep a 2-core Space busy for nothing.
+MAX_TEXT_CHARS = 10_000
+MAX_COMPARE_SENTENCES = 30
+TOP_K = 5
+CORPUS_FILE = "corpus.json"
+
+EXAMPLE_TEXTS = [
+    "Shares in the carmaker fell sharply after profits missed forecasts.",
+    "A moving, beautifully acted film that stays with you.",
+    "The striker scored twice as the champions won the cup final.",
+]
+EXAMPLE_COMPARE = (
+    "The striker scored twice as the champions won the cup final.\n"
+    "The team won the match with two late goals.\n"
+    "Shares fell sharply after the results.\n"
+    "The central bank raised interest rates again."
+)
+
+
+def load_model(name_or_path: str, revision: str | None = None, trust_remote_code: bool = True):
+    """`(model, tokenizer)` from a model folder or Hub id; the model's own code comes with it (remote code)."""
+    model = AutoModel.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision)
+    return model.eval(), tokenizer
+
+
+def load_corpus(path: str | os.PathLike) -> list[dict]:
+    """A search corpus saved as JSON: a list of `{"text": ..., "source": ...}` (or plain strings)."""
+    return normalize_corpus(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def normalize_corpus(corpus: Iterable[str | Mapping]) -> list[dict]:
+    entries = []
+    for item in corpus:
+        entry = {"text": item, "source": ""} if isinstance(item, str) else dict(item)
+        if not isinstance(entry.get("text"), str) or not entry["text"].strip():
+            raise ValueError(f"Every corpus entry needs a non-empty `text`; got {item!r}.")
+        entry.setdefault("source", "")
+        entries.append(entry)
+    return entries
+
+
+def _short(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1].rstrip() + "…"
+
+
+def _check_text(text: str | None, what: str = "text") -> str:
+    """The stripped text, or a `gr.Error` (shown in the page) saying what is wrong with it."""
+    text = (text or "").strip()
+    if not text:
+        raise gr.Error(f"The {what} is empty: type a sentence first.")
+    if len(text) > MAX_TEXT_CHARS:
+        raise gr.Error(
+            f"The {what} has {len(text):,} characters; this demo takes at most {MAX_TEXT_CHARS:,} "
+            "(the model reads only its first few hundred tokens anyway)."
+        )
+    return text
+
+
+class MultiTaskDemo:
+    """The three tabs of the demo around one loaded model.
+
+    Args:
+        model: a multitask-st model (with `encode`, `predict` and `config.tasks`).
+        tokenizer: its tokenizer.
+        corpus: texts for the Search tab (strings or `{"text", "source"}` dicts), embedded once here.
+        title: shown at the top of the page.
+    """
+
+    def __init__(self, model, tokenizer, corpus: Iterable[str | Mapping] = (), title: str = "multitask-st"):
+        self.model, self.tokenizer, self.title = model.eval(), tokenizer, title
+        self.tasks: dict[str, list[str]] = dict(model.config.tasks)
+        self.corpus = normalize_corpus(corpus)
+        self.corpus_embeddings = None
+        if self.corpus:  # once, with a progress bar: the start-up cost of the Search tab
+            self.corpus_embeddings = self._encode([entry["text"] for entry in self.corpus], show_progress_bar=True)
+
+    def _encode(self, texts: list[str], show_progress_bar: bool = False) -> np.ndarray:
+        return self.model.encode(
+            texts, self.tokenizer, batch_size=64, normalize_embeddings=True, show_progress_bar=show_progress_bar
+        )
+
+    # ------------------------------------------------------------------ the three actions (plain Python, testable)
+
+    def classify(self, text: str | None) -> list[dict[str, float]]:
+        """`{label: probability}` for each head, in head order."""
+        prediction = self.model.predict(_check_text(text), self.tokenizer)
+        return [prediction[task]["probabilities"] for task in self.tasks]
+
+    def compare(self, text: str | None):
+        """A heatmap (matplotlib Figure) of the cosine similarities of the sentences, one per line of `text`."""
+        sentences = [line.strip() for line in (text or "").splitlines() if line.strip()]
+        if len(sentences) < 2:
+            raise gr.Error(f"Compare needs at least 2 sentences, one per line; got {len(sentences)}.")
+        if len(sentences) > MAX_COMPARE_SENTENCES:
+            raise gr.Error(
+                f"Got {len(sentences)} sentences; the heatmap takes at most {MAX_COMPARE_SENTENCES} (one per line)."
+            )
+        for number, sentence in enumerate(sentences, start=1):
+            _check_text(sentence, what=f"sentence on line {number}")
+        embeddings = self._encode(sentences)
+        return similarity_heatmap(embeddings @ embeddings.T, sentences)
+
+    def search(self, query: str | None, top_k: int = TOP_K) -> list[list]:
+        """The `top_k` corpus texts nearest to the query: rows of rank, cosine, text, source, then one column per head."""
+        query = _check_text(query, what="query")
+        if self.corpus_embeddings is None:
+            raise gr.Error("This demo has no search corpus.")
+        scores = self.corpus_embeddings @ self._encode([query])[0]
+        best = np.argsort(-scores, kind="stable")[:top_k]
+        hits = [self.corpus[index] for index in best]
+        predictions = self.model.predict([hit["text"] for hit in hits], self.tokenizer)
+        return [
+            [
+                rank,
+                round(float(scores[index]), 3),
+                hit["text"],
+                hit["source"],
+                *(f"{prediction[task]['label']} ({prediction[task]['score']:.2f})" for task in self.tasks),
+            ]
+            for rank, (index, hit, prediction) in enumerate(zip(best, hits, predictions, strict=True), start=1)
+        ]
+
+    # ------------------------------------------------------------------ the page
+
+    def build(self) -> gr.Blocks:
+        heads = ", ".join(f"`{task}` ({len(labels)} labels)" for task, labels in self.tasks.items())
+        with gr.Blocks(title=self.title, analytics_enabled=False) as blocks:
+            gr.Markdown(f"# {self.title}\nOne sentence encoder with a classification head per task: {heads}.")
+            with gr.Tab("Classify", id="classify"):
+                text = gr.Textbox(label="Text", lines=3, placeholder="Type a sentence…", elem_id="classify-text")
+                classify_button = gr.Button("Classify", variant="primary", elem_id="classify-button")
+                with gr.Row():
+                    outputs = [
+                        gr.Label(label=f"{task}", num_top_classes=len(labels), elem_id=f"head-{task}")
+                        for task, labels in self.tasks.items()
+                    ]
+                gr.Examples([[example] for example in EXAMPLE_TEXTS], inputs=text)
+                for trigger in (classify_button.click, text.submit):
+                    trigger(self.classify_outputs, inputs=text, outputs=outputs)
+            with gr.Tab("Compare", id="compare"):
+                sentences = gr.Textbox(
+                    label=f"Sentences, one per line (2 to {MAX_COMPARE_SENTENCES})",
+                    lines=6,
+                    value=EXAMPLE_COMPARE,
+                    elem_id="compare-text",
+                )
+                compare_button = gr.Button("Compare", variant="primary", elem_id="compare-button")
+                heatmap = gr.Plot(label="Cosine similarity", format="png", elem_id="compare-plot")
+                compare_button.click(self.compare, inputs=sentences, outputs=heatmap)
+            with gr.Tab("Search", id="search"):
+                gr.Markdown(f"Nearest of {len(self.corpus):,} built-in texts, by cosine similarity of the embeddings.")
+                query = gr.Textbox(label="Query", placeholder="What are you looking for?", elem_id="search-text")
+                search_button = gr.Button("Search", variant="primary", elem_id="search-button")
+                results = gr.Dataframe(
+                    headers=["rank", "cosine", "text", "source", *self.tasks],
+                    datatype=["number", "number", "str", "str", *(["str"] * len(self.tasks))],
+                    label="Nearest texts (with each head's prediction)",
+                    wrap=True,
+                    interactive=False,
+                    elem_id="search-results",
+                )
+                for trigger in (search_button.click, query.submit):
+                    trigger(self.search, inputs=query, outputs=results)
+        return blocks
+
+    def classify_outputs(self, text: str | None):
+        probabilities = self.classify(text)
+        return probabilities[0] if len(probabilities) == 1 else tuple(probabilities)
+
+
+def similarity_heatmap(similarity: np.ndarray, sentences: list[str]):
+    """A labelled heatmap of a (n, n) similarity matrix; the sentences (shortened) label both axes."""
+    from matplotlib.figure import Figure
+
+    size = len(sentences)
+    labels = [f"{number}. {_short(sentence, 40)}" for number, sentence in enumerate(sentences, start=1)]
+    side = min(4.0 + 0.45 * size, 14.0)
+    figure = Figure(figsize=(side + 3.0, side), dpi=100, layout="constrained")
+    axis = figure.subplots()
+    image = axis.imshow(similarity, cmap="viridis", vmin=min(0.0, float(similarity.min())), vmax=1.0)
+    figure.colorbar(image, ax=axis, label="cosine similarity")
+    axis.set_xticks(range(size), labels=[str(number) for number in range(1, size + 1)])
+    axis.set_yticks(range(size), labels=labels)
+    if size <= 12:
+        for row in range(size):
+            for column in range(size):
+                value = similarity[row, column]
+                color = "black" if value > 0.6 else "white"
+                axis.text(column, row, f"{value:.2f}", ha="center", va="center", color=color, fontsize="small")
+    axis.set(title="Cosine similarity of the sentence embeddings", xlabel="sentence number")
+    return figure
+
+
+def main(model: str | None = None, revision: str | None = None, corpus_file: str | None = None, **launch_kwargs):
+    """Serve a model: what a Space's `app.py` calls (the model id and pinned revision are written there)."""
+    model = model or os.environ.get("MULTITASK_ST_MODEL")
+    if not model:
+        raise SystemExit("Pass a model folder or Hub id (or set MULTITASK_ST_MODEL).")
+    loaded, tokenizer = load_model(model, revision=revision)
+    corpus = load_corpus(corpus_file) if corpus_file and Path(corpus_file).is_file() else []
+    print(f"Loaded {model}; embedding the search corpus ({len(corpus)} texts).", flush=True)
+    demo = MultiTaskDemo(loaded, tokenizer, corpus=corpus, title=model.rstrip("/").split("/")[-1])
+    demo.build().launch(**launch_kwargs)

@@ -1,0 +1,228 @@
+"""Training plots: the losses and evaluation metrics against steps, and one confusion matrix per head.
+
+PNG files written into the output folder (the Hub staging carries them and the model card shows them):
+
+    training_loss.png            each task's training loss (validation loss dashed) and the distillation loss
+    evaluation_metrics.png       per-task accuracy and macro-F1, and the STS-B Spearman, at each evaluation
+    confusion_matrix_<task>.png  one per head on the test split, normalised per row (true label)
+
+matplotlib is optional and imported only here, lazily. Figures are drawn with `matplotlib.figure.Figure` on the Agg
+canvas, never through `pyplot`: no window opens and the caller's own matplotlib backend stays untouched. Without
+matplotlib nothing fails; one line says that no plot was written.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from transformers import TrainerCallback
+from transformers.utils import logging
+
+from ..modeling_multitask_st import IGNORE_INDEX
+
+
+logger = logging.get_logger(__name__)
+
+
+TRAINING_LOSS_PLOT = "training_loss.png"
+EVALUATION_METRICS_PLOT = "evaluation_metrics.png"
+CONFUSION_MATRIX_PLOT = "confusion_matrix_{task}.png"
+# What a model folder's plots are called (the staging allow-list matches these).
+PLOT_PATTERNS = (TRAINING_LOSS_PLOT, EVALUATION_METRICS_PLOT, CONFUSION_MATRIX_PLOT.format(task="*"))
+
+DISTILLATION_LOSS = "embedding_distillation_loss"
+DPI = 110
+_warned_missing = False
+
+
+def _figure(width: float, height: float):
+    """A matplotlib Figure on the Agg canvas, or None (with a one-line note, once) when matplotlib is missing."""
+    global _warned_missing
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        if not _warned_missing:
+            logger.warning("matplotlib is not installed, so no training plots are written (pip install matplotlib).")
+            _warned_missing = True
+        return None
+    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+
+
+def _save(figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    logger.info(f"Wrote {path}.")
+    return path
+
+
+def _series(log_history: Sequence[Mapping], key: str) -> tuple[list[int], list[float]]:
+    """(steps, values) of one logged quantity, skipping entries without it or with a non-finite value."""
+    points = [
+        (entry["step"], float(entry[key]))
+        for entry in log_history
+        if isinstance(entry.get(key), (int, float)) and math.isfinite(entry[key]) and "step" in entry
+    ]
+    return [step for step, _ in points], [value for _, value in points]
+
+
+def plot_training_loss(
+    log_history: Sequence[Mapping], task_names: Sequence[str], path: str | os.PathLike
+) -> Path | None:
+    """Each task's training loss against steps (and its validation loss, dashed), plus the distillation loss.
+
+    `log_history` is `trainer.state.log_history`. Returns the PNG path, or None when nothing was logged (or
+    matplotlib is missing).
+    """
+    tasks = [task for task in task_names if _series(log_history, f"{task}_loss")[0]]
+    distillation = _series(log_history, DISTILLATION_LOSS)
+    total = _series(log_history, "loss")
+    if not tasks and not total[0]:
+        return None
+    panels = 2 if distillation[0] else 1
+    figure = _figure(6.0 * panels, 4.2)
+    if figure is None:
+        return None
+    axes = figure.subplots(1, panels, squeeze=False)[0]
+    losses = axes[0]
+    for index, task in enumerate(tasks):
+        color = f"C{index % 10}"
+        losses.plot(*_series(log_history, f"{task}_loss"), color=color, label=f"{task} (train)")
+        steps, values = _series(log_history, f"eval_{task}_loss")
+        if steps:
+            losses.plot(steps, values, color=color, linestyle="--", marker="o", label=f"{task} (validation)")
+    if total[0] and distillation[0]:
+        losses.plot(*total, color="0.5", linewidth=1, label="total (weighted, incl. distillation)")
+    elif total[0] and not tasks:
+        losses.plot(*total, color="0.3", label="total")
+    losses.set(title="Task losses (cross-entropy)", xlabel="training step", ylabel="loss")
+    losses.legend(fontsize="small")
+    losses.grid(alpha=0.3)
+    if distillation[0]:
+        axes[1].plot(*distillation, color="C3", label="embedding distillation (unweighted)")
+        axes[1].set(
+            title="Embedding distillation loss", xlabel="training step", ylabel="mean squared similarity difference"
+        )
+        axes[1].legend(fontsize="small")
+        axes[1].grid(alpha=0.3)
+    figure.suptitle("Training losses")
+    return _save(figure, Path(path))
+
+
+def plot_evaluation_metrics(
+    log_history: Sequence[Mapping], task_names: Sequence[str], path: str | os.PathLike
+) -> Path | None:
+    """Per-task accuracy and macro-F1, and the STS-B Spearman, at each evaluation (`eval_*` entries of the log)."""
+    tasks = [task for task in task_names if _series(log_history, f"eval_{task}_accuracy")[0]]
+    stsb = _series(log_history, "eval_stsb_spearman")
+    panels = [(metric, title) for metric, title in (("accuracy", "Accuracy"), ("f1", "Macro-F1")) if tasks]
+    if stsb[0]:
+        panels.append(("stsb_spearman", "STS-B Spearman (embedding)"))
+    if not panels:
+        return None
+    figure = _figure(4.6 * len(panels), 4.0)
+    if figure is None:
+        return None
+    for axis, (metric, title) in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels, strict=True):
+        if metric == "stsb_spearman":
+            axis.plot(*stsb, marker="o", color="C4", label="validation pairs")
+        else:
+            for index, task in enumerate(tasks):
+                axis.plot(*_series(log_history, f"eval_{task}_{metric}"), marker="o", color=f"C{index}", label=task)
+        axis.set(title=title, xlabel="training step", ylabel=title.split(" (")[0])
+        axis.legend(fontsize="small")
+        axis.grid(alpha=0.3)
+    figure.suptitle("Validation metrics during training")
+    return _save(figure, Path(path))
+
+
+def confusion_matrix(predictions: np.ndarray, references: np.ndarray, num_labels: int) -> np.ndarray:
+    """Counts `(num_labels, num_labels)`: row = true label, column = predicted label."""
+    predictions, references = np.asarray(predictions, dtype=np.int64), np.asarray(references, dtype=np.int64)
+    return np.bincount(references * num_labels + predictions, minlength=num_labels**2).reshape(num_labels, num_labels)
+
+
+def plot_confusion_matrix(
+    counts: np.ndarray, label_names: Sequence[str], path: str | os.PathLike, title: str
+) -> Path | None:
+    """A row-normalised confusion matrix with the label names on both axes; each cell shows its share and count."""
+    counts = np.asarray(counts)
+    size = len(label_names)
+    figure = _figure(max(4.5, 1.0 * size + 2.5), max(3.8, 0.85 * size + 2.0))
+    if figure is None:
+        return None
+    axis = figure.subplots()
+    shares = counts / np.clip(counts.sum(axis=1, keepdims=True), 1, None)
+    image = axis.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
+    figure.colorbar(image, ax=axis, label="share of the true label's examples")
+    for row in range(size):
+        for column in range(size):
+            color = "white" if shares[row, column] > 0.6 else "black"
+            text = f"{shares[row, column]:.2f}\n({counts[row, column]})"
+            axis.text(column, row, text, ha="center", va="center", color=color, fontsize="small")
+    axis.set_xticks(range(size), labels=label_names, rotation=30, ha="right")
+    axis.set_yticks(range(size), labels=label_names)
+    axis.set(xlabel="predicted label", ylabel="true label", title=title)
+    return _save(figure, Path(path))
+
+
+def save_confusion_matrices(
+    logits: Mapping[str, np.ndarray],
+    label_ids: np.ndarray,
+    tasks: Mapping[str, Sequence[str]],
+    output_dir: str | os.PathLike,
+    split: str = "test",
+) -> list[Path]:
+    """One `confusion_matrix_<task>.png` per head with labelled examples.
+
+    Args:
+        logits: per task, `(n, num_labels)` (the first element of `trainer.predict(...).predictions`).
+        label_ids: `(n, num_tasks)` with `-100` where an example has no label for a task.
+        tasks: `{task: label names}` in head order (`model.config.tasks`).
+        output_dir: where the PNGs go.
+        split: named in the titles.
+    """
+    label_ids = np.asarray(label_ids)
+    written = []
+    for column, (task, names) in enumerate(tasks.items()):
+        labelled = label_ids[:, column] != IGNORE_INDEX
+        if task not in logits or not labelled.any():
+            continue
+        predicted = np.asarray(logits[task])[labelled].argmax(axis=-1)
+        counts = confusion_matrix(predicted, label_ids[labelled, column], len(names))
+        title = f"Head `{task}`: {split} split ({int(labelled.sum())} examples)"
+        path = plot_confusion_matrix(
+            counts, list(names), Path(output_dir) / CONFUSION_MATRIX_PLOT.format(task=task), title
+        )
+        if path is None:
+            break  # matplotlib is missing (already said once)
+        written.append(path)
+    return written
+
+
+def save_training_plots(
+    log_history: Sequence[Mapping], task_names: Sequence[str], output_dir: str | os.PathLike
+) -> list[Path]:
+    """`training_loss.png` and `evaluation_metrics.png` from `trainer.state.log_history` (those with data)."""
+    output_dir = Path(output_dir)
+    paths = [
+        plot_training_loss(log_history, task_names, output_dir / TRAINING_LOSS_PLOT),
+        plot_evaluation_metrics(log_history, task_names, output_dir / EVALUATION_METRICS_PLOT),
+    ]
+    return [path for path in paths if path is not None]
+
+
+class TrainingPlotsCallback(TrainerCallback):
+    """Writes `training_loss.png` and `evaluation_metrics.png` into `args.output_dir` when training ends.
+
+    `MultiTaskTrainer` adds it unless `args.save_plots` is False; it works with any `Trainer` that logs per-task
+    losses (`<task>_loss`) and `eval_<task>_accuracy`-style metrics.
+    """
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        if state.is_world_process_zero:
+            task_names = list(getattr(getattr(model, "config", None), "tasks", None) or {})
+            save_training_plots(state.log_history, task_names, args.output_dir)
