@@ -2,6 +2,8 @@
 
     python push_to_hub.py outputs/model --repo-id org/multitask-st [--private] [--revision v1] [--create-pr]
     python push_to_hub.py outputs/model --dry-run [--stage-dir staged/]
+    python push_to_hub.py outputs/model --repo-id org/multitask-st --space org/multitask-st-demo   # + a demo Space
+    python push_to_hub.py outputs/model --dry-run --space org/demo --space-stage-dir space/      # stage the Space
 
 The token comes from --token, else the HF_TOKEN environment variable, else `hf auth login`.
 """
@@ -23,6 +25,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
+from multitask_st.sharing.space import push_space, stage_space
 from multitask_st.sharing.staging import DEFAULT_LANGUAGE, DEFAULT_LICENSE, push_model_dir, stage_model_dir
 
 
@@ -63,6 +66,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--dry-run", action="store_true", help="Stage the folder, list it and upload nothing (no token needed)."
     )
+    parser.add_argument(
+        "--space", help='Also ship the Gradio demo as a Space ("org/name") serving the pushed model at its commit.'
+    )
+    parser.add_argument("--space-stage-dir", help="Write the staged Space folder here (empty or new) and keep it.")
     return parser.parse_args(argv)
 
 
@@ -82,6 +89,12 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(f"Dry run: staged {len(files)} files in {stage_dir} (nothing uploaded):")
             print("\n".join(f"  {name}" for name in files))
+            if args.space:
+                space_dir = args.space_stage_dir or tempfile.mkdtemp(prefix="multitask-st-space-")
+                model_id = args.repo_id or "org/model"
+                files = stage_space(model_id, space_dir, revision=args.revision)
+                print(f"Dry run: staged the Space {args.space} for {model_id} in {space_dir}:")
+                print("\n".join(f"  {name}" for name in files))
             return 0
         if not args.repo_id:
             return _fail("--repo-id is required to push (or pass --dry-run to only stage the files).")
@@ -104,6 +117,18 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(message)
     print(f"Pushed to {commit.pr_url or commit.commit_url}")
     print(f'Pin this version with revision="{commit.oid}".')
+    if args.space and not args.create_pr:
+        try:
+            space_commit = push_space(
+                args.space, args.repo_id, revision=commit.oid, private=args.private, token=args.token,
+                stage_dir=args.space_stage_dir,
+            )  # fmt: skip
+        except Exception as error:
+            message = _error_message(error, args)
+            if message is None:
+                raise
+            return _fail(f"the model was pushed, the Space was not: {message}")
+        print(f"Space: {space_commit.commit_url}")
     return 0
 
 

@@ -27,6 +27,7 @@ from multitask_st.modeling_multitask_st import tokenizer_fingerprint
 from multitask_st.training.corpora import stsb
 from multitask_st.training.data import load_task_dataset, subsample
 from multitask_st.training.output_dir import check_free_space, checkpoint_bytes, prepare_output_dir
+from multitask_st.training.plots import save_confusion_matrices
 from multitask_st.training.record import dataset_record, save_training_summary, training_record
 from multitask_st.training.resources import resolve_backbone
 from multitask_st.training.tokenization import tokenize_task_dataset
@@ -267,9 +268,9 @@ def main(argv: list[str] | None = None):
 
     validation_metrics = trainer.evaluate()
     trainer.stsb_dataset = sts["test"] if sts else None  # the test split's pairs, all of them
-    test_metrics = trainer.evaluate(
-        {task: dataset["test"] for task, dataset in tokenized.items()}, metric_key_prefix="test"
-    )
+    # One pass over the test split gives its metrics and the predictions for the confusion matrices.
+    test_output = trainer.predict({task: dataset["test"] for task, dataset in tokenized.items()})
+    test_metrics = test_output.metrics
     trainer.log_metrics("train", train_result.metrics)
     trainer.log_metrics("validation", validation_metrics)
     trainer.log_metrics("test", test_metrics)
@@ -284,7 +285,10 @@ def main(argv: list[str] | None = None):
             train_metrics=train_result.metrics,
         )
         save_training_summary(record, training_args.output_dir)
+        logits = test_output.predictions[0]
+        save_confusion_matrices(logits, test_output.label_ids, trainer.model.config.tasks, training_args.output_dir)
         show_examples(trainer.model, tokenizer, training_args.output_dir)
+        show_where_to_look(training_args.output_dir)
 
 
 def show_examples(model: MultiTaskSTModel, tokenizer, output_dir: str):
@@ -302,6 +306,14 @@ def show_examples(model: MultiTaskSTModel, tokenizer, output_dir: str):
     print("      " + " ".join(f"{i:>6}" for i in range(len(EXAMPLE_SENTENCES))))
     for i, row in enumerate(np.round(similarity, 3)):
         print(f"  {i:>3} " + " ".join(f"{value:6.3f}" for value in row))
+
+
+def show_where_to_look(output_dir: str):
+    """The plots the run wrote and the command that serves the model in the browser."""
+    plots = sorted(Path(output_dir).glob("*.png"))
+    if plots:
+        print("\nPlots of the run:\n" + "\n".join(f"  {path}" for path in plots))
+    print(f"\nTry the model in your browser:\n  python app.py {output_dir}")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from transformers.utils import logging
 
 from ..configuration_multitask_st import MultiTaskSTConfig
 from ..modeling_multitask_st import MultiTaskSTModel
+from ..training.plots import CONFUSION_MATRIX_PLOT, EVALUATION_METRICS_PLOT, TRAINING_LOSS_PLOT
 from .model_dir import ModelDir, read_model_dir
 from .model_index import as_hub_id, eval_results, is_number, metric_tables, reported_metric
 
@@ -196,6 +197,7 @@ def _card_context(folder: ModelDir) -> dict[str, Any]:
         "metric_splits": metric_splits,
         "stsb_spearman": stsb[1] if stsb else None,
         "datasets": _dataset_rows(config, summary),
+        "plots": _plots(folder),
         "task_loss_weights": training.get("task_loss_weights") or config.task_loss_weights,
         "multitask_setup": [(key, _format_value(training, key)) for key in MULTITASK_SETUP_KEYS],
         "optimizer_groups": [
@@ -214,6 +216,25 @@ def _card_context(folder: ModelDir) -> dict[str, Any]:
         ],
         "framework_versions": [(name, version) for name, version in (summary.get("framework_versions") or {}).items()],
         "transformers_version": getattr(config, "transformers_version", None),
+    }
+
+
+def _plots(folder: ModelDir) -> dict[str, Any]:
+    """The training plots (`multitask_st.training.plots`) the folder holds, as the relative paths the card links."""
+
+    def present(name: str) -> str | None:
+        return name if (folder.path / name).is_file() else None
+
+    confusion = [
+        {"task": task, "file": name}
+        for task in folder.config.task_names
+        if (name := present(CONFUSION_MATRIX_PLOT.format(task=task)))
+    ]
+    return {
+        "training_loss": present(TRAINING_LOSS_PLOT),
+        "evaluation_metrics": present(EVALUATION_METRICS_PLOT),
+        "confusion_matrices": confusion,
+        "confusion_split": "test",
     }
 
 

@@ -6,6 +6,7 @@ Hub repository that loads with `AutoModel.from_pretrained(repo_id, trust_remote_
     config.json (with `auto_map`)            model.safetensors (or shards + model.safetensors.index.json)
     configuration_multitask_st.py            modeling_multitask_st.py          (the code `trust_remote_code` runs)
     tokenizer files                          training_summary.json (if any)    README.md (the rendered card)
+    the training plots (*.png, if any: `multitask_st.training.plots`), which the card shows
 
 Everything else in the directory (Trainer leftovers, checkpoints, logs) stays home, and no pickle file is ever staged.
 """
@@ -23,6 +24,7 @@ from huggingface_hub.errors import LocalTokenNotFoundError, OfflineModeIsEnabled
 from huggingface_hub.utils import filter_repo_objects, validate_repo_id
 from transformers.utils import CONFIG_NAME, logging
 
+from ..training.plots import PLOT_PATTERNS
 from ..training.record import TRAINING_SUMMARY_NAME
 from .model_card import DEFAULT_LANGUAGE, DEFAULT_LICENSE, render_model_card
 from .model_dir import MODEL_CARD_NAME, PAYLOAD_FILES, PICKLE_PATTERNS, ModelDir, read_model_dir
@@ -33,7 +35,7 @@ logger = logging.get_logger(__name__)
 
 # What a repository gets from a model folder besides its weights and tokenizer files (`read_model_dir` picks those),
 # as `upload_folder`-style patterns on paths relative to the folder. To ship another kind of file, add a pattern.
-UPLOAD_PATTERNS = [CONFIG_NAME, *PAYLOAD_FILES, TRAINING_SUMMARY_NAME]
+UPLOAD_PATTERNS = [CONFIG_NAME, *PAYLOAD_FILES, TRAINING_SUMMARY_NAME, *PLOT_PATTERNS]
 
 
 # Never staged, whatever matches above: Trainer checkpoints and logs, and pickles (`torch.load` runs their code).

@@ -193,7 +193,7 @@ def save_confusion_matrices(
             continue
         predicted = np.asarray(logits[task])[labelled].argmax(axis=-1)
         counts = confusion_matrix(predicted, label_ids[labelled, column], len(names))
-        title = f"Head `{task}`: {split} split ({int(labelled.sum())} examples)"
+        title = f"{task} head: {split} split, {int(labelled.sum())} examples (rows sum to 1)"
         path = plot_confusion_matrix(
             counts, list(names), Path(output_dir) / CONFUSION_MATRIX_PLOT.format(task=task), title
         )

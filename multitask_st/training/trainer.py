@@ -16,6 +16,7 @@ from .callbacks import UnfreezingCallback
 from .collator import TEACHER_COLUMN, MultiTaskDataCollator
 from .distillation import add_teacher_embeddings, similarity_distillation_loss
 from .metrics import build_compute_metrics, stsb_spearman
+from .plots import TrainingPlotsCallback
 from .sampling import MultiTaskSampler
 from .tokenization import concatenate_task_datasets
 from .training_args import MultiTaskTrainingArguments
@@ -78,7 +79,8 @@ class MultiTaskTrainer(Trainer):
     task's loss is logged (`<task>_loss`, `eval_<task>_loss`); the optimizer has one group per backbone layer,
     pooling/projection and head (see `build_parameter_groups`); freezing and progressive unfreezing follow
     `args.freeze` / `args.unfreeze_schedule`; evaluation reports `eval_<task>_accuracy`, `eval_<task>_f1`,
-    `eval_mean_accuracy`, `eval_mean_f1` and, given `stsb_dataset`, `eval_stsb_spearman`.
+    `eval_mean_accuracy`, `eval_mean_f1` and, given `stsb_dataset`, `eval_stsb_spearman`; when training ends, the
+    loss and metric curves are saved as PNGs in `output_dir` (`args.save_plots`, see `training/plots.py`).
 
     Example:
         >>> trainer = MultiTaskTrainer(
@@ -157,7 +159,7 @@ class MultiTaskTrainer(Trainer):
             processing_class=processing_class,
             data_collator=data_collator,
             compute_metrics=compute_metrics or build_compute_metrics(task_names),
-            callbacks=[self.unfreezing, *(callbacks or [])],
+            callbacks=[self.unfreezing, *([TrainingPlotsCallback()] if args.save_plots else []), *(callbacks or [])],
             **kwargs,
         )
         self._task_loss_totals = {True: {}, False: {}}  # training? -> task -> [sum of loss x examples, examples]
@@ -324,6 +326,12 @@ class MultiTaskTrainer(Trainer):
         if isinstance(eval_dataset, dict):
             eval_dataset, _ = concatenate_task_datasets(eval_dataset, self.model.config.task_names)
         return super().evaluate(eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+
+    def predict(self, test_dataset, ignore_keys=None, metric_key_prefix: str = "test"):
+        """`Trainer.predict`, also taking `{task: dataset}`; `predictions[0]` holds each head's logits."""
+        if isinstance(test_dataset, dict):
+            test_dataset, _ = concatenate_task_datasets(test_dataset, self.model.config.task_names)
+        return super().predict(test_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
 
     def evaluation_loop(
         self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"

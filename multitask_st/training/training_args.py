@@ -53,6 +53,9 @@ class MultiTaskTrainingArguments(TrainingArguments):
             batch-by-batch similarity matrix per step. 0 turns it off.
         stsb_eval_pairs (`int`, defaults to 500):
             STS-B validation pairs scored at each evaluation (`eval_stsb_spearman`); 0 turns it off.
+        save_plots (`bool`, defaults to `True`):
+            When training ends, write `training_loss.png` and `evaluation_metrics.png` into `output_dir` (see
+            `multitask_st.training.plots`; needs matplotlib, else a one-line note).
     """
 
     output_dir: str = field(default="outputs/multitask-st", metadata={"help": "Where checkpoints and the model go."})
@@ -86,6 +89,7 @@ class MultiTaskTrainingArguments(TrainingArguments):
         default=10.0, metadata={"help": "Weight of the similarity-preserving embedding loss; 0 = off."}
     )
     stsb_eval_pairs: int = field(default=500, metadata={"help": "STS-B pairs scored per evaluation; 0 = off."})
+    save_plots: bool = field(default=True, metadata={"help": "Write loss and metric plots (PNG) to output_dir."})
 
     def __post_init__(self):
         super().__post_init__()

@@ -1,0 +1,146 @@
+"""The Gradio demo's logic, its CLI, and the Space folder staged for the Hub (all offline, no browser)."""
+
+import importlib.util
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+gr = pytest.importorskip("gradio")
+from huggingface_hub import SpaceCard  # noqa: E402
+from tiny_training import KNOWN  # noqa: E402
+
+from multitask_st.app.demo import MAX_COMPARE_SENTENCES, MAX_TEXT_CHARS, MultiTaskDemo  # noqa: E402
+from multitask_st.app.serve import build_demo  # noqa: E402
+from multitask_st.sharing.space import DEMO_MODULE, stage_space  # noqa: E402
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import app as app_cli  # noqa: E402
+
+
+CORPUS = [
+    {"text": "stock market fell", "source": "toy · business"},
+    {"text": "the team won", "source": "toy · sports"},
+    {"text": "election vote", "source": "toy · world"},
+    "a great film",
+]
+
+
+@pytest.fixture(scope="module")
+def demo(trained_tiny_model_dir) -> MultiTaskDemo:
+    return build_demo(trained_tiny_model_dir, corpus=CORPUS)
+
+
+def test_classify_gives_each_head_its_probabilities(demo):
+    for sentence, (task, label) in KNOWN.items():
+        probabilities = dict(zip(demo.tasks, demo.classify(sentence), strict=True))
+        assert list(probabilities) == ["topic", "sentiment"]
+        assert set(probabilities[task]) == set(demo.tasks[task])
+        assert max(probabilities[task], key=probabilities[task].get) == label
+        assert sum(probabilities[task].values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_compare_draws_a_labelled_heatmap(demo):
+    figure = demo.compare("the team won\nstock market fell\n\n  a great film  ")
+    axis = figure.axes[0]
+    labels = [tick.get_text() for tick in axis.get_yticklabels()]
+    assert labels == ["1. the team won", "2. stock market fell", "3. a great film"]
+    similarity = axis.images[0].get_array()
+    assert similarity.shape == (3, 3) and np.allclose(np.diag(similarity), 1.0, atol=1e-5)
+
+
+def test_search_ranks_the_corpus_and_predicts_each_hit(demo):
+    rows = demo.search("the team won", top_k=3)
+    assert [row[0] for row in rows] == [1, 2, 3]
+    assert rows[0][2:4] == ["the team won", "toy · sports"] and rows[0][1] == pytest.approx(1.0, abs=1e-3)
+    assert rows[0][1] >= rows[1][1] >= rows[2][1]
+    assert rows[0][4].startswith("sports (") and len(rows[0]) == 4 + len(demo.tasks)
+
+
+@pytest.mark.parametrize(
+    ("action", "text", "message"),
+    [
+        ("classify", "", "The text is empty"),
+        ("classify", "   \n ", "The text is empty"),
+        ("classify", "words" * 20_000, f"The text has 100,000 characters; this demo takes at most {MAX_TEXT_CHARS:,}"),
+        ("search", "", "The query is empty"),
+        ("search", "x" * 100_000, "The query has 100,000 characters"),
+        ("compare", "just one line", "Compare needs at least 2 sentences, one per line; got 1."),
+        (
+            "compare",
+            "\n".join(["the team won"] * 500),
+            f"Got 500 sentences; the heatmap takes at most {MAX_COMPARE_SENTENCES}",
+        ),
+        ("compare", "short\n" + "y" * 20_000, "The sentence on line 2 has 20,000 characters"),
+    ],
+)
+def test_bad_input_is_a_message_not_a_traceback(demo, action, text, message):
+    with pytest.raises(gr.Error) as raised:
+        getattr(demo, action)(text)
+    assert message in raised.value.message
+
+
+def test_the_page_builds_with_a_label_per_head(demo):
+    blocks = demo.build()
+    config = blocks.get_config_file()
+    ids = {component.get("props", {}).get("elem_id") for component in config["components"]}
+    assert {"head-topic", "head-sentiment", "compare-plot", "search-results"} <= ids
+    tabs = [component["props"]["label"] for component in config["components"] if component["type"] == "tabitem"]
+    assert tabs == ["Classify", "Compare", "Search"]
+
+
+def test_cli_without_a_model_says_how_to_make_one(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert app_cli.main([]) == 1
+    error = capsys.readouterr().err
+    assert (
+        "no trained model in 'outputs/multitask-st'" in error and "make demo" in error and "python app.py DIR" in error
+    )
+
+
+def test_staged_space_is_complete_and_its_app_builds_against_a_local_model(trained_tiny_model_dir, tmp_path):
+    files = stage_space("org/tiny-model", tmp_path / "space", revision="0123abc", corpus=CORPUS)
+    assert files == ["README.md", "app.py", "corpus.json", DEMO_MODULE, "requirements.txt"]
+    space = tmp_path / "space"
+    card = SpaceCard.load(space / "README.md")
+    assert card.data.sdk == "gradio" and card.data.app_file == "app.py" and card.data.models == ["org/tiny-model"]
+    assert card.data.sdk_version == gr.__version__
+    requirements = (space / "requirements.txt").read_text().split()
+    assert {line.split(">=")[0] for line in requirements} >= {"torch", "transformers", "matplotlib"}
+    assert not any("multitask" in line for line in requirements)  # the model's code comes from its repository
+    assert json.loads((space / "corpus.json").read_text())[3] == {"text": "a great film", "source": ""}
+
+    # The Space's own files, imported from the staged folder (not from this package), serve a local model folder.
+    module = _import_file(space / DEMO_MODULE, "staged_demo")
+    assert not re.search(r"^\s*(from|import) multitask_st", (space / DEMO_MODULE).read_text(), re.MULTILINE)
+    model, tokenizer = module.load_model(str(trained_tiny_model_dir))
+    demo = module.MultiTaskDemo(model, tokenizer, corpus=module.load_corpus(space / "corpus.json"))
+    assert isinstance(demo.build(), gr.Blocks)
+    assert demo.search("election vote", top_k=1)[0][2] == "election vote"
+    sys.path.insert(0, str(space))
+    try:
+        app = _import_file(space / "app.py", "staged_space_app")  # imports the demo module; launches only as __main__
+    finally:
+        sys.path.remove(str(space))
+    assert (app.MODEL_ID, app.REVISION) == ("org/tiny-model", "0123abc")
+
+
+def test_staging_a_space_refuses_a_used_folder_and_a_bad_model_id(tmp_path):
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "file").write_text("x")
+    with pytest.raises(ValueError, match="must be an empty directory"):
+        stage_space("org/model", tmp_path / "used", corpus=[])
+    with pytest.raises(ValueError):
+        stage_space("not a repo id!", tmp_path / "new", corpus=[])
+
+
+def _import_file(path: Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
