@@ -23,6 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import app as app_cli  # noqa: E402
 
 
+# Tests on the tiny model that train.py trains once per session (~20 s on a quiet machine).
+TRAINED = pytest.mark.slow
 CORPUS = [
     {"text": "stock market fell", "source": "toy · business"},
     {"text": "the team won", "source": "toy · sports"},
@@ -36,6 +38,7 @@ def demo(trained_tiny_model_dir) -> MultiTaskDemo:
     return build_demo(trained_tiny_model_dir, corpus=CORPUS)
 
 
+@TRAINED
 def test_classify_gives_each_head_its_probabilities(demo):
     for sentence, (task, label) in KNOWN.items():
         probabilities = dict(zip(demo.tasks, demo.classify(sentence), strict=True))
@@ -45,6 +48,7 @@ def test_classify_gives_each_head_its_probabilities(demo):
         assert sum(probabilities[task].values()) == pytest.approx(1.0, abs=1e-5)
 
 
+@TRAINED
 def test_compare_draws_a_labelled_heatmap(demo):
     figure = demo.compare("the team won\nstock market fell\n\n  a great film  ")
     axis = figure.axes[0]
@@ -54,6 +58,7 @@ def test_compare_draws_a_labelled_heatmap(demo):
     assert similarity.shape == (3, 3) and np.allclose(np.diag(similarity), 1.0, atol=1e-5)
 
 
+@TRAINED
 def test_search_ranks_the_corpus_and_predicts_each_hit(demo):
     rows = demo.search("the team won", top_k=3)
     assert [row[0] for row in rows] == [1, 2, 3]
@@ -62,6 +67,7 @@ def test_search_ranks_the_corpus_and_predicts_each_hit(demo):
     assert rows[0][4].startswith("sports (") and len(rows[0]) == 4 + len(demo.tasks)
 
 
+@TRAINED
 @pytest.mark.parametrize(
     ("action", "text", "message"),
     [
@@ -85,6 +91,7 @@ def test_bad_input_is_a_message_not_a_traceback(demo, action, text, message):
     assert message in raised.value.message
 
 
+@TRAINED
 def test_the_page_builds_with_a_label_per_head(demo):
     blocks = demo.build()
     config = blocks.get_config_file()
@@ -103,6 +110,7 @@ def test_cli_without_a_model_says_how_to_make_one(tmp_path, monkeypatch, capsys)
     )
 
 
+@TRAINED
 def test_staged_space_is_complete_and_its_app_builds_against_a_local_model(trained_tiny_model_dir, tmp_path):
     files = stage_space("org/tiny-model", tmp_path / "space", revision="0123abc", corpus=CORPUS)
     assert files == ["README.md", "app.py", "corpus.json", DEMO_MODULE, "requirements.txt"]

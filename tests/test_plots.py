@@ -13,6 +13,8 @@ from multitask_st.sharing.staging import stage_model_dir
 from multitask_st.training import plots
 
 
+# Tests on the tiny model that train.py trains once per session (~20 s on a quiet machine).
+TRAINED = pytest.mark.slow
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MIN_PNG_BYTES = 10_000  # a titled, labelled chart; an empty canvas is ~2 KB
 
@@ -98,6 +100,7 @@ def test_multitask_trainer_writes_the_plots_unless_told_not_to(
     assert not list((tmp_path / "off" / "out").glob("*.png"))
 
 
+@TRAINED
 def test_train_script_plots_are_staged_and_shown_by_the_card(trained_tiny_model_dir, tmp_path):
     expected = {
         "training_loss.png", "evaluation_metrics.png", "confusion_matrix_topic.png", "confusion_matrix_sentiment.png"
@@ -116,6 +119,7 @@ def test_train_script_plots_are_staged_and_shown_by_the_card(trained_tiny_model_
     assert "training_loss.png" in training
 
 
+@TRAINED
 def test_card_links_no_plot_the_folder_lacks(trained_tiny_model_dir, tmp_path):
     import shutil
 
@@ -126,6 +130,7 @@ def test_card_links_no_plot_the_folder_lacks(trained_tiny_model_dir, tmp_path):
     assert "Confusion matrices" not in card and "Training Losses" not in card
 
 
+@TRAINED
 @pytest.mark.parametrize("name", ["training_loss.png", "confusion_matrix_topic.png"])
 def test_a_plot_alone_is_linked_alone(trained_tiny_model_dir, tmp_path, name):
     import shutil
