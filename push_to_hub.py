@@ -76,6 +76,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     language = args.language[0] if len(args.language) == 1 else args.language
+    if args.space and not args.repo_id:
+        return _fail("--space needs --repo-id: the model repository the Space serves.")
+    if args.space and args.create_pr:
+        return _fail("--space serves a pushed commit; it cannot follow --create-pr (push the Space after merging).")
     try:
         if args.dry_run:
             stage_dir = args.stage_dir or tempfile.mkdtemp(prefix="multitask-st-stage-")
@@ -91,9 +95,8 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(f"  {name}" for name in files))
             if args.space:
                 space_dir = args.space_stage_dir or tempfile.mkdtemp(prefix="multitask-st-space-")
-                model_id = args.repo_id or "org/model"
-                files = stage_space(model_id, space_dir, revision=args.revision)
-                print(f"Dry run: staged the Space {args.space} for {model_id} in {space_dir}:")
+                files = stage_space(args.repo_id, space_dir, revision=args.revision)
+                print(f"Dry run: staged the Space {args.space} for {args.repo_id} in {space_dir}:")
                 print("\n".join(f"  {name}" for name in files))
             return 0
         if not args.repo_id:
@@ -117,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(message)
     print(f"Pushed to {commit.pr_url or commit.commit_url}")
     print(f'Pin this version with revision="{commit.oid}".')
-    if args.space and not args.create_pr:
+    if args.space:
         try:
             space_commit = push_space(
                 args.space, args.repo_id, revision=commit.oid, private=args.private, token=args.token,
