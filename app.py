@@ -52,7 +52,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     start = time.perf_counter()
     corpus = False if args.no_corpus else args.corpus or True
-    demo = build_demo(args.model, revision=args.revision, corpus=corpus)
+    try:
+        demo = build_demo(args.model, revision=args.revision, corpus=corpus)
+    except (OSError, ValueError) as error:  # not found, offline, not a multitask-st model, a bad corpus file
+        print(f"app.py: error: cannot serve {args.model!r}: {' '.join(str(error).split())}", file=sys.stderr)
+        return 1
     print(
         f"Ready in {time.perf_counter() - start:.1f} s: open http://{args.host}:{args.port} (Ctrl+C stops).",
         flush=True,

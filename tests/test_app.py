@@ -152,3 +152,9 @@ def _import_file(path: Path, name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def test_cli_names_a_model_it_cannot_load(tmp_path, capsys):
+    (tmp_path / "config.json").write_text('{"model_type": "bert"}')
+    assert app_cli.main([str(tmp_path), "--no-corpus"]) == 1
+    assert f"app.py: error: cannot serve {str(tmp_path)!r}" in capsys.readouterr().err
