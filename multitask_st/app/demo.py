@@ -180,6 +180,7 @@ class MultiTaskDemo:
                     headers=["rank", "cosine", "text", "source", *self.tasks],
                     datatype=["number", "number", "str", "str", *(["str"] * len(self.tasks))],
                     label="Nearest texts (with each head's prediction)",
+                    column_widths=["7%", "9%", "44%", "18%", *[f"{22 / len(self.tasks):.0f}%"] * len(self.tasks)],
                     wrap=True,
                     interactive=False,
                     elem_id="search-results",
@@ -202,7 +203,8 @@ def similarity_heatmap(similarity: np.ndarray, sentences: list[str]):
     side = min(4.0 + 0.45 * size, 14.0)
     figure = Figure(figsize=(side + 3.0, side), dpi=100, layout="constrained")
     axis = figure.subplots()
-    image = axis.imshow(similarity, cmap="viridis", vmin=min(0.0, float(similarity.min())), vmax=1.0)
+    # aspect="auto": the axes take the room the labels leave (a square aspect lets long labels fall off the canvas)
+    image = axis.imshow(similarity, cmap="viridis", vmin=min(0.0, float(similarity.min())), vmax=1.0, aspect="auto")
     figure.colorbar(image, ax=axis, label="cosine similarity")
     axis.set_xticks(range(size), labels=[str(number) for number in range(1, size + 1)])
     axis.set_yticks(range(size), labels=labels)
