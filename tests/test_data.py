@@ -391,3 +391,11 @@ def test_subsample_stratified_and_seeded():
     assert subsample(dataset, 1000)["train"].num_rows == 200
     with pytest.raises(ValueError, match=r"splits \['dev'\] that the dataset lacks"):
         subsample(dataset, {"dev": 5})
+
+
+def test_carving_splits_out_of_too_few_rows_names_the_dataset(tmp_path):
+    rows = [{"text": f"text {i}", "label": "positive" if i else "negative"} for i in range(6)]  # one negative row
+    with pytest.raises(
+        ValueError, match=r"'.*r\.csv': cannot carve \['validation', 'test'\] .* out of its 6 training"
+    ):
+        load_task_dataset(write_rows(tmp_path / "r.csv", rows), label_names=LABELS, cache_dir=str(tmp_path / "c"))

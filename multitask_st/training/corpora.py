@@ -14,6 +14,7 @@ from pathlib import Path
 from datasets import Dataset, DatasetDict, DatasetInfo, Features, Value
 from transformers.utils import logging
 
+from ..configuration_multitask_st import DEFAULT_TASKS
 from .resources import package_dir
 from .splitting import _build_splits
 
@@ -21,8 +22,9 @@ from .splitting import _build_splits
 logger = logging.get_logger(__name__)
 
 
-BBC_NEWS_LABELS = ["business", "entertainment", "politics", "sports", "tech"]
-ROTTEN_TOMATOES_LABELS = ["negative", "positive"]
+# The default model's tasks are these two corpora's: their label names live in one place, the config.
+BBC_NEWS_LABELS = list(DEFAULT_TASKS["topic"])
+ROTTEN_TOMATOES_LABELS = list(DEFAULT_TASKS["sentiment"])
 
 
 def _normalized_text(text: str) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import datasets
 import numpy as np
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+from datasets import ClassLabel, Dataset, DatasetDict, Value
 from transformers.utils import logging
 
 from .corpora import BUILTIN_DATASETS
@@ -94,22 +94,36 @@ def load_task_dataset(
     )
     raw = _drop_unlabelled_splits(raw, name)
     dataset, label_names = _encode_labels(raw, label_names, name)
+    validate_task_dataset(dataset, dataset_name=name, label_names=label_names)  # the one check of every row
+    if not isinstance(dataset["train"].features["label"], ClassLabel):  # integer ids, in range now
+        dataset = dataset.cast_column("label", ClassLabel(names=label_names))
+    dataset = _carve_missing_splits(dataset, {"validation": validation_size, "test": test_size}, seed, name)
+    return DatasetDict({split: dataset[split] for split in SPLITS if split in dataset})
 
-    # Carve the missing held-out splits out of train (a size of 0 leaves that split out).
-    sizes = {"validation": validation_size, "test": test_size}
-    sizes = {split: 0.0 if split in dataset else size for split, size in sizes.items()}
-    if any(sizes.values()):
-        train = dataset["train"]
-        rows = split_indices(
-            _column(train, "label"), validation_size=sizes["validation"], test_size=sizes["test"], seed=seed
-        )
-        logger.info(f"Dataset {name!r}: made {[split for split, size in sizes.items() if size]} from train.")
-        for split, indices in rows.items():
-            if split == "train" or sizes[split]:
-                dataset[split] = train.select(indices)
-    dataset = DatasetDict({split: dataset[split] for split in SPLITS if split in dataset})
-    validate_task_dataset(dataset, dataset_name=name, label_names=label_names)
-    return dataset
+
+def _carve_missing_splits(dataset: DatasetDict, sizes: dict[str, float], seed: int, name: str) -> DatasetDict:
+    """Missing validation/test splits carved out of train with seeded splits stratified by label (`datasets`'
+    `train_test_split`); a size of 0 leaves that split out."""
+    sizes = {split: size for split, size in sizes.items() if size and split not in dataset}
+    if not sizes:
+        return dataset
+    train = dataset["train"]
+    num_held = round(train.num_rows * sum(sizes.values()))
+    try:
+        parts = train.train_test_split(test_size=num_held, seed=seed, stratify_by_column="label")
+        if len(sizes) == 2:  # the held-out rows, divided between validation and test
+            num_test = round(num_held * sizes["test"] / sum(sizes.values()))
+            held = parts["test"].train_test_split(test_size=num_test, seed=seed, stratify_by_column="label")
+            held_out = {"validation": held["train"], "test": held["test"]}
+        else:
+            held_out = {next(iter(sizes)): parts["test"]}
+    except ValueError as error:  # too few rows of some label to stratify
+        raise ValueError(
+            f"Dataset {name!r}: cannot carve {list(sizes)} ({sizes}) out of its {train.num_rows} training rows: "
+            f"{error} Give it a validation/test split or pass other `validation_size`/`test_size`."
+        ) from None
+    logger.info(f"Dataset {name!r}: made {list(sizes)} from train.")
+    return DatasetDict({**dataset, "train": parts["train"], **held_out})
 
 
 def _load_raw(name: str, load_kwargs: dict) -> DatasetDict:
@@ -165,7 +179,8 @@ def _drop_unlabelled_splits(raw: DatasetDict, name: str) -> DatasetDict:
 
 
 def _encode_labels(raw: DatasetDict, label_names: Sequence[str] | None, name: str) -> tuple[DatasetDict, list[str]]:
-    """Turns the `label` column into ids of `label_names` with a `ClassLabel` feature."""
+    """The `label` column as ids of `label_names`: a `ClassLabel` column (integer sources stay plain ints, to be
+    range-checked with their rows by `validate_task_dataset` before they are cast)."""
     feature = raw["train"].features["label"]
     for split, dataset in raw.items():
         if dataset.features["label"] != feature:
@@ -175,57 +190,42 @@ def _encode_labels(raw: DatasetDict, label_names: Sequence[str] | None, name: st
             )
 
     if isinstance(feature, ClassLabel):
-        if label_names is None:
+        if label_names is None or list(label_names) == feature.names:
             return raw, list(feature.names)
         label_names = list(label_names)
-        if feature.names == label_names:
-            return raw, label_names
         unknown = [label for label in feature.names if label not in label_names]
         if unknown:
             raise ValueError(
                 f"Dataset {name!r} has labels {unknown} that are not labels of the task {label_names} (its labels "
                 f"are {feature.names})."
             )
-        # Map by name: the source's id i is the task's id of the source's i-th name.
-        lookup = {i: label_names.index(label) for i, label in enumerate(feature.names)}
         logger.info(f"Dataset {name!r}: mapped its labels {feature.names} onto the task's {label_names} by name.")
-    elif isinstance(feature, Value) and feature.dtype in ("string", "large_string"):
+        # By name: the source's id i becomes the task's id of the source's i-th name.
+        return raw.align_labels_with_mapping({label: i for i, label in enumerate(label_names)}, "label"), label_names
+    if isinstance(feature, Value) and feature.dtype in ("string", "large_string"):
         if label_names is None:
             values = {label for dataset in raw.values() for label in _column(dataset, "label") if label is not None}
-            label_names = sorted(values)
+            label_names = sorted(values)  # over every split (`class_encode_column` would name each split's own)
             logger.warning(f"Dataset {name!r}: no `label_names` given; using the sorted string labels {label_names}.")
         label_names = list(label_names)
-        lookup = {label: i for i, label in enumerate(label_names)}
         for split, dataset in raw.items():
             for row, label in enumerate(_column(dataset, "label")):
-                if label not in lookup:
+                if label is not None and label not in label_names:
                     raise ValueError(
                         f"Dataset {name!r}, split {split!r}, column 'label', row {row}: label {label!r} is not one "
                         f"of the task's labels {label_names}."
                     )
-    elif isinstance(feature, Value) and feature.dtype.startswith(("int", "uint")):
+        # Strings become ids by name (a missing label stays missing, for `validate_task_dataset` to report).
+        return raw.cast_column("label", ClassLabel(names=label_names)), label_names
+    if isinstance(feature, Value) and feature.dtype.startswith(("int", "uint")):
         if label_names is None:
             largest = max(max(_column(dataset, "label"), default=0) for dataset in raw.values())
             label_names = [str(i) for i in range(largest + 1)]
             logger.warning(f"Dataset {name!r}: integer labels and no `label_names`; naming them {label_names}.")
-        label_names = list(label_names)
-        # Range errors are reported (with row and value) by `validate_task_dataset`; cast only valid columns.
-        validate_task_dataset(raw, dataset_name=name, label_names=label_names)
-        return raw.cast_column("label", ClassLabel(names=label_names)), label_names
-    else:
-        raise ValueError(
-            f"Dataset {name!r}: the label column holds {feature}; expected strings, integers or a ClassLabel."
-        )
-
-    features = Features({"text": raw["train"].features["text"], "label": ClassLabel(names=label_names)})
-    encoded = raw.map(
-        # `get`: a stray -1 ("no label") passes through for `validate_task_dataset` to report with its row.
-        lambda batch: {"label": [lookup.get(label, label) for label in batch["label"]]},
-        batched=True,
-        features=features,
-        desc="Mapping labels",
+        return raw, list(label_names)
+    raise ValueError(
+        f"Dataset {name!r}: the label column holds {feature}; expected strings, integers or a ClassLabel."
     )
-    return encoded, label_names
 
 
 # --------------------------------------------------------------------------------------------------------------------
