@@ -214,12 +214,8 @@ class MultiTaskSTConfig(PretrainedConfig):
 
     @property
     def backbone_hidden_size(self) -> int:
-        # DistilBERT calls it `dim`; everyone else `hidden_size`.
-        for name in ("hidden_size", "dim", "d_model"):
-            size = getattr(self.backbone_config, name, None)
-            if isinstance(size, int):
-                return size
-        raise ValueError(f"Cannot find the hidden size of backbone config {type(self.backbone_config).__name__}.")
+        # Configs that call it otherwise (DistilBERT's `dim`) alias it through their `attribute_map`.
+        return self.backbone_config.hidden_size
 
     @property
     def task_names(self) -> list[str]:

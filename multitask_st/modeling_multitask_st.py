@@ -392,7 +392,7 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
 
     def backbone_layers(self) -> list[nn.Module]:
         """The backbone's transformer layers, bottom to top."""
-        num_layers = getattr(self.config.backbone_config, "num_hidden_layers", None)
+        num_layers = self.config.backbone_config.num_hidden_layers
         for module in self.backbone.modules():
             if isinstance(module, nn.ModuleList) and len(module) == num_layers:
                 return list(module)
@@ -657,7 +657,7 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
         )  # fmt: skip
 
     def _generate_chunks(self, texts, tokenizer, run_batch, batch_size, max_length, chunk_size, total, progress):
-        device, seen = self.device, 0
+        seen = 0
         was_training = self.training
         try:
             while chunk := list(itertools.islice(texts, chunk_size)):
@@ -667,24 +667,10 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
                 # carry almost no padding (on 2000 Rotten Tomatoes snippets, sorting by characters ran 28% more
                 # positions than tokens, this 2%; see BENCHMARKS.md), and a too-large batch fails at once.
                 encodings = tokenizer(chunk, truncation=True, max_length=max_length)
-                keys = [key for key in _MODEL_INPUTS if key in encodings]
-                order = sorted(range(len(chunk)), key=lambda i: -len(encodings["input_ids"][i]))
-                outputs = []
-                self.eval()
-                with torch.inference_mode():
-                    for start in range(0, len(order), batch_size):
-                        batch = order[start : start + batch_size]
-                        inputs = tokenizer.pad(
-                            {key: [encodings[key][i] for i in batch] for key in keys}, return_tensors="pt"
-                        )
-                        outputs.append(run_batch({key: inputs[key].to(device) for key in keys}))
-                        progress.update(len(batch))
+                outputs = self._run_tokenized(encodings, tokenizer, run_batch, batch_size, progress)
                 self.train(was_training)
                 del encodings
-                # Undo the length sort: row `order[k]` of the chunk is row `k` of the concatenation.
-                inverse = torch.empty(len(order), dtype=torch.long)
-                inverse[torch.tensor(order)] = torch.arange(len(order))
-                yield torch.cat(outputs)[inverse.to(device)]
+                yield outputs
         finally:
             self.train(was_training)
             progress.close()
@@ -692,6 +678,55 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
             raise ValueError("`sentences` is empty: pass at least one string.")
         if total is not None and seen != total:
             logger.warning(f"`sentences` reported {total} texts but gave {seen}.")
+
+    def _run_tokenized(self, encodings, tokenizer, run_batch, batch_size: int, progress=None) -> torch.Tensor:
+        """`run_batch`'s rows for tokenised, unpadded texts (`{"input_ids": [[...], ...], ...}`), in their order.
+
+        Runs in eval mode under `inference_mode` over batches sorted by token count, longest first (they carry almost
+        no padding), padded by `tokenizer.pad`; the caller restores the train/eval mode.
+        """
+        keys = [key for key in _MODEL_INPUTS if key in encodings]
+        order = sorted(range(len(encodings["input_ids"])), key=lambda i: -len(encodings["input_ids"][i]))
+        device, outputs = self.device, []
+        self.eval()
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                batch = order[start : start + batch_size]
+                inputs = tokenizer.pad({key: [encodings[key][i] for i in batch] for key in keys}, return_tensors="pt")
+                outputs.append(run_batch({key: inputs[key].to(device) for key in keys}))
+                if progress is not None:
+                    progress.update(len(batch))
+        # Undo the length sort: row `order[k]` of the input is row `k` of the concatenation.
+        inverse = torch.empty(len(order), dtype=torch.long)
+        inverse[torch.tensor(order)] = torch.arange(len(order))
+        return torch.cat(outputs)[inverse.to(device)]
+
+    def pooled_output(
+        self, encodings: Mapping[str, list], tokenizer, batch_size: int = 64, show_progress_bar: bool = False
+    ) -> torch.Tensor:
+        """The backbone's pooled output `(n, backbone_hidden_size)` for texts tokenised already (unpadded lists of
+        `input_ids`, optionally `attention_mask` / `token_type_ids`), before the projection, in input order.
+
+        This is what embedding distillation holds the geometry of; batched and padded exactly as `encode` does, and
+        the model's train/eval mode is restored.
+        """
+        was_training = self.training
+        progress = logging.tqdm(
+            total=len(encodings["input_ids"]), desc="Pooled outputs", unit="text", disable=not show_progress_bar
+        )
+        try:
+            return self._run_tokenized(
+                encodings,
+                tokenizer,
+                lambda inputs: self._pool(
+                    inputs["input_ids"], inputs.get("attention_mask"), inputs.get("token_type_ids")
+                )[0],
+                batch_size,
+                progress,
+            )
+        finally:
+            self.train(was_training)
+            progress.close()
 
     def default_max_length(self, tokenizer) -> int:
         limit = self.position_limit()
@@ -740,11 +775,27 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
                 )
 
 
+def parse_part(part: str) -> tuple[str, int | str | None]:
+    """Reads a part name of `MultiTaskSTModel.parameter_parts()`: the one parser that freezing, learning-rate groups
+    and the unfreezing schedule share.
+
+    Example:
+        >>> parse_part("backbone.layer.3"), parse_part("head:topic"), parse_part("projection")
+        (('backbone.layer', 3), ('head', 'topic'), ('projection', None))
+    """
+    if part.startswith("head:"):
+        return "head", part.removeprefix("head:")
+    prefix, _, index = part.rpartition(".")
+    if prefix == "backbone.layer" and index.isdigit():
+        return prefix, int(index)
+    return part, None
+
+
 def _part_matches(part: str, target: str) -> bool:
     if target == "all" or part == target:
         return True
     if target == "heads":
-        return part.startswith("head:")
+        return parse_part(part)[0] == "head"
     return part.startswith(target + ".")
 
 

@@ -57,15 +57,9 @@ def test_loss_refuses_mismatched_batches():
 # ---------------------------------------------------------------- teacher embeddings
 
 
-def _collator(tokenizer) -> MultiTaskDataCollator:
-    return MultiTaskDataCollator(tokenizer, num_tasks=2)
-
-
 def test_teacher_embeddings_are_the_pooled_output_of_each_example_in_order(tiny_model, tiny_tokenizer):
     dataset = make_task_dataset(tiny_tokenizer, 13, 2, seed=5)  # lengths vary: batches are sorted and padded
-    teacher = compute_teacher_embeddings(
-        tiny_model, dataset, _collator(tiny_tokenizer), batch_size=4, show_progress_bar=False
-    )
+    teacher = compute_teacher_embeddings(tiny_model, dataset, tiny_tokenizer, batch_size=4, show_progress_bar=False)
     assert teacher.shape == (13, tiny_model.config.backbone_hidden_size) and teacher.dtype == np.float32
     for index, example in enumerate(dataset):
         ids = torch.tensor([example["input_ids"]])
@@ -82,15 +76,15 @@ def test_teacher_embeddings_are_computed_without_dropout_and_the_mode_is_restore
             module.p = 0.5
     model.train()
     dataset = make_task_dataset(tiny_tokenizer, 6, 2, seed=7)
-    first = compute_teacher_embeddings(model, dataset, _collator(tiny_tokenizer), show_progress_bar=False)
-    second = compute_teacher_embeddings(model, dataset, _collator(tiny_tokenizer), show_progress_bar=False)
+    first = compute_teacher_embeddings(model, dataset, tiny_tokenizer, show_progress_bar=False)
+    second = compute_teacher_embeddings(model, dataset, tiny_tokenizer, show_progress_bar=False)
     assert model.training  # restored
     np.testing.assert_array_equal(first, second)  # dropout was off: deterministic
 
 
 def test_teacher_column_is_added_once_and_collated(tiny_model, tiny_tokenizer):
     dataset = make_task_dataset(tiny_tokenizer, 5, 2, seed=6).add_column("task_id", [1] * 5)
-    with_teacher = add_teacher_embeddings(tiny_model, dataset, _collator(tiny_tokenizer), show_progress_bar=False)
+    with_teacher = add_teacher_embeddings(tiny_model, dataset, tiny_tokenizer, show_progress_bar=False)
     assert with_teacher.column_names == [*dataset.column_names, TEACHER_COLUMN]
     assert isinstance(with_teacher[0][TEACHER_COLUMN], np.ndarray) and isinstance(with_teacher[0]["label"], int)
     assert add_teacher_embeddings(None, with_teacher, None) is with_teacher  # present: kept, not recomputed
@@ -121,7 +115,7 @@ def test_trainer_distils_from_the_model_as_it_was_before_training(
     )  # fmt: skip
     trainer.train()
     column = np.asarray(trainer.train_dataset[TEACHER_COLUMN], dtype=np.float32)
-    expected = compute_teacher_embeddings(start, trainer.train_dataset, trainer.data_collator, show_progress_bar=False)
+    expected = compute_teacher_embeddings(start, trainer.train_dataset, tiny_tokenizer, show_progress_bar=False)
     np.testing.assert_allclose(column, expected, atol=1e-6)
     losses = [log["embedding_distillation_loss"] for log in recorder.logs if "embedding_distillation_loss" in log]
     assert len(losses) == 3 and all(np.isfinite(losses)) and losses[-1] > 0
@@ -196,10 +190,10 @@ def test_distillation_off_adds_no_column_and_no_loss(tmp_path, tiny_model, tiny_
     assert not any("embedding_distillation_loss" in log for log in recorder.logs)
 
 
-def _similarity_drift(model, start, dataset, collator) -> float:
+def _similarity_drift(model, start, dataset, tokenizer) -> float:
     """Mean squared change of the pairwise cosine similarities of `dataset`'s embeddings since `start`."""
-    now = torch.from_numpy(compute_teacher_embeddings(model, dataset, collator, show_progress_bar=False))
-    before = torch.from_numpy(compute_teacher_embeddings(start, dataset, collator, show_progress_bar=False))
+    now = torch.from_numpy(compute_teacher_embeddings(model, dataset, tokenizer, show_progress_bar=False))
+    before = torch.from_numpy(compute_teacher_embeddings(start, dataset, tokenizer, show_progress_bar=False))
     # the pooled output is the projection's input: compare what the model embeds, through its own projection
     with torch.no_grad():
         now, before = F.normalize(model.projection(now), dim=-1), F.normalize(before, dim=-1)
@@ -216,7 +210,7 @@ def test_distillation_keeps_the_embedding_geometry_closer_to_the_start(tmp_path,
             tmp_path / str(weight), model, tiny_task_datasets, tiny_tokenizer, max_steps=30, learning_rate=3e-3,
             embedding_distillation_weight=weight,
         ).train()  # fmt: skip
-        drift[weight] = _similarity_drift(model, start, tiny_task_datasets[0]["sentiment"], _collator(tiny_tokenizer))
+        drift[weight] = _similarity_drift(model, start, tiny_task_datasets[0]["sentiment"], tiny_tokenizer)
     assert drift[20.0] < 0.5 * drift[0.0], drift
 
 

@@ -706,3 +706,34 @@ def test_encode_matches_sentence_transformers(minilm):
     cosine = F.cosine_similarity(ours, theirs, dim=-1)
     worst = int(cosine.argmin())
     assert cosine.min() >= 0.99999, f"cosine {cosine.min():.6f} for {sample[worst]!r}"
+
+
+def test_parse_part_reads_every_part_name(tiny_model):
+    from multitask_st.modeling_multitask_st import parse_part
+
+    parsed = {part: parse_part(part) for part in tiny_model.parameter_parts()}
+    assert parsed == {
+        "backbone.embeddings": ("backbone.embeddings", None),
+        "backbone.layer.0": ("backbone.layer", 0),
+        "backbone.layer.1": ("backbone.layer", 1),
+        "projection": ("projection", None),
+        "head:topic": ("head", "topic"),
+        "head:sentiment": ("head", "sentiment"),
+    }
+    assert parse_part("head:a.b") == ("head", "a.b") and parse_part("backbone.layer.x") == ("backbone.layer.x", None)
+
+
+def test_distilbert_backbone_names_come_through_its_attribute_map():
+    from transformers import DistilBertConfig
+
+    backbone = DistilBertConfig(
+        vocab_size=99, dim=32, n_layers=3, n_heads=4, hidden_dim=37, max_position_embeddings=64
+    )
+    model = MultiTaskSTModel(MultiTaskSTConfig(backbone_config=backbone, tasks={"a": ["x", "y"]})).eval()
+    assert model.config.backbone_hidden_size == 32 and len(model.backbone_layers()) == 3
+    assert [part for part in model.parameter_parts() if part.startswith("backbone.layer.")] == [
+        "backbone.layer.0",
+        "backbone.layer.1",
+        "backbone.layer.2",
+    ]
+    assert model.embed(torch.tensor([[1, 5, 7, 2]])).shape == (1, 32)

@@ -176,9 +176,9 @@ def _card_context(folder: ModelDir) -> dict[str, Any]:
         "base_model": _base_model(summary, backbone),
         "backbone": {
             "model_type": backbone.model_type,
-            "num_hidden_layers": getattr(backbone, "num_hidden_layers", getattr(backbone, "n_layers", "?")),
+            "num_hidden_layers": backbone.num_hidden_layers,  # DistilBERT's n_layers, n_heads: via attribute_map
             "hidden_size": config.backbone_hidden_size,
-            "num_attention_heads": getattr(backbone, "num_attention_heads", getattr(backbone, "n_heads", "?")),
+            "num_attention_heads": backbone.num_attention_heads,
             "vocab_size": getattr(backbone, "vocab_size", "?"),
         },
         "num_parameters": f"{model.num_parameters():,}",

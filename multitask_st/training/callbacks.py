@@ -11,6 +11,8 @@ import math
 from transformers import TrainerCallback
 from transformers.utils import logging
 
+from ..modeling_multitask_st import parse_part
+
 
 logger = logging.get_logger(__name__)
 
@@ -25,12 +27,10 @@ def unfreezing_stages(part_names: list[str], layers_per_stage: int = 1) -> list[
         >>> unfreezing_stages(["backbone.embeddings", "backbone.layer.0", "backbone.layer.1", "projection", "head:a"])
         [['head:a'], ['projection'], ['backbone.layer.1'], ['backbone.layer.0'], ['backbone.embeddings']]
     """
-    heads = [part for part in part_names if part.startswith("head:")]
+    kinds = {part: parse_part(part) for part in part_names}
+    heads = [part for part in part_names if kinds[part][0] == "head"]
     middle = [part for part in part_names if part in ("pooling", "projection")]
-    layers = sorted(
-        (part for part in part_names if part.startswith("backbone.layer.")),
-        key=lambda part: -int(part.rsplit(".", 1)[1]),
-    )
+    layers = sorted((part for part in part_names if kinds[part][0] == "backbone.layer"), key=lambda p: -kinds[p][1])
     layer_stages = [layers[start : start + layers_per_stage] for start in range(0, len(layers), layers_per_stage)]
     # Whatever else the backbone holds (a final norm, say) sits above its layers: it joins the first backbone stage.
     other = ["backbone.other"] if "backbone.other" in part_names else []

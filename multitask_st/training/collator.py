@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from ..modeling_multitask_st import IGNORE_INDEX
+from ..modeling_multitask_st import _MODEL_INPUTS, IGNORE_INDEX
 
 
 # The column holding each example's starting-encoder embedding (see `multitask_st.training.distillation`).
@@ -43,38 +43,24 @@ class MultiTaskDataCollator:
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
         if not features:
             raise ValueError("Cannot collate an empty list of features.")
-        length = max(len(feature["input_ids"]) for feature in features)
-        if self.pad_to_multiple_of:
-            length = -(-length // self.pad_to_multiple_of) * self.pad_to_multiple_of
-        pad_id = self.tokenizer.pad_token_id
-        if pad_id is None:
+        if self.tokenizer.pad_token_id is None:
             raise ValueError(f"Tokenizer {type(self.tokenizer).__name__} has no pad token; set `tokenizer.pad_token`.")
-        batch = {
-            "input_ids": self._pad(features, "input_ids", length, pad_id),
-            "attention_mask": self._pad(features, "attention_mask", length, 0),
-        }
-        if "token_type_ids" in features[0]:
-            batch["token_type_ids"] = self._pad(features, "token_type_ids", length, 0)
+        # Padded by the tokenizer, as `encode` / `predict` pad: one padding path (side, pad id, attention mask).
+        keys = [key for key in _MODEL_INPUTS if any(key in feature for feature in features)]
+        model_inputs = [
+            # A feature without an attention mask attends to every token it has (and has token type 0).
+            {key: feature[key] if key in feature else [int(key == "attention_mask")] * len(feature["input_ids"])
+             for key in keys}
+            for feature in features
+        ]  # fmt: skip
+        padded = self.tokenizer.pad(model_inputs, pad_to_multiple_of=self.pad_to_multiple_of, return_tensors="pt")
+        batch = {key: padded[key].long() for key in _MODEL_INPUTS if key in padded}
         batch["labels"] = torch.tensor([self._label_row(feature) for feature in features], dtype=torch.long)
         if TEACHER_COLUMN in features[0]:  # the starting encoder's embeddings, for MultiTaskTrainer's distillation
             batch["teacher_embeddings"] = torch.tensor(
                 np.stack([feature[TEACHER_COLUMN] for feature in features]), dtype=torch.float32
             )
         return batch
-
-    def _pad(self, features: list[dict], key: str, length: int, value: int) -> torch.Tensor:
-        padded = torch.full((len(features), length), value, dtype=torch.long)
-        left = self.tokenizer.padding_side == "left"
-        for row, feature in enumerate(features):
-            ids = feature.get(key)
-            if ids is None:  # attention_mask absent: every real token is attended
-                ids = [1] * len(feature["input_ids"])
-            ids = torch.as_tensor(ids, dtype=torch.long)
-            if left:
-                padded[row, length - len(ids) :] = ids
-            else:
-                padded[row, : len(ids)] = ids
-        return padded
 
     def _label_row(self, feature: dict) -> list[int]:
         if feature.get("labels") is not None:

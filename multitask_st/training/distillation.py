@@ -21,10 +21,11 @@ import datasets
 import numpy as np
 import torch
 import torch.nn.functional as F
+from transformers import PreTrainedTokenizerBase
 from transformers.utils import logging
 
 from ..modeling_multitask_st import _MODEL_INPUTS, MultiTaskSTModel
-from .collator import TEACHER_COLUMN, MultiTaskDataCollator
+from .collator import TEACHER_COLUMN
 
 
 logger = logging.get_logger(__name__)
@@ -52,48 +53,27 @@ def similarity_distillation_loss(embeddings: torch.Tensor, teacher_embeddings: t
 def compute_teacher_embeddings(
     model: MultiTaskSTModel,
     dataset: datasets.Dataset,
-    collator: MultiTaskDataCollator,
+    tokenizer: PreTrainedTokenizerBase,
     batch_size: int = 64,
     show_progress_bar: bool = True,
 ) -> np.ndarray:
-    """`(len(dataset), hidden)` float32: the model's pooled backbone output for each tokenised example, as it is now.
-
-    Runs where the model is, in length-sorted batches padded by `collator` as in training, under `inference_mode`,
-    and restores the model's train/eval mode.
-    """
+    """`(len(dataset), hidden)` float32: the model's pooled backbone output for each tokenised example, as it is now
+    ([`MultiTaskSTModel.pooled_output`]: where the model is, in length-sorted batches, under `inference_mode`)."""
     if "input_ids" not in dataset.column_names or len(dataset) == 0:
         raise ValueError(
             f"Teacher embeddings need tokenised examples; the dataset has {len(dataset)} rows and columns "
             f"{dataset.column_names}."
         )
     # Read the columns once, as lists: per-batch Arrow access costs more than the model on short texts.
-    columns = dataset.select_columns([key for key in _MODEL_INPUTS if key in dataset.column_names]).to_dict()
-    lengths = np.fromiter((len(ids) for ids in columns["input_ids"]), dtype=np.int64, count=len(dataset))
-    order = np.argsort(-lengths, kind="stable")
-    device = model.device
-    was_training = model.training
-    model.eval()
-    result = None
-    try:
-        with torch.inference_mode():
-            starts = range(0, len(order), batch_size)
-            for start in logging.tqdm(starts, desc="Teacher embeddings", disable=not show_progress_bar):
-                indices = order[start : start + batch_size]
-                batch = collator([{key: values[i] for key, values in columns.items()} for i in indices])
-                batch = {key: batch[key].to(device) for key in _MODEL_INPUTS if key in batch}
-                pooled, _ = model._pool(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
-                if result is None:
-                    result = np.empty((len(order), pooled.shape[-1]), dtype=np.float32)
-                result[indices] = pooled.float().cpu().numpy()
-    finally:
-        model.train(was_training)
-    return result
+    encodings = dataset.select_columns([key for key in _MODEL_INPUTS if key in dataset.column_names]).to_dict()
+    pooled = model.pooled_output(encodings, tokenizer, batch_size=batch_size, show_progress_bar=show_progress_bar)
+    return pooled.float().cpu().numpy()
 
 
 def add_teacher_embeddings(
     model: MultiTaskSTModel,
     dataset: datasets.Dataset,
-    collator: MultiTaskDataCollator,
+    tokenizer: PreTrainedTokenizerBase,
     batch_size: int = 64,
     show_progress_bar: bool = True,
 ) -> datasets.Dataset:
@@ -101,7 +81,7 @@ def add_teacher_embeddings(
     if TEACHER_COLUMN in dataset.column_names:
         return dataset
     logger.info(f"Computing the starting encoder's embeddings of {len(dataset)} training examples (once).")
-    embeddings = compute_teacher_embeddings(model, dataset, collator, batch_size, show_progress_bar)
+    embeddings = compute_teacher_embeddings(model, dataset, tokenizer, batch_size, show_progress_bar)
     feature = datasets.Sequence(datasets.Value("float32"), length=embeddings.shape[1])
     dataset = dataset.add_column(TEACHER_COLUMN, list(embeddings), feature=feature)
     if dataset.format["type"] is None:  # rows give this column as an array, not a list of Python floats (collating)

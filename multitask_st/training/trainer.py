@@ -11,7 +11,7 @@ from transformers import Trainer
 from transformers.utils import logging
 
 from ..configuration_multitask_st import normalize_task_loss_weights
-from ..modeling_multitask_st import IGNORE_INDEX, MultiTaskSTModel
+from ..modeling_multitask_st import IGNORE_INDEX, MultiTaskSTModel, parse_part
 from .callbacks import UnfreezingCallback
 from .collator import TEACHER_COLUMN, MultiTaskDataCollator
 from .distillation import add_teacher_embeddings, similarity_distillation_loss
@@ -29,14 +29,15 @@ def learning_rate_scale(
     part: str, num_layers: int, layer_decay: float, projection_lr_multiplier: float, head_lr_multiplier: float
 ) -> float:
     """Multiplier of the base learning rate for one of `MultiTaskSTModel.parameter_parts()`."""
-    if part.startswith("head:"):
+    kind, key = parse_part(part)
+    if kind == "head":
         return head_lr_multiplier
-    if part in ("pooling", "projection"):
+    if kind in ("pooling", "projection"):
         return projection_lr_multiplier
-    if part == "backbone.embeddings":
+    if kind == "backbone.embeddings":
         return layer_decay**num_layers
-    if part.startswith("backbone.layer."):
-        return layer_decay ** (num_layers - 1 - int(part.rsplit(".", 1)[1]))
+    if kind == "backbone.layer":
+        return layer_decay ** (num_layers - 1 - key)
     return 1.0  # backbone.other sits with the top layer
 
 
@@ -56,7 +57,7 @@ def build_parameter_groups(
     `backbone.layer.5` or `head:topic.no_decay`.
     """
     parts = model.parameter_parts()
-    num_layers = sum(part.startswith("backbone.layer.") for part in parts)
+    num_layers = sum(parse_part(part)[0] == "backbone.layer" for part in parts)
     groups = []
     for part, named_parameters in parts.items():
         lr = learning_rate * learning_rate_scale(
@@ -225,7 +226,7 @@ class MultiTaskTrainer(Trainer):
             self.train_dataset = add_teacher_embeddings(
                 self.model,
                 self.train_dataset,
-                self.data_collator,  # a MultiTaskDataCollator (checked): padded exactly as the training batches
+                self.data_collator.tokenizer,  # a MultiTaskDataCollator's (checked): pads as the training batches
                 # inference over length-sorted batches: larger ones than Trainer's default eval batch of 8 pay off
                 # runs where the model is: Trainer does not place it yet for e.g. `bf16_full_eval`
                 batch_size=max(64, self.args.per_device_eval_batch_size),
