@@ -158,3 +158,17 @@ def test_cli_names_a_model_it_cannot_load(tmp_path, capsys):
     (tmp_path / "config.json").write_text('{"model_type": "bert"}')
     assert app_cli.main([str(tmp_path), "--no-corpus"]) == 1
     assert f"app.py: error: cannot serve {str(tmp_path)!r}" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # reads the BBC News and Rotten Tomatoes packages
+def test_default_corpus_is_the_held_out_test_snippets_once_each():
+    from multitask_st.app.corpus import SNIPPET_CHARS, default_search_corpus
+    from multitask_st.training.corpora import rotten_tomatoes
+
+    corpus = default_search_corpus()
+    sources = [entry["source"].split(" · ")[0] for entry in corpus]
+    assert sources.count("Rotten Tomatoes") == 400 and 200 <= sources.count("BBC News") <= 211
+    assert len({entry["text"] for entry in corpus}) == len(corpus)
+    assert all(len(entry["text"]) <= SNIPPET_CHARS for entry in corpus if entry["source"].startswith("BBC"))
+    train_reviews = set(rotten_tomatoes()["train"]["text"])
+    assert not any(entry["text"] in train_reviews for entry in corpus)  # nothing the model trained on

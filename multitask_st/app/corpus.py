@@ -27,7 +27,8 @@ def _snippet(text: str, width: int = SNIPPET_CHARS) -> str:
 
 def default_search_corpus(max_reviews: int = MAX_REVIEWS, seed: int = 0) -> list[dict]:
     """`[{"text", "source"}]`: every BBC News test article (headline + first paragraph) and `max_reviews` Rotten
-    Tomatoes test snippets (seeded sample), with their gold label in `source`; `[]` when the data packages are missing.
+    Tomatoes test snippets (seeded sample), with their gold label in `source`, each text once; `[]` when the data
+    packages are missing.
 
     The test splits are the ones `train.py` holds out with the same seed, so no hit was seen in training.
     """
@@ -43,4 +44,6 @@ def default_search_corpus(max_reviews: int = MAX_REVIEWS, seed: int = 0) -> list
     names, texts, labels = reviews.features["label"].names, reviews["text"], reviews["label"]
     for row in sorted(random.Random(seed).sample(range(len(texts)), min(max_reviews, len(texts)))):
         corpus.append({"text": texts[row], "source": f"Rotten Tomatoes · {names[labels[row]]}"})
-    return corpus
+    # Two versions of one story can share their headline and first paragraph: keep one hit for each snippet.
+    unique = {entry["text"]: entry for entry in reversed(corpus)}
+    return [entry for entry in corpus if unique[entry["text"]] is entry]

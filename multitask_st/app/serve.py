@@ -32,8 +32,10 @@ def build_demo(
         texts = load_corpus(corpus)
     else:
         texts = list(corpus or [])
-    title = str(model_name_or_path).rstrip("/").split("/")[-1]
-    return MultiTaskDemo(model, tokenizer, corpus=texts, title=f"multitask-st: {title}")
+    name = str(model_name_or_path).rstrip("/").split("/")[-1]
+    return MultiTaskDemo(
+        model, tokenizer, corpus=texts, title=name if "multitask-st" in name else f"multitask-st: {name}"
+    )
 
 
 def launch(demo: MultiTaskDemo, server_name: str = "127.0.0.1", server_port: int = 7860, **launch_kwargs):
