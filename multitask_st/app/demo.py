@@ -43,7 +43,8 @@ EXAMPLE_COMPARE = (
 def load_model(name_or_path: str, revision: str | None = None, trust_remote_code: bool = True):
     """`(model, tokenizer)` from a model folder or Hub id; the model's own code comes with it (remote code)."""
     model = AutoModel.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision)
+    # The tokenizer reads config.json too, whose `auto_map` makes transformers ask about remote code unless told.
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
     return model.eval(), tokenizer
 
 
