@@ -9,6 +9,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 from transformers import AutoConfig, AutoModel
+from transformers.utils import is_torch_available
 
 from .configuration_multitask_st import MultiTaskSTConfig
 
@@ -110,4 +111,5 @@ class _MultiTaskSTModelStandIn:
 # With the package installed, AutoConfig/AutoModel know the model type. (Without it, `save_pretrained` writes
 # `auto_map` and copies the two payload files for `trust_remote_code`: see `register_for_auto_class` in them.)
 AutoConfig.register(MultiTaskSTConfig.model_type, MultiTaskSTConfig, exist_ok=True)
-AutoModel.register(MultiTaskSTConfig, _MultiTaskSTModelStandIn, exist_ok=True)
+if is_torch_available():  # an ONNX-only install runs `multitask_st.export.onnx_runtime`, which needs no torch
+    AutoModel.register(MultiTaskSTConfig, _MultiTaskSTModelStandIn, exist_ok=True)

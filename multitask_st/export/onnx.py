@@ -1,0 +1,258 @@
+"""Export a multitask-st model to one ONNX graph: the tokenizer's inputs in, the sentence embedding and every head out.
+
+    folder/                                     what `export_onnx(model_dir, folder, quantize="int8")` writes
+        config.json  tokenizer files            the model's own (the folder loads without the PyTorch weights)
+        onnx/model.onnx                         fp32, attention and layer norms fused for onnxruntime
+        onnx/model_qint8_avx512_vnni.onnx       int8 weights for the encoder's matmuls (name per CPU, as in
+                                                sentence-transformers' `export_dynamic_quantized_onnx_model`)
+        onnx/export_report.json                 what the export checked: the deltas to PyTorch, per file
+
+Inputs: `input_ids`, `attention_mask` and, where the backbone takes them, `token_type_ids`, each `(batch, sequence)`
+int64 with both axes dynamic. Outputs: `sentence_embedding` `(batch, embedding_dim)` (pooled, projected and normalised
+as configured), `logits_<task>` `(batch, num_labels)` per head, `last_hidden_state` (the encoder's token states, what
+optimum's `ORTModelForFeatureExtraction` reads) and, for a config that normalises, `sentence_embedding_unnormalized`.
+
+Nothing is written unless the graph passed its checks (`onnx_check`): a graph that misses a bound raises instead.
+Exporter choice, measured with torch 2.13 (see BENCHMARKS.md): the TorchScript exporter (`dynamo=False`) on the model
+with eager attention gives the graph onnxruntime's BERT optimizer fuses fully (one `Attention` per layer,
+`EmbedLayerNormalization`, `SkipLayerNormalization`, `BiasGelu`); the dynamo exporter's and SDPA's graphs leave the
+attention unfused, and the dynamo export took 8x longer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoTokenizer
+from transformers.utils import logging
+
+from ..modeling_multitask_st import MultiTaskSTModel
+from .onnx_runtime import (
+    EMBEDDING_OUTPUT,
+    LOGITS_PREFIX,
+    METADATA_NORMALIZE,
+    METADATA_TASKS,
+    ONNX_FILE_NAME,
+    ONNX_SUBFOLDER,
+    UNNORMALIZED_EMBEDDING_OUTPUT,
+)
+
+
+logger = logging.get_logger(__name__)
+
+REPORT_NAME = "export_report.json"
+HIDDEN_STATE_OUTPUT = "last_hidden_state"
+OPSET = 17  # LayerNormalization is an ONNX op from 17 on
+# Backbones whose exported graph onnxruntime's BERT optimizer knows how to fuse.
+FUSABLE_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "mpnet", "electra", "distilbert")
+QUANTIZATIONS = ("int8",)
+
+
+class OnnxExportWrapper(nn.Module):
+    """The model as a function of the tokenizer's tensors, returning the graph's outputs in a fixed order."""
+
+    def __init__(self, model: MultiTaskSTModel, with_token_type_ids: bool):
+        super().__init__()
+        self.model = model
+        self.with_token_type_ids = with_token_type_ids
+
+    def output_names(self) -> list[str]:
+        names = [EMBEDDING_OUTPUT, *(LOGITS_PREFIX + task for task in self.model.config.task_names)]
+        names.append(HIDDEN_STATE_OUTPUT)
+        if self.model.config.normalize_embeddings:
+            names.append(UNNORMALIZED_EMBEDDING_OUTPUT)
+        return names
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        model = self.model
+        token_type_ids = token_type_ids if self.with_token_type_ids else None
+        pooled, backbone_output = model._pool(input_ids, attention_mask, token_type_ids)
+        projected = model.projection(pooled)  # (batch, embedding_dim), what the heads read
+        outputs = [model._finish_embedding(projected)]
+        outputs += [model.heads[task](projected) for task in model.config.task_names]
+        outputs.append(backbone_output.last_hidden_state)  # (batch, sequence, hidden)
+        if model.config.normalize_embeddings:
+            outputs.append(projected)
+        return tuple(outputs)
+
+
+def export_onnx(
+    model_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    quantize: str | None = None,
+    *,
+    arch: str | None = None,
+    overwrite: bool = False,
+    check_texts: int = 256,
+) -> dict:
+    """Export a saved model folder to ONNX, check the graph(s) against PyTorch, and write them with the tokenizer.
+
+    Args:
+        model_dir: A folder `MultiTaskSTModel.save_pretrained` + `tokenizer.save_pretrained` wrote (e.g. `train.py`'s).
+        output_dir: Where to write; a new or empty folder, or `model_dir` itself (then only `onnx/` is added, and
+            `push_to_hub.py` uploads it with the model).
+        quantize: `"int8"` also writes the dynamically quantised graph (int8 weights for the encoder's matmuls).
+        arch: The CPU the int8 file is named and tuned for (`avx512_vnni`, `avx512`, `avx2`, `arm64`); defaults to
+            this machine's.
+        overwrite: Replace an existing `onnx/` folder in `output_dir`.
+        check_texts: How many real texts (from the built-in sets) the fp32 graph is compared on.
+
+    Returns:
+        The report written to `onnx/export_report.json`: per file, the measured deltas to PyTorch and the bounds.
+
+    Raises:
+        ValueError: when a graph misses a bound (nothing is written then), or for bad arguments.
+    """
+    from . import onnx_check
+    from . import quantize as quantization
+
+    if quantize not in (None, *QUANTIZATIONS):
+        raise ValueError(f"`quantize` must be one of {list(QUANTIZATIONS)} or None, got {quantize!r}.")
+    arch = quantization.host_arch() if arch is None else arch
+    if arch not in quantization.ARCHS:
+        raise ValueError(f"`arch` must be one of {list(quantization.ARCHS)}, got {arch!r}.")
+    model_dir, output_dir = Path(model_dir), Path(output_dir)
+    in_place = output_dir.resolve() == model_dir.resolve()
+    _check_output_dir(output_dir, in_place, overwrite)
+
+    model = MultiTaskSTModel.from_pretrained(model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError(f"{model_dir}'s tokenizer has no fast (tokenizer.json) form, which the ONNX runtime reads.")
+
+    with tempfile.TemporaryDirectory(prefix="multitask-st-onnx-") as temporary:
+        staging = Path(temporary)
+        tokenizer.save_pretrained(staging)  # writes tokenizer.json, which the runtime reads
+        model.config.to_json_file(staging / "config.json")  # the config alone: this folder runs no Python of ours
+        onnx_dir = staging / ONNX_SUBFOLDER
+        onnx_dir.mkdir()
+        fp32_path = onnx_dir / ONNX_FILE_NAME
+        export_graph(model, tokenizer, fp32_path)
+
+        texts = onnx_check.check_texts(check_texts)
+        report = {"fp32": onnx_check.check_fp32(model, tokenizer, staging, ONNX_FILE_NAME, texts)}
+        if quantize == "int8":
+            int8_name = quantization.int8_file_name(arch)
+            settings = quantization.quantize_int8(fp32_path, onnx_dir / int8_name, arch)
+            report["int8"] = onnx_check.check_int8(model, tokenizer, staging, int8_name, model_dir)
+            report["int8"]["quantization"] = settings
+        for entry in report.values():
+            entry["file"] = f"{ONNX_SUBFOLDER}/{entry['file']}"
+        (onnx_dir / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        _publish(staging, output_dir, in_place)
+    logger.info(f"Wrote {', '.join(entry['file'] for entry in report.values())} to {output_dir}.")
+    return report
+
+
+def export_graph(model: MultiTaskSTModel, tokenizer, path: str | os.PathLike, fuse: bool = True) -> Path:
+    """Write the fp32 graph of `model` to `path`: exported, fused for onnxruntime where the backbone allows, with
+    the model's tasks and normalisation in its metadata."""
+    import onnx
+
+    path = Path(path)
+    with_token_type_ids = "token_type_ids" in tokenizer.model_input_names and _uses_token_types(model)
+    input_names = ["input_ids", "attention_mask"] + (["token_type_ids"] if with_token_type_ids else [])
+    wrapper = OnnxExportWrapper(model, with_token_type_ids).eval()
+    output_names = wrapper.output_names()
+    # Two texts of different lengths: the example batch has padding, so nothing specialises on a full mask.
+    example = tokenizer(["A short text.", "A somewhat longer text to embed and to classify."], padding=True)
+    args = tuple(torch.tensor(example[name]) for name in input_names)
+    dynamic_axes = {name: {0: "batch", 1: "sequence"} for name in input_names}
+    dynamic_axes.update({name: {0: "batch"} for name in output_names})
+    dynamic_axes[HIDDEN_STATE_OUTPUT] = {0: "batch", 1: "sequence"}
+
+    attention = model.config.backbone_config._attn_implementation
+    model.set_attn_implementation("eager")  # the attention pattern onnxruntime's optimizer fuses
+    try:
+        with torch.inference_mode(), warnings.catch_warnings():
+            # The tracer's notes on shape-dependent Python branches (fixed for any input here: padding is always
+            # on the right, positions start at 0) and on index ops (no negative indices here).
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            warnings.filterwarnings("ignore", message=".*aten::index.*", category=UserWarning)
+            torch.onnx.export(
+                wrapper,
+                args,
+                str(path),
+                input_names=input_names,
+                output_names=output_names,
+                dynamic_axes=dynamic_axes,
+                opset_version=OPSET,
+                do_constant_folding=True,
+                dynamo=False,
+            )
+    finally:
+        model.set_attn_implementation(attention)
+
+    graph = onnx.load(str(path))
+    if fuse and model.config.backbone_config.model_type in FUSABLE_MODEL_TYPES:
+        graph = _fuse(graph, model)
+    onnx.helper.set_model_props(
+        graph,
+        {
+            METADATA_TASKS: json.dumps(model.config.tasks),
+            METADATA_NORMALIZE: json.dumps(model.config.normalize_embeddings),
+        },
+    )
+    onnx.save(graph, str(path))
+    return path
+
+
+def _fuse(graph, model: MultiTaskSTModel):
+    """onnxruntime's transformer optimizer: attention, embedding + layer norm, skip + layer norm, bias + GELU."""
+    import onnx
+    from onnxruntime.transformers import optimizer
+    from onnxruntime.transformers.fusion_options import FusionOptions
+
+    backbone = model.config.backbone_config
+    options = FusionOptions("bert")
+    optimized = optimizer.optimize_model(
+        graph,
+        model_type="bert",
+        num_heads=getattr(backbone, "num_attention_heads", 0),
+        hidden_size=model.config.backbone_hidden_size,
+        optimization_options=options,
+        opt_level=0,  # fusions only; the session applies onnxruntime's generic graph optimisations at load
+    )
+    fused = {name: count for name, count in optimized.get_fused_operator_statistics().items() if count}
+    logger.info(f"Fused operators: {fused}.")
+    graph = optimized.model
+    if fused and not any(opset.domain == "com.microsoft" for opset in graph.opset_import):
+        graph.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))  # the fused ops' domain
+    return graph
+
+
+def _uses_token_types(model: MultiTaskSTModel) -> bool:
+    embeddings = getattr(model.backbone, "embeddings", None)
+    return getattr(embeddings, "token_type_embeddings", None) is not None
+
+
+def _check_output_dir(output_dir: Path, in_place: bool, overwrite: bool):
+    if in_place:
+        if (output_dir / ONNX_SUBFOLDER).exists() and not overwrite:
+            raise ValueError(f"{output_dir / ONNX_SUBFOLDER} exists already; pass overwrite=True (--overwrite).")
+        return
+    if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())) and not overwrite:
+        raise ValueError(
+            f"`output_dir` {str(output_dir)!r} must be a new or empty folder, or the model folder itself "
+            "(to add onnx/ to it); pass overwrite=True (--overwrite) to replace its contents."
+        )
+
+
+def _publish(staging: Path, output_dir: Path, in_place: bool):
+    """Move the checked files into place: only `onnx/` into a model folder, everything into a new one."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    names = [ONNX_SUBFOLDER] if in_place else [path.name for path in staging.iterdir()]
+    for name in names:
+        target = output_dir / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+        shutil.move(str(staging / name), str(target))

@@ -1,0 +1,234 @@
+"""ONNX export (multitask_st/export/onnx.py, onnx_check.py, quantize.py) and its runtime (onnx_runtime.py)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+
+pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
+
+from conftest import tiny_config  # noqa: E402
+
+from multitask_st import MultiTaskSTModel  # noqa: E402
+from multitask_st.configuration_multitask_st import POOLING_MODES, PROJECTIONS  # noqa: E402
+from multitask_st.export import onnx_check  # noqa: E402
+from multitask_st.export.onnx import export_onnx  # noqa: E402
+from multitask_st.export.onnx_runtime import MultiTaskSTOnnxModel  # noqa: E402
+from multitask_st.export.quantize import host_arch, int8_file_name  # noqa: E402
+
+
+REPO = Path(__file__).resolve().parents[1]
+TEXTS = ["the film was great", "stock market fell", "team won the election vote", "phone", "a bad bad movie film"]
+CHECK_TEXTS = 24  # real texts the export compares on (the default, 256, is for real models)
+
+
+def save_tiny(tmp_path, tokenizer, **config) -> tuple[MultiTaskSTModel, Path]:
+    torch.manual_seed(0)
+    model = MultiTaskSTModel(tiny_config(**config)).eval()
+    model_dir = tmp_path / "model"
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    return model, model_dir
+
+
+def assert_same_predictions(got: list[dict], expected: list[dict]):
+    assert len(got) == len(expected)
+    for row, reference in zip(got, expected, strict=True):
+        assert list(row) == list(reference)
+        for task, result in row.items():
+            assert result["label"] == reference[task]["label"]
+            assert list(result["probabilities"]) == list(reference[task]["probabilities"])
+            np.testing.assert_allclose(
+                list(result["probabilities"].values()), list(reference[task]["probabilities"].values()), atol=1e-5
+            )
+
+
+@pytest.mark.parametrize("projection", PROJECTIONS)
+@pytest.mark.parametrize("pooling_mode", POOLING_MODES)
+def test_every_pooling_and_projection_exports_and_matches_pytorch(tmp_path, tiny_tokenizer, pooling_mode, projection):
+    model, model_dir = save_tiny(tmp_path, tiny_tokenizer, pooling_mode=pooling_mode, projection=projection)
+    report = export_onnx(model_dir, tmp_path / "onnx-model", check_texts=CHECK_TEXTS)
+
+    assert report["fp32"]["file"] == "onnx/model.onnx"
+    assert report["fp32"]["min_cosine"] >= onnx_check.FP32_MIN_COSINE
+    assert report["fp32"]["labels_differing"] == {"topic": 0, "sentiment": 0}
+    files = sorted(p.relative_to(tmp_path / "onnx-model").as_posix() for p in (tmp_path / "onnx-model").rglob("*"))
+    assert files == [
+        "config.json", "onnx", "onnx/export_report.json", "onnx/model.onnx", "tokenizer.json", "tokenizer_config.json",
+    ]  # fmt: skip
+    assert json.loads((tmp_path / "onnx-model/onnx/export_report.json").read_text()) == report
+
+    runtime = MultiTaskSTOnnxModel.from_pretrained(tmp_path / "onnx-model", threads=1)
+    graph = onnx.load(str(tmp_path / "onnx-model/onnx/model.onnx"))
+    assert [i.name for i in graph.graph.input] == ["input_ids", "attention_mask", "token_type_ids"]
+    dims = [d.dim_param for d in graph.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", "sequence"]
+    assert [o.name for o in graph.graph.output] == [
+        "sentence_embedding", "logits_topic", "logits_sentiment", "last_hidden_state",
+    ]  # fmt: skip
+    np.testing.assert_allclose(
+        runtime.encode(TEXTS, batch_size=2), model.encode(TEXTS, tiny_tokenizer, batch_size=2), atol=1e-5
+    )
+    assert_same_predictions(runtime.predict(TEXTS, batch_size=2), model.predict(TEXTS, tiny_tokenizer, batch_size=2))
+
+
+def test_normalising_config_and_the_override_both_ways(tmp_path, tiny_tokenizer):
+    model, model_dir = save_tiny(tmp_path, tiny_tokenizer, normalize_embeddings=True)
+    export_onnx(model_dir, model_dir, check_texts=CHECK_TEXTS)  # in place: adds onnx/ to the model folder
+    runtime = MultiTaskSTOnnxModel.from_pretrained(model_dir)
+    assert "sentence_embedding_unnormalized" in runtime.output_names
+    for normalize in (None, True, False):
+        expected = model.encode(TEXTS, tiny_tokenizer, normalize_embeddings=normalize)
+        np.testing.assert_allclose(runtime.encode(TEXTS, normalize_embeddings=normalize), expected, atol=1e-5)
+    assert np.allclose(np.linalg.norm(runtime.encode(TEXTS), axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(np.linalg.norm(runtime.encode(TEXTS, normalize_embeddings=False), axis=1), 1.0)
+
+
+def test_runtime_shapes_and_argument_errors_follow_the_pytorch_model(tmp_path, tiny_tokenizer):
+    model, model_dir = save_tiny(tmp_path, tiny_tokenizer)
+    export_onnx(model_dir, tmp_path / "out", check_texts=CHECK_TEXTS)
+    runtime = MultiTaskSTOnnxModel.from_pretrained(tmp_path / "out")
+    assert runtime.encode("the film").shape == (32,)
+    assert isinstance(runtime.encode(TEXTS, convert_to_numpy=False), list)
+    assert runtime.predict("the film", tasks="sentiment").keys() == {"sentiment"}
+    assert_same_predictions([runtime.predict("the film")], [model.predict("the film", tiny_tokenizer)])
+    np.testing.assert_allclose(runtime.encode(iter(TEXTS)), runtime.encode(TEXTS))  # any iterable
+    with pytest.raises(ValueError, match=r"Unknown task\(s\) \['colour'\]; this model's tasks are"):
+        runtime.predict(TEXTS, tasks=["colour"])
+    with pytest.raises(ValueError, match=r"`sentences\[1\]` is empty or whitespace"):
+        runtime.encode(["fine", "  "])
+    with pytest.raises(ValueError, match="`batch_size` must be a positive integer, got 0"):
+        runtime.encode(TEXTS, batch_size=0)
+    with pytest.raises(ValueError, match="needs torch"):
+        runtime.encode(TEXTS, convert_to_tensor=True)
+    with pytest.raises(ValueError, match="`threads` must be a positive integer, got 0"):
+        MultiTaskSTOnnxModel.from_pretrained(tmp_path / "out", threads=0)
+    with pytest.raises(ValueError, match="Execution provider 'NoSuchExecutionProvider' is not available"):
+        MultiTaskSTOnnxModel.from_pretrained(tmp_path / "out", provider="NoSuchExecutionProvider")
+    with pytest.raises(FileNotFoundError, match=r"No ONNX file 'model_fp16.onnx' in .*it has \['onnx/model.onnx'\]"):
+        MultiTaskSTOnnxModel.from_pretrained(tmp_path / "out", file_name="model_fp16.onnx")
+
+
+def test_corrupted_or_mismatched_onnx_file_is_a_clear_error(tmp_path, tiny_tokenizer):
+    _, model_dir = save_tiny(tmp_path, tiny_tokenizer)
+    export_onnx(model_dir, tmp_path / "out", check_texts=CHECK_TEXTS)
+    graph = tmp_path / "out/onnx/model.onnx"
+
+    config = json.loads((tmp_path / "out/config.json").read_text())
+    config["tasks"] = [["topic", ["world", "sports"]], ["sentiment", ["negative", "positive"]]]
+    (tmp_path / "out/config.json").write_text(json.dumps(config))
+    with pytest.raises(
+        ValueError, match=r"does not match the config.json next to it: head 'topic' has 3 labels, config 2"
+    ):
+        MultiTaskSTOnnxModel.from_pretrained(tmp_path / "out")
+    config["tasks"] = [["topic", ["world", "sports", "money"]], ["sentiment", ["negative", "positive"]]]
+    (tmp_path / "out/config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"label names .*business.*, config .*money"):
+        MultiTaskSTOnnxModel.from_pretrained(tmp_path / "out")
+
+    graph.write_bytes(graph.read_bytes()[: graph.stat().st_size // 2])
+    with pytest.raises(ValueError, match=r"Cannot load .*model.onnx as an ONNX model .*damaged or not an ONNX graph"):
+        MultiTaskSTOnnxModel.from_pretrained(tmp_path / "out")
+
+
+def test_a_graph_that_misses_the_bounds_is_not_written(tmp_path, tiny_tokenizer, monkeypatch):
+    _, model_dir = save_tiny(tmp_path, tiny_tokenizer)
+    monkeypatch.setattr(onnx_check, "FP32_MIN_COSINE", 1.5)  # no graph can pass
+    with pytest.raises(ValueError, match=r"model.onnx misses the export bounds, so nothing was written: min cosine"):
+        export_onnx(model_dir, tmp_path / "out", check_texts=CHECK_TEXTS)
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ValueError, match=r"misses the export bounds"):
+        export_onnx(model_dir, model_dir, check_texts=CHECK_TEXTS)
+    assert not (model_dir / "onnx").exists()
+
+
+def test_int8_is_checked_and_reported(tmp_path, tiny_tokenizer, monkeypatch):
+    _, model_dir = save_tiny(tmp_path, tiny_tokenizer)
+    # A random tiny model's heads sit near ties; loosen the int8 bounds to test the write path and the report.
+    monkeypatch.setattr(onnx_check, "INT8_MIN_AGREEMENT", 0.0)
+    monkeypatch.setattr(onnx_check, "INT8_MAX_SPEARMAN_DELTA", 100.0)
+    monkeypatch.setattr(onnx_check, "INT8_MIN_MEAN_COSINE", 0.0)
+    monkeypatch.setattr(onnx_check, "STSB_PAIRS", 100)  # all 1379 are for real exports
+    report = export_onnx(model_dir, tmp_path / "out", quantize="int8", arch="avx512_vnni", check_texts=CHECK_TEXTS)
+    int8 = report["int8"]
+    assert int8["file"] == "onnx/model_qint8_avx512_vnni.onnx"
+    assert int8["quantization"]["reduce_range"] is False and int8["quantization"]["per_channel"] is True
+    assert set(int8["tasks"]) == {"topic", "sentiment"}  # no training record: agreement with PyTorch
+    assert 0.0 <= int8["tasks"]["topic"]["agreement"] <= 1.0
+    assert int8["stsb_spearman"]["data"] == "STS-B test (100 pairs)"
+    graph = onnx.load(str(tmp_path / "out" / int8["file"]))
+    integer_ops = {"MatMulInteger", "DynamicQuantizeMatMul", "QAttention"}
+    quantized = [node.name for node in graph.graph.node if node.op_type in integer_ops]
+    assert any(name.startswith("/backbone/") for name in quantized)
+    assert any(name.startswith("Attention_") for name in quantized)  # the fused attention's projections
+    kept = ("/projection/", "/topic/", "/sentiment/", "/pooling/")
+    assert not [name for name in quantized if name.startswith(kept)]  # projection and heads stay fp32
+    runtime = MultiTaskSTOnnxModel.from_pretrained(tmp_path / "out", file_name="model_qint8_avx512_vnni.onnx")
+    assert runtime.encode(TEXTS).shape == (len(TEXTS), 32)
+
+    monkeypatch.setattr(onnx_check, "INT8_MIN_MEAN_COSINE", 1.5)
+    with pytest.raises(ValueError, match=r"model_qint8_avx2.onnx misses the export bounds.*mean embedding cosine"):
+        export_onnx(model_dir, tmp_path / "out2", quantize="int8", arch="avx2", check_texts=CHECK_TEXTS)
+    assert not (tmp_path / "out2").exists()
+
+
+def test_export_arguments_are_checked(tmp_path, tiny_tokenizer):
+    _, model_dir = save_tiny(tmp_path, tiny_tokenizer)
+    with pytest.raises(ValueError, match=r"`quantize` must be one of \['int8'\] or None, got 'int4'"):
+        export_onnx(model_dir, tmp_path / "out", quantize="int4")
+    with pytest.raises(ValueError, match=r"`arch` must be one of .*avx512_vnni.*, got 'sse2'"):
+        export_onnx(model_dir, tmp_path / "out", quantize="int8", arch="sse2")
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy/file.txt").write_text("x")
+    with pytest.raises(ValueError, match=r"`output_dir` .*busy' must be a new or empty folder"):
+        export_onnx(model_dir, tmp_path / "busy")
+    assert host_arch() in ("avx512_vnni", "avx512", "avx2", "arm64")
+    assert int8_file_name("arm64") == "model_qint8_arm64.onnx"
+
+
+@pytest.mark.slow
+def test_runtime_imports_no_torch(tmp_path, tiny_tokenizer):
+    model, model_dir = save_tiny(tmp_path, tiny_tokenizer)
+    export_onnx(model_dir, tmp_path / "out", check_texts=CHECK_TEXTS)
+    script = f"""
+import json, sys
+sys.modules["torch"] = None  # any `import torch` now fails
+from multitask_st.export.onnx_runtime import MultiTaskSTOnnxModel
+model = MultiTaskSTOnnxModel.from_pretrained({str(tmp_path / "out")!r}, threads=1)
+print(json.dumps({{"embeddings": model.encode({TEXTS!r}).tolist(), "predictions": model.predict({TEXTS!r})}}))
+"""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    output = json.loads(result.stdout.strip().splitlines()[-1])
+    np.testing.assert_allclose(output["embeddings"], model.encode(TEXTS, tiny_tokenizer), atol=1e-5)
+    assert_same_predictions(output["predictions"], model.predict(TEXTS, tiny_tokenizer))
+
+
+@pytest.mark.slow
+def test_runtime_equals_pytorch_on_minilm(tmp_path, minilm):
+    from transformers import AutoTokenizer
+
+    from multitask_st.training.corpora import rotten_tomatoes
+
+    torch.manual_seed(0)
+    model = MultiTaskSTModel.from_backbone(str(minilm), tasks=tiny_config().tasks, projection="mlp").eval()
+    tokenizer = AutoTokenizer.from_pretrained(minilm)
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    report = export_onnx(tmp_path / "model", tmp_path / "out", check_texts=60)
+    assert report["fp32"]["min_cosine"] >= 0.99999
+
+    texts = list(rotten_tomatoes()["test"]["text"][:200])
+    runtime = MultiTaskSTOnnxModel.from_pretrained(tmp_path / "out", threads=2)
+    graph = onnx.load(str(tmp_path / "out/onnx/model.onnx"), load_external_data=False)
+    assert {"Attention", "EmbedLayerNormalization", "SkipLayerNormalization"} <= {n.op_type for n in graph.graph.node}
+    np.testing.assert_allclose(runtime.encode(texts), model.encode(texts, tokenizer), atol=2e-5)
+    assert_same_predictions(runtime.predict(texts), model.predict(texts, tokenizer))
