@@ -1,0 +1,220 @@
+"""CPU inference, every backend in one run: multitask-st PyTorch / ONNX fp32 / ONNX int8 against sentence-transformers'
+PyTorch, `backend="onnx"` and its own int8 export, on the same texts, batch size, truncation and thread count.
+
+    bash bench/peer_venv.sh /work/peer-onnx-venv              # once: sentence-transformers[onnx] in a venv of its own
+    python bench/onnx_encode.py --model-dir outputs/multitask-st --peer-python /work/peer-onnx-venv/bin/python
+
+`--model-dir` is a trained model on the packaged MiniLM (mean pooling); its onnx/ folder is exported (with the
+export's checks) when missing. sentence-transformers runs in a worker process in the peer venv (bench/st_peer_worker.py)
+that times one chunk per request, so both sides alternate chunk by chunk in one schedule (rotating order, several
+rounds) and background load hits all of them alike; the table reports medians over rounds. The fp32 matmul ceiling of
+the machine (a large sgemm) is measured in the same run, before and after, and each contender's rate is given as the
+fraction of it that its arithmetic reaches (encoder FLOPs of the texts' real token counts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from common import backbone_path, load_builtin
+from transformers import AutoTokenizer
+
+from multitask_st import MultiTaskSTModel
+from multitask_st.export.onnx import export_onnx
+from multitask_st.export.onnx_runtime import MultiTaskSTOnnxModel
+from multitask_st.export.quantize import host_arch, int8_file_name
+
+
+def rotten_tomatoes_texts(count: int) -> list[str]:
+    data = load_builtin("rotten_tomatoes")
+    texts = [text for split in data.values() for text in split["text"]]
+    order = np.random.default_rng(0).permutation(len(texts))
+    return [texts[order[i % len(texts)]] for i in range(count)]
+
+
+def matmul_gflops(threads: int, size: int = 2048, repeats: int = 5) -> float:
+    """The machine's fp32 matmul rate: the best of `repeats` (size x size) @ (size x size) products, in GFLOP/s."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    best = min(_seconds(lambda: a @ b) for _ in range(repeats))
+    return 2 * size**3 / best / 1e9
+
+
+def encoder_flops(token_counts: list[int], config) -> float:
+    """Multiply-adds x 2 of a BERT encoder over texts of these token counts (unpadded): the work every contender does."""
+    hidden, layers = config.hidden_size, config.num_hidden_layers
+    intermediate = config.intermediate_size
+    tokens = np.asarray(token_counts, dtype=np.float64)
+    dense = 2 * tokens.sum() * (4 * hidden * hidden + 2 * hidden * intermediate)  # QKV, output, FFN in and out
+    attention = 2 * 2 * (tokens**2).sum() * hidden  # scores and weighted sum
+    return layers * (dense + attention)
+
+
+def _seconds(run) -> float:
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+class Peer:
+    """The sentence-transformers worker process (bench/st_peer_worker.py in the peer venv)."""
+
+    def __init__(self, python: str, chunks: list[list[str]], backbone: str, args):
+        self.texts_file = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
+        json.dump(chunks, self.texts_file)
+        self.texts_file.close()
+        command = [
+            python, str(Path(__file__).with_name("st_peer_worker.py")), "--backbone", backbone,
+            "--texts", self.texts_file.name, "--batch-size", str(args.batch_size), "--max-length",
+            str(args.max_length), "--threads", str(args.threads), "--arch", args.arch,
+        ]  # fmt: skip
+        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false"}
+        env.pop("PYTHONPATH", None)
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        self.ready = self._read()
+
+    def _read(self) -> dict:
+        while True:
+            line = self.process.stdout.readline()
+            if not line:
+                raise RuntimeError("the sentence-transformers worker stopped; see its output above")
+            if line.startswith("{"):
+                return json.loads(line)
+
+    def ask(self, request: dict) -> dict:
+        self.process.stdin.write(json.dumps(request) + "\n")
+        self.process.stdin.flush()
+        return self._read()
+
+    def close(self):
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
+        os.unlink(self.texts_file.name)
+
+
+def main(argv: list[str] | None = None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-dir", required=True, help="A trained multitask-st model on the packaged MiniLM.")
+    parser.add_argument("--peer-python", required=True, help="python of the venv bench/peer_venv.sh built")
+    parser.add_argument("--texts", type=int, default=2000)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-length", type=int, default=None, help="default: the model's (256 for MiniLM)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--chunk", type=int, default=500, help="texts per timed call (default: 500)")
+    parser.add_argument("--arch", default=host_arch())
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    model_dir = Path(args.model_dir)
+    int8_name = int8_file_name(args.arch)
+    if not (model_dir / "onnx" / int8_name).is_file():
+        export_onnx(model_dir, model_dir, quantize="int8", arch=args.arch, overwrite=True)
+    report = json.loads((model_dir / "onnx/export_report.json").read_text())
+    model = MultiTaskSTModel.from_pretrained(model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    args.max_length = args.max_length or model.default_max_length(tokenizer)
+    fp32 = MultiTaskSTOnnxModel.from_pretrained(model_dir, threads=args.threads, provider="CPUExecutionProvider")
+    int8 = MultiTaskSTOnnxModel.from_pretrained(
+        model_dir, file_name=int8_name, threads=args.threads, provider="CPUExecutionProvider"
+    )
+    texts = rotten_tomatoes_texts(args.texts)
+    chunks = [texts[i : i + args.chunk] for i in range(0, len(texts), args.chunk)]
+    common = {"batch_size": args.batch_size, "max_length": args.max_length}
+    ours = {
+        "multitask-st PyTorch encode": lambda c: model.encode(c, tokenizer, show_progress_bar=False, **common),
+        "multitask-st ONNX fp32 encode": lambda c: fp32.encode(c, **common),
+        "multitask-st ONNX int8 encode": lambda c: int8.encode(c, **common),
+        "multitask-st ONNX int8 predict (all heads)": lambda c: int8.predict(c, **common),
+    }
+    peer = Peer(args.peer_python, chunks, backbone_path(None), args)
+    theirs = {
+        "sentence-transformers PyTorch encode": "st-torch",
+        "sentence-transformers ONNX encode": "st-onnx",
+        f"sentence-transformers ONNX int8 ({args.arch}) encode": "st-onnx-int8",
+    }
+    names = [*ours, *theirs]
+
+    # Warm-up (every contender over all texts once), and the embeddings' agreement.
+    reference = np.concatenate([ours["multitask-st PyTorch encode"](c) for c in chunks])
+    agreement = {}
+    for name in list(ours)[1:3]:
+        agreement[name] = _cosine(np.concatenate([ours[name](c) for c in chunks]), reference)
+    for c in chunks:
+        ours["multitask-st ONNX int8 predict (all heads)"](c)
+    st_fp32 = np.load(peer.ask({"embed": "st-torch"})["path"])
+    for name, key in theirs.items():
+        if key != "st-torch":
+            agreement[name] = _cosine(np.load(peer.ask({"embed": key})["path"]), st_fp32)
+
+    ceiling = [matmul_gflops(args.threads)]
+    times = {name: [0.0] * args.rounds for name in names}
+    for round_ in range(args.rounds):
+        for index, chunk in enumerate(chunks):
+            shift = (round_ + index) % len(names)
+            for name in names[shift:] + names[:shift]:
+                if name in ours:
+                    times[name][round_] += _seconds(lambda: ours[name](chunk))  # noqa: B023
+                else:
+                    times[name][round_] += peer.ask({"contender": theirs[name], "chunk": index})["seconds"]
+    ceiling.append(matmul_gflops(args.threads))
+    peer.close()
+
+    token_counts = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=args.max_length)["input_ids"]]
+    flops = encoder_flops(token_counts, model.config.backbone_config)
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    peak = statistics.median(ceiling)
+    st_names = list(theirs)
+    print(f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {args.threads} threads each")
+    print(f"ours: torch {torch.__version__}, onnxruntime {_version('onnxruntime')}; peer: {peer.ready['versions']}")
+    print(
+        f"{len(texts)} Rotten Tomatoes snippets ({sum(token_counts):,} tokens, mean {np.mean(token_counts):.1f}), batch "
+        f"size {args.batch_size}, max length {args.max_length}, {args.rounds} rounds, {args.chunk} texts per call"
+    )
+    print(
+        f"fp32 matmul ceiling: {peak:.0f} GFLOP/s (sgemm 2048, before/after: {ceiling[0]:.0f}/{ceiling[1]:.0f}); "
+        f"encoder work: {flops / len(texts) / 1e9:.3f} GFLOP per text"
+    )
+    for name, cosine in agreement.items():
+        print(f"embedding cosine to its fp32 PyTorch, {name}: mean {cosine.mean():.5f}, min {cosine.min():.5f}")
+    if "int8" in report:
+        entry = report["int8"]
+        deltas = ", ".join(f"{task} {row.get('delta_points', 'n/a')}" for task, row in entry["tasks"].items())
+        print(
+            f"int8 export check: accuracy delta (points) {deltas}; STS-B Spearman delta "
+            f"{entry['stsb_spearman']['delta_points']}; mean cosine {entry['mean_cosine']:.5f}"
+        )
+    print()
+    print("| contender | median s | texts/s | vs ST PyTorch | vs ST ONNX | vs ST int8 | of fp32 ceiling |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name in names:
+        rate = len(texts) / medians[name]
+        ratios = " | ".join(f"{medians[other] / medians[name]:.2f}x" for other in st_names)
+        print(f"| {name} | {medians[name]:.2f} | {rate:.0f} | {ratios} | {flops / medians[name] / 1e9 / peak:.0%} |")
+    print()
+    for name, values in times.items():
+        print(f"rounds, {name} (s): {' '.join(f'{value:.2f}' for value in values)}")
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(axis=1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+
+
+def _version(module: str) -> str:
+    return __import__(module).__version__
+
+
+if __name__ == "__main__":
+    sys.exit(main())
