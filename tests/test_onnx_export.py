@@ -232,3 +232,25 @@ def test_runtime_equals_pytorch_on_minilm(tmp_path, minilm):
     assert {"Attention", "EmbedLayerNormalization", "SkipLayerNormalization"} <= {n.op_type for n in graph.graph.node}
     np.testing.assert_allclose(runtime.encode(texts), model.encode(texts, tokenizer), atol=2e-5)
     assert_same_predictions(runtime.predict(texts), model.predict(texts, tokenizer))
+
+
+def test_staging_uploads_the_export_and_the_card_shows_it(tmp_path, tiny_tokenizer):
+    from multitask_st.sharing.staging import STALE_WEIGHT_PATTERNS, stage_model_dir
+
+    _, model_dir = save_tiny(tmp_path, tiny_tokenizer)
+    (model_dir / "onnx").mkdir()
+    (model_dir / "onnx/notes.txt").write_text("not an export file")
+    staged_without = stage_model_dir(model_dir, tmp_path / "stage0")
+    assert not [name for name in staged_without if name.startswith("onnx/")]
+    assert "Fast CPU inference" not in (tmp_path / "stage0/README.md").read_text()
+
+    (model_dir / "onnx/notes.txt").unlink()
+    (model_dir / "onnx").rmdir()
+    report = export_onnx(model_dir, model_dir, check_texts=CHECK_TEXTS)
+    staged = stage_model_dir(model_dir, tmp_path / "stage", repo_id="org/tiny")
+    assert {"onnx/model.onnx", "onnx/export_report.json"} <= set(staged)
+    card = (tmp_path / "stage/README.md").read_text()
+    assert "### Fast CPU inference (ONNX)" in card
+    assert 'MultiTaskSTOnnxModel.from_pretrained(' in card and '"org/tiny", file_name="onnx/model.onnx"' in card
+    assert f"min embedding cosine {report['fp32']['min_cosine']:.6f}; labels differing: 0" in card
+    assert "onnx/*.onnx" in STALE_WEIGHT_PATTERNS  # a re-upload without an export removes the old one

@@ -41,13 +41,13 @@ from .onnx_runtime import (
     METADATA_TASKS,
     ONNX_FILE_NAME,
     ONNX_SUBFOLDER,
+    REPORT_NAME,
     UNNORMALIZED_EMBEDDING_OUTPUT,
 )
 
 
 logger = logging.get_logger(__name__)
 
-REPORT_NAME = "export_report.json"
 HIDDEN_STATE_OUTPUT = "last_hidden_state"
 OPSET = 17  # LayerNormalization is an ONNX op from 17 on
 # Backbones whose exported graph onnxruntime's BERT optimizer knows how to fuse.

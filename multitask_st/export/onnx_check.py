@@ -162,7 +162,8 @@ def check_int8(model, tokenizer, folder: Path, file_name: str, model_dir: Path, 
 def _task_test_sets(model, model_dir: Path, seed: int | None) -> tuple[dict, list[str]]:
     """Per task trained on a built-in set, its test split as `(texts, label names, description)`; plus those texts."""
     summary = load_training_summary(model_dir)
-    seed = seed if seed is not None else (summary.get("training") or {}).get("seed", 0)
+    if seed is None:  # the seed the run split the built-in sets with
+        seed = (summary.get("training_args") or summary.get("training") or {}).get("seed", 0)
     found, texts = {}, []
     for task, info in (summary.get("datasets") or {}).items():
         name = info.get("name") if isinstance(info, dict) else None

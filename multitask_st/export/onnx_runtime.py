@@ -28,6 +28,9 @@ MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 # ONNX metadata the exporter writes, so a graph can be checked against the config.json next to it.
 METADATA_TASKS = "multitask_st.tasks"
 METADATA_NORMALIZE = "multitask_st.normalize_embeddings"
+REPORT_NAME = "export_report.json"
+# What a Hub repository gets of an export (staging adds these to a model folder's uploads).
+UPLOAD_PATTERNS = [f"{ONNX_SUBFOLDER}/*.onnx", f"{ONNX_SUBFOLDER}/{REPORT_NAME}"]
 # What a model folder needs besides the ONNX file (the tokenizer's own config is optional).
 FOLDER_FILES = ("config.json", "tokenizer.json")
 TOKENIZER_EXTRA_FILES = ("tokenizer_config.json", "special_tokens_map.json")
@@ -262,6 +265,15 @@ class MultiTaskSTOnnxModel:
             token_type_ids[row, :size] = encoding.type_ids
         arrays = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
         return {name: arrays[name] for name in self.input_names}
+
+
+def read_export_report(folder: str | os.PathLike) -> dict:
+    """`onnx/export_report.json` of a folder (what the export measured against PyTorch), `{}` when there is none."""
+    path = Path(folder) / ONNX_SUBFOLDER / REPORT_NAME
+    if not path.is_file():
+        return {}
+    report = json.loads(path.read_text(encoding="utf-8"))
+    return {key: entry for key, entry in report.items() if (Path(folder) / entry.get("file", "")).is_file()}
 
 
 # ---------------------------------------------------------------------------------------------------- helpers

@@ -14,6 +14,7 @@ from torch import nn
 from transformers.utils import logging
 
 from ..configuration_multitask_st import MultiTaskSTConfig
+from ..export.onnx_runtime import read_export_report
 from ..modeling_multitask_st import MultiTaskSTModel
 from ..training.plots import CONFUSION_MATRIX_PLOT, EVALUATION_METRICS_PLOT, TRAINING_LOSS_PLOT
 from .model_dir import ModelDir, read_model_dir
@@ -198,6 +199,7 @@ def _card_context(folder: ModelDir) -> dict[str, Any]:
         "stsb_spearman": stsb[1] if stsb else None,
         "datasets": _dataset_rows(config, summary),
         "plots": _plots(folder),
+        "onnx": _onnx_exports(folder),
         "task_loss_weights": training.get("task_loss_weights") or config.task_loss_weights,
         "multitask_setup": [(key, _format_value(training, key)) for key in MULTITASK_SETUP_KEYS],
         "optimizer_groups": [
@@ -236,6 +238,30 @@ def _plots(folder: ModelDir) -> dict[str, Any]:
         "confusion_matrices": confusion,
         "confusion_split": "test",
     }
+
+
+def _onnx_exports(folder: ModelDir) -> list[dict[str, str]]:
+    """The ONNX files `export.py --format onnx` added to the folder, each with what its export checked."""
+    rows = []
+    for precision, entry in read_export_report(folder.path).items():
+        if precision == "fp32":
+            differing = sum(entry["labels_differing"].values())
+            checked = f"{entry['texts']} texts of the built-in sets"
+            result = f"min embedding cosine {entry['min_cosine']:.6f}; labels differing: {differing}"
+        else:
+            checked = "; ".join(f"`{task}`: {row['data']}" for task, row in entry["tasks"].items())
+            checked += f"; {entry['stsb_spearman']['data']}"
+            deltas = [
+                f"`{task}` accuracy {row['delta_points']:+.2f}"
+                if "delta_points" in row
+                else f"`{task}` agreement {row['agreement']:.2%}"
+                for task, row in entry["tasks"].items()
+            ]
+            spearman = entry["stsb_spearman"]["delta_points"]
+            result = f"{', '.join(deltas)} points; STS-B Spearman {spearman:+.2f} points; mean cosine "
+            result += f"{entry['mean_cosine']:.4f}"
+        rows.append({"file": entry["file"], "precision": precision, "checked": checked, "result": result})
+    return rows
 
 
 def _describe_module(module: nn.Module) -> str:

@@ -7,6 +7,7 @@ Hub repository that loads with `AutoModel.from_pretrained(repo_id, trust_remote_
     configuration_multitask_st.py            modeling_multitask_st.py          (the code `trust_remote_code` runs)
     tokenizer files                          training_summary.json (if any)    README.md (the rendered card)
     the training plots (*.png, if any: `multitask_st.training.plots`), which the card shows
+    onnx/*.onnx + onnx/export_report.json (if `export.py --format onnx` added them to the folder)
 
 Everything else in the directory (Trainer leftovers, checkpoints, logs) stays home, and no pickle file is ever staged.
 """
@@ -24,6 +25,7 @@ from huggingface_hub.errors import LocalTokenNotFoundError, OfflineModeIsEnabled
 from huggingface_hub.utils import filter_repo_objects, validate_repo_id
 from transformers.utils import CONFIG_NAME, logging
 
+from ..export.onnx_runtime import UPLOAD_PATTERNS as ONNX_PATTERNS
 from ..training.plots import PLOT_PATTERNS
 from ..training.record import TRAINING_SUMMARY_NAME
 from .model_card import DEFAULT_LANGUAGE, DEFAULT_LICENSE, render_model_card
@@ -35,7 +37,7 @@ logger = logging.get_logger(__name__)
 
 # What a repository gets from a model folder besides its weights and tokenizer files (`read_model_dir` picks those),
 # as `upload_folder`-style patterns on paths relative to the folder. To ship another kind of file, add a pattern.
-UPLOAD_PATTERNS = [CONFIG_NAME, *PAYLOAD_FILES, TRAINING_SUMMARY_NAME, *PLOT_PATTERNS]
+UPLOAD_PATTERNS = [CONFIG_NAME, *PAYLOAD_FILES, TRAINING_SUMMARY_NAME, *PLOT_PATTERNS, *ONNX_PATTERNS]
 
 
 # Never staged, whatever matches above: Trainer checkpoints and logs, and pickles (`torch.load` runs their code).
@@ -43,8 +45,8 @@ IGNORE_PATTERNS = ["checkpoint-*", "runs/*", MODEL_CARD_NAME, *PICKLE_PATTERNS]
 
 
 # On re-upload, weight files that the new commit does not contain are deleted, so a stale `model.safetensors` never
-# shadows a new sharded checkpoint (or stale shards a new single file).
-STALE_WEIGHT_PATTERNS = ["*.safetensors", "*.safetensors.index.json"]
+# shadows a new sharded checkpoint (or stale shards a new single file), nor an ONNX export of old weights stays.
+STALE_WEIGHT_PATTERNS = ["*.safetensors", "*.safetensors.index.json", *ONNX_PATTERNS]
 
 
 # ---------------------------------------------------------------------------------------------------- staging
@@ -128,7 +130,7 @@ def _link_or_copy(source: Path, target: Path):
     target.parent.mkdir(parents=True, exist_ok=True)
     # Weights can be gigabytes: hard-link them when the file system allows (nobody edits them in place); copy the
     # small files, which a user may edit in a staged folder.
-    if source.suffix == ".safetensors":
+    if source.suffix in (".safetensors", ".onnx"):
         try:
             os.link(source, target)
             return
