@@ -251,6 +251,6 @@ def test_staging_uploads_the_export_and_the_card_shows_it(tmp_path, tiny_tokeniz
     assert {"onnx/model.onnx", "onnx/export_report.json"} <= set(staged)
     card = (tmp_path / "stage/README.md").read_text()
     assert "### Fast CPU inference (ONNX)" in card
-    assert 'MultiTaskSTOnnxModel.from_pretrained(' in card and '"org/tiny", file_name="onnx/model.onnx"' in card
+    assert "MultiTaskSTOnnxModel.from_pretrained(" in card and '"org/tiny", file_name="onnx/model.onnx"' in card
     assert f"min embedding cosine {report['fp32']['min_cosine']:.6f}; labels differing: 0" in card
     assert "onnx/*.onnx" in STALE_WEIGHT_PATTERNS  # a re-upload without an export removes the old one
