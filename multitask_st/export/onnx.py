@@ -176,6 +176,8 @@ def export_graph(model: MultiTaskSTModel, tokenizer, path: str | os.PathLike, fu
             # on the right, positions start at 0) and on index ops (no negative indices here).
             warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
             warnings.filterwarnings("ignore", message=".*aten::index.*", category=UserWarning)
+            # Chosen on purpose (see the module docstring); torch 2.13 still ships it, deprecated.
+            warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
             torch.onnx.export(
                 wrapper,
                 args,
