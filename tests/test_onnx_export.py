@@ -102,8 +102,21 @@ def test_runtime_shapes_and_argument_errors_follow_the_pytorch_model(tmp_path, t
     np.testing.assert_allclose(runtime.encode(iter(TEXTS)), runtime.encode(TEXTS))  # any iterable
     with pytest.raises(ValueError, match=r"Unknown task\(s\) \['colour'\]; this model's tasks are"):
         runtime.predict(TEXTS, tasks=["colour"])
-    with pytest.raises(ValueError, match=r"`sentences\[1\]` is empty or whitespace"):
-        runtime.encode(["fine", "  "])
+    np.testing.assert_allclose(runtime.encode(TEXTS, chunk_size=2), runtime.encode(TEXTS), atol=1e-6)
+    assert_same_predictions(runtime.predict(TEXTS, chunk_size=2), model.predict(TEXTS, tiny_tokenizer, chunk_size=2))
+    for bad, error in (
+        (["fine", "  "], ValueError),
+        (["fine", "\u200b"], ValueError),
+        (["a", 3], TypeError),
+        ([], ValueError),
+    ):
+        with pytest.raises(error) as ours:
+            runtime.encode(bad)
+        with pytest.raises(error) as pytorch:
+            model.encode(bad, tiny_tokenizer)
+        assert str(ours.value) == str(pytorch.value)
+    with pytest.raises(ValueError, match=r"`max_length` must be an integer in 1..64 .*got 65"):
+        runtime.encode(TEXTS, max_length=65)
     with pytest.raises(ValueError, match="`batch_size` must be a positive integer, got 0"):
         runtime.encode(TEXTS, batch_size=0)
     with pytest.raises(ValueError, match="needs torch"):

@@ -8,10 +8,12 @@ standard library for the same reason.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
-from collections.abc import Iterable
+import unicodedata
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,7 @@ ONNX_FILE_NAME = "model.onnx"
 EMBEDDING_OUTPUT = "sentence_embedding"
 UNNORMALIZED_EMBEDDING_OUTPUT = "sentence_embedding_unnormalized"
 LOGITS_PREFIX = "logits_"
+DEFAULT_CHUNK_SIZE = 4096  # texts tokenised and run at a time (as MultiTaskSTModel's)
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 # ONNX metadata the exporter writes, so a graph can be checked against the config.json next to it.
 METADATA_TASKS = "multitask_st.tasks"
@@ -65,6 +68,7 @@ class MultiTaskSTOnnxModel:
         _check_graph(self)
         self.pad_token_id = _pad_token_id(tokenizer, config)
         self.max_length = _default_max_length(config, tokenizer)
+        self.position_limit = (config.get("backbone_config") or {}).get("max_position_embeddings") or 512
 
     @property
     def task_names(self) -> list[str]:
@@ -152,6 +156,7 @@ class MultiTaskSTOnnxModel:
         convert_to_tensor: bool = False,
         show_progress_bar: bool | None = None,
         max_length: int | None = None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
     ):
         """Embed sentences: a float32 `(n, embedding_dim)` array, or one vector for a single string.
 
@@ -165,7 +170,9 @@ class MultiTaskSTOnnxModel:
             output = EMBEDDING_OUTPUT
         else:
             output = UNNORMALIZED_EMBEDDING_OUTPUT  # the graph normalises; the caller wants the raw vectors
-        single, (embeddings,) = self._run(sentences, [output], batch_size, show_progress_bar, max_length, "Encoding")
+        single, (embeddings,) = self._run(
+            sentences, [output], batch_size, show_progress_bar, max_length, chunk_size, "Encoding"
+        )
         if normalize and not self.normalize_embeddings:
             norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
             embeddings = embeddings / np.maximum(norms, 1e-12)  # as torch.nn.functional.normalize
@@ -181,6 +188,7 @@ class MultiTaskSTOnnxModel:
         batch_size: int = 32,
         show_progress_bar: bool | None = None,
         max_length: int | None = None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
     ) -> dict | list[dict]:
         """Classify sentences with every head (or those in `tasks`) from one graph run per batch.
 
@@ -189,7 +197,9 @@ class MultiTaskSTOnnxModel:
         """
         task_names = self._check_tasks(tasks)
         outputs = [LOGITS_PREFIX + task for task in task_names]
-        single, logits = self._run(sentences, outputs, batch_size, show_progress_bar, max_length, "Predicting")
+        single, logits = self._run(
+            sentences, outputs, batch_size, show_progress_bar, max_length, chunk_size, "Predicting"
+        )
         predictions = [{} for _ in range(len(logits[0]))]
         for task, task_logits in zip(task_names, logits, strict=True):
             labels = self.tasks[task]
@@ -205,7 +215,8 @@ class MultiTaskSTOnnxModel:
 
     def run(self, sentences: str | Iterable[str], output_names: list[str], **kwargs) -> list[np.ndarray]:
         """The raw graph outputs named in `output_names` (e.g. `["sentence_embedding", "logits_topic"]`) for
-        sentences, rows in input order; `kwargs` as in `encode` (`batch_size`, `show_progress_bar`, `max_length`)."""
+        sentences, rows in input order; `kwargs` as in `encode` (`batch_size`, `show_progress_bar`, `max_length`,
+        `chunk_size`)."""
         unknown = [name for name in output_names if name not in self.output_names]
         if unknown:
             raise ValueError(f"Unknown output(s) {unknown}; this graph has {self.output_names}.")
@@ -229,28 +240,62 @@ class MultiTaskSTOnnxModel:
         batch_size: int = 32,
         show_progress_bar: bool | None = None,
         max_length: int | None = None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
         description: str = "Running",
     ) -> tuple[bool, list[np.ndarray]]:
-        single, sentences = _check_sentences(sentences)
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
-        max_length = self.max_length if max_length is None else max_length
+        """The outputs for every text, in input order; read `chunk_size` texts at a time, as the PyTorch model does."""
+        single = isinstance(sentences, str)
+        if single:
+            sentences = [sentences]
+        elif isinstance(sentences, (bytes, Mapping)) or not isinstance(sentences, Iterable):
+            raise TypeError(f"`sentences` must be a string or an iterable of strings, got {type(sentences).__name__}.")
+        for name, value in (("batch_size", batch_size), ("chunk_size", chunk_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+        limit = self.position_limit
+        if max_length is None:
+            max_length = self.max_length
+        elif isinstance(max_length, bool) or not isinstance(max_length, int) or not 1 <= max_length <= limit:
+            raise ValueError(
+                f"`max_length` must be an integer in 1..{limit} (the backbone's `max_position_embeddings`), "
+                f"got {max_length!r}."
+            )
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_length)
-        encodings = self.tokenizer.encode_batch(sentences)
-        # Longest first: batches of near-equal length pad little, and an over-large batch fails at once.
-        order = sorted(range(len(sentences)), key=lambda i: -len(encodings[i].ids))
-        results = [[] for _ in output_names]
-        starts = range(0, len(order), batch_size)
+        total = len(sentences) if hasattr(sentences, "__len__") else None
         if show_progress_bar is None:
-            show_progress_bar = logger.getEffectiveLevel() <= logging.INFO and len(sentences) > batch_size
-        for start in _progress(starts, description, show_progress_bar):
-            inputs = self._pad([encodings[i] for i in order[start : start + batch_size]])
-            for result, output in zip(results, self.session.run(output_names, inputs), strict=True):
+            show_progress_bar = logger.getEffectiveLevel() <= logging.INFO and (total is None or total > batch_size)
+        progress = _progress(total, description, show_progress_bar)
+        texts, seen, results = iter(sentences), 0, [[] for _ in output_names]
+        while chunk := list(itertools.islice(texts, chunk_size)):
+            _check_texts(chunk, offset=seen)
+            seen += len(chunk)
+            for result, output in zip(
+                results, self._run_chunk(chunk, output_names, batch_size, progress), strict=True
+            ):
                 result.append(output)
+        if progress is not None:
+            progress.close()
+        if seen == 0:
+            raise ValueError("`sentences` is empty: pass at least one string.")
+        return single, [np.concatenate(result) for result in results]
+
+    def _run_chunk(self, texts: list[str], output_names: list[str], batch_size: int, progress) -> list[np.ndarray]:
+        encodings = self.tokenizer.encode_batch(texts)
+        # Longest first: batches of near-equal length pad little, and an over-large batch fails at once.
+        order = sorted(range(len(texts)), key=lambda i: -len(encodings[i].ids))
+        results = [[] for _ in output_names]
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            for result, output in zip(
+                results, self.session.run(output_names, self._pad([encodings[i] for i in batch])), strict=True
+            ):
+                result.append(output)
+            if progress is not None:
+                progress.update(len(batch))
         inverse = np.empty(len(order), dtype=np.int64)
         inverse[np.asarray(order)] = np.arange(len(order))  # row order[k] of the input is row k of the batches
-        return single, [np.concatenate(result)[inverse] for result in results]
+        return [np.concatenate(result)[inverse] for result in results]
 
     def _pad(self, encodings) -> dict[str, np.ndarray]:
         """Right-pad a batch of `tokenizers.Encoding`s into the graph's int64 inputs."""
@@ -363,22 +408,16 @@ def _default_max_length(config: dict, tokenizer) -> int:
     return min(int(tokenizer_limit), limit) if tokenizer_limit and tokenizer_limit < 1_000_000 else limit
 
 
-def _check_sentences(sentences) -> tuple[bool, list[str]]:
-    """The same rules as the PyTorch model: a string or an iterable of non-blank strings."""
-    single = isinstance(sentences, str)
-    if single:
-        sentences = [sentences]
-    elif isinstance(sentences, (bytes, dict)) or not isinstance(sentences, Iterable):
-        raise TypeError(f"`sentences` must be a string or a list of strings, got {type(sentences).__name__}.")
-    sentences = list(sentences)
-    if not sentences:
-        raise ValueError("`sentences` is empty: pass at least one string.")
-    for index, sentence in enumerate(sentences):
-        if not isinstance(sentence, str):
-            raise TypeError(f"`sentences[{index}]` must be a string, got {type(sentence).__name__}: {sentence!r}.")
-        if not sentence.strip():
-            raise ValueError(f"`sentences[{index}]` is empty or whitespace; every text needs content to embed.")
-    return single, sentences
+def _check_texts(texts: list, offset: int = 0):
+    """The PyTorch model's rule: every item a string holding something a tokenizer keeps; errors name its index."""
+    for index, text in enumerate(texts, start=offset):
+        if not isinstance(text, str):
+            raise TypeError(f"`sentences[{index}]` must be a string, got {type(text).__name__}: {text!r}.")
+        if not any(not char.isspace() and unicodedata.category(char) not in ("Cc", "Cf") for char in text):
+            raise ValueError(
+                f"`sentences[{index}]` is {text!r}: empty, whitespace or only control/format characters; every text "
+                "needs content to embed."
+            )
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -386,14 +425,14 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
-def _progress(iterable, description: str, enabled: bool):
+def _progress(total: int | None, description: str, enabled: bool):
     if not enabled:
-        return iterable
+        return None
     try:
         from tqdm.auto import tqdm
     except ImportError:
-        return iterable
-    return tqdm(iterable, desc=description)
+        return None
+    return tqdm(total=total, desc=description, unit="text")
 
 
 def _first_line(error: BaseException) -> str:
