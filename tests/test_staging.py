@@ -161,7 +161,12 @@ def test_push_model_dir_uploads_the_staged_folder(trained, tmp_path, online):
     assert pull_request["commit_message"] == "Upload multitask-st model"
     # Stale weights go: a re-upload deletes the remote weight files this commit does not replace.
     assert upload["delete_patterns"] == pull_request["delete_patterns"] == STALE_WEIGHT_PATTERNS
-    assert STALE_WEIGHT_PATTERNS == ["*.safetensors", "*.safetensors.index.json"]
+    assert STALE_WEIGHT_PATTERNS == [
+        "*.safetensors",
+        "*.safetensors.index.json",
+        "onnx/*.onnx",
+        "onnx/export_report.json",
+    ]
     assert 'repo_id = "org/multitask-st"' in upload["card"] and 'revision = "v1"' in upload["card"]
     assert (commit.commit_url, commit.pr_url) == ("https://hf.co/org/multitask-st/commit/0123", None)
     assert pull.pr_url == "https://hf.co/pr/1"
