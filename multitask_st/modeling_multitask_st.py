@@ -11,10 +11,12 @@ import hashlib
 import inspect
 import itertools
 import json
+import os
 import unicodedata
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -591,19 +593,24 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
     ) -> Iterator[list[dict]]:
         """The streaming form of [`predict`]: yields the predictions of each `chunk_size` texts, in input order."""
         task_names = self._check_tasks(tasks)
-
-        def classify_batch(inputs):
-            logits = self.forward(**inputs, tasks=task_names, return_dict=True).logits
-            # (batch, total labels over the selected tasks): one device->host copy per chunk
-            return torch.cat([logits[task].float().softmax(dim=-1) for task in task_names], dim=-1)
-
         chunks = self._run_chunks(
-            sentences, tokenizer, classify_batch, batch_size, show_progress_bar, device, max_length, chunk_size,
+            sentences, tokenizer, lambda inputs: self._classify_batch(inputs, task_names), batch_size, show_progress_bar, device, max_length, chunk_size,
             "Predicting",
         )  # fmt: skip
         return (self._label_rows(probabilities.cpu(), task_names) for probabilities in chunks)
 
+    def _classify_batch(self, inputs: dict, task_names: list[str], with_embeddings: bool = False) -> torch.Tensor:
+        """One forward pass: the probabilities of every label of `task_names`, task after task, then (if asked) the
+        embedding, as `(batch, total labels [+ embedding_dim])` float rows (one device->host copy per chunk)."""
+        output = self.forward(**inputs, tasks=task_names, return_dict=True)
+        columns = [output.logits[task].float().softmax(dim=-1) for task in task_names]
+        if with_embeddings:
+            columns.append(output.embeddings.float())
+        return torch.cat(columns, dim=-1)
+
     def _label_rows(self, probabilities: torch.Tensor, task_names: list[str]) -> list[dict]:
+        """`predict`'s result from `_classify_batch`'s probability columns: per row, `{task: {"label", "score",
+        "probabilities"}}` (the pipeline that ships with the model formats the same rows)."""
         # Task by task, with the argmax done in torch: the per-row Python below is most of what predict adds to
         # encode on a GPU (~5% at batch size 128), so it does no slicing or searching of its own.
         predictions = [{} for _ in range(len(probabilities))]
@@ -774,6 +781,38 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
                     "(`AutoTokenizer.from_pretrained(model_dir)`)."
                 )
 
+    # ------------------------------------------------------------------ the other doors: pipeline(), sentence-transformers
+
+    def head_view(self, task: str) -> PreTrainedModel:
+        """One head as an ordinary sequence classifier sharing this model's weights, for the stock pipelines:
+        `pipeline("text-classification", model=model.head_view("sentiment"), tokenizer=tokenizer)`."""
+        from .pipeline_multitask_st import MultiTaskSTHeadView
+
+        return MultiTaskSTHeadView(self, self._check_tasks(task)[0])
+
+    def to_sentence_transformer(self, tokenizer):
+        """This model (weights shared) as a `SentenceTransformer`, for libraries that take one (needs
+        sentence-transformers >= 6). A saved model folder also loads with `SentenceTransformer(path,
+        trust_remote_code=True)`."""
+        from sentence_transformers import SentenceTransformer
+
+        from .sentence_transformers_multitask_st import MultiTaskSTSentenceEncoder
+
+        return SentenceTransformer(modules=[MultiTaskSTSentenceEncoder(self, tokenizer)], device=str(self.device))
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`, plus what the other doors read: config.json declares the pipeline that
+        ships with the model (`custom_pipelines`), and the sentence-transformers files name the module that wraps it.
+        (The pipeline and sentence-transformers payload files travel with this one: `head_view` and
+        `to_sentence_transformer` import them, and transformers copies relative imports.)"""
+        from .pipeline_multitask_st import custom_pipelines_entry
+
+        self.config.custom_pipelines = custom_pipelines_entry()
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            _write_sentence_transformers_files(Path(save_directory), self.config)
+        return result
+
 
 def parse_part(part: str) -> tuple[str, int | str | None]:
     """Reads a part name of `MultiTaskSTModel.parameter_parts()`: the one parser that freezing, learning-rate groups
@@ -910,3 +949,26 @@ def _sentence_transformers_max_seq_length(path: str, hub_kwargs: dict) -> int | 
 
 # `save_pretrained` writes `auto_map` and copies this file and the configuration next to the weights.
 MultiTaskSTModel.register_for_auto_class("AutoModel")
+
+
+# The files `SentenceTransformer(path, trust_remote_code=True)` reads; the module class lives in the payload file
+# `sentence_transformers_multitask_st.py`, which `save_pretrained` copies with this one.
+SENTENCE_TRANSFORMERS_MODULE = "sentence_transformers_multitask_st.MultiTaskSTSentenceEncoder"
+SENTENCE_TRANSFORMERS_FILES = ("modules.json", "config_sentence_transformers.json", "sentence_bert_config.json")
+
+
+def _write_sentence_transformers_files(save_directory: Path, config: MultiTaskSTConfig):
+    import transformers
+
+    modules = [{"idx": 0, "name": "0", "path": "", "type": SENTENCE_TRANSFORMERS_MODULE}]
+    settings = {
+        "__version__": {"transformers": transformers.__version__, "pytorch": torch.__version__},
+        "model_type": "SentenceTransformer",
+        "prompts": {},
+        "default_prompt_name": None,
+        "similarity_fn_name": "cosine",
+    }
+    # Left out when unset: the module then truncates where `encode` does, at `default_max_length(tokenizer)`.
+    module_config = {} if config.max_seq_length is None else {"max_seq_length": config.max_seq_length}
+    for name, value in zip(SENTENCE_TRANSFORMERS_FILES, (modules, settings, module_config), strict=True):
+        (save_directory / name).write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")

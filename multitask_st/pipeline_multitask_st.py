@@ -1,0 +1,207 @@
+"""The `pipeline()` door of a multitask-st model: every head (and the embedding) from one forward pass.
+
+This file is part of the Hub payload: `save_pretrained` copies it next to the weights and declares it under
+`custom_pipelines` in config.json, so that
+
+    pipeline(model="org/multitask-st", trust_remote_code=True)(["A text.", "Another."])
+
+works without our package. It imports only torch, transformers and the standard library, and formats the rows the
+model's own `predict` computes (`MultiTaskSTModel._classify_batch` / `_label_rows`): one implementation of the numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from transformers import Pipeline, PretrainedConfig, PreTrainedModel
+from transformers.modeling_outputs import SequenceClassifierOutput
+from transformers.utils import logging
+
+from .modeling_multitask_st import DEFAULT_CHUNK_SIZE
+
+
+logger = logging.get_logger(__name__)
+
+# The task name this pipeline is declared under in config.json. It is the Hub's `pipeline_tag` too, so the snippet
+# the Hub generates (`pipeline("text-classification", model=repo, trust_remote_code=True)`) runs this pipeline.
+PIPELINE_TASK = "text-classification"
+PIPELINE_CLASS_REF = "pipeline_multitask_st.MultiTaskSTPipeline"
+EMBEDDING_KEY = "embedding"
+DEFAULT_BATCH_SIZE = 32
+
+
+def custom_pipelines_entry() -> dict:
+    """The `custom_pipelines` value of config.json, in the form `Pipeline.save_pretrained` writes for registered
+    pipelines (`pipeline()` resolves `impl` in the repository and builds the model with the `pt` auto class)."""
+    return {PIPELINE_TASK: {"impl": PIPELINE_CLASS_REF, "pt": ["AutoModel"], "type": "text"}}
+
+
+class MultiTaskSTPipeline(Pipeline):
+    r"""Classifies texts with every head of a multitask-st model (or the heads in `tasks`) from one forward pass.
+
+    Returns, for one text, `{task: {"label": name, "score": probability}}` and a list of those for a list of texts.
+    The numbers are `model.predict`'s.
+
+    Args (at construction or per call):
+        tasks (`str` or `list[str]`, *optional*): only these heads.
+        top_k (`int` or `None`, *optional*, defaults to 1): with 1, one `{"label", "score"}` per task; otherwise a
+            list of the `top_k` best labels per task, best first (`None`: every label).
+        return_embedding (`bool`, *optional*, defaults to `False`): add the sentence embedding (as `encode` gives it)
+            under `"embedding"`, from the same forward pass.
+        max_length (`int`, *optional*): tokens kept per text; defaults to the model's.
+        batch_size (`int`, *optional*, defaults to 32).
+
+    Example:
+        >>> from transformers import pipeline
+        >>> classifier = pipeline(model="org/multitask-st", trust_remote_code=True)  # doctest: +SKIP
+        >>> classifier("Shares fell sharply after the results.")  # doctest: +SKIP
+        {'topic': {'label': 'business', 'score': 0.97}, 'sentiment': {'label': 'negative', 'score': 0.88}}
+    """
+
+    _load_processor = False
+    _load_image_processor = False
+    _load_feature_extractor = False
+    _load_tokenizer = True
+
+    def _sanitize_parameters(self, tasks=None, top_k=1, return_embedding=None, max_length=None, **kwargs):
+        if kwargs:
+            raise TypeError(
+                f"Unexpected argument(s) {sorted(kwargs)}; this pipeline takes `tasks`, `top_k`, `return_embedding`, "
+                "`max_length`, `batch_size` and `num_workers`."
+            )
+        preprocess, forward, postprocess = {}, {}, {}
+        if max_length is not None:
+            preprocess["max_length"] = max_length
+        if tasks is not None:
+            forward["tasks"] = postprocess["tasks"] = self.model._check_tasks(tasks)
+        if return_embedding is not None:
+            if not isinstance(return_embedding, bool):
+                raise TypeError(f"`return_embedding` must be True or False, got {return_embedding!r}.")
+            if return_embedding and EMBEDDING_KEY in self.model.config.tasks:
+                raise ValueError(f"A task is named {EMBEDDING_KEY!r}, so `return_embedding=True` would overwrite it.")
+            forward["return_embedding"] = postprocess["return_embedding"] = return_embedding
+        if top_k != 1:
+            if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+                raise ValueError(f"`top_k` must be a positive integer or None (every label), got {top_k!r}.")
+            postprocess["top_k"] = top_k
+        return preprocess, forward, postprocess
+
+    def __call__(self, inputs, **kwargs):
+        """Texts in, predictions out. A string or a list of strings goes through the model's own length-sorted
+        batching (what `predict` runs); any other iterable (a generator, a `datasets.Dataset`) streams through the
+        standard pipeline loop, one result per text as it comes."""
+        if not isinstance(inputs, (str, list, tuple)):
+            kwargs["batch_size"] = kwargs.get("batch_size") or self._batch_size or DEFAULT_BATCH_SIZE
+            return super().__call__(inputs, **kwargs)
+        batch_size = kwargs.pop("batch_size", None) or self._batch_size or DEFAULT_BATCH_SIZE
+        kwargs.pop("num_workers", None)
+        preprocess, forward, postprocess = self._sanitize_parameters(**kwargs)
+        preprocess = {**self._preprocess_params, **preprocess}
+        forward = {**self._forward_params, **forward}
+        postprocess = {**self._postprocess_params, **postprocess}
+        tasks = forward.get("tasks") or self.model.config.task_names
+        return_embedding = forward.get("return_embedding", False)
+        # The model checks the texts (a string, or a list of non-empty strings) and names a bad one.
+        single = isinstance(inputs, str)
+        chunks = self.model._run_chunks(
+            [inputs] if single else inputs,
+            self.tokenizer,
+            lambda batch: self.model._classify_batch(batch, tasks, with_embeddings=return_embedding),
+            batch_size,
+            False,
+            None,
+            preprocess.get("max_length"),
+            DEFAULT_CHUNK_SIZE,
+            "Predicting",
+        )
+        top_k = postprocess.get("top_k", 1)
+        results = [result for rows in chunks for result in self._format(rows.cpu(), tasks, top_k, return_embedding)]
+        return results[0] if single else results
+
+    def preprocess(self, text, max_length=None):
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"Each input must be a non-empty string, got {text!r}.")
+        max_length = max_length or self.model.default_max_length(self.tokenizer)
+        return self.tokenizer(text, truncation=True, max_length=max_length, return_tensors="pt")
+
+    def _forward(self, model_inputs, tasks=None, return_embedding=False):
+        tasks = tasks or self.model.config.task_names
+        return {"rows": self.model._classify_batch(dict(model_inputs), tasks, with_embeddings=return_embedding)}
+
+    def postprocess(self, model_outputs, tasks=None, top_k=1, return_embedding=False):
+        rows = model_outputs["rows"].float().cpu().reshape(1, -1)
+        return self._format(rows, tasks or self.model.config.task_names, top_k, return_embedding)[0]
+
+    def _format(self, rows: torch.Tensor, tasks: list[str], top_k: int | None, return_embedding: bool) -> list[dict]:
+        num_labels = sum(len(self.model.config.tasks[task]) for task in tasks)
+        predictions = self.model._label_rows(rows[:, :num_labels], tasks)
+        results = [{task: _ranked(prediction[task], top_k) for task in tasks} for prediction in predictions]
+        if return_embedding:
+            for result, embedding in zip(results, rows[:, num_labels:].tolist(), strict=True):
+                result[EMBEDDING_KEY] = embedding
+        return results
+
+
+def _ranked(prediction: Mapping, top_k: int | None) -> dict | list[dict]:
+    """One task's `predict` entry in the pipeline's shape: `{"label", "score"}`, or the `top_k` best, best first."""
+    if top_k == 1:
+        return {"label": prediction["label"], "score": prediction["score"]}
+    ranked = sorted(prediction["probabilities"].items(), key=lambda item: item[1], reverse=True)
+    return [{"label": label, "score": score} for label, score in ranked[:top_k]]
+
+
+HEAD_VIEW_MODEL_TYPE = "multitask-st-head-view"
+
+
+def _declare_sequence_classifier():
+    """List the view among the sequence classifiers the stock text-classification pipeline checks for, so it does not
+    log an error naming every supported class (the check is by class name and only ever logs)."""
+    try:
+        from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
+    except ImportError:  # another transformers layout: the pipeline works anyway, with the log line
+        return
+    MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES.setdefault(HEAD_VIEW_MODEL_TYPE, MultiTaskSTHeadView.__name__)
+
+
+class MultiTaskSTHeadView(PreTrainedModel):
+    """One head of a multitask-st model seen as an ordinary sequence classifier, for the stock pipelines.
+
+    It shares every weight with the model it views (nothing is copied), runs the encoder and that head only, and
+    returns `SequenceClassifierOutput(logits=...)` with the head's `id2label`, so that
+    `pipeline("text-classification", model=model.head_view("sentiment"), tokenizer=tokenizer)` works unchanged,
+    `top_k` and `function_to_apply` included. Build it with `MultiTaskSTModel.head_view(task)`.
+    """
+
+    config_class = PretrainedConfig
+    base_model_prefix = "multitask_model"
+    main_input_name = "input_ids"
+
+    def __init__(self, multitask_model: PreTrainedModel, task: str):
+        labels = multitask_model.config.labels_of(task)
+        config = PretrainedConfig(
+            id2label=dict(enumerate(labels)),
+            label2id={label: index for index, label in enumerate(labels)},
+            problem_type="single_label_classification",
+            pad_token_id=multitask_model.config.pad_token_id,
+        )
+        config.model_type = HEAD_VIEW_MODEL_TYPE
+        config.task = task
+        super().__init__(config)
+        _declare_sequence_classifier()
+        self.multitask_model = multitask_model  # a submodule: its parameters are the view's, shared
+        self.task = task
+        # No `post_init()`: it would initialise weights, and every weight here is the viewed model's, trained.
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> SequenceClassifierOutput:
+        output = self.multitask_model(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, tasks=[self.task]
+        )
+        return SequenceClassifierOutput(logits=output.logits[self.task])
