@@ -56,7 +56,7 @@ class MultiTaskSTSentenceEncoder(InputModule):
     def get_config_dict(self) -> dict[str, Any]:
         return {"max_seq_length": self._max_seq_length}
 
-    def get_sentence_embedding_dimension(self) -> int:
+    def get_embedding_dimension(self) -> int:
         return self.model.config.embedding_dim
 
     def preprocess(self, inputs: list[str], prompt: str | None = None, **kwargs) -> dict[str, torch.Tensor]:
