@@ -1,10 +1,14 @@
 """Export a trained model folder for another runtime.
 
+    python export.py outputs/multitask-st --format sentence-transformers --output exported/
     python export.py outputs/multitask-st --format onnx --output outputs/multitask-st-onnx
     python export.py outputs/multitask-st --format onnx --quantize int8 --output outputs/multitask-st   # adds onnx/
 
-The ONNX export writes onnx/model.onnx (and onnx/model_qint8_<cpu>.onnx with --quantize int8), checked against the
-PyTorch model on real texts first: a graph that misses the bounds is not written (see multitask_st/export/onnx.py).
+`sentence-transformers` writes the embedding as a plain sentence-transformers folder that loads without remote code,
+checks its vectors against `model.encode`, and says which doors it opens (TEI when its layout fits TEI's rules; see
+multitask_st/export/sentence_transformers_folder.py). The ONNX export writes onnx/model.onnx (and
+onnx/model_qint8_<cpu>.onnx with --quantize int8), checked against the PyTorch model on real texts first: a graph that
+misses the bounds is not written (see multitask_st/export/onnx.py). Errors are one line on stderr, exit status 1.
 """
 
 from __future__ import annotations
@@ -13,9 +17,41 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 
-FORMATS = ("onnx",)
+def export_sentence_transformers(args: argparse.Namespace) -> list[str]:
+    """A plain sentence-transformers folder (the embedding; no remote code). Returns the lines to print."""
+    from multitask_st.export.sentence_transformers_folder import export_sentence_transformers as export
+
+    for flag in ("quantize", "arch", "overwrite"):
+        if getattr(args, flag):
+            raise ValueError(f"--{flag} applies to --format onnx only.")
+    result = export(args.model_dir, args.output)
+    lines = [f"Wrote a plain sentence-transformers folder to {result.output_dir} ({' -> '.join(result.modules)}):"]
+    lines += [f"  {name}" for name in result.files]
+    lines.append(f"Same vectors as model.encode: min cosine {result.min_cosine:.7f} on the check texts.")
+    lines.append("Opens:")
+    lines += [f"  {door}" for door in result.doors()]
+    return lines
+
+
+def export_onnx(args: argparse.Namespace) -> list[str]:
+    from multitask_st.export.onnx import export_onnx as export
+
+    report = export(args.model_dir, args.output, quantize=args.quantize, arch=args.arch, overwrite=args.overwrite)
+    return [
+        f"{entry['file']}: {json.dumps({key: value for key, value in entry.items() if key != 'file'})}"
+        for entry in report.values()
+    ]
+
+
+# --format value -> exporter(args) returning the lines to print. Another format is one entry here.
+EXPORTERS: dict[str, Callable[[argparse.Namespace], list[str]]] = {
+    "sentence-transformers": export_sentence_transformers,
+    "onnx": export_onnx,
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -23,32 +59,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "model_dir", help="A trained model folder (model.save_pretrained + tokenizer.save_pretrained)."
     )
-    parser.add_argument("--format", required=True, choices=FORMATS, help="What to export to.")
+    parser.add_argument("--format", required=True, choices=sorted(EXPORTERS), help="What to export to.")
     parser.add_argument(
-        "--output", required=True, help="A new or empty folder, or the model folder itself (adds onnx/ to it)."
+        "--output",
+        required=True,
+        help="A new or empty folder (onnx: or the model folder itself, which gets onnx/).",
     )
-    parser.add_argument("--quantize", choices=["int8"], help="Also write the int8 graph (dynamic quantisation).")
+    parser.add_argument("--quantize", choices=["int8"], help="onnx: also write the int8 graph (dynamic quantisation).")
     parser.add_argument(
-        "--arch", help="CPU the int8 graph is for: avx512_vnni, avx512, avx2 or arm64 (default: this machine's)."
+        "--arch", help="onnx: CPU the int8 graph is for: avx512_vnni, avx512, avx2 or arm64 (default: this machine's)."
     )
-    parser.add_argument("--overwrite", action="store_true", help="Replace an existing export in --output.")
+    parser.add_argument("--overwrite", action="store_true", help="onnx: replace an existing export in --output.")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from multitask_st.export.onnx import export_onnx
-
+    if not Path(args.model_dir).is_dir():
+        return _fail(f"model directory {args.model_dir!r} does not exist or is not a directory.")
     try:
-        report = export_onnx(
-            args.model_dir, args.output, quantize=args.quantize, arch=args.arch, overwrite=args.overwrite
-        )
-    except (ValueError, OSError) as error:
-        print(f"export.py: error: {' '.join(str(error).split())}", file=sys.stderr)
-        return 1
-    for entry in report.values():
-        print(f"{entry['file']}: {json.dumps({key: value for key, value in entry.items() if key != 'file'})}")
+        lines = EXPORTERS[args.format](args)
+    except (ValueError, OSError, RuntimeError, ImportError) as error:
+        return _fail(" ".join(str(error).split()) or type(error).__name__)
+    print("\n".join(lines))
     return 0
+
+
+def _fail(message: str) -> int:
+    print(f"export.py: error: {message}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":
