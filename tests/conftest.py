@@ -120,7 +120,7 @@ TRAINER_LEFTOVERS = ["training_args.bin", "trainer_state.json", "optimizer.pt", 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory, tiny_tokenizer) -> SimpleNamespace:
     """A saved model directory as train.py leaves it: model, tokenizer, summary, and Trainer leftovers."""
-    from multitask_st.sharing.model_dir import PAYLOAD_FILES
+    from multitask_st.sharing.model_dir import PAYLOAD_FILES, SENTENCE_TRANSFORMERS_FILES
 
     model_dir = tmp_path_factory.mktemp("hub") / "model"
     torch.manual_seed(0)
@@ -135,7 +135,15 @@ def trained(tmp_path_factory, tiny_tokenizer) -> SimpleNamespace:
     (model_dir / "runs").mkdir()
     (model_dir / "runs" / "events.out.tfevents").write_bytes(b"log")
     expected_files = sorted(
-        ["README.md", "config.json", *PAYLOAD_FILES, "model.safetensors", *tokenizer_files, "training_summary.json"]
+        [
+            "README.md",
+            "config.json",
+            *PAYLOAD_FILES,
+            *SENTENCE_TRANSFORMERS_FILES,
+            "model.safetensors",
+            *tokenizer_files,
+            "training_summary.json",
+        ]
     )
     return SimpleNamespace(model_dir=model_dir, model=model, tokenizer=tiny_tokenizer, expected_files=expected_files)
 

@@ -13,7 +13,7 @@ def test_model_card_metadata_and_body(trained):
 
     assert data["library_name"] == "transformers"
     assert data["pipeline_tag"] == "text-classification"
-    assert {"multitask-st", "sentence-embeddings", "custom_code"} <= set(data["tags"])
+    assert {"multitask-st", "sentence-transformers", "sentence-similarity", "custom_code"} <= set(data["tags"])
     assert data["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
     assert data["datasets"] == ["org/ag-news-tiny"]  # the dataset without a Hub id is not listed
     assert data["license"] and data["language"]

@@ -81,8 +81,11 @@ def export_sentence_transformers(
     model_dir: str | os.PathLike,
     output_dir: str | os.PathLike,
     check_texts: list[str] | None = None,
+    revision: str | None = None,
 ) -> SentenceTransformersExport:
     """Write `model_dir`'s embedding as a plain sentence-transformers folder in `output_dir` (empty or new).
+
+    `model_dir` is a saved model folder or a Hub repository id (then `revision` pins its commit).
 
     Raises:
         ValueError: the model uses attention pooling (no sentence-transformers module computes it), or `output_dir`
@@ -94,11 +97,11 @@ def export_sentence_transformers(
     output_dir = Path(output_dir)
     if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
         raise ValueError(f"`output_dir` {str(output_dir)!r} must be an empty directory or not exist yet.")
-    refusal = plain_export_plan(MultiTaskSTModel.config_class.from_pretrained(model_dir)).refusal
+    refusal = plain_export_plan(MultiTaskSTModel.config_class.from_pretrained(model_dir, revision=revision)).refusal
     if refusal is not None:  # before loading any weight
         raise ValueError(refusal)
-    model = MultiTaskSTModel.from_pretrained(model_dir).eval()
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = MultiTaskSTModel.from_pretrained(model_dir, revision=revision).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, revision=revision)
     try:
         with tempfile.TemporaryDirectory(prefix="multitask-st-backbone-") as backbone_dir:
             plain = _plain_sentence_transformer(model, tokenizer, backbone_dir)

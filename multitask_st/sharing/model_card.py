@@ -15,6 +15,7 @@ from transformers.utils import logging
 
 from ..configuration_multitask_st import MultiTaskSTConfig
 from ..export.onnx_runtime import read_export_report
+from ..export.sentence_transformers_folder import plain_export_plan
 from ..modeling_multitask_st import MultiTaskSTModel
 from ..training.plots import CONFUSION_MATRIX_PLOT, EVALUATION_METRICS_PLOT, TRAINING_LOSS_PLOT
 from .model_dir import ModelDir, read_model_dir
@@ -33,7 +34,17 @@ DEFAULT_LICENSE = "apache-2.0"
 DEFAULT_LANGUAGE = "en"
 
 
-CARD_TAGS = ["multitask-st", "sentence-embeddings", "text-classification", "multi-task", "custom_code"]
+# Every door the card's snippets open: transformers (remote code, `pipeline`), sentence-transformers (with remote code).
+CARD_TAGS = [
+    "multitask-st",
+    "sentence-transformers",
+    "sentence-similarity",
+    "feature-extraction",
+    "sentence-embeddings",
+    "text-classification",
+    "multi-task",
+    "custom_code",
+]
 
 
 NOT_RECORDED = "not recorded"
@@ -218,6 +229,7 @@ def _card_context(folder: ModelDir) -> dict[str, Any]:
         ],
         "framework_versions": [(name, version) for name, version in (summary.get("framework_versions") or {}).items()],
         "transformers_version": getattr(config, "transformers_version", None),
+        "plain_export": plain_export_plan(config),
     }
 
 

@@ -18,7 +18,7 @@ from transformers.tokenization_utils_base import (
 )
 from transformers.utils import CONFIG_NAME, SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 
-from .. import configuration_multitask_st, modeling_multitask_st
+from .. import configuration_multitask_st, modeling_multitask_st, pipeline_multitask_st
 from ..configuration_multitask_st import MultiTaskSTConfig
 from ..training.record import load_training_summary
 
@@ -26,8 +26,17 @@ from ..training.record import load_training_summary
 MODEL_CARD_NAME = "README.md"
 
 
-# The code `trust_remote_code` runs: the two payload modules, named as `save_pretrained` copies them.
-PAYLOAD_FILES = tuple(Path(module.__file__).name for module in (configuration_multitask_st, modeling_multitask_st))
+# The code `trust_remote_code` runs, named as `save_pretrained` copies it: config and model, the pipeline and the
+# sentence-transformers module (named by reference: importing that file needs sentence-transformers).
+PAYLOAD_FILES = (
+    *(Path(module.__file__).name for module in (configuration_multitask_st, modeling_multitask_st)),
+    pipeline_multitask_st.PIPELINE_CLASS_REF.split(".")[0] + ".py",
+    modeling_multitask_st.SENTENCE_TRANSFORMERS_MODULE.split(".")[0] + ".py",
+)
+
+
+# What `SentenceTransformer(folder, trust_remote_code=True)` reads besides the payload; `save_pretrained` writes them.
+SENTENCE_TRANSFORMERS_FILES = modeling_multitask_st.SENTENCE_TRANSFORMERS_FILES
 
 
 # What a folder needs for its tokenizer to load: its config and one of these vocabularies.
@@ -103,7 +112,7 @@ def read_model_dir(model_dir: str | os.PathLike | ModelDir) -> ModelDir:
             )
         missing.append(f"{SAFE_WEIGHTS_NAME} (or {SAFE_WEIGHTS_INDEX_NAME} and its shards)")
 
-    missing += [name for name in PAYLOAD_FILES if not (path / name).is_file()]
+    missing += [name for name in (*PAYLOAD_FILES, *SENTENCE_TRANSFORMERS_FILES) if not (path / name).is_file()]
     if not (path / TOKENIZER_CONFIG_FILE).is_file():
         missing.append(TOKENIZER_CONFIG_FILE)
     if not any(file.is_file() for pattern in TOKENIZER_VOCABULARIES for file in path.glob(pattern)):

@@ -1,10 +1,14 @@
 """Share a trained model on the Hugging Face Hub: stage exactly the files to upload (card rendered), push them.
 
 A model directory (what `model.save_pretrained(dir)` + `tokenizer.save_pretrained(dir)` or `train.py` write) becomes a
-Hub repository that loads with `AutoModel.from_pretrained(repo_id, trust_remote_code=True)` without this package:
+Hub repository that loads with `AutoModel.from_pretrained(repo_id, trust_remote_code=True)`,
+`pipeline(model=repo_id, trust_remote_code=True)` and `SentenceTransformer(repo_id, trust_remote_code=True)` without
+this package:
 
-    config.json (with `auto_map`)            model.safetensors (or shards + model.safetensors.index.json)
-    configuration_multitask_st.py            modeling_multitask_st.py          (the code `trust_remote_code` runs)
+    config.json (`auto_map`, `custom_pipelines`)   model.safetensors (or shards + model.safetensors.index.json)
+    configuration_multitask_st.py  modeling_multitask_st.py  pipeline_multitask_st.py
+    sentence_transformers_multitask_st.py                    (the code `trust_remote_code` runs)
+    modules.json  config_sentence_transformers.json  sentence_bert_config.json    (what sentence-transformers reads)
     tokenizer files                          training_summary.json (if any)    README.md (the rendered card)
     the training plots (*.png, if any: `multitask_st.training.plots`), which the card shows
     onnx/*.onnx + onnx/export_report.json (if `export.py --format onnx` added them to the folder)
@@ -29,7 +33,14 @@ from ..export.onnx_runtime import UPLOAD_PATTERNS as ONNX_PATTERNS
 from ..training.plots import PLOT_PATTERNS
 from ..training.record import TRAINING_SUMMARY_NAME
 from .model_card import DEFAULT_LANGUAGE, DEFAULT_LICENSE, render_model_card
-from .model_dir import MODEL_CARD_NAME, PAYLOAD_FILES, PICKLE_PATTERNS, ModelDir, read_model_dir
+from .model_dir import (
+    MODEL_CARD_NAME,
+    PAYLOAD_FILES,
+    PICKLE_PATTERNS,
+    SENTENCE_TRANSFORMERS_FILES,
+    ModelDir,
+    read_model_dir,
+)
 
 
 logger = logging.get_logger(__name__)
@@ -37,7 +48,14 @@ logger = logging.get_logger(__name__)
 
 # What a repository gets from a model folder besides its weights and tokenizer files (`read_model_dir` picks those),
 # as `upload_folder`-style patterns on paths relative to the folder. To ship another kind of file, add a pattern.
-UPLOAD_PATTERNS = [CONFIG_NAME, *PAYLOAD_FILES, TRAINING_SUMMARY_NAME, *PLOT_PATTERNS, *ONNX_PATTERNS]
+UPLOAD_PATTERNS = [
+    CONFIG_NAME,
+    *PAYLOAD_FILES,
+    *SENTENCE_TRANSFORMERS_FILES,
+    TRAINING_SUMMARY_NAME,
+    *PLOT_PATTERNS,
+    *ONNX_PATTERNS,
+]
 
 
 # Never staged, whatever matches above: Trainer checkpoints and logs, and pickles (`torch.load` runs their code).
@@ -76,8 +94,9 @@ def stage_model_dir(
 ) -> list[str]:
     """Write to `stage_dir` exactly the folder that [`push_model_dir`] uploads.
 
-    That is config.json, the safetensors weights, the tokenizer files, the two payload `.py` files,
-    training_summary.json if present (see `UPLOAD_PATTERNS`), and README.md (the rendered card). Trainer leftovers
+    That is config.json, the safetensors weights, the tokenizer files, the four payload `.py` files, the
+    sentence-transformers files, training_summary.json if present (see `UPLOAD_PATTERNS`), and README.md (the rendered
+    card). Trainer leftovers
     (`checkpoint-*/`, `runs/`, `training_args.bin`, `trainer_state.json`, optimizer states...) stay behind, and no
     pickle file is staged.
 
