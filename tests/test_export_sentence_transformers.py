@@ -21,7 +21,7 @@ from multitask_st.export.sentence_transformers_folder import (
 from multitask_st.export.tei import tei_problems
 
 
-pytest.importorskip("sentence_transformers")
+SentenceTransformer = pytest.importorskip("sentence_transformers").SentenceTransformer
 ALL_TEXTS = TEXTS + LONG_TEXTS
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,8 +87,16 @@ def test_plain_export_gives_the_same_vectors(
     assert [m["type"] for m in modules_json] == [f"sentence_transformers.models.{name}" for name in modules]
 
     ours = model.encode(ALL_TEXTS, tiny_tokenizer)
-    theirs = encode_without_remote_code(tmp_path / "plain", ALL_TEXTS, tmp_path)
+    theirs = SentenceTransformer(str(tmp_path / "plain"), device="cpu").encode(ALL_TEXTS, batch_size=3)
     np.testing.assert_allclose(theirs, ours, atol=1e-5, rtol=0)
+
+
+@pytest.mark.slow
+def test_plain_export_loads_without_the_package(tmp_path, tiny_tokenizer):
+    model, model_dir = saved(tmp_path, tiny_tokenizer, pooling_mode="max", projection="mlp", normalize_embeddings=True)
+    export_sentence_transformers(model_dir, tmp_path / "plain")
+    theirs = encode_without_remote_code(tmp_path / "plain", ALL_TEXTS, tmp_path)
+    np.testing.assert_allclose(theirs, model.encode(ALL_TEXTS, tiny_tokenizer), atol=1e-5, rtol=0)
 
 
 def test_plain_export_refuses_attention_pooling_and_writes_nothing(tmp_path, tiny_tokenizer):

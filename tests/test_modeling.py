@@ -21,7 +21,13 @@ from multitask_st.configuration_multitask_st import DEFAULT_TASKS
 
 
 PACKAGE_DIR = Path(multitask_st.__file__).parent
-PAYLOAD_FILES = ("configuration_multitask_st.py", "modeling_multitask_st.py")
+PAYLOAD_FILES = (
+    "configuration_multitask_st.py",
+    "modeling_multitask_st.py",
+    "pipeline_multitask_st.py",
+    "sentence_transformers_multitask_st.py",
+)
+SENTENCE_TRANSFORMERS_FILES = ("modules.json", "config_sentence_transformers.json", "sentence_bert_config.json")
 TEXTS = [
     "the movie was great",
     "stock market fell",
@@ -177,7 +183,7 @@ def test_save_load_gives_identical_outputs(tmp_path, tiny_tokenizer, pooling_mod
     model.save_pretrained(tmp_path)
 
     files = sorted(path.name for path in tmp_path.iterdir())
-    assert files == sorted(["config.json", "model.safetensors", *PAYLOAD_FILES])
+    assert files == sorted(["config.json", "model.safetensors", *PAYLOAD_FILES, *SENTENCE_TRANSFORMERS_FILES])
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["auto_map"] == {
         "AutoConfig": "configuration_multitask_st.MultiTaskSTConfig",
