@@ -808,10 +808,11 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
         from .pipeline_multitask_st import custom_pipelines_entry
 
         self.config.custom_pipelines = custom_pipelines_entry()
-        result = super().save_pretrained(save_directory, *args, **kwargs)
-        if kwargs.get("is_main_process", True):
+        if kwargs.get("is_main_process", True) and not os.path.isfile(save_directory):
+            # Before the weights: `save_pretrained(..., push_to_hub=True)` uploads the folder as it leaves it.
+            os.makedirs(save_directory, exist_ok=True)
             _write_sentence_transformers_files(Path(save_directory), self.config)
-        return result
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
 
 def parse_part(part: str) -> tuple[str, int | str | None]:

@@ -60,7 +60,10 @@ class MultiTaskSTSentenceEncoder(InputModule):
         return self.model.config.embedding_dim
 
     def preprocess(self, inputs: list[str], prompt: str | None = None, **kwargs) -> dict[str, torch.Tensor]:
-        texts = [str(text) for text in inputs]
+        texts = list(inputs)
+        for index, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"Input {index} must be a string, got {type(text).__name__}: {text!r}.")
         if prompt:
             texts = self._prepend_prompt(texts, prompt)
         return self.tokenizer(

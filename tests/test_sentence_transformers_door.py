@@ -78,6 +78,8 @@ def test_sentence_transformer_behaves_as_users_expect(tmp_path, tiny_tokenizer):
     )
     with pytest.raises(ValueError, match="`max_seq_length` must be a positive integer or None, got 0."):
         st.max_seq_length = 0
+    with pytest.raises(TypeError, match="must be a string, got int: 7."):
+        st[0].preprocess(["fine", 7])
 
 
 def test_sentence_transformer_save_round_trip_keeps_every_door(tmp_path, tiny_tokenizer):
