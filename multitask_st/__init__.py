@@ -21,6 +21,8 @@ _LAZY_IMPORTS = {
     "MultiTaskSTModel": "modeling_multitask_st",
     "MultiTaskSTOutput": "modeling_multitask_st",
     "MultiTaskSTPooler": "modeling_multitask_st",
+    "MultiTaskSTPipeline": "pipeline_multitask_st",
+    "export_sentence_transformers": "export.sentence_transformers_folder",
     "MultiTaskTrainer": "training.trainer",
     "build_parameter_groups": "training.trainer",
     "MultiTaskTrainingArguments": "training.training_args",
@@ -42,6 +44,8 @@ __all__ = [
     "MultiTaskSTModel",
     "MultiTaskSTOutput",
     "MultiTaskSTPooler",
+    "MultiTaskSTPipeline",
+    "export_sentence_transformers",
     "MultiTaskTrainer",
     "build_parameter_groups",
     "MultiTaskTrainingArguments",
@@ -60,7 +64,9 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from .export.sentence_transformers_folder import export_sentence_transformers
     from .modeling_multitask_st import MultiTaskSTModel, MultiTaskSTOutput, MultiTaskSTPooler
+    from .pipeline_multitask_st import MultiTaskSTPipeline
     from .sharing.model_card import render_model_card
     from .sharing.model_dir import read_model_dir
     from .sharing.staging import push_model_dir, stage_model_dir
@@ -109,7 +115,7 @@ class _MultiTaskSTModelStandIn:
 
 
 # With the package installed, AutoConfig/AutoModel know the model type. (Without it, `save_pretrained` writes
-# `auto_map` and copies the two payload files for `trust_remote_code`: see `register_for_auto_class` in them.)
+# `auto_map` and copies the payload files for `trust_remote_code`: see `register_for_auto_class` in them.)
 AutoConfig.register(MultiTaskSTConfig.model_type, MultiTaskSTConfig, exist_ok=True)
 if is_torch_available():  # an ONNX-only install runs `multitask_st.export.onnx_runtime`, which needs no torch
     AutoModel.register(MultiTaskSTConfig, _MultiTaskSTModelStandIn, exist_ok=True)
