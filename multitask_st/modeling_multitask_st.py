@@ -893,7 +893,7 @@ def _fill_rows(chunks: Iterable[np.ndarray], total: int | None, width: int, out=
     return buffer
 
 
-def _has_content(text: str) -> bool:
+def has_content(text: str) -> bool:
     """Whether a text holds anything a tokenizer keeps: not only whitespace, control (`Cc`: `\\x00`) or format (`Cf`:
     zero-width space, soft hyphen, BOM) characters, which BERT-style tokenizers drop, leaving `[CLS] [SEP]`."""
     return any(not char.isspace() and unicodedata.category(char) not in ("Cc", "Cf") for char in text)
@@ -904,7 +904,7 @@ def _check_texts(texts: list, offset: int = 0):
     for index, text in enumerate(texts, start=offset):
         if not isinstance(text, str):
             raise TypeError(f"`sentences[{index}]` must be a string, got {type(text).__name__}: {text!r}.")
-        if not _has_content(text):
+        if not has_content(text):
             raise ValueError(
                 f"`sentences[{index}]` is {text!r}: empty, whitespace or only control/format characters; every text "
                 "needs content to embed."

@@ -7,9 +7,10 @@ import shutil
 import sys
 from pathlib import Path
 
+import datasets
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import copy_without, tiny_config
 from safetensors.torch import load_file, save_file
 from test_train_script import _arguments, tiny_backbone_dir  # noqa: F401 (a fixture)
 from test_trainer import _trainer
@@ -17,11 +18,14 @@ from transformers import AutoModel, TrainerCallback
 
 from multitask_st import MultiTaskSTConfig, MultiTaskSTModel
 from multitask_st.modeling_multitask_st import tokenizer_fingerprint
+from multitask_st.sharing.staging import stage_model_dir
 from multitask_st.training import output_dir as output_dir_module
+from multitask_st.training.data import load_task_dataset
 from multitask_st.training.training_args import MultiTaskTrainingArguments
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import push_to_hub  # noqa: E402
 import train  # noqa: E402
 
 
@@ -222,5 +226,108 @@ def test_max_seq_length_above_the_position_limit_is_refused():
     assert MultiTaskSTConfig(backbone_config=tiny_config().backbone_config, max_seq_length=64).max_seq_length == 64
 
 
-def _unused():  # keep imports used by later tests in this module
-    return load_file, save_file
+# ---------------------------------------------------------------------------------------------------- data files
+
+
+def _csv(path: Path, rows: list[tuple[str, str]]) -> Path:
+    path.write_text("text,label\n" + "".join(f"{text},{label}\n" for text, label in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def isolated_cache(tmp_path, monkeypatch):
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "cache"))
+
+
+def test_bad_data_files_name_the_file_and_the_cause(tmp_path, isolated_cache):
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("text,label\nfine,pos\ncaf\u00e9 au lait,neg\n".encode("latin-1"))
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+    header = tmp_path / "header.csv"
+    header.write_text("text,label\n")
+    cases = {
+        latin: rf"Data file '{latin}' is not valid utf-8: byte 0xe9 at line 3 .*re-save it as UTF-8.*encoding='cp1252'",
+        empty: rf"Data file '{empty}' is empty \(0 bytes\)",
+        header: rf"Data file '{header}' has a header line but no rows",
+    }
+    for path, message in cases.items():
+        with pytest.raises(ValueError, match=message):
+            load_task_dataset(str(path))
+    loaded = load_task_dataset(str(latin), encoding="latin-1", validation_size=0, test_size=0)
+    assert "caf\u00e9 au lait" in loaded["train"]["text"]
+
+
+def test_literal_na_null_none_are_texts_and_an_empty_field_is_missing(tmp_path, isolated_cache):
+    words = ["NA", "null", "None", "nan", "N/A", "NULL"]
+    path = _csv(tmp_path / "words.csv", [(word, "pos" if i % 2 else "neg") for i, word in enumerate(words)])
+    loaded = load_task_dataset(str(path), validation_size=0, test_size=0)
+    assert list(loaded["train"]["text"]) == words
+    _csv(path, [("fine", "pos"), ("", "neg")])
+    with pytest.raises(ValueError, match=r"row 1: text of type NoneType None"):
+        load_task_dataset(str(path), validation_size=0, test_size=0)
+
+
+def test_bad_rows_are_named_by_their_row_in_the_source_file(tmp_path, isolated_cache):
+    rows = [(f"text {i}", "pos" if i % 2 else "neg") for i in range(40)]
+    rows[17] = ("\u200b", "pos")  # only a zero-width space
+    path = _csv(tmp_path / "data.csv", rows)
+    with pytest.raises(ValueError, match=r"split 'train', column 'text', row 17: empty text '\\u200b'"):
+        load_task_dataset(str(path), validation_size=0.2, test_size=0.2, seed=3)  # splits shuffle the rows
+    rows[17], rows[23] = ("fine", "neg"), ("fine", "maybe")
+    _csv(path, rows)
+    with pytest.raises(ValueError, match=r"row 23: label 'maybe' is not one of the task's labels"):
+        load_task_dataset(str(path), label_names=["neg", "pos"], validation_size=0.2, test_size=0.2, seed=3)
+
+
+def test_a_typo_in_a_built_in_name_lists_the_built_ins_before_the_hub(monkeypatch):
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: pytest.fail("went to the Hub"))
+    with pytest.raises(
+        ValueError,
+        match=r"'rotten_tomatos' is not a built-in dataset \(did you mean 'rotten_tomatoes'\?\); the built-ins are \['bbc_news', 'rotten_tomatoes', 'stsb'\]",
+    ):
+        load_task_dataset("rotten_tomatos")
+
+
+# ---------------------------------------------------------------------------------------------------- staging
+
+
+def test_staging_resolves_a_relative_symlink_and_the_staged_folder_loads(trained, tmp_path, capsys):
+    model_dir = copy_without(trained.model_dir, tmp_path / "linked", "model.safetensors")
+    (tmp_path / "store").mkdir()
+    shutil.copy2(trained.model_dir / "model.safetensors", tmp_path / "store" / "weights.safetensors")
+    (model_dir / "model.safetensors").symlink_to(Path("..") / "store" / "weights.safetensors")
+    assert push_to_hub.main([str(model_dir), "--dry-run", "--stage-dir", str(tmp_path / "stage")]) == 0
+    staged = tmp_path / "stage" / "model.safetensors"
+    assert not staged.is_symlink() and staged.read_bytes() == (trained.model_dir / "model.safetensors").read_bytes()
+    assert "Dry run: staged" in capsys.readouterr().out
+    shutil.rmtree(tmp_path / "store")  # the staged folder does not depend on the link's target
+    MultiTaskSTModel.from_pretrained(tmp_path / "stage")
+
+
+def test_staging_refuses_truncated_or_non_finite_weights_and_stages_nothing(trained, tmp_path):
+    truncated = copy_without(trained.model_dir, tmp_path / "truncated")
+    weights = truncated / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:2000])
+    with pytest.raises(ValueError, match=f"Cannot read the weight file '{weights}': .*truncated or corrupt"):
+        stage_model_dir(truncated, tmp_path / "stage")
+    assert not (tmp_path / "stage").exists()
+
+    diverged = copy_without(trained.model_dir, tmp_path / "diverged")
+    state = load_file(diverged / "model.safetensors")
+    state["heads.topic.3.bias"][1] = math.nan
+    save_file(state, diverged / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"Refusing to stage .*weights heads.topic.3.bias hold NaN or inf"):
+        stage_model_dir(diverged, tmp_path / "stage")
+    assert not (tmp_path / "stage").exists()
+
+
+def test_a_staged_folder_that_does_not_load_is_reported_not_claimed(trained, tmp_path):
+    """Weights of another shape than config.json says: every file is there, but the folder is not a model."""
+    mismatched = copy_without(trained.model_dir, tmp_path / "mismatched", "model.safetensors")
+    MultiTaskSTModel(tiny_config(tasks={"topic": ["a", "b"], "sentiment": ["n", "p"]})).save_pretrained(
+        tmp_path / "other"
+    )
+    shutil.copy2(tmp_path / "other" / "model.safetensors", mismatched / "model.safetensors")
+    with pytest.raises(ValueError, match=f"The staged folder '{tmp_path / 'stage'}' does not load: "):
+        stage_model_dir(mismatched, tmp_path / "stage")

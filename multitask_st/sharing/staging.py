@@ -32,6 +32,7 @@ from transformers.utils import CONFIG_NAME, logging
 from ..export.onnx_runtime import UPLOAD_PATTERNS as ONNX_PATTERNS
 from ..training.plots import PLOT_PATTERNS
 from ..training.record import TRAINING_SUMMARY_NAME
+from .checks import check_staged_folder, check_weight_files
 from .model_card import DEFAULT_LANGUAGE, DEFAULT_LICENSE, render_model_card
 from .model_dir import (
     MODEL_CARD_NAME,
@@ -115,6 +116,7 @@ def stage_model_dir(
     folder = read_model_dir(model_dir)
     stage_dir = _check_stage_dir(stage_dir)
     files = files_to_upload(folder)
+    check_weight_files(folder.weight_files)  # readable, finite
     card = render_model_card(
         folder, repo_id=repo_id, revision=revision, license=license, language=language, template_path=template_path
     )
@@ -134,6 +136,7 @@ def stage_model_dir(
         logger.info(f"The directory's own {MODEL_CARD_NAME} is replaced by the rendered card.")
     if left_out:
         logger.info(f"Not uploading these entries of {folder.path}: {', '.join(left_out)}.")
+    check_staged_folder(stage_dir)  # what was staged loads: real files, nothing missing
     logger.info(f"Staged {len(staged)} files in {stage_dir}.")
     return staged
 
@@ -147,6 +150,7 @@ def _check_stage_dir(stage_dir: str | os.PathLike) -> Path:
 
 def _link_or_copy(source: Path, target: Path):
     target.parent.mkdir(parents=True, exist_ok=True)
+    source = source.resolve()  # a symlinked file is staged as the file it points to, never as a (dangling) link
     # Weights can be gigabytes: hard-link them when the file system allows (nobody edits them in place); copy the
     # small files, which a user may edit in a staged folder.
     if source.suffix in (".safetensors", ".onnx"):

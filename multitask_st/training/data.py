@@ -6,6 +6,7 @@ and `label` (a `ClassLabel` whose names are the task's labels, in the task's ord
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -15,7 +16,9 @@ import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Value
 from transformers.utils import logging
 
+from ..modeling_multitask_st import has_content
 from .corpora import BUILTIN_DATASETS
+from .data_files import LOCAL_FORMATS, read_data_file
 from .splitting import SPLITS, _check_sizes, _column, split_indices
 
 
@@ -23,13 +26,6 @@ logger = logging.get_logger(__name__)
 
 # Other names that datasets give the same splits.
 _SPLIT_ALIASES = {"dev": "validation", "valid": "validation", "val": "validation", "eval": "validation"}
-_LOCAL_FORMATS = {
-    ".csv": ("csv", {}),
-    ".tsv": ("csv", {"delimiter": "\t"}),
-    ".json": ("json", {}),
-    ".jsonl": ("json", {}),
-    ".parquet": ("parquet", {}),
-}
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -93,6 +89,8 @@ def load_task_dataset(
         {split: _text_label_columns(dataset, text_column, label_column) for split, dataset in raw.items()}
     )
     raw = _drop_unlabelled_splits(raw, name)
+    for split, data in raw.items():  # before any split is carved out of train: rows are the source's
+        _check_text_column(data, f"Dataset {name!r}, split {split!r}", "text")
     dataset, label_names = _encode_labels(raw, label_names, name)
     validate_task_dataset(dataset, dataset_name=name, label_names=label_names)  # the one check of every row
     if not isinstance(dataset["train"].features["label"], ClassLabel):  # integer ids, in range now
@@ -129,18 +127,27 @@ def _carve_missing_splits(dataset: DatasetDict, sizes: dict[str, float], seed: i
 def _load_raw(name: str, load_kwargs: dict) -> DatasetDict:
     path = Path(name)
     suffix = path.suffix.lower()
-    if path.is_file() or suffix in _LOCAL_FORMATS:
-        if not path.is_file():
-            raise FileNotFoundError(f"No such data file: {name!r}.")
-        if suffix not in _LOCAL_FORMATS:
-            raise ValueError(f"Cannot read {name!r}: the file extension must be one of {sorted(_LOCAL_FORMATS)}.")
-        builder, options = _LOCAL_FORMATS[suffix]
-        raw = datasets.load_dataset(builder, data_files=str(path), **{**options, **load_kwargs})
+    if path.is_file() or suffix in LOCAL_FORMATS:
+        raw = read_data_file(path, load_kwargs)
     elif path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "state.json").exists()):
         raw = datasets.load_from_disk(str(path))
     else:
         # A folder of data files, a packaged builder ("csv" with `data_files=`) or a Hub dataset id.
-        raw = datasets.load_dataset(name, **load_kwargs)
+        near = difflib.get_close_matches(name, BUILTIN_DATASETS, n=1, cutoff=0.75)
+        if near and not path.exists():  # a typo of a built-in name would otherwise go to the Hub
+            raise ValueError(
+                f"Dataset {name!r} is not a built-in dataset (did you mean {near[0]!r}?); the built-ins are "
+                f"{sorted(BUILTIN_DATASETS)}. Anything else is read as a local file or folder, or a Hub dataset id."
+            )
+        try:
+            raw = datasets.load_dataset(name, **load_kwargs)
+        except Exception as error:
+            if hasattr(error, "add_note"):  # Python 3.11+
+                error.add_note(
+                    f"Dataset {name!r} is neither a built-in dataset {sorted(BUILTIN_DATASETS)} nor a local file or "
+                    "folder, so it was looked up as a Hub dataset id."
+                )
+            raise
     if isinstance(raw, Dataset):
         raw = DatasetDict({"train": raw})
     if not isinstance(raw, DatasetDict):
@@ -271,15 +278,7 @@ def validate_task_dataset(
                 f"{where}, column {label_column!r}: its ClassLabel names {feature.names} differ from the task's "
                 f"labels {label_names}; load it with `load_task_dataset(..., label_names=...)` to map them by name."
             )
-        texts = _column(data, text_column)
-        bad_texts = [(row, text) for row, text in enumerate(texts) if not isinstance(text, str) or not text.strip()]
-        if bad_texts:
-            row, text = bad_texts[0]
-            problem = "empty text" if isinstance(text, str) else f"text of type {type(text).__name__}"
-            raise ValueError(
-                f"{where}, column {text_column!r}, row {row}: {problem} {_show(text)}; expected a non-blank string "
-                f"({len(bad_texts)} row(s) like this)."
-            )
+        _check_text_column(data, where, text_column)
         num_labels = len(label_names)
         bad_labels = [
             (row, label)
@@ -292,6 +291,18 @@ def validate_task_dataset(
                 f"{where}, column {label_column!r}, row {row}: label {_show(label)} is not a label id of the task; "
                 f"expected an integer in 0..{num_labels - 1} for {label_names} ({len(bad_labels)} row(s) like this)."
             )
+
+
+def _check_text_column(data: Dataset, where: str, text_column: str):
+    texts = _column(data, text_column)
+    bad_texts = [(row, text) for row, text in enumerate(texts) if not isinstance(text, str) or not has_content(text)]
+    if bad_texts:
+        row, text = bad_texts[0]
+        problem = "empty text" if isinstance(text, str) else f"text of type {type(text).__name__}"
+        raise ValueError(
+            f"{where}, column {text_column!r}, row {row}: {problem} {_show(text)}; expected a non-blank string "
+            f"(not only whitespace or control characters; {len(bad_texts)} row(s) like this)."
+        )
 
 
 # --------------------------------------------------------------------------------------------------------------------
