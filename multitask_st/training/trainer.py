@@ -17,6 +17,7 @@ from .collator import TEACHER_COLUMN, MultiTaskDataCollator
 from .distillation import add_teacher_embeddings, similarity_distillation_loss
 from .metrics import build_compute_metrics, stsb_spearman
 from .plots import TrainingPlotsCallback
+from .run_clock import RunClock, whole_run_metrics
 from .sampling import MultiTaskSampler
 from .tokenization import concatenate_task_datasets
 from .training_args import MultiTaskTrainingArguments
@@ -160,7 +161,12 @@ class MultiTaskTrainer(Trainer):
             processing_class=processing_class,
             data_collator=data_collator,
             compute_metrics=compute_metrics or build_compute_metrics(task_names),
-            callbacks=[self.unfreezing, *([TrainingPlotsCallback()] if args.save_plots else []), *(callbacks or [])],
+            callbacks=[
+                self.unfreezing,
+                RunClock(),
+                *([TrainingPlotsCallback()] if args.save_plots else []),
+                *(callbacks or []),
+            ],
             **kwargs,
         )
         self._task_loss_totals = {True: {}, False: {}}  # training? -> task -> [sum of loss x examples, examples]
@@ -232,7 +238,12 @@ class MultiTaskTrainer(Trainer):
                 batch_size=max(64, self.args.per_device_eval_batch_size),
                 show_progress_bar=not self.args.disable_tqdm,
             )
-        return super().train(*args, **kwargs)
+        output = super().train(*args, **kwargs)
+        # After a resume, speed over the whole run (Trainer's own divides the whole run's samples by this session).
+        clock = next(callback for callback in self.callback_handler.callbacks if isinstance(callback, RunClock))
+        total_batch_size = self.args.train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size
+        metrics = whole_run_metrics(output.metrics, clock.seconds_before, self.state.global_step, total_batch_size)
+        return output._replace(metrics=metrics)
 
     def _distillation_applies(self) -> bool:
         """Whether this run can use embedding distillation; says why not when it was asked for but cannot."""

@@ -1,0 +1,77 @@
+"""Kill a training run right after a checkpoint, resume it: the same checkpoints and final weights, bit for bit, as a
+run that was never interrupted; and the training summary times the whole run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from test_train_script import _arguments, tiny_backbone_dir  # noqa: F401 (a fixture)
+
+
+REPO = Path(__file__).resolve().parents[1]
+DRIVER = textwrap.dedent(
+    """
+    import os, signal, sys
+    sys.path.insert(0, {repo!r})
+    import train
+    from transformers import TrainerCallback
+
+    kill_at = int(sys.argv[1])
+
+    class KillAfterCheckpoint(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):  # the checkpoint is complete on disk
+            if state.global_step == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    class Trainer(train.MultiTaskTrainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.add_callback(KillAfterCheckpoint())
+
+    train.MultiTaskTrainer = Trainer
+    train.main(sys.argv[2:])
+    """
+)
+
+
+def _run(driver: Path, kill_at: int, arguments: list[str]) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, str(driver), str(kill_at), *arguments]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+
+
+@pytest.mark.slow
+def test_killed_and_resumed_run_matches_an_uninterrupted_one(tmp_path, tiny_backbone_dir):  # noqa: F811
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER.format(repo=str(REPO)))
+    arguments = _arguments(tmp_path, tiny_backbone_dir)
+    arguments[arguments.index("--save_strategy") + 1] = "steps"
+    arguments[arguments.index("--max_steps") + 1] = "6"
+    arguments += ["--save_steps", "2", "--save_total_limit", "10", "--learning_rate", "1e-3"]
+    out = arguments.index("--output_dir") + 1
+
+    arguments[out] = str(tmp_path / "whole")
+    assert _run(driver, 0, arguments).returncode == 0
+    arguments[out] = str(tmp_path / "killed")
+    killed = _run(driver, 4, arguments)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert not (tmp_path / "killed" / "model.safetensors").exists()
+    checkpoint = tmp_path / "killed" / "checkpoint-4"
+    resumed = _run(driver, 0, [*arguments, "--resume_from_checkpoint", str(checkpoint)])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    for name in ["checkpoint-2", "checkpoint-4", "checkpoint-6", "."]:
+        assert (whole / name / "model.safetensors").read_bytes() == (killed / name / "model.safetensors").read_bytes()
+    # The resumed run's speed covers the whole run: the time trained before the kill (recorded in checkpoint-4) is in.
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    trained_before = state["stateful_callbacks"]["RunClock"]["attributes"]["seconds_before"]
+    summary = json.loads((killed / "training_summary.json").read_text())["run"]
+    assert summary["train_runtime_s"] > trained_before > 0
+    samples = 6 * 8  # all the run's steps x per_device_train_batch_size, not only the resumed part's
+    assert summary["train_samples_per_second"] == pytest.approx(samples / summary["train_runtime_s"], rel=0.01)
