@@ -23,7 +23,6 @@ from transformers import AutoTokenizer, EarlyStoppingCallback, HfArgumentParser,
 from transformers.utils import logging
 
 from multitask_st import MultiTaskSTModel
-from multitask_st.modeling_multitask_st import tokenizer_fingerprint
 from multitask_st.training.corpora import stsb
 from multitask_st.training.data import load_task_dataset, subsample
 from multitask_st.training.output_dir import check_free_space, checkpoint_bytes, prepare_output_dir
@@ -240,7 +239,6 @@ def main(argv: list[str] | None = None):
         max_seq_length=model_args.max_seq_length,
     )
     tokenizer = AutoTokenizer.from_pretrained(backbone)
-    model.config.tokenizer_fingerprint = tokenizer_fingerprint(tokenizer)  # encode/predict warn on another one
     if training_args.should_save:
         check_free_space(training_args.output_dir, checkpoint_bytes(model, training_args.save_strategy != "no"))
     max_length = model.default_max_length(tokenizer)

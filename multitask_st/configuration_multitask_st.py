@@ -125,7 +125,7 @@ class MultiTaskSTConfig(PretrainedConfig):
             Tokens kept per text by `encode`/`predict` and the training collator, at most the backbone's
             `max_position_embeddings` (the default; `from_backbone` reads a sentence-transformers checkpoint's own).
         tokenizer_fingerprint (`str`, *optional*):
-            A hash of the vocabulary of the tokenizer the model was trained with (set by `train.py`, see
+            A hash of the vocabulary of the tokenizer the model was trained with (set by `MultiTaskTrainer`, see
             `modeling_multitask_st.tokenizer_fingerprint`): `encode`/`predict` warn when given another one.
 
     Example:

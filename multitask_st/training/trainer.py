@@ -11,7 +11,7 @@ from transformers import Trainer
 from transformers.utils import logging
 
 from ..configuration_multitask_st import normalize_task_loss_weights
-from ..modeling_multitask_st import IGNORE_INDEX, MultiTaskSTModel, parse_part
+from ..modeling_multitask_st import IGNORE_INDEX, MultiTaskSTModel, parse_part, tokenizer_fingerprint
 from .callbacks import UnfreezingCallback
 from .collator import TEACHER_COLUMN, MultiTaskDataCollator
 from .distillation import add_teacher_embeddings, similarity_distillation_loss
@@ -128,6 +128,8 @@ class MultiTaskTrainer(Trainer):
         if args.task_loss_weights:
             merged = {**model.config.task_loss_weights, **args.task_loss_weights}
             model.config.task_loss_weights = normalize_task_loss_weights(merged, model.config.tasks)
+        if hasattr(processing_class, "get_vocab"):  # saved with the model: encode/predict warn on another tokenizer
+            model.config.tokenizer_fingerprint = tokenizer_fingerprint(processing_class)
         if data_collator is None:
             if processing_class is None:
                 raise ValueError("Pass `processing_class` (the tokenizer) or a `data_collator`.")

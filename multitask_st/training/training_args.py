@@ -51,6 +51,9 @@ class MultiTaskTrainingArguments(TrainingArguments):
             for similarity search and STS while the heads fine-tune the shared encoder. Costs one inference pass over
             the training data before the first step (on every process, each over the whole training set), plus one
             batch-by-batch similarity matrix per step. 0 turns it off.
+        overwrite_output_dir (`bool`, defaults to `False`):
+            `train.py` refuses a non-empty `output_dir` unless this is set (the old run's `checkpoint-*` folders are
+            then removed) or the run resumes from a checkpoint. transformers 5 dropped the flag; it is back here.
         stsb_eval_pairs (`int`, defaults to 500):
             STS-B validation pairs scored at each evaluation (`eval_stsb_spearman`); 0 turns it off.
         save_plots (`bool`, defaults to `True`):
