@@ -210,6 +210,9 @@ class MultiTaskSTConfig(PretrainedConfig):
         self.tokenizer_fingerprint = tokenizer_fingerprint
         # The pad id is the backbone's; stating it here keeps Trainer from "aligning" the config with the tokenizer.
         kwargs.setdefault("pad_token_id", getattr(backbone_config, "pad_token_id", None))
+        # The backbone does the attention: keep the implementation a loaded backbone's config holds, which
+        # `super().__init__` would otherwise reset to None on that (shared) sub-config as well.
+        kwargs.setdefault("attn_implementation", getattr(backbone_config, "_attn_implementation", None))
         super().__init__(**kwargs)
 
     @property

@@ -206,9 +206,31 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
         >>> model.predict("Stocks fell sharply today.", tokenizer)["topic"]["label"]  # heads are untrained here
     """
 
-    def __init__(self, config: MultiTaskSTConfig):
+    def __init__(self, config: MultiTaskSTConfig, backbone: PreTrainedModel | None = None):
+        r"""
+        backbone (`PreTrainedModel`, *optional*):
+            An encoder to adopt as it is, weights included (what `from_backbone` passes), instead of building a
+            randomly initialised one from `config.backbone_config`; `config.backbone_config` becomes its config.
+        """
         super().__init__(config)
-        self.backbone = AutoModel.from_config(config.backbone_config, **_backbone_init_kwargs(config.backbone_config))
+        if backbone is None:
+            backbone = AutoModel.from_config(config.backbone_config, **_backbone_init_kwargs(config.backbone_config))
+        else:
+            if not isinstance(backbone, PreTrainedModel):
+                raise TypeError(
+                    f"`backbone` must be a PreTrainedModel such as BertModel, got {type(backbone).__name__}."
+                )
+            if backbone.config.model_type != config.backbone_config.model_type:
+                raise ValueError(
+                    f"`backbone` is a {backbone.config.model_type!r} model but `config.backbone_config` describes a "
+                    f"{config.backbone_config.model_type!r} one; pass the config built from `backbone.config`."
+                )
+            # One config object for both, as VisionTextDualEncoderModel does, so the two never drift apart.
+            config.backbone_config = backbone.config
+            # `post_init` below must leave its weights alone: transformers skips modules marked initialised.
+            for module in backbone.modules():
+                module._is_hf_initialized = True
+        self.backbone = backbone
         self.pooling = MultiTaskSTPooler(config)
         self.projection = _build_projection(config)
         self.heads = nn.ModuleDict({task: _build_head(config, len(labels)) for task, labels in config.tasks.items()})
@@ -257,10 +279,9 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
             config_kwargs["max_seq_length"] = _sentence_transformers_max_seq_length(
                 pretrained_model_name_or_path, hub_kwargs
             )
+        pretrained.config._name_or_path = str(pretrained_model_name_or_path)
         config = cls.config_class(backbone_config=pretrained.config, tasks=tasks, **config_kwargs)
-        model = cls(config)
-        model.backbone.load_state_dict(pretrained.state_dict())
-        model.config.backbone_config._name_or_path = str(pretrained_model_name_or_path)
+        model = cls(config, backbone=pretrained)  # adopted as loaded: no random backbone built and overwritten
         return model if dtype is None else model.to(dtype)
 
     def get_input_embeddings(self) -> nn.Module:

@@ -674,6 +674,88 @@ def test_freeze_combinations_and_errors():
     assert trainable_parts(model) == {"head:sentiment", "backbone.layer.1"}
 
 
+def pretrained_tiny_bert(folder: Path, seed: int = 0) -> Path:
+    """A tiny BERT checkpoint (NSP pooler included, as real ones ship it) whose weights differ from any fresh init."""
+    from transformers import BertModel
+
+    torch.manual_seed(seed)
+    bert = BertModel(tiny_backbone_config())
+    with torch.no_grad():
+        for param in bert.parameters():
+            param.add_(torch.randn_like(param) * 0.02)
+    bert.save_pretrained(folder)
+    return folder
+
+
+def test_from_backbone_adopts_the_pretrained_weights_bit_for_bit(tmp_path, tiny_tokenizer):
+    folder = pretrained_tiny_bert(tmp_path / "bert")
+    model = MultiTaskSTModel.from_backbone(str(folder), tasks=TINY_TASKS).eval()
+    checkpoint = {key: value for key, value in load_file(folder / "model.safetensors").items()}
+    state = model.backbone.state_dict()
+    assert state.keys() == {key for key in checkpoint if not key.startswith("pooler.")}
+    for key, value in state.items():
+        assert torch.equal(value, checkpoint[key]), key
+    assert model.config.backbone_config is model.backbone.config
+    assert model.config.backbone_config._name_or_path == str(folder)
+    # The rest is freshly initialised as `_init_weights` says (heads' biases zero, LayerNorm weight one).
+    assert all(torch.count_nonzero(head[-1].bias) == 0 and head[-1].weight.std() > 0 for head in model.heads.values())
+    assert torch.equal(model.projection[-1].weight, torch.ones(model.config.embedding_dim))
+
+    model.save_pretrained(tmp_path / "saved")
+    reloaded = MultiTaskSTModel.from_pretrained(tmp_path / "saved").eval()
+    batch = tokenize(tiny_tokenizer, TEXTS)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, reloaded.state_dict()[key]), key
+    with torch.no_grad():
+        assert torch.equal(model(**batch).embeddings, reloaded(**batch).embeddings)
+
+
+def test_from_backbone_passes_dtype_and_attn_implementation(tmp_path, tiny_tokenizer):
+    folder = pretrained_tiny_bert(tmp_path / "bert")
+    checkpoint = load_file(folder / "model.safetensors")
+    model = MultiTaskSTModel.from_backbone(str(folder), tasks=TINY_TASKS, dtype=torch.bfloat16)
+    assert {param.dtype for param in model.parameters()} == {torch.bfloat16}
+    word_embeddings = checkpoint["embeddings.word_embeddings.weight"].to(torch.bfloat16)
+    assert torch.equal(model.backbone.embeddings.word_embeddings.weight, word_embeddings)
+
+    eager = MultiTaskSTModel.from_backbone(str(folder), tasks=TINY_TASKS, attn_implementation="eager").eval()
+    sdpa = MultiTaskSTModel.from_backbone(str(folder), tasks=TINY_TASKS, attn_implementation="sdpa").eval()
+    assert eager.backbone.config._attn_implementation == "eager"
+    assert sdpa.backbone.config._attn_implementation == "sdpa"
+    batch = tokenize(tiny_tokenizer, TEXTS)
+    with torch.no_grad():
+        hidden = [m.backbone(**batch).last_hidden_state for m in (eager, sdpa)]
+    torch.testing.assert_close(hidden[0], hidden[1], atol=1e-5, rtol=1e-5)
+    # As in transformers, the implementation is a loading choice, not saved: from_pretrained takes it again.
+    eager.save_pretrained(tmp_path / "eager")
+    reloaded = MultiTaskSTModel.from_pretrained(tmp_path / "eager", attn_implementation="eager")
+    assert reloaded.backbone.config._attn_implementation == "eager"
+
+
+def test_init_adopts_a_backbone_without_reinitialising_it():
+    from transformers import BertModel, DistilBertConfig, DistilBertModel
+
+    torch.manual_seed(0)
+    bert = BertModel(tiny_backbone_config(), add_pooling_layer=False)
+    with torch.no_grad():
+        for param in bert.parameters():
+            param.fill_(0.5)
+    # Strip the marks transformers left on it, so only the adoption itself can keep post_init off its weights.
+    for tensor in [*bert.modules(), *bert.parameters(), *bert.buffers()]:
+        tensor.__dict__.pop("_is_hf_initialized", None)
+    before = {key: value.clone() for key, value in bert.state_dict().items()}
+    model = MultiTaskSTModel(tiny_config(), backbone=bert)
+    assert model.backbone is bert and model.config.backbone_config is bert.config
+    for key, value in model.backbone.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+    with pytest.raises(TypeError, match="got Linear"):
+        MultiTaskSTModel(tiny_config(), backbone=torch.nn.Linear(2, 2))
+    distilbert = DistilBertModel(DistilBertConfig(vocab_size=99, dim=32, n_layers=1, n_heads=4, hidden_dim=37))
+    with pytest.raises(ValueError, match="'distilbert' model but `config.backbone_config` describes a 'bert' one"):
+        MultiTaskSTModel(tiny_config(), backbone=distilbert)
+
+
 # ---------------------------------------------------------------------------------------------------- real MiniLM
 
 
