@@ -8,7 +8,8 @@
 checks its vectors against `model.encode`, and says which doors it opens (TEI when its layout fits TEI's rules; see
 multitask_st/export/sentence_transformers_folder.py). The ONNX export writes onnx/model.onnx (and
 onnx/model_qint8_<cpu>.onnx with --quantize int8), checked against the PyTorch model on real texts first: a graph that
-misses the bounds is not written (see multitask_st/export/onnx.py). Errors are one line on stderr, exit status 1.
+misses the bounds is not written (see multitask_st/export/onnx.py). Errors are one line on stderr, exit status 1; Ctrl-C
+or SIGTERM removes the temporary files and writes nothing (exit status 130 / 143).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -77,12 +79,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not Path(args.model_dir).is_dir():
         return _fail(f"model directory {args.model_dir!r} does not exist or is not a directory.")
+    # SIGTERM (a job scheduler, `kill`) unwinds like Ctrl-C, so the exporters' temporary folders are removed.
+    previous_handler = signal.signal(signal.SIGTERM, _interrupt)
     try:
         lines = EXPORTERS[args.format](args)
+    except KeyboardInterrupt as interrupt:
+        name = str(interrupt) or signal.SIGINT.name
+        print(f"export.py: {name}: export interrupted; its temporary files were removed.", file=sys.stderr)
+        return 128 + signal.Signals[name].value
     except (ValueError, OSError, RuntimeError, ImportError) as error:
         return _fail(" ".join(str(error).split()) or type(error).__name__)
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
     print("\n".join(lines))
     return 0
+
+
+def _interrupt(signum: int, frame):
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def _fail(message: str) -> int:

@@ -7,6 +7,8 @@ but `transformers` (and the standard library).
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import math
 from collections.abc import Mapping, Sequence
 
@@ -126,7 +128,8 @@ class MultiTaskSTConfig(PretrainedConfig):
             `max_position_embeddings` (the default; `from_backbone` reads a sentence-transformers checkpoint's own).
         tokenizer_fingerprint (`str`, *optional*):
             A hash of the vocabulary of the tokenizer the model was trained with (set by `MultiTaskTrainer`, see
-            `modeling_multitask_st.tokenizer_fingerprint`): `encode`/`predict` warn when given another one.
+            `vocabulary_fingerprint`): `encode`/`predict` warn when given another one, the ONNX runtime refuses a
+            folder whose `tokenizer.json` is another one.
 
     Example:
         >>> from transformers import BertConfig
@@ -250,6 +253,13 @@ def _positive_int(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
     return value
+
+
+def vocabulary_fingerprint(vocabulary: Mapping[str, int]) -> str:
+    """`config.tokenizer_fingerprint`: a short hash of a tokenizer's vocabulary (`get_vocab()`: tokens and their ids,
+    added tokens included). Kept here, free of torch, so the ONNX runtime computes it as the PyTorch model does."""
+    ordered = sorted(vocabulary.items(), key=lambda item: item[1])
+    return "sha256:" + hashlib.sha256(json.dumps(ordered).encode("utf-8")).hexdigest()[:16]
 
 
 def normalize_task_loss_weights(

@@ -7,7 +7,6 @@ torch, transformers and the configuration file next to it.
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import itertools
 import json
@@ -27,7 +26,7 @@ from transformers.activations import ACT2FN
 from transformers.models.auto.modeling_auto import MODEL_MAPPING
 from transformers.utils import ModelOutput, cached_file, logging
 
-from .configuration_multitask_st import MultiTaskSTConfig
+from .configuration_multitask_st import MultiTaskSTConfig, vocabulary_fingerprint
 
 
 if TYPE_CHECKING:
@@ -945,8 +944,7 @@ def tokenizer_fingerprint(tokenizer) -> str:
         cached = None
     if cached is not None and cached[0] == size:
         return cached[1]
-    vocabulary = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
-    fingerprint = "sha256:" + hashlib.sha256(json.dumps(vocabulary).encode("utf-8")).hexdigest()[:16]
+    fingerprint = vocabulary_fingerprint(tokenizer.get_vocab())
     try:
         _FINGERPRINTS[tokenizer] = (size, fingerprint)
     except TypeError:

@@ -5,7 +5,8 @@
         onnx/model.onnx                         fp32, attention and layer norms fused for onnxruntime
         onnx/model_qint8_avx512_vnni.onnx       int8 weights for the encoder's matmuls (name per CPU, as in
                                                 sentence-transformers' `export_dynamic_quantized_onnx_model`)
-        onnx/export_report.json                 what the export checked: the deltas to PyTorch, per file
+        onnx/export_report.json                 what the export checked: the deltas to PyTorch, per file, and
+                                                its sha256 (checked on load; see `checksums`)
 
 Inputs: `input_ids`, `attention_mask` and, where the backbone takes them, `token_type_ids`, each `(batch, sequence)`
 int64 with both axes dynamic. Outputs: `sentence_embedding` `(batch, embedding_dim)` (pooled, projected and normalised
@@ -30,10 +31,11 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import AutoTokenizer
 from transformers.utils import logging
 
 from ..modeling_multitask_st import MultiTaskSTModel
+from . import checksums
+from .model_source import load_model_tokenizer
 from .onnx_runtime import (
     EMBEDDING_OUTPUT,
     LOGITS_PREFIX,
@@ -53,6 +55,8 @@ OPSET = 17  # LayerNormalization is an ONNX op from 17 on
 # Backbones whose exported graph onnxruntime's BERT optimizer knows how to fuse.
 FUSABLE_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "mpnet", "electra", "distilbert")
 QUANTIZATIONS = ("int8",)
+# Files that make a folder a model's (safetensors, their index, pickled checkpoints): never replaced by an export.
+MODEL_WEIGHT_SUFFIXES = (".safetensors", ".safetensors.index.json", ".bin", ".pt", ".pth", ".ckpt")
 
 
 class OnnxExportWrapper(nn.Module):
@@ -122,8 +126,9 @@ def export_onnx(
     in_place = output_dir.resolve() == model_dir.resolve()
     _check_output_dir(output_dir, in_place, overwrite)
 
+    # The tokenizer first: a folder without the model's own is refused before any weight is read.
+    tokenizer = load_model_tokenizer(model_dir, MultiTaskSTModel.config_class.from_pretrained(model_dir))
     model = MultiTaskSTModel.from_pretrained(model_dir).eval()
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError(f"{model_dir}'s tokenizer has no fast (tokenizer.json) form, which the ONNX runtime reads.")
 
@@ -143,8 +148,10 @@ def export_onnx(
             settings = quantization.quantize_int8(fp32_path, onnx_dir / int8_name, arch)
             report["int8"] = onnx_check.check_int8(model, tokenizer, staging, int8_name, model_dir)
             report["int8"]["quantization"] = settings
+        weights = checksums.weight_checksums(model_dir)  # what the graphs were exported from
         for entry in report.values():
             entry["file"] = f"{ONNX_SUBFOLDER}/{entry['file']}"
+            checksums.record_checksums(entry, staging, weights)
         (onnx_dir / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         _publish(staging, output_dir, in_place)
     logger.info(f"Wrote {', '.join(entry['file'] for entry in report.values())} to {output_dir}.")
@@ -236,25 +243,42 @@ def _uses_token_types(model: MultiTaskSTModel) -> bool:
 
 
 def _check_output_dir(output_dir: Path, in_place: bool, overwrite: bool):
+    """The rule: `output_dir` is new, empty, the model folder itself (which gets `onnx/`), or, with `overwrite`, a
+    folder whose whole contents the export replaces. A folder holding another model's weights is refused even with
+    `overwrite`: keeping them would mix two models (PyTorch and ONNX outputs that disagree), deleting them would lose
+    a model."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ValueError(f"`output_dir` {str(output_dir)!r} is a file, not a folder; pass a new or empty folder.")
     if in_place:
         if (output_dir / ONNX_SUBFOLDER).exists() and not overwrite:
             raise ValueError(f"{output_dir / ONNX_SUBFOLDER} exists already; pass overwrite=True (--overwrite).")
         return
-    if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())) and not overwrite:
+    if not output_dir.exists() or not any(output_dir.iterdir()):
+        return
+    if not overwrite:
         raise ValueError(
             f"`output_dir` {str(output_dir)!r} must be a new or empty folder, or the model folder itself "
             "(to add onnx/ to it); pass overwrite=True (--overwrite) to replace its contents."
         )
+    weights = sorted(path.name for path in output_dir.iterdir() if path.name.endswith(MODEL_WEIGHT_SUFFIXES))
+    if weights:
+        raise ValueError(
+            f"`output_dir` {str(output_dir)!r} holds another model ({', '.join(weights)}): overwrite replaces an "
+            "earlier export, never another model's folder, whose weights would then disagree with the ONNX graph. "
+            "Export into a new folder, or export that model into its own folder."
+        )
 
 
 def _publish(staging: Path, output_dir: Path, in_place: bool):
-    """Move the checked files into place: only `onnx/` into a model folder, everything into a new one."""
+    """Move the checked files into place: only `onnx/` into a model folder; into any other folder, everything, in
+    place of all it held (`_check_output_dir` allowed that), so no file of an earlier export stays beside the new."""
     output_dir.mkdir(parents=True, exist_ok=True)
     names = [ONNX_SUBFOLDER] if in_place else [path.name for path in staging.iterdir()]
-    for name in names:
-        target = output_dir / name
-        if target.is_dir():
+    replaced = [output_dir / name for name in names] if in_place else list(output_dir.iterdir())
+    for target in replaced:
+        if target.is_dir() and not target.is_symlink():
             shutil.rmtree(target)
-        elif target.exists():
+        elif target.exists() or target.is_symlink():
             target.unlink()
-        shutil.move(str(staging / name), str(target))
+    for name in names:
+        shutil.move(str(staging / name), str(output_dir / name))

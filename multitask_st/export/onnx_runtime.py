@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .checksums import check_artifacts, check_tokenizer
+
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +91,7 @@ class MultiTaskSTOnnxModel:
         token: str | bool | None = None,
         cache_dir: str | None = None,
         local_files_only: bool = False,
+        verify_checksums: bool = True,
     ) -> MultiTaskSTOnnxModel:
         """Load an exported folder, or a Hub repository holding one.
 
@@ -101,6 +104,8 @@ class MultiTaskSTOnnxModel:
                 choice (one per physical core).
             session_options: An `onnxruntime.SessionOptions` to start from.
             revision, token, cache_dir, local_files_only: For a Hub repo id.
+            verify_checksums: Check the graph against the sha256 its export recorded and `tokenizer.json` against
+                `config.tokenizer_fingerprint` (see `export/checksums.py`); `False` for files you changed on purpose.
         """
         import onnxruntime as ort
         from tokenizers import Tokenizer
@@ -120,6 +125,9 @@ class MultiTaskSTOnnxModel:
         tokenizer_config_path = folder / "tokenizer_config.json"
         if tokenizer_config_path.is_file():
             config = {**config, "_tokenizer_config": json.loads(tokenizer_config_path.read_text(encoding="utf-8"))}
+        if verify_checksums:
+            check_artifacts(folder / ONNX_SUBFOLDER / REPORT_NAME, [model_path])
+            check_tokenizer(config, tokenizer.get_vocab(with_added_tokens=True), folder / "tokenizer.json")
 
         options = session_options or ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -377,6 +385,7 @@ def _download(repo_id, file_name, revision, token, cache_dir, local_files_only) 
     from huggingface_hub import snapshot_download
 
     patterns = [*FOLDER_FILES, *TOKENIZER_EXTRA_FILES, file_name, f"{ONNX_SUBFOLDER}/{file_name}"]
+    patterns.append(f"{ONNX_SUBFOLDER}/{REPORT_NAME}")  # the checksums `from_pretrained` checks
     return Path(
         snapshot_download(
             repo_id,

@@ -22,10 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import AutoModel, AutoTokenizer
+from transformers import AutoModel
 from transformers.utils import logging
 
 from ..modeling_multitask_st import MultiTaskSTModel
+from .model_source import load_model_tokenizer
 from .tei import TEI_MODEL_TYPES, tei_problems
 
 
@@ -97,11 +98,12 @@ def export_sentence_transformers(
     output_dir = Path(output_dir)
     if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
         raise ValueError(f"`output_dir` {str(output_dir)!r} must be an empty directory or not exist yet.")
-    refusal = plain_export_plan(MultiTaskSTModel.config_class.from_pretrained(model_dir, revision=revision)).refusal
+    config = MultiTaskSTModel.config_class.from_pretrained(model_dir, revision=revision)
+    refusal = plain_export_plan(config).refusal
     if refusal is not None:  # before loading any weight
         raise ValueError(refusal)
+    tokenizer = load_model_tokenizer(model_dir, config, revision=revision)
     model = MultiTaskSTModel.from_pretrained(model_dir, revision=revision).eval()
-    tokenizer = AutoTokenizer.from_pretrained(model_dir, revision=revision)
     try:
         with tempfile.TemporaryDirectory(prefix="multitask-st-backbone-") as backbone_dir:
             plain = _plain_sentence_transformer(model, tokenizer, backbone_dir)

@@ -29,6 +29,8 @@ from huggingface_hub.errors import LocalTokenNotFoundError, OfflineModeIsEnabled
 from huggingface_hub.utils import filter_repo_objects, validate_repo_id
 from transformers.utils import CONFIG_NAME, logging
 
+from ..export.checksums import check_artifacts, check_exported_from
+from ..export.onnx_runtime import ONNX_SUBFOLDER, REPORT_NAME
 from ..export.onnx_runtime import UPLOAD_PATTERNS as ONNX_PATTERNS
 from ..training.plots import PLOT_PATTERNS
 from ..training.record import TRAINING_SUMMARY_NAME
@@ -79,6 +81,9 @@ def files_to_upload(model_dir: str | os.PathLike | ModelDir) -> dict[str, Path]:
     files = {
         name: folder.path / name
         for name in filter_repo_objects(names, allow_patterns=allowed, ignore_patterns=IGNORE_PATTERNS)
+        # A pattern's `*` matches `/` too: a file counts only at its pattern's depth, so a folder nested in the
+        # model folder (an old stage dir in `onnx/`, a copy of the model) is never staged as part of it.
+        if any(fnmatch(name, pattern) and name.count("/") == pattern.count("/") for pattern in allowed)
     }
     files.update({path.name: path for path in folder.weight_files})
     return dict(sorted(files.items()))
@@ -117,6 +122,9 @@ def stage_model_dir(
     stage_dir = _check_stage_dir(stage_dir)
     files = files_to_upload(folder)
     check_weight_files(folder.weight_files)  # readable, finite
+    export_report = folder.path / ONNX_SUBFOLDER / REPORT_NAME
+    check_artifacts(export_report)  # each graph is the file its export wrote (the staged report keeps the sha256s)
+    check_exported_from(export_report)  # ... from these weights, not another model's
     card = render_model_card(
         folder, repo_id=repo_id, revision=revision, license=license, language=language, template_path=template_path
     )
