@@ -208,3 +208,15 @@ def test_model_push_to_hub_carries_the_remote_code(trained, online):
     assert set(PAYLOAD_FILES) | {"config.json", "model.safetensors"} <= set(commit["files"])
     assert commit["config"]["auto_map"]["AutoModel"] == "modeling_multitask_st.MultiTaskSTModel"
     assert commit["config"]["auto_map"]["AutoConfig"] == "configuration_multitask_st.MultiTaskSTConfig"
+
+
+def test_a_stage_dir_left_inside_the_model_folder_is_not_staged(trained, tmp_path):
+    model_dir = tmp_path / "model"
+    shutil.copytree(trained.model_dir, model_dir)
+    # What an earlier `push_to_hub.py --dry-run --stage-dir model/onnx/stage` (or a copy of the folder) leaves behind.
+    for leftover in ("onnx/stage/onnx/model.onnx", "onnx/stage/config.json", "stage/training_loss.png"):
+        (model_dir / leftover).parent.mkdir(parents=True, exist_ok=True)
+        (model_dir / leftover).write_bytes(b"a file of the earlier stage")
+    (model_dir / "training_loss.png").write_bytes(b"the run's own plot")
+    staged = stage_model_dir(model_dir, tmp_path / "stage")
+    assert staged == sorted([*trained.expected_files, "training_loss.png"])
