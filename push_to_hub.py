@@ -24,6 +24,7 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
+from huggingface_hub.utils import validate_repo_id
 
 from multitask_st.sharing.space import push_space, stage_space
 from multitask_st.sharing.staging import DEFAULT_LANGUAGE, DEFAULT_LICENSE, push_model_dir, stage_model_dir
@@ -76,6 +77,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     language = args.language[0] if len(args.language) == 1 else args.language
+    # What the push would refuse, refused before anything is staged or uploaded (a dry run included): a bad Space name
+    # would otherwise fail only after the model was pushed.
+    for flag, repo_id in (("--repo-id", args.repo_id), ("--space", args.space)):
+        try:
+            if repo_id is not None:
+                validate_repo_id(repo_id)
+        except HFValidationError as error:
+            return _fail(f"invalid {flag} {repo_id!r}: {_one_line(error)}")
     if args.space and not args.repo_id:
         return _fail("--space needs --repo-id: the model repository the Space serves.")
     if args.space and args.create_pr:

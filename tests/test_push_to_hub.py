@@ -112,3 +112,20 @@ def test_cli_in_a_subprocess(trained, tmp_path):
     assert stderr.splitlines() == [
         "push_to_hub.py: error: not logged in to the Hugging Face Hub: run `hf auth login`, set HF_TOKEN or pass --token."
     ]
+
+
+@pytest.mark.parametrize("flag", ["--repo-id", "--space"])
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_a_bad_repo_id_or_space_name_is_refused_before_anything_is_staged_or_pushed(
+    flag, dry_run, trained, tmp_path, no_token, capsys
+):
+    names = {"--repo-id": "org/model", "--space": "org/demo", flag: "bad name!!"}
+    argv = [str(trained.model_dir), "--repo-id", names["--repo-id"], "--space", names["--space"]]
+    argv += ["--stage-dir", str(tmp_path / "stage")] + (["--dry-run"] if dry_run else ["--token", "hf_x"])
+    with mock.patch.object(HfApi, "create_repo", autospec=True) as create_repo:
+        assert _load_cli().main(argv) == 1
+    stderr = capsys.readouterr().err
+    assert stderr.startswith(f"push_to_hub.py: error: invalid {flag} 'bad name!!': Repo id must")
+    assert stderr.count("\n") == 1
+    assert not (tmp_path / "stage").exists()
+    create_repo.assert_not_called()
