@@ -212,6 +212,46 @@ def test_resume_mid_schedule_restores_the_stage(tmp_path, tiny_task_datasets, ti
     assert [stage for stage, _ in recorder.steps] == [2, 3]
 
 
+@pytest.mark.parametrize(
+    ("change", "difference"),
+    [
+        (
+            {"tasks": {"topic": ["world", "sports", "business"], "mood": ["negative", "positive"]}},
+            "tasks: checkpoint {'topic': ['world', 'sports', 'business'], 'sentiment': ['negative', 'positive']}, "
+            "this run {'topic': ['world', 'sports', 'business'], 'mood': ['negative', 'positive']}",
+        ),
+        (
+            {"tasks": {"topic": ["world", "sports", "business"], "sentiment": ["bad", "good"]}},
+            "tasks: checkpoint {'topic': ['world', 'sports', 'business'], 'sentiment': ['negative', 'positive']}, "
+            "this run {'topic': ['world', 'sports', 'business'], 'sentiment': ['bad', 'good']}",
+        ),
+        ({"tasks": {"topic": ["world", "sports", "business"]}}, "tasks: checkpoint {'topic'"),
+        ({"pooling_mode": "cls", "projection": "mlp"}, "pooling_mode: checkpoint 'mean', this run 'cls'; projection"),
+    ],
+)
+def test_resuming_a_checkpoint_of_another_model_is_refused_before_any_step(
+    tmp_path, tiny_task_datasets, tiny_tokenizer, change, difference
+):
+    torch.manual_seed(0)
+    first = _trainer(
+        tmp_path, MultiTaskSTModel(tiny_config()), tiny_task_datasets, tiny_tokenizer, max_steps=1,
+        save_strategy="steps", save_steps=1,
+    )  # fmt: skip
+    first.train()
+    checkpoint = tmp_path / "out" / "checkpoint-1"
+    model = MultiTaskSTModel(tiny_config(**change))
+    by_position = list(tiny_task_datasets[0].values())
+    datasets_ = ({task: by_position[i] for i, task in enumerate(model.config.tasks)}, None)
+    second = _trainer(tmp_path, model, datasets_, tiny_tokenizer, max_steps=2)
+    with pytest.raises(ValueError) as refused:
+        second.train(resume_from_checkpoint=str(checkpoint))
+    assert str(refused.value).startswith(
+        f"Cannot resume from {str(checkpoint)!r}: it was trained for another model than this run builds ("
+    )
+    assert difference in str(refused.value)
+    assert second.state.global_step == 0
+
+
 # ---------------------------------------------------------------- loss, logging, evaluation
 
 

@@ -8,9 +8,10 @@ import datasets
 import numpy as np
 import torch
 from transformers import Trainer
+from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging
 
-from ..configuration_multitask_st import normalize_task_loss_weights
+from ..configuration_multitask_st import MultiTaskSTConfig, normalize_task_loss_weights
 from ..modeling_multitask_st import IGNORE_INDEX, MultiTaskSTModel, parse_part, tokenizer_fingerprint
 from .callbacks import UnfreezingCallback
 from .collator import TEACHER_COLUMN, MultiTaskDataCollator
@@ -71,6 +72,34 @@ def build_parameter_groups(
         if not_decayed:
             groups.append({"name": f"{part}.no_decay", "params": not_decayed, "lr": lr, "weight_decay": 0.0})
     return groups
+
+
+# What a checkpoint must share with the run that resumes it: the settings that decide which parameters exist and what
+# they mean. Anything else (loss weights, the tokenizer fingerprint) may change between sessions.
+RESUME_SETTINGS = ("pooling_mode", "projection", "embedding_dim", "head_hidden_size", "head_activation")
+BACKBONE_RESUME_SETTINGS = ("model_type", "hidden_size", "num_hidden_layers", "vocab_size")
+
+
+def checkpoint_mismatches(checkpoint: MultiTaskSTConfig, config: MultiTaskSTConfig) -> list[str]:
+    """What differs between a checkpoint's config and the run's model config, one `name: checkpoint ..., this run ...`
+    line per setting; `[]` when the checkpoint can be resumed."""
+    pairs = [("tasks", list(checkpoint.tasks.items()), list(config.tasks.items()))]
+    pairs += [(name, getattr(checkpoint, name), getattr(config, name)) for name in RESUME_SETTINGS]
+    pairs += [
+        (
+            f"backbone {name}",
+            getattr(checkpoint.backbone_config, name, None),
+            getattr(config.backbone_config, name, None),
+        )
+        for name in BACKBONE_RESUME_SETTINGS
+    ]
+    differences = []
+    for name, theirs, ours in pairs:
+        if theirs != ours:
+            if name == "tasks":
+                theirs, ours = dict(theirs), dict(ours)
+            differences.append(f"{name}: checkpoint {theirs!r}, this run {ours!r}")
+    return differences
 
 
 class MultiTaskTrainer(Trainer):
@@ -221,7 +250,9 @@ class MultiTaskTrainer(Trainer):
             self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
         return self.optimizer
 
-    def train(self, *args, **kwargs):
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
+        if resume_from_checkpoint:
+            self._check_checkpoint(resume_from_checkpoint)
         self.unfreezing.check_something_trains()
         if self.args.world_size > 1 and self.unfreezing.freezes_anything:
             # DDP only synchronises parameters that require grad when it wraps the model; a part unfrozen later
@@ -240,12 +271,33 @@ class MultiTaskTrainer(Trainer):
                 batch_size=max(64, self.args.per_device_eval_batch_size),
                 show_progress_bar=not self.args.disable_tqdm,
             )
-        output = super().train(*args, **kwargs)
+        output = super().train(resume_from_checkpoint, *args, **kwargs)
         # After a resume, speed over the whole run (Trainer's own divides the whole run's samples by this session).
         clock = next(callback for callback in self.callback_handler.callbacks if isinstance(callback, RunClock))
         total_batch_size = self.args.train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size
         metrics = whole_run_metrics(output.metrics, clock.seconds_before, self.state.global_step, total_batch_size)
         return output._replace(metrics=metrics)
+
+    def _check_checkpoint(self, resume_from_checkpoint: str | bool):
+        """Refuses, before any step, a checkpoint of another model: its weights would load partly (a head the run
+        added stays untrained) or its optimizer state not at all."""
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)  # None: Trainer says there is none
+        if not resume_from_checkpoint:
+            return
+        try:
+            checkpoint = MultiTaskSTConfig.from_pretrained(resume_from_checkpoint)
+        except (OSError, ValueError) as error:
+            raise ValueError(
+                f"Cannot resume from {resume_from_checkpoint!r}: it holds no multitask-st config.json ({error})."
+            ) from error
+        differences = checkpoint_mismatches(checkpoint, self.accelerator.unwrap_model(self.model).config)
+        if differences:
+            raise ValueError(
+                f"Cannot resume from {resume_from_checkpoint!r}: it was trained for another model than this run "
+                f"builds ({'; '.join(differences)}). Resume with the checkpoint's settings, or start a new run "
+                "without --resume_from_checkpoint."
+            )
 
     def _distillation_applies(self) -> bool:
         """Whether this run can use embedding distillation; says why not when it was asked for but cannot."""
