@@ -12,6 +12,8 @@ otherwise.
 from __future__ import annotations
 
 import argparse
+import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -46,23 +48,48 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     try:
+        from multitask_st.app.demo import load_corpus
         from multitask_st.app.serve import build_demo, launch
     except ImportError as error:
         print(f'app.py: error: {error}. Install the app extra: pip install -e ".[app]".', file=sys.stderr)
         return 1
+    # What can fail fast fails before the model loads: the port, then the corpus file.
+    busy = _port_problem(args.host, args.port)
+    if busy:
+        print(f"app.py: error: cannot serve on {args.host}:{args.port}: {busy}. Pass another --port.", file=sys.stderr)
+        return 1
     start = time.perf_counter()
-    corpus = False if args.no_corpus else args.corpus or True
+    corpus = False if args.no_corpus else True
+    if args.corpus and not args.no_corpus:
+        try:
+            corpus = load_corpus(args.corpus)
+        except (OSError, ValueError) as error:
+            print(f"app.py: error: --corpus: {' '.join(str(error).split())}", file=sys.stderr)
+            return 1
     try:
         demo = build_demo(args.model, revision=args.revision, corpus=corpus)
-    except (OSError, ValueError) as error:  # not found, offline, not a multitask-st model, a bad corpus file
+    except (OSError, ValueError) as error:  # not found, offline, not a multitask-st model
         print(f"app.py: error: cannot serve {args.model!r}: {' '.join(str(error).split())}", file=sys.stderr)
         return 1
     print(
         f"Ready in {time.perf_counter() - start:.1f} s: open http://{args.host}:{args.port} (Ctrl+C stops).",
         flush=True,
     )
-    launch(demo, server_name=args.host, server_port=args.port)
+    try:
+        launch(demo, server_name=args.host, server_port=args.port)
+    except OSError as error:  # the port was taken between the check above and now
+        print(f"app.py: error: cannot serve on {args.host}:{args.port}: {error}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _port_problem(host: str, port: int) -> str | None:
+    """Why the demo could not listen on `host:port` (in use, not an address of this machine...), or None."""
+    try:
+        with socket.create_server((host, port)):
+            return None
+    except OSError as error:  # create_server's own message repeats the address
+        return os.strerror(error.errno) if error.errno else str(error)
 
 
 if __name__ == "__main__":

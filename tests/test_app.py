@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import re
+import socket
 import sys
 from pathlib import Path
 
@@ -172,3 +173,52 @@ def test_default_corpus_is_the_held_out_test_snippets_once_each():
     assert all(len(entry["text"]) <= SNIPPET_CHARS for entry in corpus if entry["source"].startswith("BBC"))
     train_reviews = set(rotten_tomatoes()["train"]["text"])
     assert not any(entry["text"] in train_reviews for entry in corpus)  # nothing the model trained on
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ('{"a": "b"}', "holds an object, not a list; expected a JSON list of texts or of"),
+        ('"hello"', "holds a string, not a list"),
+        ('["ok", 5, null]', "corpus[1] is 5 (int); expected a text or a {'text', 'source'} mapping."),
+        ('[{"text": "ok", "sorce": "x"}]', "corpus[0] has keys ['sorce'] besides 'text' and 'source'"),
+        ('[{"text": ""}]', "corpus[0] needs a non-empty string `text`; got {'text': ''}."),
+        (
+            "{invalid",
+            "is not valid JSON (Expecting property name enclosed in double quotes: line 1 column 2 (char 1))",
+        ),
+    ],
+)
+def test_a_bad_corpus_file_is_named_with_the_bad_entry_before_the_model_loads(tmp_path, capsys, content, problem):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model/config.json").write_text('{"model_type": "bert"}')  # never loaded: the corpus fails first
+    (tmp_path / "corpus.json").write_text(content)
+    assert app_cli.main([str(tmp_path / "model"), "--corpus", str(tmp_path / "corpus.json"), "--port", "0"]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith(f"app.py: error: --corpus: The corpus file {str(tmp_path / 'corpus.json')!r}")
+    assert problem in error and "cannot serve" not in error
+
+
+def test_a_busy_port_fails_before_the_model_loads(tmp_path, capsys):
+    (tmp_path / "config.json").write_text('{"model_type": "bert"}')  # never loaded: the port fails first
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        assert app_cli.main([str(tmp_path), "--port", str(port), "--no-corpus"]) == 1
+    captured = capsys.readouterr()
+    assert captured.err == (
+        f"app.py: error: cannot serve on 127.0.0.1:{port}: Address already in use. Pass another --port.\n"
+    )
+    assert "Ready" not in captured.out
+
+
+@pytest.mark.parametrize(
+    ("action", "text"), [("classify", "\x00\u200b"), ("search", "\u200b"), ("compare", "ok\n\x00")]
+)
+def test_text_the_model_refuses_shows_the_models_own_message(tiny_model, tiny_tokenizer, action, text):
+    demo = MultiTaskDemo(tiny_model, tiny_tokenizer, corpus=["the team won", "stock market fell"])
+    with pytest.raises(ValueError) as model_error:
+        tiny_model.encode(text.split("\n"), tiny_tokenizer)  # what the demo passes on
+    with pytest.raises(gr.Error) as shown:
+        getattr(demo, action)(text)
+    assert shown.value.message == str(model_error.value)
+    assert "only control/format characters" in shown.value.message

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import gradio as gr
@@ -48,19 +49,56 @@ def load_model(name_or_path: str, revision: str | None = None, trust_remote_code
     return model.eval(), tokenizer
 
 
+CORPUS_FORMAT = 'a JSON list of texts or of {"text": ..., "source": ...} objects'
+
+
 def load_corpus(path: str | os.PathLike) -> list[dict]:
-    """A search corpus saved as JSON: a list of `{"text": ..., "source": ...}` (or plain strings)."""
-    return normalize_corpus(json.loads(Path(path).read_text(encoding="utf-8")))
+    """A search corpus saved as JSON: a list of `{"text": ..., "source": ...}` (or plain strings); a `ValueError`
+    naming the file and the bad entry otherwise."""
+    try:
+        corpus = json.loads(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"The corpus file {str(path)!r} is not UTF-8 text ({error}); expected {CORPUS_FORMAT}."
+        ) from None
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"The corpus file {str(path)!r} is not valid JSON ({error}); expected {CORPUS_FORMAT}."
+        ) from None
+    if not isinstance(corpus, list):
+        kind = {dict: "an object", str: "a string", bool: "a boolean", type(None): "null"}.get(
+            type(corpus), "a number"
+        )
+        raise ValueError(f"The corpus file {str(path)!r} holds {kind}, not a list; expected {CORPUS_FORMAT}.")
+    try:
+        return normalize_corpus(corpus)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"The corpus file {str(path)!r}: {error}") from None
 
 
 def normalize_corpus(corpus: Iterable[str | Mapping]) -> list[dict]:
+    """`[{"text", "source"}]` from texts or such mappings; a `TypeError`/`ValueError` naming the bad entry by index."""
+    if isinstance(corpus, (str, bytes, Mapping)):  # iterating these gives characters or keys, never texts
+        raise TypeError(
+            f"A corpus is a list of texts or of {{'text', 'source'}} mappings, not a {type(corpus).__name__}."
+        )
     entries = []
-    for item in corpus:
-        entry = {"text": item, "source": ""} if isinstance(item, str) else dict(item)
-        if not isinstance(entry.get("text"), str) or not entry["text"].strip():
-            raise ValueError(f"Every corpus entry needs a non-empty `text`; got {item!r}.")
-        entry.setdefault("source", "")
-        entries.append(entry)
+    for index, item in enumerate(corpus):
+        if isinstance(item, str):
+            item = {"text": item}
+        if not isinstance(item, Mapping):
+            raise TypeError(
+                f"corpus[{index}] is {item!r} ({type(item).__name__}); expected a text or a {{'text', 'source'}} mapping."
+            )
+        unknown = sorted(set(item) - {"text", "source"})
+        text, source = item.get("text"), item.get("source", "")
+        if unknown:
+            raise ValueError(f"corpus[{index}] has keys {unknown} besides 'text' and 'source': {dict(item)!r}.")
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"corpus[{index}] needs a non-empty string `text`; got {dict(item)!r}.")
+        if not isinstance(source, str):
+            raise ValueError(f"corpus[{index}] has a `source` that is not a string: {dict(item)!r}.")
+        entries.append({"text": text, "source": source})
     return entries
 
 
@@ -80,6 +118,16 @@ def _check_text(text: str | None, what: str = "text") -> str:
             "(the model reads only its first few hundred tokens anyway)."
         )
     return text
+
+
+@contextmanager
+def _shown_in_page():
+    """The model's own message for a text it refuses (e.g. only control characters), in the page instead of
+    Gradio's generic "Error"."""
+    try:
+        yield
+    except (TypeError, ValueError) as error:
+        raise gr.Error(str(error)) from error
 
 
 class MultiTaskDemo:
@@ -109,7 +157,8 @@ class MultiTaskDemo:
 
     def classify(self, text: str | None) -> list[dict[str, float]]:
         """`{label: probability}` for each head, in head order."""
-        prediction = self.model.predict(_check_text(text), self.tokenizer)
+        with _shown_in_page():
+            prediction = self.model.predict(_check_text(text), self.tokenizer)
         return [prediction[task]["probabilities"] for task in self.tasks]
 
     def compare(self, text: str | None):
@@ -123,7 +172,8 @@ class MultiTaskDemo:
             )
         for number, sentence in enumerate(sentences, start=1):
             _check_text(sentence, what=f"sentence on line {number}")
-        embeddings = self._encode(sentences)
+        with _shown_in_page():
+            embeddings = self._encode(sentences)
         return similarity_heatmap(embeddings @ embeddings.T, sentences)
 
     def search(self, query: str | None, top_k: int = TOP_K) -> list[list]:
@@ -131,7 +181,8 @@ class MultiTaskDemo:
         query = _check_text(query, what="query")
         if self.corpus_embeddings is None:
             raise gr.Error("This demo has no search corpus.")
-        scores = self.corpus_embeddings @ self._encode([query])[0]
+        with _shown_in_page():
+            scores = self.corpus_embeddings @ self._encode([query])[0]
         best = np.argsort(-scores, kind="stable")[:top_k]
         hits = [self.corpus[index] for index in best]
         predictions = self.model.predict([hit["text"] for hit in hits], self.tokenizer)
