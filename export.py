@@ -71,7 +71,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--arch", help="onnx: CPU the int8 graph is for: avx512_vnni, avx512, avx2 or arm64 (default: this machine's)."
     )
-    parser.add_argument("--overwrite", action="store_true", help="onnx: replace an existing export in --output.")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="onnx: replace an earlier export in --output (never another model's folder).",
+    )
     return parser.parse_args(argv)
 
 

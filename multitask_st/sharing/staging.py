@@ -102,7 +102,8 @@ def stage_model_dir(
 
     That is config.json, the safetensors weights, the tokenizer files, the four payload `.py` files, the
     sentence-transformers files, training_summary.json if present (see `UPLOAD_PATTERNS`), and README.md (the rendered
-    card). Trainer leftovers
+    card). An ONNX export in the folder is staged only when each graph still has the sha256 its export recorded and
+    was exported from the weights next to it (`export/checksums.py`). Trainer leftovers
     (`checkpoint-*/`, `runs/`, `training_args.bin`, `trainer_state.json`, optimizer states...) stay behind, and no
     pickle file is staged.
 
