@@ -80,6 +80,8 @@ def check_exported_from(report_path: str | os.PathLike):
     disagree."""
     report_path = Path(report_path)
     weights = weight_checksums(report_path.parent.parent)
+    if not weights:  # an export folder of its own (config, tokenizer, graphs): no weights to compare with
+        return
     for entry in _entries(report_path):
         exported_from = entry.get(EXPORTED_FROM_KEY)
         if not isinstance(exported_from, dict) or exported_from == weights:
