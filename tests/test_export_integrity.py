@@ -136,6 +136,11 @@ def test_overwrite_replaces_an_export_and_refuses_another_models_folder(tmp_path
         "graph. Export into a new folder, or export that model into its own folder.\n"
     )
     assert _listing(other_dir) == before
+    (tmp_path / "documents").mkdir()
+    (tmp_path / "documents/thesis.txt").write_text("not an export")
+    with pytest.raises(ValueError, match=r"documents' is not an earlier export \(it has no onnx/export_report.json\)"):
+        export_onnx(model_dir, tmp_path / "documents", overwrite=True)
+    assert (tmp_path / "documents/thesis.txt").read_text() == "not an export"
 
     # An earlier export is replaced whole: nothing of it stays beside the new files.
     export_onnx(model_dir, tmp_path / "out", check_texts=CHECK_TEXTS)

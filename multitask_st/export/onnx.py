@@ -243,10 +243,10 @@ def _uses_token_types(model: MultiTaskSTModel) -> bool:
 
 
 def _check_output_dir(output_dir: Path, in_place: bool, overwrite: bool):
-    """The rule: `output_dir` is new, empty, the model folder itself (which gets `onnx/`), or, with `overwrite`, a
-    folder whose whole contents the export replaces. A folder holding another model's weights is refused even with
-    `overwrite`: keeping them would mix two models (PyTorch and ONNX outputs that disagree), deleting them would lose
-    a model."""
+    """The rule: `output_dir` is new, empty, the model folder itself (which gets `onnx/`), or, with `overwrite`, an
+    earlier export (it has `onnx/export_report.json`), whose whole contents the new export replaces. Any other folder
+    is refused even with `overwrite`: another model's weights kept would mix two models (PyTorch and ONNX outputs that
+    disagree), deleted would lose a model; and files that are not an export's are never deleted."""
     if output_dir.exists() and not output_dir.is_dir():
         raise ValueError(f"`output_dir` {str(output_dir)!r} is a file, not a folder; pass a new or empty folder.")
     if in_place:
@@ -266,6 +266,11 @@ def _check_output_dir(output_dir: Path, in_place: bool, overwrite: bool):
             f"`output_dir` {str(output_dir)!r} holds another model ({', '.join(weights)}): overwrite replaces an "
             "earlier export, never another model's folder, whose weights would then disagree with the ONNX graph. "
             "Export into a new folder, or export that model into its own folder."
+        )
+    if not (output_dir / ONNX_SUBFOLDER / REPORT_NAME).is_file():
+        raise ValueError(
+            f"`output_dir` {str(output_dir)!r} is not an earlier export (it has no {ONNX_SUBFOLDER}/{REPORT_NAME}): "
+            "overwrite replaces an earlier export whole and deletes nothing else. Pass a new or empty folder."
         )
 
 
