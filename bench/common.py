@@ -21,8 +21,8 @@ import datasets  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from multitask_st.training.corpora import BUILTIN_DATASETS  # noqa: E402
-from multitask_st.training.resources import resolve_backbone  # noqa: E402
+from multitask_st.data.corpora import BUILTIN_DATASETS  # noqa: E402
+from multitask_st.data.resources import resolve_backbone  # noqa: E402
 
 
 def add_common_arguments(parser: argparse.ArgumentParser):

@@ -32,7 +32,7 @@ from transformers import (
 )
 
 from multitask_st import MultiTaskSTModel
-from multitask_st.training.data import subsample
+from multitask_st.data.task_datasets import subsample
 from multitask_st.training.metrics import load_accuracy_macro_f1, stsb_spearman
 from multitask_st.training.tokenization import tokenize_task_dataset
 from multitask_st.training.trainer import MultiTaskTrainer

@@ -20,7 +20,7 @@ from common import add_common_arguments, backbone_path, load_builtin, machine
 from transformers import AutoTokenizer, set_seed
 
 from multitask_st import MultiTaskSTModel
-from multitask_st.training.data import subsample
+from multitask_st.data.task_datasets import subsample
 from multitask_st.training.metrics import stsb_spearman
 from multitask_st.training.tokenization import tokenize_task_dataset
 from multitask_st.training.trainer import MultiTaskTrainer

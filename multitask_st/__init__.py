@@ -29,10 +29,10 @@ _LAZY_IMPORTS = {
     "MultiTaskDataCollator": "training.collator",
     "MultiTaskSampler": "training.sampling",
     "UnfreezingCallback": "training.callbacks",
-    "load_task_dataset": "training.data",
+    "load_task_dataset": "data.task_datasets",
     "tokenize_task_dataset": "training.tokenization",
-    "subsample": "training.data",
-    "BUILTIN_DATASETS": "training.corpora",
+    "subsample": "data.task_datasets",
+    "BUILTIN_DATASETS": "data.corpora",
     "render_model_card": "sharing.model_card",
     "read_model_dir": "sharing.model_dir",
     "stage_model_dir": "sharing.staging",
@@ -64,6 +64,8 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from .data.corpora import BUILTIN_DATASETS
+    from .data.task_datasets import load_task_dataset, subsample
     from .export.sentence_transformers_folder import export_sentence_transformers
     from .modeling_multitask_st import MultiTaskSTModel, MultiTaskSTOutput, MultiTaskSTPooler
     from .pipeline_multitask_st import MultiTaskSTPipeline
@@ -72,8 +74,6 @@ if TYPE_CHECKING:
     from .sharing.staging import push_model_dir, stage_model_dir
     from .training.callbacks import UnfreezingCallback
     from .training.collator import MultiTaskDataCollator
-    from .training.corpora import BUILTIN_DATASETS
-    from .training.data import load_task_dataset, subsample
     from .training.sampling import MultiTaskSampler
     from .training.tokenization import tokenize_task_dataset
     from .training.trainer import MultiTaskTrainer, build_parameter_groups

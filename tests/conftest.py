@@ -14,7 +14,7 @@ import torch  # noqa: E402
 from transformers import BertConfig, BertTokenizerFast  # noqa: E402
 
 from multitask_st import MultiTaskSTConfig, MultiTaskSTModel  # noqa: E402
-from multitask_st.training.resources import embedded_minilm_path  # noqa: E402
+from multitask_st.data.resources import embedded_minilm_path  # noqa: E402
 
 
 TINY_TASKS = {"topic": ["world", "sports", "business"], "sentiment": ["negative", "positive"]}

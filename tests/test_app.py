@@ -164,7 +164,7 @@ def test_cli_names_a_model_it_cannot_load(tmp_path, capsys):
 @pytest.mark.slow  # reads the BBC News and Rotten Tomatoes packages
 def test_default_corpus_is_the_held_out_test_snippets_once_each():
     from multitask_st.app.corpus import SNIPPET_CHARS, default_search_corpus
-    from multitask_st.training.corpora import rotten_tomatoes
+    from multitask_st.data.corpora import rotten_tomatoes
 
     corpus = default_search_corpus()
     sources = [entry["source"].split(" · ")[0] for entry in corpus]

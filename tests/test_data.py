@@ -10,14 +10,14 @@ import pytest
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
 from multitask_st.configuration_multitask_st import DEFAULT_TASKS
-from multitask_st.training import corpora, data, resources
-from multitask_st.training.corpora import BUILTIN_DATASETS, bbc_news, rotten_tomatoes, stsb
-from multitask_st.training.data import (
+from multitask_st.data import corpora, resources, task_datasets
+from multitask_st.data.corpora import BUILTIN_DATASETS, bbc_news, rotten_tomatoes, stsb
+from multitask_st.data.splitting import split_indices
+from multitask_st.data.task_datasets import (
     load_task_dataset,
     subsample,
     validate_task_dataset,
 )
-from multitask_st.training.splitting import split_indices
 
 
 def package_dir(module: str) -> Path:
@@ -128,7 +128,7 @@ def test_bbc_news_same_headline_stays_in_one_split(bbc):
 def test_bbc_news_non_utf8_file(bbc, caplog):
     # sports/199.txt has a cp1252 pound sign (byte 0xA3).
     assert sum("a \u00a315.8m signing from Parma" in text for d in bbc.values() for text in d["text"]) == 1
-    with caplog.at_level(logging.INFO, logger="multitask_st.training.corpora"):
+    with caplog.at_level(logging.INFO, logger="multitask_st.data.corpora"):
         bbc_news(seed=0)
     assert any("sports/199.txt" in r.getMessage() and "not valid UTF-8" in r.getMessage() for r in caplog.records)
 
@@ -327,7 +327,9 @@ def test_load_hub_dataset_path(monkeypatch, tmp_path):
         }
     )
     calls = []
-    monkeypatch.setattr(data.datasets, "load_dataset", lambda name, **kwargs: calls.append((name, kwargs)) or hub)
+    monkeypatch.setattr(
+        task_datasets.datasets, "load_dataset", lambda name, **kwargs: calls.append((name, kwargs)) or hub
+    )
     dataset = load_task_dataset("stanfordnlp/sst2", text_column="sentence", revision="main")
     assert calls == [("stanfordnlp/sst2", {"revision": "main"})]
     assert list(dataset) == ["train", "validation", "test"]

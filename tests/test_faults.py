@@ -17,10 +17,10 @@ from test_trainer import _trainer
 from transformers import AutoModel, TrainerCallback
 
 from multitask_st import MultiTaskSTConfig, MultiTaskSTModel
+from multitask_st.data.task_datasets import load_task_dataset
 from multitask_st.modeling_multitask_st import tokenizer_fingerprint
 from multitask_st.sharing.staging import stage_model_dir
 from multitask_st.training import output_dir as output_dir_module
-from multitask_st.training.data import load_task_dataset
 from multitask_st.training.training_args import MultiTaskTrainingArguments
 
 

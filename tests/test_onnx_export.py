@@ -231,7 +231,7 @@ print(json.dumps({{"embeddings": model.encode({TEXTS!r}).tolist(), "predictions"
 def test_runtime_equals_pytorch_on_minilm(tmp_path, minilm):
     from transformers import AutoTokenizer
 
-    from multitask_st.training.corpora import rotten_tomatoes
+    from multitask_st.data.corpora import rotten_tomatoes
 
     torch.manual_seed(0)
     model = MultiTaskSTModel.from_backbone(str(minilm), tasks=tiny_config().tasks, projection="mlp").eval()

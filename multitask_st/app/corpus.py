@@ -6,7 +6,7 @@ import random
 
 from transformers.utils import logging
 
-from ..training.corpora import bbc_news, rotten_tomatoes
+from ..data.corpora import bbc_news, rotten_tomatoes
 
 
 logger = logging.get_logger(__name__)

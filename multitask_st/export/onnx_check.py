@@ -20,7 +20,7 @@ import numpy as np
 from scipy.stats import spearmanr
 from transformers.utils import logging
 
-from ..training.corpora import BUILTIN_DATASETS, stsb
+from ..data.corpora import BUILTIN_DATASETS, stsb
 from ..training.record import load_training_summary
 from .onnx_runtime import EMBEDDING_OUTPUT, LOGITS_PREFIX, MultiTaskSTOnnxModel
 

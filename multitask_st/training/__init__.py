@@ -1,2 +1,2 @@
-"""Training: data loading and the built-in corpora, the collator, task sampling, training arguments, the trainer and
+"""Training: tokenisation, the collator, task sampling, training arguments, the trainer and
 its callbacks, embedding distillation, metrics and the training record."""

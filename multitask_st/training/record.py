@@ -115,7 +115,7 @@ def training_record(
 def dataset_record(name: str, dataset) -> dict:
     """A task dataset as the record lists it: where it comes from (`name` as given to `load_task_dataset`) and its
     split sizes."""
-    from .corpora import BUILTIN_DATASETS
+    from ..data.corpora import BUILTIN_DATASETS
 
     builtin = BUILTIN_DATASETS.get(name)
     is_hub_id = builtin is None and not Path(name).exists()

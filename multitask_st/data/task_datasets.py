@@ -18,7 +18,7 @@ from transformers.utils import logging
 
 from ..modeling_multitask_st import has_content
 from .corpora import BUILTIN_DATASETS
-from .data_files import LOCAL_FORMATS, read_data_file
+from .files import LOCAL_FORMATS, read_data_file
 from .splitting import SPLITS, _check_sizes, _column, split_indices
 
 
