@@ -26,9 +26,10 @@ from multitask_st import MultiTaskSTModel
 from multitask_st.data.corpora import stsb
 from multitask_st.data.resources import resolve_backbone
 from multitask_st.data.task_datasets import load_task_dataset, subsample
+from multitask_st.model_folder import save_training_summary
 from multitask_st.training.output_dir import check_free_space, checkpoint_bytes, prepare_output_dir
 from multitask_st.training.plots import save_confusion_matrices
-from multitask_st.training.record import dataset_record, save_training_summary, training_record
+from multitask_st.training.record import dataset_record, training_record
 from multitask_st.training.tokenization import tokenize_task_dataset
 from multitask_st.training.trainer import MultiTaskTrainer
 from multitask_st.training.training_args import MultiTaskTrainingArguments

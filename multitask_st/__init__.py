@@ -24,7 +24,7 @@ _LAZY_IMPORTS = {
     "MultiTaskSTPipeline": "pipeline_multitask_st",
     "export_sentence_transformers": "export.sentence_transformers_folder",
     "MultiTaskTrainer": "training.trainer",
-    "build_parameter_groups": "training.trainer",
+    "build_parameter_groups": "training.parameter_groups",
     "MultiTaskTrainingArguments": "training.training_args",
     "MultiTaskDataCollator": "training.collator",
     "MultiTaskSampler": "training.sampling",
@@ -74,9 +74,10 @@ if TYPE_CHECKING:
     from .sharing.staging import push_model_dir, stage_model_dir
     from .training.callbacks import UnfreezingCallback
     from .training.collator import MultiTaskDataCollator
+    from .training.parameter_groups import build_parameter_groups
     from .training.sampling import MultiTaskSampler
     from .training.tokenization import tokenize_task_dataset
-    from .training.trainer import MultiTaskTrainer, build_parameter_groups
+    from .training.trainer import MultiTaskTrainer
     from .training.training_args import MultiTaskTrainingArguments
 
 

@@ -120,7 +120,7 @@ TRAINER_LEFTOVERS = ["training_args.bin", "trainer_state.json", "optimizer.pt", 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory, tiny_tokenizer) -> SimpleNamespace:
     """A saved model directory as train.py leaves it: model, tokenizer, summary, and Trainer leftovers."""
-    from multitask_st.sharing.model_dir import PAYLOAD_FILES, SENTENCE_TRANSFORMERS_FILES
+    from multitask_st.model_folder import PAYLOAD_FILES, SENTENCE_TRANSFORMERS_FILES
 
     model_dir = tmp_path_factory.mktemp("hub") / "model"
     torch.manual_seed(0)

@@ -14,8 +14,8 @@ from conftest import copy_without
 from huggingface_hub import HfApi, ModelCard, RepoUrl
 from huggingface_hub.errors import LocalTokenNotFoundError, OfflineModeIsEnabled
 
+from multitask_st.model_folder import PAYLOAD_FILES, PICKLE_PATTERNS
 from multitask_st.sharing import model_dir
-from multitask_st.sharing.model_dir import PAYLOAD_FILES, PICKLE_PATTERNS
 from multitask_st.sharing.staging import STALE_WEIGHT_PATTERNS, push_model_dir, stage_model_dir
 
 

@@ -13,7 +13,8 @@ from transformers import TrainerCallback
 
 from multitask_st import MultiTaskSTModel
 from multitask_st.training.callbacks import UnfreezingCallback, unfreezing_stages
-from multitask_st.training.trainer import MultiTaskTrainer, build_parameter_groups, learning_rate_scale
+from multitask_st.training.parameter_groups import build_parameter_groups, learning_rate_scale
+from multitask_st.training.trainer import MultiTaskTrainer
 from multitask_st.training.training_args import MultiTaskTrainingArguments
 
 

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 from transformers.utils import logging
 
+from ..model_folder import EXPORT_REPORT_NAME, ONNX_FILE_NAME, ONNX_SUBFOLDER, write_export_report
 from ..modeling_multitask_st import MultiTaskSTModel
 from . import checksums
 from .model_source import load_model_tokenizer
@@ -41,9 +42,6 @@ from .onnx_runtime import (
     LOGITS_PREFIX,
     METADATA_NORMALIZE,
     METADATA_TASKS,
-    ONNX_FILE_NAME,
-    ONNX_SUBFOLDER,
-    REPORT_NAME,
     UNNORMALIZED_EMBEDDING_OUTPUT,
 )
 
@@ -152,7 +150,7 @@ def export_onnx(
         for entry in report.values():
             entry["file"] = f"{ONNX_SUBFOLDER}/{entry['file']}"
             checksums.record_checksums(entry, staging, weights)
-        (onnx_dir / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        write_export_report(report, staging)
         _publish(staging, output_dir, in_place)
     logger.info(f"Wrote {', '.join(entry['file'] for entry in report.values())} to {output_dir}.")
     return report
@@ -267,9 +265,9 @@ def _check_output_dir(output_dir: Path, in_place: bool, overwrite: bool):
             "earlier export, never another model's folder, whose weights would then disagree with the ONNX graph. "
             "Export into a new folder, or export that model into its own folder."
         )
-    if not (output_dir / ONNX_SUBFOLDER / REPORT_NAME).is_file():
+    if not (output_dir / ONNX_SUBFOLDER / EXPORT_REPORT_NAME).is_file():
         raise ValueError(
-            f"`output_dir` {str(output_dir)!r} is not an earlier export (it has no {ONNX_SUBFOLDER}/{REPORT_NAME}): "
+            f"`output_dir` {str(output_dir)!r} is not an earlier export (it has no {ONNX_SUBFOLDER}/{EXPORT_REPORT_NAME}): "
             "overwrite replaces an earlier export whole and deletes nothing else. Pass a new or empty folder."
         )
 

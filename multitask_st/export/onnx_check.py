@@ -21,7 +21,7 @@ from scipy.stats import spearmanr
 from transformers.utils import logging
 
 from ..data.corpora import BUILTIN_DATASETS, stsb
-from ..training.record import load_training_summary
+from ..model_folder import load_training_summary
 from .onnx_runtime import EMBEDDING_OUTPUT, LOGITS_PREFIX, MultiTaskSTOnnxModel
 
 

@@ -18,13 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..model_folder import EXPORT_REPORT_NAME, ONNX_FILE_NAME, ONNX_SUBFOLDER
 from .checksums import check_artifacts, check_tokenizer
 
 
 logger = logging.getLogger(__name__)
 
-ONNX_SUBFOLDER = "onnx"
-ONNX_FILE_NAME = "model.onnx"
 EMBEDDING_OUTPUT = "sentence_embedding"
 UNNORMALIZED_EMBEDDING_OUTPUT = "sentence_embedding_unnormalized"
 LOGITS_PREFIX = "logits_"
@@ -33,9 +32,6 @@ MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 # ONNX metadata the exporter writes, so a graph can be checked against the config.json next to it.
 METADATA_TASKS = "multitask_st.tasks"
 METADATA_NORMALIZE = "multitask_st.normalize_embeddings"
-REPORT_NAME = "export_report.json"
-# What a Hub repository gets of an export (staging adds these to a model folder's uploads).
-UPLOAD_PATTERNS = [f"{ONNX_SUBFOLDER}/*.onnx", f"{ONNX_SUBFOLDER}/{REPORT_NAME}"]
 # What a model folder needs besides the ONNX file (the tokenizer's own config is optional).
 FOLDER_FILES = ("config.json", "tokenizer.json")
 TOKENIZER_EXTRA_FILES = ("tokenizer_config.json", "special_tokens_map.json")
@@ -126,7 +122,7 @@ class MultiTaskSTOnnxModel:
         if tokenizer_config_path.is_file():
             config = {**config, "_tokenizer_config": json.loads(tokenizer_config_path.read_text(encoding="utf-8"))}
         if verify_checksums:
-            check_artifacts(folder / ONNX_SUBFOLDER / REPORT_NAME, [model_path])
+            check_artifacts(folder / ONNX_SUBFOLDER / EXPORT_REPORT_NAME, [model_path])
             check_tokenizer(config, tokenizer.get_vocab(with_added_tokens=True), folder / "tokenizer.json")
 
         options = session_options or ort.SessionOptions()
@@ -320,15 +316,6 @@ class MultiTaskSTOnnxModel:
         return {name: arrays[name] for name in self.input_names}
 
 
-def read_export_report(folder: str | os.PathLike) -> dict:
-    """`onnx/export_report.json` of a folder (what the export measured against PyTorch), `{}` when there is none."""
-    path = Path(folder) / ONNX_SUBFOLDER / REPORT_NAME
-    if not path.is_file():
-        return {}
-    report = json.loads(path.read_text(encoding="utf-8"))
-    return {key: entry for key, entry in report.items() if (Path(folder) / entry.get("file", "")).is_file()}
-
-
 # ---------------------------------------------------------------------------------------------------- helpers
 
 
@@ -385,7 +372,7 @@ def _download(repo_id, file_name, revision, token, cache_dir, local_files_only) 
     from huggingface_hub import snapshot_download
 
     patterns = [*FOLDER_FILES, *TOKENIZER_EXTRA_FILES, file_name, f"{ONNX_SUBFOLDER}/{file_name}"]
-    patterns.append(f"{ONNX_SUBFOLDER}/{REPORT_NAME}")  # the checksums `from_pretrained` checks
+    patterns.append(f"{ONNX_SUBFOLDER}/{EXPORT_REPORT_NAME}")  # the checksums `from_pretrained` checks
     return Path(
         snapshot_download(
             repo_id,

@@ -14,10 +14,9 @@ from torch import nn
 from transformers.utils import logging
 
 from ..configuration_multitask_st import MultiTaskSTConfig
-from ..export.onnx_runtime import read_export_report
 from ..export.sentence_transformers_folder import plain_export_plan
+from ..model_folder import CONFUSION_MATRIX_PLOT, EVALUATION_METRICS_PLOT, TRAINING_LOSS_PLOT, read_export_report
 from ..modeling_multitask_st import MultiTaskSTModel
-from ..training.plots import CONFUSION_MATRIX_PLOT, EVALUATION_METRICS_PLOT, TRAINING_LOSS_PLOT
 from .model_dir import ModelDir, read_model_dir
 from .model_index import as_hub_id, eval_results, is_number, metric_tables, reported_metric
 

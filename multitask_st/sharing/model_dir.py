@@ -16,35 +16,14 @@ from transformers.tokenization_utils_base import (
     SPECIAL_TOKENS_MAP_FILE,
     TOKENIZER_CONFIG_FILE,
 )
-from transformers.utils import CONFIG_NAME, SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
+from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 
-from .. import configuration_multitask_st, modeling_multitask_st, pipeline_multitask_st
 from ..configuration_multitask_st import MultiTaskSTConfig
-from ..training.record import load_training_summary
-
-
-MODEL_CARD_NAME = "README.md"
-
-
-# The code `trust_remote_code` runs, named as `save_pretrained` copies it: config and model, the pipeline and the
-# sentence-transformers module (named by reference: importing that file needs sentence-transformers).
-PAYLOAD_FILES = (
-    *(Path(module.__file__).name for module in (configuration_multitask_st, modeling_multitask_st)),
-    pipeline_multitask_st.PIPELINE_CLASS_REF.split(".")[0] + ".py",
-    modeling_multitask_st.SENTENCE_TRANSFORMERS_MODULE.split(".")[0] + ".py",
-)
-
-
-# What `SentenceTransformer(folder, trust_remote_code=True)` reads besides the payload; `save_pretrained` writes them.
-SENTENCE_TRANSFORMERS_FILES = modeling_multitask_st.SENTENCE_TRANSFORMERS_FILES
+from ..model_folder import CONFIG_NAME, PAYLOAD_FILES, SENTENCE_TRANSFORMERS_FILES, load_training_summary
 
 
 # What a folder needs for its tokenizer to load: its config and one of these vocabularies.
 TOKENIZER_VOCABULARIES = (FULL_TOKENIZER_FILE, "vocab.txt", "vocab.json", "*.model")
-
-
-# Files that `torch.load` unpickles (and so may run code): never uploaded.
-PICKLE_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", "*.ckpt")
 
 
 @dataclass(frozen=True)

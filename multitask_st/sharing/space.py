@@ -17,6 +17,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Mapping
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from huggingface_hub import HfApi, SpaceCard, SpaceCardData
@@ -55,8 +56,6 @@ def _demo_source() -> Path:
 
 def _gradio_version() -> str:
     try:
-        from importlib.metadata import PackageNotFoundError, version
-
         return version("gradio")
     except PackageNotFoundError:
         return DEFAULT_GRADIO_VERSION
@@ -154,9 +153,7 @@ def push_space(
     Returns the `huggingface_hub.CommitInfo` of the upload.
     """
     validate_repo_id(space_id)
-    from .. import __version__
-
-    api = HfApi(token=token, library_name="multitask-st", library_version=__version__)
+    api = HfApi(token=token, library_name="multitask-st", library_version=version("multitask-st"))
     with tempfile.TemporaryDirectory(prefix="multitask-st-space-") as temporary_dir:
         folder = Path(stage_dir) if stage_dir is not None else Path(temporary_dir)
         stage_space(model_id, folder, revision=revision, corpus=corpus)

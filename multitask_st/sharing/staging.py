@@ -10,7 +10,7 @@ this package:
     sentence_transformers_multitask_st.py                    (the code `trust_remote_code` runs)
     modules.json  config_sentence_transformers.json  sentence_bert_config.json    (what sentence-transformers reads)
     tokenizer files                          training_summary.json (if any)    README.md (the rendered card)
-    the training plots (*.png, if any: `multitask_st.training.plots`), which the card shows
+    the training plots (*.png, if any), which the card shows             (names: `multitask_st.model_folder`)
     onnx/*.onnx + onnx/export_report.json (if `export.py --format onnx` added them to the folder)
 
 Everything else in the directory (Trainer leftovers, checkpoints, logs) stays home, and no pickle file is ever staged.
@@ -22,47 +22,30 @@ import os
 import shutil
 import tempfile
 from fnmatch import fnmatch
+from importlib.metadata import version
 from pathlib import Path
 
 from huggingface_hub import HfApi, constants, get_token
 from huggingface_hub.errors import LocalTokenNotFoundError, OfflineModeIsEnabled
 from huggingface_hub.utils import filter_repo_objects, validate_repo_id
-from transformers.utils import CONFIG_NAME, logging
+from transformers.utils import logging
 
 from ..export.checksums import check_artifacts, check_exported_from
-from ..export.onnx_runtime import ONNX_SUBFOLDER, REPORT_NAME
-from ..export.onnx_runtime import UPLOAD_PATTERNS as ONNX_PATTERNS
-from ..training.plots import PLOT_PATTERNS
-from ..training.record import TRAINING_SUMMARY_NAME
+from ..model_folder import (
+    EXPORT_REPORT_NAME,
+    IGNORE_PATTERNS,
+    MODEL_CARD_NAME,
+    ONNX_PATTERNS,
+    ONNX_SUBFOLDER,
+    PICKLE_PATTERNS,
+    UPLOAD_PATTERNS,
+)
 from .checks import check_staged_folder, check_weight_files
 from .model_card import DEFAULT_LANGUAGE, DEFAULT_LICENSE, render_model_card
-from .model_dir import (
-    MODEL_CARD_NAME,
-    PAYLOAD_FILES,
-    PICKLE_PATTERNS,
-    SENTENCE_TRANSFORMERS_FILES,
-    ModelDir,
-    read_model_dir,
-)
+from .model_dir import ModelDir, read_model_dir
 
 
 logger = logging.get_logger(__name__)
-
-
-# What a repository gets from a model folder besides its weights and tokenizer files (`read_model_dir` picks those),
-# as `upload_folder`-style patterns on paths relative to the folder. To ship another kind of file, add a pattern.
-UPLOAD_PATTERNS = [
-    CONFIG_NAME,
-    *PAYLOAD_FILES,
-    *SENTENCE_TRANSFORMERS_FILES,
-    TRAINING_SUMMARY_NAME,
-    *PLOT_PATTERNS,
-    *ONNX_PATTERNS,
-]
-
-
-# Never staged, whatever matches above: Trainer checkpoints and logs, and pickles (`torch.load` runs their code).
-IGNORE_PATTERNS = ["checkpoint-*", "runs/*", MODEL_CARD_NAME, *PICKLE_PATTERNS]
 
 
 # On re-upload, weight files that the new commit does not contain are deleted, so a stale `model.safetensors` never
@@ -123,7 +106,7 @@ def stage_model_dir(
     stage_dir = _check_stage_dir(stage_dir)
     files = files_to_upload(folder)
     check_weight_files(folder.weight_files)  # readable, finite
-    export_report = folder.path / ONNX_SUBFOLDER / REPORT_NAME
+    export_report = folder.path / ONNX_SUBFOLDER / EXPORT_REPORT_NAME
     check_artifacts(export_report)  # each graph is the file its export wrote (the staged report keeps the sha256s)
     check_exported_from(export_report)  # ... from these weights, not another model's
     card = render_model_card(
@@ -223,9 +206,7 @@ def push_model_dir(
         raise LocalTokenNotFoundError(
             "No Hugging Face token: run `hf auth login`, set the HF_TOKEN environment variable or pass `token`."
         )
-    from .. import __version__
-
-    api = HfApi(token=token, library_name="multitask-st", library_version=__version__)
+    api = HfApi(token=token, library_name="multitask-st", library_version=version("multitask-st"))
     repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
     if revision not in (None, "main") and not revision.startswith("refs/pr/"):
         api.create_branch(repo_id, branch=revision, exist_ok=True)  # upload_folder needs the branch to exist

@@ -1,6 +1,7 @@
 """Training plots: the losses and evaluation metrics against steps, and one confusion matrix per head.
 
-PNG files written into the output folder (the Hub staging carries them and the model card shows them):
+PNG files written into the output folder, named in `multitask_st.model_folder` (the Hub staging carries them and the
+model card shows them):
 
     training_loss.png            each task's training loss (validation loss dashed) and the distillation loss
     evaluation_metrics.png       per-task accuracy and macro-F1, and the STS-B Spearman, at each evaluation
@@ -22,17 +23,12 @@ import numpy as np
 from transformers import TrainerCallback
 from transformers.utils import logging
 
+from ..model_folder import CONFUSION_MATRIX_PLOT, EVALUATION_METRICS_PLOT, TRAINING_LOSS_PLOT
 from ..modeling_multitask_st import IGNORE_INDEX
 
 
 logger = logging.get_logger(__name__)
 
-
-TRAINING_LOSS_PLOT = "training_loss.png"
-EVALUATION_METRICS_PLOT = "evaluation_metrics.png"
-CONFUSION_MATRIX_PLOT = "confusion_matrix_{task}.png"
-# What a model folder's plots are called (the staging allow-list matches these).
-PLOT_PATTERNS = (TRAINING_LOSS_PLOT, EVALUATION_METRICS_PLOT, CONFUSION_MATRIX_PLOT.format(task="*"))
 
 DISTILLATION_LOSS = "embedding_distillation_loss"
 DPI = 110

@@ -1,4 +1,5 @@
-"""The training record: what a run reports about itself, saved next to the model as `training_summary.json`.
+"""The training record: what a run reports about itself, saved next to the model as `training_summary.json`
+(`multitask_st.model_folder` writes and reads the file).
 
 It is gathered here, in one place, from `TrainingArguments.to_dict()`, what the trainer resolved (frozen parts,
 optimizer groups, whether distillation applied), the datasets and the metrics; the model card reads it as it is.
@@ -14,13 +15,12 @@ optimizer groups, whether distillation applied), the datasets and the metrics; t
 
 from __future__ import annotations
 
-import json
-import os
 import platform
+from importlib.metadata import version
 from pathlib import Path
 
-
-TRAINING_SUMMARY_NAME = "training_summary.json"
+from ..data.corpora import BUILTIN_DATASETS
+from .parameter_groups import build_parameter_groups
 
 
 # Metric key prefixes of the splits a run evaluates (`trainer.evaluate(metric_key_prefix=...)`), in run order.
@@ -61,9 +61,6 @@ def training_record(
     import torch
     import transformers
 
-    from .. import __version__
-    from .trainer import build_parameter_groups
-
     args, model = trainer.args, trainer.accelerator.unwrap_model(trainer.model)
     arguments = {key: value for key, value in args.to_dict().items() if key not in PRIVATE_ARGS}
     # The optimizer's own groups when it exists (a custom optimizer is recorded as it is), at their initial LRs.
@@ -102,7 +99,7 @@ def training_record(
             "best_metric": trainer.state.best_metric,
         },
         "framework_versions": {
-            "multitask_st": __version__,
+            "multitask_st": version("multitask-st"),  # = multitask_st.__version__ (pyproject reads it)
             "transformers": transformers.__version__,
             "torch": torch.__version__,
             "datasets": datasets_library.__version__,
@@ -115,8 +112,6 @@ def training_record(
 def dataset_record(name: str, dataset) -> dict:
     """A task dataset as the record lists it: where it comes from (`name` as given to `load_task_dataset`) and its
     split sizes."""
-    from ..data.corpora import BUILTIN_DATASETS
-
     builtin = BUILTIN_DATASETS.get(name)
     is_hub_id = builtin is None and not Path(name).exists()
     return {
@@ -154,24 +149,3 @@ def _non_default_args(args) -> list[str]:
     """The arguments whose value differs from a default-built instance's (after `__post_init__`, as `to_dict` shows)."""
     defaults = type(args)(output_dir=args.output_dir).to_dict()
     return [key for key, value in args.to_dict().items() if defaults.get(key) != value]
-
-
-def save_training_summary(summary: dict, model_dir: str | os.PathLike) -> Path:
-    """Write training_summary.json into a model directory (what `load_training_summary` reads back)."""
-    path = Path(model_dir) / TRAINING_SUMMARY_NAME
-    path.write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
-    return path
-
-
-def load_training_summary(model_dir: str | os.PathLike) -> dict:
-    """training_summary.json of a model directory as a dict; `{}` when there is none."""
-    path = Path(model_dir) / TRAINING_SUMMARY_NAME
-    if not path.is_file():
-        return {}
-    try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON: {error}.") from None
-    if not isinstance(summary, dict):
-        raise ValueError(f"{path} must hold a JSON object, got {type(summary).__name__}.")
-    return summary
