@@ -26,10 +26,8 @@ from multitask_st import MultiTaskSTModel
 from multitask_st.data.corpora import stsb
 from multitask_st.data.resources import resolve_backbone
 from multitask_st.data.task_datasets import load_task_dataset, subsample
-from multitask_st.model_folder import save_training_summary
 from multitask_st.training.output_dir import check_free_space, checkpoint_bytes, prepare_output_dir
-from multitask_st.training.plots import save_confusion_matrices
-from multitask_st.training.record import dataset_record, training_record
+from multitask_st.training.record import dataset_record
 from multitask_st.training.tokenization import tokenize_task_dataset
 from multitask_st.training.trainer import MultiTaskTrainer
 from multitask_st.training.training_args import MultiTaskTrainingArguments
@@ -261,31 +259,22 @@ def main(argv: list[str] | None = None):
         processing_class=tokenizer,
         stsb_dataset=sts["validation"] if sts else None,
         callbacks=callbacks,
+        base_model=base_model,
+        dataset_records={
+            task: dataset_record(name, task_data[task]) for task, name in _pairs(data_args.tasks, "tasks").items()
+        },
     )
     train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    trainer.save_model()  # the best model when load_best_model_at_end, with the tokenizer and payload files
+    trainer.save_model()  # the best model when load_best_model_at_end, with the tokenizer, payload files and record
 
+    # The trainer adds these metrics to training_summary.json; predicting the test split draws the confusion matrices.
     validation_metrics = trainer.evaluate()
     trainer.stsb_dataset = sts["test"] if sts else None  # the test split's pairs, all of them
-    # One pass over the test split gives its metrics and the predictions for the confusion matrices.
-    test_output = trainer.predict({task: dataset["test"] for task, dataset in tokenized.items()})
-    test_metrics = test_output.metrics
+    test_metrics = trainer.predict({task: dataset["test"] for task, dataset in tokenized.items()}).metrics
     trainer.log_metrics("train", train_result.metrics)
     trainer.log_metrics("validation", validation_metrics)
     trainer.log_metrics("test", test_metrics)
     if trainer.is_world_process_zero():
-        record = training_record(
-            trainer,
-            base_model=base_model,
-            datasets={
-                task: dataset_record(name, task_data[task]) for task, name in _pairs(data_args.tasks, "tasks").items()
-            },
-            metrics={"validation": validation_metrics, "test": test_metrics},
-            train_metrics=train_result.metrics,
-        )
-        save_training_summary(record, training_args.output_dir)
-        logits = test_output.predictions[0]
-        save_confusion_matrices(logits, test_output.label_ids, trainer.model.config.tasks, training_args.output_dir)
         show_examples(trainer.model, tokenizer, training_args.output_dir)
         show_where_to_look(training_args.output_dir)
 

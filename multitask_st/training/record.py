@@ -3,6 +3,7 @@
 
 It is gathered here, in one place, from `TrainingArguments.to_dict()`, what the trainer resolved (frozen parts,
 optimizer groups, whether distillation applied), the datasets and the metrics; the model card reads it as it is.
+`MultiTaskTrainer` writes it itself through `TrainingRecordCallback`, so every trainer user gets the full card.
 
     {"base_model": "sentence-transformers/all-MiniLM-L6-v2",
      "datasets": {"topic": {"name": "bbc_news", "hub_id": null, "description": ..., "num_train": 800, ...}, ...},
@@ -15,12 +16,21 @@ optimizer groups, whether distillation applied), the datasets and the metrics; t
 
 from __future__ import annotations
 
+import os
 import platform
 from importlib.metadata import version
 from pathlib import Path
 
+from transformers import TrainerCallback
+from transformers.utils import logging
+
 from ..data.corpora import BUILTIN_DATASETS
+from ..model_folder import save_training_summary
 from .parameter_groups import build_parameter_groups
+from .plots import save_confusion_matrices
+
+
+logger = logging.get_logger(__name__)
 
 
 # Metric key prefixes of the splits a run evaluates (`trainer.evaluate(metric_key_prefix=...)`), in run order.
@@ -46,6 +56,7 @@ def training_record(
     datasets: dict[str, dict] | None = None,
     metrics: dict[str, dict[str, float]] | None = None,
     train_metrics: dict[str, float] | None = None,
+    non_default_args: list[str] | None = None,
 ) -> dict:
     """The record of a finished run of a `MultiTaskTrainer` (see the module docstring for its layout).
 
@@ -55,6 +66,8 @@ def training_record(
         datasets: Per task, where its data comes from (see [`dataset_record`]).
         metrics: Per split (`"validation"`, `"test"`), what `trainer.evaluate` returned for it.
         train_metrics: What `trainer.train()` returned (`train_runtime`, ...).
+        non_default_args: The arguments set to other than their default; found here when not given (which builds a
+            default `TrainingArguments`, and so resets accelerate's state: not while the trainer still runs).
     """
     import accelerate
     import datasets as datasets_library
@@ -74,7 +87,7 @@ def training_record(
         "datasets": datasets or {},
         "metrics": structured_metrics(metrics or {}, model.config.task_names),
         "training_args": arguments,
-        "non_default_args": [key for key in _non_default_args(args) if key in arguments],
+        "non_default_args": [key for key in non_default_args or _non_default_args(args) if key in arguments],
         # What the run resolved or measured, beyond its arguments.
         "run": {
             "global_steps": trainer.state.global_step,
@@ -149,3 +162,94 @@ def _non_default_args(args) -> list[str]:
     """The arguments whose value differs from a default-built instance's (after `__post_init__`, as `to_dict` shows)."""
     defaults = type(args)(output_dir=args.output_dir).to_dict()
     return [key for key, value in args.to_dict().items() if defaults.get(key) != value]
+
+
+def _split_of(metrics: dict) -> str | None:
+    """The split (`validation`, `test`) whose metric key prefix `metrics` carries, or None for another prefix."""
+    for split, prefix in SPLIT_PREFIXES.items():
+        if any(key.startswith(f"{prefix}_") for key in metrics):
+            return split
+    return None
+
+
+class TrainingRecordCallback(TrainerCallback):
+    """Writes the run's record, `training_summary.json`, next to the trained model and, when the trained model predicts
+    a labelled test split, one `confusion_matrix_<task>.png` per head: what the model card shows.
+
+    `MultiTaskTrainer` attaches it, as sentence-transformers' trainer attaches its model-card callback, and hands it
+    what callback events do not carry: the whole run's training metrics (`train_ended`, after a resume too) and the
+    test predictions (`predicted`).
+
+    When: at the end of `train()`, then after each `evaluate()` (the validation metrics, `eval_*`) and `predict()`
+    (the test metrics, `test_*`) of the trained model. Evaluations during training go to the plots, not to the record:
+    with `load_best_model_at_end` the last of them need not be the saved model's. Where: `args.output_dir`, and every
+    folder `trainer.save_model(folder)` writes the trained model to. Only the main process writes.
+
+    Args:
+        trainer: The `MultiTaskTrainer` whose run this records.
+        args: Its arguments.
+        base_model: The Hub id (or path) of the starting encoder, credited in the card.
+        datasets: Per task, where its data comes from (see [`dataset_record`]).
+    """
+
+    def __init__(self, trainer, args, base_model: str | None = None, datasets: dict[str, dict] | None = None):
+        self.trainer = trainer
+        # Now, before the trainer sets up accelerate: finding them builds a default TrainingArguments (see above).
+        self.non_default_args = _non_default_args(args)
+        self.base_model = base_model
+        self.datasets = datasets or {}
+        self.train_metrics: dict | None = None  # None until training has ended
+        self.metrics: dict[str, dict] = {}  # split -> what evaluate()/predict() returned for the trained model
+        self.folders: list[str] = []
+
+    def train_ended(self, train_metrics: dict):
+        """Training ended with these metrics (`trainer.train()`'s, over the whole run): start the record afresh."""
+        self.train_metrics, self.metrics = dict(train_metrics), {}
+        self.folders = [self.trainer.args.output_dir]
+        self.save()
+
+    def saved_to(self, folder: str | os.PathLike):
+        """The trained model was saved to `folder`: the record goes there too."""
+        if self.train_metrics is not None and str(folder) not in self.folders:
+            self.folders.append(str(folder))
+            self.save()
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        self._add_metrics(metrics)
+
+    def on_predict(self, args, state, control, metrics=None, **kwargs):
+        self._add_metrics(metrics)
+
+    def _add_metrics(self, metrics: dict | None):
+        split = _split_of(metrics or {})
+        if self.train_metrics is None or self.trainer.is_in_train or split is None:
+            return
+        self.metrics[split] = dict(metrics)
+        self.save()
+
+    def predicted(self, output, metric_key_prefix: str):
+        """`trainer.predict` returned `output`: a labelled test split gives the confusion matrices (`args.save_plots`)."""
+        if self.train_metrics is None or metric_key_prefix != SPLIT_PREFIXES["test"] or output.label_ids is None:
+            return
+        if self.trainer.args.save_plots and self.trainer.is_world_process_zero():
+            tasks = self.trainer.accelerator.unwrap_model(self.trainer.model).config.tasks
+            for folder in self.folders:
+                save_confusion_matrices(output.predictions[0], output.label_ids, tasks, folder)
+
+    def record(self) -> dict:
+        """The record as it stands (see the module docstring)."""
+        return training_record(
+            self.trainer,
+            base_model=self.base_model,
+            datasets=self.datasets,
+            metrics=self.metrics,
+            train_metrics=self.train_metrics,
+            non_default_args=self.non_default_args,
+        )
+
+    def save(self):
+        if not self.trainer.is_world_process_zero():
+            return
+        record = self.record()
+        for folder in self.folders:
+            logger.info(f"Wrote {save_training_summary(record, folder)}.")

@@ -19,6 +19,7 @@ from .distillation import add_teacher_embeddings, similarity_distillation_loss
 from .metrics import build_compute_metrics, stsb_spearman
 from .parameter_groups import build_parameter_groups
 from .plots import TrainingPlotsCallback
+from .record import TrainingRecordCallback
 from .run_clock import RunClock, whole_run_metrics
 from .sampling import MultiTaskSampler
 from .tokenization import concatenate_task_datasets
@@ -67,6 +68,11 @@ class MultiTaskTrainer(Trainer):
     `eval_mean_accuracy`, `eval_mean_f1` and, given `stsb_dataset`, `eval_stsb_spearman`; when training ends, the
     loss and metric curves are saved as PNGs in `output_dir` (`args.save_plots`, see `training/plots.py`).
 
+    The trainer writes its own record (`training_summary.json`, see `training/record.py`) into `output_dir` and every
+    folder `save_model` writes the trained model to: at the end of training, then with the metrics of each later
+    `evaluate()` and `predict()`; predicting a labelled test split also draws one confusion matrix per head. Pass
+    `base_model` (the encoder's Hub id) and `dataset_records` (per task, [`dataset_record`]) for the card to credit.
+
     Example:
         >>> trainer = MultiTaskTrainer(
         ...     model=model, args=MultiTaskTrainingArguments("out", layer_decay=0.9),
@@ -75,6 +81,8 @@ class MultiTaskTrainer(Trainer):
         ...     processing_class=tokenizer, stsb_dataset=stsb["validation"],
         ... )
         >>> trainer.train()
+        >>> trainer.save_model()  # the model, the tokenizer and training_summary.json
+        >>> trainer.evaluate(); trainer.predict({"topic": topic_test, "sentiment": sentiment_test})
     """
 
     def __init__(
@@ -88,6 +96,8 @@ class MultiTaskTrainer(Trainer):
         compute_metrics=None,
         callbacks=None,
         stsb_dataset: datasets.Dataset | None = None,
+        base_model: str | None = None,
+        dataset_records: dict[str, dict] | None = None,
         **kwargs,
     ):
         if not isinstance(args, MultiTaskTrainingArguments):
@@ -138,6 +148,7 @@ class MultiTaskTrainer(Trainer):
         if stsb_dataset is not None and args.stsb_eval_pairs and len(stsb_dataset) > args.stsb_eval_pairs:
             stsb_dataset = stsb_dataset.shuffle(seed=args.seed).select(range(args.stsb_eval_pairs))
         self.stsb_dataset = stsb_dataset if args.stsb_eval_pairs else None
+        self.record = TrainingRecordCallback(self, args, base_model=base_model, datasets=dataset_records)
         super().__init__(
             model=model,
             args=args,
@@ -149,6 +160,7 @@ class MultiTaskTrainer(Trainer):
             callbacks=[
                 self.unfreezing,
                 RunClock(),
+                self.record,
                 *([TrainingPlotsCallback()] if args.save_plots else []),
                 *(callbacks or []),
             ],
@@ -230,6 +242,7 @@ class MultiTaskTrainer(Trainer):
         clock = next(callback for callback in self.callback_handler.callbacks if isinstance(callback, RunClock))
         total_batch_size = self.args.train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size
         metrics = whole_run_metrics(output.metrics, clock.seconds_before, self.state.global_step, total_batch_size)
+        self.record.train_ended(metrics)
         return output._replace(metrics=metrics)
 
     def _check_checkpoint(self, resume_from_checkpoint: str | bool):
@@ -351,7 +364,15 @@ class MultiTaskTrainer(Trainer):
         """`Trainer.predict`, also taking `{task: dataset}`; `predictions[0]` holds each head's logits."""
         if isinstance(test_dataset, dict):
             test_dataset, _ = concatenate_task_datasets(test_dataset, self.model.config.task_names)
-        return super().predict(test_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+        output = super().predict(test_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+        self.record.predicted(output, metric_key_prefix)
+        return output
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
+        """`Trainer.save_model`; after training, the record goes with the model (see the class docstring)."""
+        super().save_model(output_dir, _internal_call=_internal_call)
+        if output_dir is not None and not _internal_call:
+            self.record.saved_to(output_dir)
 
     def evaluation_loop(
         self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
