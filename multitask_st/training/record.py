@@ -56,7 +56,6 @@ def training_record(
     datasets: dict[str, dict] | None = None,
     metrics: dict[str, dict[str, float]] | None = None,
     train_metrics: dict[str, float] | None = None,
-    non_default_args: list[str] | None = None,
 ) -> dict:
     """The record of a finished run of a `MultiTaskTrainer` (see the module docstring for its layout).
 
@@ -66,8 +65,6 @@ def training_record(
         datasets: Per task, where its data comes from (see [`dataset_record`]).
         metrics: Per split (`"validation"`, `"test"`), what `trainer.evaluate` returned for it.
         train_metrics: What `trainer.train()` returned (`train_runtime`, ...).
-        non_default_args: The arguments set to other than their default; found here when not given (which builds a
-            default `TrainingArguments`, and so resets accelerate's state: not while the trainer still runs).
     """
     import accelerate
     import datasets as datasets_library
@@ -87,7 +84,7 @@ def training_record(
         "datasets": datasets or {},
         "metrics": structured_metrics(metrics or {}, model.config.task_names),
         "training_args": arguments,
-        "non_default_args": [key for key in non_default_args or _non_default_args(args) if key in arguments],
+        "non_default_args": [key for key in _non_default_args(args) if key in arguments],
         # What the run resolved or measured, beyond its arguments.
         "run": {
             "global_steps": trainer.state.global_step,
@@ -159,8 +156,18 @@ def structured_metrics(metrics: dict[str, dict[str, float]], task_names: list[st
 
 
 def _non_default_args(args) -> list[str]:
-    """The arguments whose value differs from a default-built instance's (after `__post_init__`, as `to_dict` shows)."""
-    defaults = type(args)(output_dir=args.output_dir).to_dict()
+    """The arguments whose value differs from a default-built instance's (after `__post_init__`, as `to_dict` shows).
+
+    The default instance skips the device set-up: there `TrainingArguments` resets accelerate's shared state, which
+    the running trainer's arguments and accelerator read (a two-process run would continue as one).
+    """
+
+    class DefaultArguments(type(args)):
+        @property
+        def _setup_devices(self):
+            return args.device
+
+    defaults = DefaultArguments(output_dir=args.output_dir).to_dict()
     return [key for key, value in args.to_dict().items() if defaults.get(key) != value]
 
 
@@ -187,15 +194,12 @@ class TrainingRecordCallback(TrainerCallback):
 
     Args:
         trainer: The `MultiTaskTrainer` whose run this records.
-        args: Its arguments.
         base_model: The Hub id (or path) of the starting encoder, credited in the card.
         datasets: Per task, where its data comes from (see [`dataset_record`]).
     """
 
-    def __init__(self, trainer, args, base_model: str | None = None, datasets: dict[str, dict] | None = None):
+    def __init__(self, trainer, base_model: str | None = None, datasets: dict[str, dict] | None = None):
         self.trainer = trainer
-        # Now, before the trainer sets up accelerate: finding them builds a default TrainingArguments (see above).
-        self.non_default_args = _non_default_args(args)
         self.base_model = base_model
         self.datasets = datasets or {}
         self.train_metrics: dict | None = None  # None until training has ended
@@ -244,7 +248,6 @@ class TrainingRecordCallback(TrainerCallback):
             datasets=self.datasets,
             metrics=self.metrics,
             train_metrics=self.train_metrics,
-            non_default_args=self.non_default_args,
         )
 
     def save(self):

@@ -148,7 +148,7 @@ class MultiTaskTrainer(Trainer):
         if stsb_dataset is not None and args.stsb_eval_pairs and len(stsb_dataset) > args.stsb_eval_pairs:
             stsb_dataset = stsb_dataset.shuffle(seed=args.seed).select(range(args.stsb_eval_pairs))
         self.stsb_dataset = stsb_dataset if args.stsb_eval_pairs else None
-        self.record = TrainingRecordCallback(self, args, base_model=base_model, datasets=dataset_records)
+        self.record = TrainingRecordCallback(self, base_model=base_model, datasets=dataset_records)
         super().__init__(
             model=model,
             args=args,
