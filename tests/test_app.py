@@ -17,11 +17,8 @@ from tiny_training import KNOWN  # noqa: E402
 
 from multitask_st.app.demo import MAX_COMPARE_SENTENCES, MAX_TEXT_CHARS, MultiTaskDemo  # noqa: E402
 from multitask_st.app.serve import build_demo  # noqa: E402
+from multitask_st.cli import app as app_cli  # noqa: E402
 from multitask_st.sharing.space import DEMO_MODULE, stage_space  # noqa: E402
-
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import app as app_cli  # noqa: E402
 
 
 # Tests on the tiny model that train.py trains once per session (~20 s on a quiet machine).
@@ -107,7 +104,9 @@ def test_cli_without_a_model_says_how_to_make_one(tmp_path, monkeypatch, capsys)
     assert app_cli.main([]) == 1
     error = capsys.readouterr().err
     assert (
-        "no trained model in 'outputs/multitask-st'" in error and "make demo" in error and "python app.py DIR" in error
+        "no trained model in 'outputs/multitask-st'" in error
+        and "make demo" in error
+        and "multitask-st app DIR" in error
     )
 
 
@@ -158,7 +157,7 @@ def _import_file(path: Path, name: str):
 def test_cli_names_a_model_it_cannot_load(tmp_path, capsys):
     (tmp_path / "config.json").write_text('{"model_type": "bert"}')
     assert app_cli.main([str(tmp_path), "--no-corpus"]) == 1
-    assert f"app.py: error: cannot serve {str(tmp_path)!r}" in capsys.readouterr().err
+    assert f"multitask-st app: error: cannot serve {str(tmp_path)!r}" in capsys.readouterr().err
 
 
 @pytest.mark.slow  # reads the BBC News and Rotten Tomatoes packages
@@ -195,7 +194,7 @@ def test_a_bad_corpus_file_is_named_with_the_bad_entry_before_the_model_loads(tm
     (tmp_path / "corpus.json").write_text(content)
     assert app_cli.main([str(tmp_path / "model"), "--corpus", str(tmp_path / "corpus.json"), "--port", "0"]) == 1
     error = capsys.readouterr().err
-    assert error.startswith(f"app.py: error: --corpus: The corpus file {str(tmp_path / 'corpus.json')!r}")
+    assert error.startswith(f"multitask-st app: error: --corpus: The corpus file {str(tmp_path / 'corpus.json')!r}")
     assert problem in error and "cannot serve" not in error
 
 
@@ -206,7 +205,7 @@ def test_a_busy_port_fails_before_the_model_loads(tmp_path, capsys):
         assert app_cli.main([str(tmp_path), "--port", str(port), "--no-corpus"]) == 1
     captured = capsys.readouterr()
     assert captured.err == (
-        f"app.py: error: cannot serve on 127.0.0.1:{port}: Address already in use. Pass another --port.\n"
+        f"multitask-st app: error: cannot serve on 127.0.0.1:{port}: Address already in use. Pass another --port.\n"
     )
     assert "Ready" not in captured.out
 

@@ -25,16 +25,12 @@ from conftest import WORDS, tiny_config, word_tokenizer  # noqa: E402
 from test_onnx_export import CHECK_TEXTS, TEXTS, save_tiny  # noqa: E402
 
 from multitask_st import MultiTaskSTModel  # noqa: E402
+from multitask_st.cli import export as export_cli  # noqa: E402
 from multitask_st.export import onnx as onnx_export  # noqa: E402
 from multitask_st.export.onnx import export_onnx  # noqa: E402
 from multitask_st.export.onnx_runtime import MultiTaskSTOnnxModel  # noqa: E402
 from multitask_st.modeling_multitask_st import tokenizer_fingerprint  # noqa: E402
 from multitask_st.sharing.staging import stage_model_dir  # noqa: E402
-
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-import export as export_cli  # noqa: E402
 
 
 def _listing(folder: Path) -> dict[str, bytes]:
@@ -109,7 +105,7 @@ def test_export_refuses_a_model_folder_without_a_usable_tokenizer(tmp_path, tiny
     )  # tokenizer_config.json alone: AutoTokenizer would build five tokens
     assert export_cli.main([str(model_dir), "--format", export_format, "--output", str(tmp_path / "out")]) == 1
     assert capsys.readouterr().err == (
-        f"export.py: error: {model_dir} has no usable tokenizer: none of tokenizer.json, vocab.txt (the vocabulary "
+        f"multitask-st export: error: {model_dir} has no usable tokenizer: none of tokenizer.json, vocab.txt (the vocabulary "
         "BertTokenizer reads) is there, so every word would become '[UNK]'. Save the model's tokenizer into it: "
         "`tokenizer.save_pretrained(model_dir)`.\n"
     )
@@ -131,7 +127,7 @@ def test_overwrite_replaces_an_export_and_refuses_another_models_folder(tmp_path
     capsys.readouterr()
     assert export_cli.main(argv) == 1
     assert capsys.readouterr().err == (
-        f"export.py: error: `output_dir` {str(other_dir)!r} holds another model (model.safetensors): overwrite "
+        f"multitask-st export: error: `output_dir` {str(other_dir)!r} holds another model (model.safetensors): overwrite "
         "replaces an earlier export, never another model's folder, whose weights would then disagree with the ONNX "
         "graph. Export into a new folder, or export that model into its own folder.\n"
     )
@@ -181,7 +177,7 @@ def test_an_output_that_is_a_file_is_refused_before_exporting(tmp_path, tiny_tok
         export_cli.main([str(model_dir), "--format", "onnx", "--output", str(tmp_path / "file"), "--overwrite"]) == 1
     )
     assert capsys.readouterr().err == (
-        f"export.py: error: `output_dir` {str(tmp_path / 'file')!r} is a file, not a folder; pass a new or empty "
+        f"multitask-st export: error: `output_dir` {str(tmp_path / 'file')!r} is a file, not a folder; pass a new or empty "
         "folder.\n"
     )
     assert (tmp_path / "file").read_text() == "not a folder"
@@ -190,8 +186,7 @@ def test_an_output_that_is_a_file_is_refused_before_exporting(tmp_path, tiny_tok
 STALLED_EXPORT = textwrap.dedent(
     """
     import pathlib, sys, time
-    sys.path.insert(0, {repo!r})
-    import export
+    from multitask_st.cli import export
     from multitask_st.export import onnx_check
 
     def stalled(*args, **kwargs):  # the graph is written; the check would run now
@@ -210,7 +205,7 @@ def test_a_signal_during_export_removes_the_temporary_folder(tmp_path, tiny_toke
     temporary, ready = tmp_path / "tmp", tmp_path / "ready"
     temporary.mkdir()
     driver = tmp_path / "driver.py"
-    driver.write_text(STALLED_EXPORT.format(repo=str(REPO), ready=str(ready)))
+    driver.write_text(STALLED_EXPORT.format(ready=str(ready)))
     env = {**os.environ, "TMPDIR": str(temporary), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     command = [sys.executable, str(driver), str(model_dir), "--format", "onnx", "--output", str(tmp_path / "out")]
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -227,7 +222,7 @@ def test_a_signal_during_export_removes_the_temporary_folder(tmp_path, tiny_toke
             process.kill()
     assert process.returncode == 128 + signum, stderr
     assert stderr.endswith(
-        f"export.py: {signal.Signals(signum).name}: export interrupted; its temporary files were removed.\n"
+        f"multitask-st export: {signal.Signals(signum).name}: export interrupted; its temporary files were removed.\n"
     )
     assert list(temporary.glob("multitask-st-*")) == []
     assert not (tmp_path / "out").exists()

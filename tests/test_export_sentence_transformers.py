@@ -13,7 +13,7 @@ import pytest
 import torch
 from test_modeling import LONG_TEXTS, TEXTS, make_model
 
-import export as export_cli
+from multitask_st.cli import export as export_cli
 from multitask_st.export.sentence_transformers_folder import (
     export_sentence_transformers,
     plain_export_plan,
@@ -188,10 +188,12 @@ def test_export_cli(tmp_path, tiny_tokenizer, capsys):
         == 1
     )
     error = capsys.readouterr().err
-    assert error.count("\n") == 1 and error.startswith("export.py: error: Cannot export pooling_mode='attention'")
+    assert error.count("\n") == 1 and error.startswith(
+        "multitask-st export: error: Cannot export pooling_mode='attention'"
+    )
     assert export_cli.main([str(tmp_path / "missing"), "--format", "sentence-transformers", "--output", "x"]) == 1
     assert capsys.readouterr().err == (
-        f"export.py: error: model directory {str(tmp_path / 'missing')!r} does not exist or is not a directory.\n"
+        f"multitask-st export: error: model directory {str(tmp_path / 'missing')!r} does not exist or is not a directory.\n"
     )
     with pytest.raises(SystemExit):
         export_cli.main([str(model_dir), "--format", "pickle", "--output", "x"])

@@ -4,7 +4,6 @@ import json
 import math
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import datasets
@@ -17,16 +16,13 @@ from test_trainer import _trainer
 from transformers import AutoModel, TrainerCallback
 
 from multitask_st import MultiTaskSTConfig, MultiTaskSTModel
+from multitask_st.cli import push as push_cli
+from multitask_st.cli import train
 from multitask_st.data.task_datasets import load_task_dataset
 from multitask_st.modeling_multitask_st import tokenizer_fingerprint
 from multitask_st.sharing.staging import stage_model_dir
 from multitask_st.training import output_dir as output_dir_module
 from multitask_st.training.training_args import MultiTaskTrainingArguments
-
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import push_to_hub  # noqa: E402
-import train  # noqa: E402
 
 
 def _listing(folder: Path) -> dict[str, bytes]:
@@ -297,7 +293,7 @@ def test_staging_resolves_a_relative_symlink_and_the_staged_folder_loads(trained
     (tmp_path / "store").mkdir()
     shutil.copy2(trained.model_dir / "model.safetensors", tmp_path / "store" / "weights.safetensors")
     (model_dir / "model.safetensors").symlink_to(Path("..") / "store" / "weights.safetensors")
-    assert push_to_hub.main([str(model_dir), "--dry-run", "--stage-dir", str(tmp_path / "stage")]) == 0
+    assert push_cli.main([str(model_dir), "--dry-run", "--stage-dir", str(tmp_path / "stage")]) == 0
     staged = tmp_path / "stage" / "model.safetensors"
     assert not staged.is_symlink() and staged.read_bytes() == (trained.model_dir / "model.safetensors").read_bytes()
     assert "Dry run: staged" in capsys.readouterr().out

@@ -1,4 +1,3 @@
-import importlib.util
 import os
 import subprocess
 import sys
@@ -10,15 +9,10 @@ from conftest import copy_without
 from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError
 
+from multitask_st.cli import push as push_cli
+
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load_cli():
-    spec = importlib.util.spec_from_file_location("push_to_hub_cli", ROOT / "push_to_hub.py")
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
-    return cli
 
 
 @pytest.fixture
@@ -50,16 +44,16 @@ def test_cli_errors_are_one_line(case, expected, trained, tmp_path, monkeypatch,
     }[case]
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", case == "offline")
     with mock.patch.object(HfApi, "create_repo", autospec=True) as create_repo:
-        code = _load_cli().main(argv)
+        code = push_cli.main(argv)
 
     stderr = capsys.readouterr().err
     assert code != 0
-    assert stderr.count("\n") == 1 and stderr.startswith("push_to_hub.py: error: ") and expected in stderr, stderr
+    assert stderr.count("\n") == 1 and stderr.startswith("multitask-st push: error: ") and expected in stderr, stderr
     create_repo.assert_not_called()
 
 
 def test_cli_maps_hub_errors_to_one_line():
-    cli = _load_cli()
+    cli = push_cli
     args = cli.parse_args(["model", "--repo-id", "org/m"])
 
     def message(status: int) -> str:
@@ -123,9 +117,9 @@ def test_a_bad_repo_id_or_space_name_is_refused_before_anything_is_staged_or_pus
     argv = [str(trained.model_dir), "--repo-id", names["--repo-id"], "--space", names["--space"]]
     argv += ["--stage-dir", str(tmp_path / "stage")] + (["--dry-run"] if dry_run else ["--token", "hf_x"])
     with mock.patch.object(HfApi, "create_repo", autospec=True) as create_repo:
-        assert _load_cli().main(argv) == 1
+        assert push_cli.main(argv) == 1
     stderr = capsys.readouterr().err
-    assert stderr.startswith(f"push_to_hub.py: error: invalid {flag} 'bad name!!': Repo id must")
+    assert stderr.startswith(f"multitask-st push: error: invalid {flag} 'bad name!!': Repo id must")
     assert stderr.count("\n") == 1
     assert not (tmp_path / "stage").exists()
     create_repo.assert_not_called()

@@ -17,8 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 DRIVER = textwrap.dedent(
     """
     import os, signal, sys
-    sys.path.insert(0, {repo!r})
-    import train
+    from multitask_st.cli import train
     from transformers import TrainerCallback
 
     kill_at = int(sys.argv[1])
@@ -48,7 +47,7 @@ def _run(driver: Path, kill_at: int, arguments: list[str]) -> subprocess.Complet
 @pytest.mark.slow
 def test_killed_and_resumed_run_matches_an_uninterrupted_one(tmp_path, tiny_backbone_dir):  # noqa: F811
     driver = tmp_path / "driver.py"
-    driver.write_text(DRIVER.format(repo=str(REPO)))
+    driver.write_text(DRIVER)
     arguments = _arguments(tmp_path, tiny_backbone_dir)
     arguments[arguments.index("--save_strategy") + 1] = "steps"
     arguments[arguments.index("--max_steps") + 1] = "6"

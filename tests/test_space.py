@@ -1,23 +1,16 @@
 """The Gradio Space for a pushed model: `push_space` (Hub calls mocked) and `push_to_hub.py --space` (offline)."""
 
-import importlib.util
 from pathlib import Path
 from unittest import mock
 
 from huggingface_hub import CommitInfo, HfApi, RepoUrl, SpaceCard
 
+from multitask_st.cli import push as push_cli
 from multitask_st.sharing.space import DEMO_MODULE, push_space
 
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE_FILES = ["README.md", "app.py", "corpus.json", DEMO_MODULE, "requirements.txt"]
-
-
-def _load_cli():
-    spec = importlib.util.spec_from_file_location("push_to_hub_cli", ROOT / "push_to_hub.py")
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
-    return cli
 
 
 def test_push_space_creates_a_gradio_space_and_uploads_the_staged_folder():
@@ -43,7 +36,7 @@ def test_push_space_creates_a_gradio_space_and_uploads_the_staged_folder():
 
 
 def test_cli_dry_run_stages_the_model_and_the_space(trained, tmp_path, capsys):
-    cli = _load_cli()
+    cli = push_cli
     code = cli.main(
         [
             str(trained.model_dir), "--dry-run", "--repo-id", "org/model", "--stage-dir", str(tmp_path / "model"),
@@ -57,7 +50,7 @@ def test_cli_dry_run_stages_the_model_and_the_space(trained, tmp_path, capsys):
 
 
 def test_cli_space_needs_the_model_repo_and_a_direct_commit(trained, capsys):
-    cli = _load_cli()
+    cli = push_cli
     assert cli.main([str(trained.model_dir), "--dry-run", "--space", "org/demo"]) == 1
     assert "--space needs --repo-id" in capsys.readouterr().err
     assert cli.main([str(trained.model_dir), "--repo-id", "org/m", "--create-pr", "--space", "org/demo"]) == 1

@@ -1,16 +1,13 @@
 """train.py end to end on a tiny backbone and local CSV files (the real default run is `make demo`)."""
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 from conftest import WORDS, tiny_backbone_config
 from transformers import AutoModel, BertModel
 
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import train  # noqa: E402
+from multitask_st.cli import train
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""A tiny model that really learns two toy tasks, trained through `train.py` in seconds (for the app and plot tests).
+"""A tiny model that really learns two toy tasks, trained through `multitask-st train` in seconds (for the app and plot tests).
 
 Topic: "election vote" -> world, "team won" -> sports, "stock market" -> business; sentiment: "great" -> positive,
 "bad" -> negative; the other words are noise. Every word is in the tiny tokenizer's vocabulary (conftest.WORDS).
@@ -7,15 +7,12 @@ Topic: "election vote" -> world, "team won" -> sports, "stock market" -> busines
 from __future__ import annotations
 
 import random
-import sys
 from pathlib import Path
 
 from conftest import tiny_backbone_config
 from transformers import BertModel
 
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import train  # noqa: E402
+from multitask_st.cli import train
 
 
 TOPIC_CUES = {"world": "election vote", "sports": "team won", "business": "stock market"}
@@ -39,7 +36,7 @@ def _rows(cues: dict[str, str], count: int, rng: random.Random) -> list[str]:
 
 
 def train_tiny_model(root: Path, tokenizer, max_steps: int = 60) -> Path:
-    """Train with `train.py` (evaluating every 15 steps, distillation on) and return the output folder."""
+    """Train with `multitask-st train` (evaluating every 15 steps, distillation on) and return the output folder."""
     backbone = root / "backbone"
     BertModel(tiny_backbone_config(), add_pooling_layer=False).save_pretrained(backbone)
     tokenizer.save_pretrained(backbone)

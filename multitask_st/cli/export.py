@@ -1,8 +1,8 @@
-"""Export a trained model folder for another runtime.
+"""Export a trained model folder for another runtime (`multitask-st export`; `python export.py` in a checkout).
 
-    python export.py outputs/multitask-st --format sentence-transformers --output exported/
-    python export.py outputs/multitask-st --format onnx --output outputs/multitask-st-onnx
-    python export.py outputs/multitask-st --format onnx --quantize int8 --output outputs/multitask-st   # adds onnx/
+    multitask-st export outputs/multitask-st --format sentence-transformers --output exported/
+    multitask-st export outputs/multitask-st --format onnx --output outputs/multitask-st-onnx
+    multitask-st export outputs/multitask-st --format onnx --quantize int8 --output outputs/multitask-st   # adds onnx/
 
 `sentence-transformers` writes the embedding as a plain sentence-transformers folder that loads without remote code,
 checks its vectors against `model.encode`, and says which doors it opens (TEI when its layout fits TEI's rules; see
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import signal
 import sys
 from collections.abc import Callable
@@ -56,8 +55,11 @@ EXPORTERS: dict[str, Callable[[argparse.Namespace], list[str]]] = {
 }
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+PROG = "multitask-st export"
+
+
+def parse_args(argv: list[str] | None = None, prog: str = PROG) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "model_dir", help="A trained model folder (model.save_pretrained + tokenizer.save_pretrained)."
     )
@@ -79,20 +81,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    """Export as the command line says; returns the exit status (errors: one line on stderr, status 1)."""
+    args = parse_args(argv, prog)
     if not Path(args.model_dir).is_dir():
-        return _fail(f"model directory {args.model_dir!r} does not exist or is not a directory.")
+        return _fail(prog, f"model directory {args.model_dir!r} does not exist or is not a directory.")
     # SIGTERM (a job scheduler, `kill`) unwinds like Ctrl-C, so the exporters' temporary folders are removed.
     previous_handler = signal.signal(signal.SIGTERM, _interrupt)
     try:
         lines = EXPORTERS[args.format](args)
     except KeyboardInterrupt as interrupt:
         name = str(interrupt) or signal.SIGINT.name
-        print(f"export.py: {name}: export interrupted; its temporary files were removed.", file=sys.stderr)
+        print(f"{prog}: {name}: export interrupted; its temporary files were removed.", file=sys.stderr)
         return 128 + signal.Signals[name].value
     except (ValueError, OSError, RuntimeError, ImportError) as error:
-        return _fail(" ".join(str(error).split()) or type(error).__name__)
+        return _fail(prog, " ".join(str(error).split()) or type(error).__name__)
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
     print("\n".join(lines))
@@ -103,14 +106,6 @@ def _interrupt(signum: int, frame):
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
-def _fail(message: str) -> int:
-    print(f"export.py: error: {message}", file=sys.stderr)
+def _fail(prog: str, message: str) -> int:
+    print(f"{prog}: error: {message}", file=sys.stderr)
     return 1
-
-
-if __name__ == "__main__":
-    package_logger = logging.getLogger("multitask_st")
-    package_logger.setLevel(logging.INFO)
-    package_logger.addHandler(logging.StreamHandler(sys.stdout))
-    package_logger.propagate = False  # onnxruntime's quantiser configures the root logger too
-    sys.exit(main())

@@ -1,9 +1,11 @@
 """Share a trained model directory on the Hugging Face Hub, or stage exactly what would be uploaded.
 
-    python push_to_hub.py outputs/model --repo-id org/multitask-st [--private] [--revision v1] [--create-pr]
-    python push_to_hub.py outputs/model --dry-run [--stage-dir staged/]
-    python push_to_hub.py outputs/model --repo-id org/multitask-st --space org/multitask-st-demo   # + a demo Space
-    python push_to_hub.py outputs/model --dry-run --space org/demo --space-stage-dir space/      # stage the Space
+    multitask-st push outputs/model --repo-id org/multitask-st [--private] [--revision v1] [--create-pr]
+    multitask-st push outputs/model --dry-run [--stage-dir staged/]
+    multitask-st push outputs/model --repo-id org/multitask-st --space org/multitask-st-demo   # + a demo Space
+    multitask-st push outputs/model --dry-run --space org/demo --space-stage-dir space/      # stage the Space
+
+(`python push_to_hub.py ...` in a checkout is the same command.)
 
 The token comes from --token, else the HF_TOKEN environment variable, else `hf auth login`.
 """
@@ -11,7 +13,6 @@ The token comes from --token, else the HF_TOKEN environment variable, else `hf a
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import tempfile
 
@@ -46,8 +47,11 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+PROG = "multitask-st push"
+
+
+def parse_args(argv: list[str] | None = None, prog: str = PROG) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "model_dir", help="A trained model directory (model.save_pretrained + tokenizer.save_pretrained)."
     )
@@ -74,8 +78,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    """Push (or stage) as the command line says; returns the exit status (errors: one line on stderr, status 1)."""
+    args = parse_args(argv, prog)
     language = args.language[0] if len(args.language) == 1 else args.language
     # What the push would refuse, refused before anything is staged or uploaded (a dry run included): a bad Space name
     # would otherwise fail only after the model was pushed.
@@ -84,11 +89,13 @@ def main(argv: list[str] | None = None) -> int:
             if repo_id is not None:
                 validate_repo_id(repo_id)
         except HFValidationError as error:
-            return _fail(f"invalid {flag} {repo_id!r}: {_one_line(error)}")
+            return _fail(prog, f"invalid {flag} {repo_id!r}: {_one_line(error)}")
     if args.space and not args.repo_id:
-        return _fail("--space needs --repo-id: the model repository the Space serves.")
+        return _fail(prog, "--space needs --repo-id: the model repository the Space serves.")
     if args.space and args.create_pr:
-        return _fail("--space serves a pushed commit; it cannot follow --create-pr (push the Space after merging).")
+        return _fail(
+            prog, "--space serves a pushed commit; it cannot follow --create-pr (push the Space after merging)."
+        )
     try:
         if args.dry_run:
             stage_dir = args.stage_dir or tempfile.mkdtemp(prefix="multitask-st-stage-")
@@ -109,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                 print("\n".join(f"  {name}" for name in files))
             return 0
         if not args.repo_id:
-            return _fail("--repo-id is required to push (or pass --dry-run to only stage the files).")
+            return _fail(prog, "--repo-id is required to push (or pass --dry-run to only stage the files).")
         commit = push_model_dir(
             args.model_dir,
             args.repo_id,
@@ -126,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         message = _error_message(error, args)
         if message is None:
             raise  # a bug, not a user error: keep the traceback
-        return _fail(message)
+        return _fail(prog, message)
     print(f"Pushed to {commit.pr_url or commit.commit_url}")
     print(f'Pin this version with revision="{commit.oid}".')
     if args.space:
@@ -139,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             message = _error_message(error, args)
             if message is None:
                 raise
-            return _fail(f"the model was pushed, the Space was not: {message}")
+            return _fail(prog, f"the model was pushed, the Space was not: {message}")
         print(f"Space: {space_commit.commit_url}")
     return 0
 
@@ -175,14 +182,6 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
-def _fail(message: str) -> int:
-    print(f"push_to_hub.py: error: {message}", file=sys.stderr)
+def _fail(prog: str, message: str) -> int:
+    print(f"{prog}: error: {message}", file=sys.stderr)
     return 1
-
-
-if __name__ == "__main__":
-    # The library's progress notes (what is staged, what is left out) go to stdout; errors alone go to stderr.
-    package_logger = logging.getLogger("multitask_st")
-    package_logger.setLevel(logging.INFO)
-    package_logger.addHandler(logging.StreamHandler(sys.stdout))
-    sys.exit(main())

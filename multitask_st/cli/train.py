@@ -1,11 +1,11 @@
-"""Train a multi-task sentence transformer with the Hugging Face Trainer.
+"""Train a multi-task sentence transformer with the Hugging Face Trainer (`multitask-st train`; `python train.py`).
 
-    python train.py                                   # the embedded default: MiniLM + BBC News + Rotten Tomatoes
-    python train.py config.yaml                       # every argument from a YAML (or JSON) file
-    python train.py --tasks topic=ag_news sentiment=stanfordnlp/sst2 --text_columns sentiment=sentence --bf16
-    accelerate launch train.py ...                    # several GPUs / processes (or torchrun --nproc_per_node N)
+    multitask-st train                                # the embedded default: MiniLM + BBC News + Rotten Tomatoes
+    multitask-st train config.yaml                    # every argument from a YAML (or JSON) file
+    multitask-st train --tasks topic=ag_news sentiment=stanfordnlp/sst2 --text_columns sentiment=sentence --bf16
+    accelerate launch -m multitask_st train ...       # several GPUs / processes (or torchrun --nproc_per_node N -m ...)
 
-Arguments: the three dataclasses below plus every `TrainingArguments` flag (`python train.py --help`).
+Arguments: the three dataclasses below plus every `TrainingArguments` flag (`multitask-st train --help`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,9 @@ from multitask_st.training.trainer import MultiTaskTrainer
 from multitask_st.training.training_args import MultiTaskTrainingArguments
 
 
-# What `python train.py` runs with no arguments: sized to finish in about 15 minutes on 2 CPU cores.
+PROG = "multitask-st train"
+
+# What `multitask-st train` runs with no arguments: sized to finish in about 15 minutes on 2 CPU cores.
 DEFAULT_TRAINING_ARGS = {
     "output_dir": "outputs/multitask-st",
     "num_train_epochs": 2,
@@ -155,8 +157,10 @@ def show_logs(verbose: bool):
         package_logger.addHandler(handler)
 
 
-def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, MultiTaskTrainingArguments]:
-    parser = HfArgumentParser((ModelArguments, DataArguments, MultiTaskTrainingArguments))
+def parse_arguments(
+    argv: list[str], prog: str = PROG
+) -> tuple[ModelArguments, DataArguments, MultiTaskTrainingArguments]:
+    parser = HfArgumentParser((ModelArguments, DataArguments, MultiTaskTrainingArguments), prog=prog)
     if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
         text = Path(argv[0]).read_text()
         loaded = json.loads(text) if argv[0].endswith(".json") else yaml.safe_load(text)
@@ -213,8 +217,9 @@ def load_tasks(data_args: DataArguments, seed: int) -> dict:
     return loaded
 
 
-def main(argv: list[str] | None = None):
-    model_args, data_args, training_args = parse_arguments(sys.argv[1:] if argv is None else argv)
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    """Train as the command line says (`argv`, default `sys.argv[1:]`); returns the exit status."""
+    model_args, data_args, training_args = parse_arguments(sys.argv[1:] if argv is None else argv, prog)
     show_logs(training_args.should_log)
     set_seed(training_args.seed)
 
@@ -277,6 +282,7 @@ def main(argv: list[str] | None = None):
     if trainer.is_world_process_zero():
         show_examples(trainer.model, tokenizer, training_args.output_dir)
         show_where_to_look(training_args.output_dir)
+    return 0
 
 
 def show_examples(model: MultiTaskSTModel, tokenizer, output_dir: str):
@@ -301,8 +307,4 @@ def show_where_to_look(output_dir: str):
     plots = sorted(Path(output_dir).glob("*.png"))
     if plots:
         print("\nPlots of the run:\n" + "\n".join(f"  {path}" for path in plots))
-    print(f"\nTry the model in your browser:\n  python app.py {output_dir}")
-
-
-if __name__ == "__main__":
-    main()
+    print(f"\nTry the model in your browser:\n  multitask-st app {output_dir}")
