@@ -5,8 +5,9 @@ import pytest
 from test_trainer import _args
 
 from multitask_st.model_folder import TRAINING_SUMMARY_NAME, load_training_summary
-from multitask_st.training.record import structured_metrics
+from multitask_st.training.record import _non_default_args, structured_metrics
 from multitask_st.training.trainer import MultiTaskTrainer
+from multitask_st.training.training_args import MultiTaskTrainingArguments
 
 
 CONFUSION_MATRICES = ["confusion_matrix_sentiment.png", "confusion_matrix_topic.png"]
@@ -68,3 +69,14 @@ def test_no_confusion_matrices_without_plots_or_a_test_split(tmp_path, tiny_mode
     trainer.predict(tiny_task_datasets[1], metric_key_prefix="eval")  # the validation split: no confusion matrix
     assert not list((tmp_path / "out").glob("*.png"))
     assert load_training_summary(tmp_path / "out")["metrics"]["tasks"]["topic"].keys() == {"validation", "test"}
+
+
+def test_non_default_arguments_leave_accelerate_alone(tmp_path):
+    args = MultiTaskTrainingArguments(str(tmp_path), use_cpu=True, layer_decay=0.9, report_to="none")
+    state = args.distributed_state
+    non_default = _non_default_args(args)
+    assert args.distributed_state is state and state.initialized  # not reset under the running trainer
+    # what a default-built instance (which does reset it) differs in: use_cpu also turns pinned memory off
+    assert non_default == ["use_cpu", "dataloader_pin_memory", "layer_decay"]
+    defaults = MultiTaskTrainingArguments(str(tmp_path)).to_dict()
+    assert non_default == [key for key, value in args.to_dict().items() if defaults[key] != value]

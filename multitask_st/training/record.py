@@ -159,12 +159,15 @@ def _non_default_args(args) -> list[str]:
     """The arguments whose value differs from a default-built instance's (after `__post_init__`, as `to_dict` shows).
 
     The default instance skips the device set-up: there `TrainingArguments` resets accelerate's shared state, which
-    the running trainer's arguments and accelerator read (a two-process run would continue as one).
+    the running trainer's arguments and accelerator read (a two-process run would continue as one). It keeps the one
+    change that set-up makes to a recorded argument: `use_configured_state` taken out of `accelerator_config`.
     """
 
     class DefaultArguments(type(args)):
         @property
         def _setup_devices(self):
+            if hasattr(self.accelerator_config, "pop"):
+                self.accelerator_config.pop("use_configured_state", False)
             return args.device
 
     defaults = DefaultArguments(output_dir=args.output_dir).to_dict()
