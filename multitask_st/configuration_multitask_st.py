@@ -7,13 +7,14 @@ but `transformers` (and the standard library).
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
 
 from transformers import AutoConfig, PretrainedConfig
-from transformers.utils import logging
+from transformers.utils import cached_file, logging
+
+from .inference_multitask_st import SINGLE_LABEL, vocabulary_fingerprint  # noqa: F401  (named here for its docs)
 
 
 logger = logging.get_logger(__name__)
@@ -22,6 +23,9 @@ POOLING_MODES = ("mean", "cls", "max", "attention")
 PROJECTIONS = ("linear", "mlp", "none")
 # The activations every head and the MLP projection may use; a closed list so a typo fails at config time.
 ACTIVATIONS = ("gelu", "relu", "tanh", "silu")
+# The kinds of task a head can serve. Each has a head builder and a loss (`modeling_multitask_st.TASK_HEADS`,
+# `TASK_LOSSES`, `TASK_SCORES`) and a label-row formatter (`inference_multitask_st.LABEL_ROW_FORMATTERS`).
+TASK_KINDS = (SINGLE_LABEL,)
 
 DEFAULT_BACKBONE_MODEL_TYPE = "bert"
 DEFAULT_TASKS = {
@@ -121,6 +125,8 @@ class MultiTaskSTConfig(PretrainedConfig):
             Activation inside each head.
         head_dropout (`float`, *optional*, defaults to 0.1):
             Dropout inside each head.
+        task_kinds (`dict[str, str]`, *optional*):
+            The kind of each task (one of `TASK_KINDS`); tasks left out are `"single_label_classification"`.
         task_loss_weights (`dict[str, float]`, *optional*):
             Weight of each task's loss in the total loss; tasks left out weigh 1.0.
         max_seq_length (`int`, *optional*):
@@ -160,6 +166,7 @@ class MultiTaskSTConfig(PretrainedConfig):
         head_activation: str = "gelu",
         head_dropout: float = 0.1,
         task_loss_weights: Mapping[str, float] | None = None,
+        task_kinds: Mapping[str, str] | None = None,
         max_seq_length: int | None = None,
         tokenizer_fingerprint: str | None = None,
         **kwargs,
@@ -203,6 +210,7 @@ class MultiTaskSTConfig(PretrainedConfig):
 
         self.tasks = normalize_tasks(tasks)
         self.task_loss_weights = normalize_task_loss_weights(task_loss_weights, self.tasks)
+        self.task_kinds = normalize_task_kinds(task_kinds, self.tasks)
         self.max_seq_length = None if max_seq_length is None else _positive_int("max_seq_length", max_seq_length)
         limit = getattr(backbone_config, "max_position_embeddings", None)
         if self.max_seq_length is not None and isinstance(limit, int) and self.max_seq_length > limit:
@@ -249,17 +257,21 @@ class MultiTaskSTConfig(PretrainedConfig):
         return output
 
 
+def normalize_task_kinds(kinds: Mapping[str, str] | None, tasks: Mapping[str, list[str]]) -> dict[str, str]:
+    """Every task's kind, single-label classification unless named (configs saved before kinds existed load so)."""
+    kinds = dict(kinds or {})
+    unknown = sorted(set(kinds) - set(tasks))
+    if unknown:
+        raise ValueError(f"`task_kinds` names task(s) {unknown} that `tasks` does not have ({list(tasks)}).")
+    for task, kind in kinds.items():
+        _choice(f"task_kinds[{task!r}]", kind, TASK_KINDS)
+    return {task: kinds.get(task, SINGLE_LABEL) for task in tasks}
+
+
 def _positive_int(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
     return value
-
-
-def vocabulary_fingerprint(vocabulary: Mapping[str, int]) -> str:
-    """`config.tokenizer_fingerprint`: a short hash of a tokenizer's vocabulary (`get_vocab()`: tokens and their ids,
-    added tokens included). Kept here, free of torch, so the ONNX runtime computes it as the PyTorch model does."""
-    ordered = sorted(vocabulary.items(), key=lambda item: item[1])
-    return "sha256:" + hashlib.sha256(json.dumps(ordered).encode("utf-8")).hexdigest()[:16]
 
 
 def normalize_task_loss_weights(
@@ -280,6 +292,21 @@ def normalize_task_loss_weights(
         ):
             raise ValueError(f"`task_loss_weights[{task!r}]` must be a finite non-negative number, got {weight!r}.")
     return {task: float(weights.get(task, 1.0)) for task in tasks}
+
+
+def sentence_transformers_max_seq_length(path: str, hub_kwargs: dict) -> int | None:
+    """The `max_seq_length` a sentence-transformers checkpoint was trained with, if it is one."""
+    resolved = cached_file(
+        path,
+        "sentence_bert_config.json",
+        _raise_exceptions_for_missing_entries=False,
+        _raise_exceptions_for_connection_errors=False,
+        **hub_kwargs,
+    )
+    if resolved is None:
+        return None
+    with open(resolved, encoding="utf-8") as file:
+        return json.load(file).get("max_seq_length")
 
 
 # `save_pretrained` writes `auto_map` into config.json, so the saved folder loads with `trust_remote_code=True`.

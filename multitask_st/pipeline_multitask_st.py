@@ -5,36 +5,35 @@ This file is part of the Hub payload: `save_pretrained` copies it next to the we
 
     pipeline(model="org/multitask-st", trust_remote_code=True)(["A text.", "Another."])
 
-works without our package. It imports only torch, transformers and the standard library, and formats the rows the
-model's own `predict` computes (`MultiTaskSTModel._classify_batch` / `_label_rows`): one implementation of the numbers.
+works without our package. It imports only torch, transformers and the payload files next to it, and formats the rows
+the model's own `predict` computes (`MultiTaskSTModel.score_chunks` / `score_batch`, the engine's `label_rows`): one
+implementation of the numbers and of the checks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import torch
 from transformers import Pipeline, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
-from transformers.utils import logging
 
-from .modeling_multitask_st import DEFAULT_CHUNK_SIZE
+from .inference_multitask_st import (  # noqa: F401  (PIPELINE_*, custom_pipelines_entry: named here for readers)
+    DEFAULT_BATCH_SIZE,
+    PIPELINE_CLASS_REF,
+    PIPELINE_TASK,
+    check_max_length,
+    check_positive_int,
+    check_sentences,
+    check_tasks,
+    check_texts,
+    custom_pipelines_entry,
+    label_rows,
+    tokenize,
+)
 
 
-logger = logging.get_logger(__name__)
-
-# The task name this pipeline is declared under in config.json. It is the Hub's `pipeline_tag` too, so the snippet
-# the Hub generates (`pipeline("text-classification", model=repo, trust_remote_code=True)`) runs this pipeline.
-PIPELINE_TASK = "text-classification"
-PIPELINE_CLASS_REF = "pipeline_multitask_st.MultiTaskSTPipeline"
 EMBEDDING_KEY = "embedding"
-DEFAULT_BATCH_SIZE = 32
-
-
-def custom_pipelines_entry() -> dict:
-    """The `custom_pipelines` value of config.json, in the form `Pipeline.save_pretrained` writes for registered
-    pipelines (`pipeline()` resolves `impl` in the repository and builds the model with the `pt` auto class)."""
-    return {PIPELINE_TASK: {"impl": PIPELINE_CLASS_REF, "pt": ["AutoModel"], "type": "text"}}
 
 
 class MultiTaskSTPipeline(Pipeline):
@@ -71,10 +70,10 @@ class MultiTaskSTPipeline(Pipeline):
                 "`max_length`, `batch_size` and `num_workers`."
             )
         preprocess, forward, postprocess = {}, {}, {}
-        if max_length is not None:
-            preprocess["max_length"] = max_length
+        if max_length is not None:  # checked here, as `predict` checks it: 0 or 10000 is an error, not the default
+            preprocess["max_length"] = check_max_length(max_length, None, self.model.position_limit())
         if tasks is not None:
-            forward["tasks"] = postprocess["tasks"] = self.model._check_tasks(tasks)
+            forward["tasks"] = postprocess["tasks"] = check_tasks(tasks, self.model.config.task_names)
         if return_embedding is not None:
             if not isinstance(return_embedding, bool):
                 raise TypeError(f"`return_embedding` must be True or False, got {return_embedding!r}.")
@@ -89,12 +88,15 @@ class MultiTaskSTPipeline(Pipeline):
 
     def __call__(self, inputs, **kwargs):
         """Texts in, predictions out. A string or a list of strings goes through the model's own length-sorted
-        batching (what `predict` runs); any other iterable (a generator, a `datasets.Dataset`) streams through the
-        standard pipeline loop, one result per text as it comes."""
+        batching (what `predict` runs); any other iterable (a generator, an iterator, a `datasets` column) streams
+        through the standard pipeline loop, one result per text as it comes, checked by the same rule."""
+        batch_size = kwargs.pop("batch_size", None)
+        batch_size = self._batch_size or DEFAULT_BATCH_SIZE if batch_size is None else batch_size
+        check_positive_int("batch_size", batch_size)
         if not isinstance(inputs, (str, list, tuple)):
-            kwargs["batch_size"] = kwargs.get("batch_size") or self._batch_size or DEFAULT_BATCH_SIZE
-            return super().__call__(inputs, **kwargs)
-        batch_size = kwargs.pop("batch_size", None) or self._batch_size or DEFAULT_BATCH_SIZE
+            if not isinstance(inputs, torch.utils.data.Dataset):  # the pipeline loop streams only generators
+                inputs = _checked_texts(check_sentences(inputs))
+            return super().__call__(inputs, batch_size=batch_size, **kwargs)
         kwargs.pop("num_workers", None)
         preprocess, forward, postprocess = self._sanitize_parameters(**kwargs)
         preprocess = {**self._preprocess_params, **preprocess}
@@ -102,45 +104,44 @@ class MultiTaskSTPipeline(Pipeline):
         postprocess = {**self._postprocess_params, **postprocess}
         tasks = forward.get("tasks") or self.model.config.task_names
         return_embedding = forward.get("return_embedding", False)
-        # The model checks the texts (a string, or a list of non-empty strings) and names a bad one.
         single = isinstance(inputs, str)
-        chunks = self.model._run_chunks(
-            [inputs] if single else inputs,
-            self.tokenizer,
-            lambda batch: self.model._classify_batch(batch, tasks, with_embeddings=return_embedding),
-            batch_size,
-            False,
-            None,
-            preprocess.get("max_length"),
-            DEFAULT_CHUNK_SIZE,
-            "Predicting",
-        )
+        chunks = self.model.score_chunks(
+            [inputs] if single else inputs, self.tokenizer, tasks, return_embedding, batch_size=batch_size,
+            max_length=preprocess.get("max_length"), show_progress_bar=False,
+        )  # fmt: skip
         top_k = postprocess.get("top_k", 1)
-        results = [result for rows in chunks for result in self._format(rows.cpu(), tasks, top_k, return_embedding)]
+        results = [result for rows in chunks for result in self._format(rows, tasks, top_k, return_embedding)]
         return results[0] if single else results
 
     def preprocess(self, text, max_length=None):
-        if not isinstance(text, str) or not text.strip():
-            raise ValueError(f"Each input must be a non-empty string, got {text!r}.")
+        check_texts([text])
         max_length = max_length or self.model.default_max_length(self.tokenizer)
-        return self.tokenizer(text, truncation=True, max_length=max_length, return_tensors="pt")
+        return tokenize(self.tokenizer, text, max_length, return_tensors="pt")
 
     def _forward(self, model_inputs, tasks=None, return_embedding=False):
         tasks = tasks or self.model.config.task_names
-        return {"rows": self.model._classify_batch(dict(model_inputs), tasks, with_embeddings=return_embedding)}
+        return {"rows": self.model.score_batch(dict(model_inputs), tasks, with_embeddings=return_embedding)}
 
     def postprocess(self, model_outputs, tasks=None, top_k=1, return_embedding=False):
-        rows = model_outputs["rows"].float().cpu().reshape(1, -1)
+        rows = model_outputs["rows"].float().cpu().reshape(1, -1).numpy()
         return self._format(rows, tasks or self.model.config.task_names, top_k, return_embedding)[0]
 
-    def _format(self, rows: torch.Tensor, tasks: list[str], top_k: int | None, return_embedding: bool) -> list[dict]:
-        num_labels = sum(len(self.model.config.tasks[task]) for task in tasks)
-        predictions = self.model._label_rows(rows[:, :num_labels], tasks)
+    def _format(self, rows, tasks: list[str], top_k: int | None, return_embedding: bool) -> list[dict]:
+        config = self.model.config
+        num_labels = sum(len(config.tasks[task]) for task in tasks)
+        predictions = label_rows(rows[:, :num_labels], config.tasks, tasks, config.task_kinds)
         results = [{task: _ranked(prediction[task], top_k) for task in tasks} for prediction in predictions]
         if return_embedding:
             for result, embedding in zip(results, rows[:, num_labels:].tolist(), strict=True):
                 result[EMBEDDING_KEY] = embedding
         return results
+
+
+def _checked_texts(texts) -> Iterator[str]:
+    """The texts of any iterable, one by one, each checked by the engine's rule and named by its index."""
+    for index, text in enumerate(texts):
+        check_texts([text], offset=index)
+        yield text
 
 
 def _ranked(prediction: Mapping, top_k: int | None) -> dict | list[dict]:

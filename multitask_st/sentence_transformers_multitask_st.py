@@ -4,7 +4,8 @@ This file is part of the Hub payload: `save_pretrained` copies it next to the we
 naming its class, so that `SentenceTransformer("org/multitask-st", trust_remote_code=True).encode(texts)` gives
 `model.encode(texts, tokenizer)`'s vectors, whatever the pooling and projection. Only sentence-transformers (>= 6)
 imports it; its import of sentence-transformers sits in a `try` block, which transformers' remote-code loader does not
-require, so loading the model with `AutoModel` never needs sentence-transformers.
+require, so loading the model with `AutoModel` never needs sentence-transformers. It loads the model through
+`AutoModel` and checks texts with the inference engine, so it imports no other payload file back (no import circle).
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from transformers import AutoTokenizer
+from transformers import AutoModel, AutoTokenizer, PreTrainedModel
 
-from .modeling_multitask_st import MultiTaskSTModel
+from .inference_multitask_st import check_texts, tokenize
 
 
 try:
@@ -37,7 +38,7 @@ class MultiTaskSTSentenceEncoder(InputModule):
     config_keys = ["max_seq_length"]
     save_in_root = True
 
-    def __init__(self, model: MultiTaskSTModel, tokenizer, max_seq_length: int | None = None):
+    def __init__(self, model: PreTrainedModel, tokenizer, max_seq_length: int | None = None):
         super().__init__()
         self.model = model
         self.tokenizer = tokenizer
@@ -61,14 +62,10 @@ class MultiTaskSTSentenceEncoder(InputModule):
 
     def preprocess(self, inputs: list[str], prompt: str | None = None, **kwargs) -> dict[str, torch.Tensor]:
         texts = list(inputs)
-        for index, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise TypeError(f"Input {index} must be a string, got {type(text).__name__}: {text!r}.")
+        check_texts(texts)  # the engine's rule, as `encode`: strings with content (indices are within the batch)
         if prompt:
             texts = self._prepend_prompt(texts, prompt)
-        return self.tokenizer(
-            texts, padding=True, truncation=True, max_length=self.max_seq_length, return_tensors="pt"
-        )
+        return tokenize(self.tokenizer, texts, self.max_seq_length, padding=True, return_tensors="pt")
 
     def forward(self, features: dict[str, torch.Tensor], **kwargs) -> dict[str, torch.Tensor]:
         features["sentence_embedding"] = self.model.embed(
@@ -86,7 +83,7 @@ class MultiTaskSTSentenceEncoder(InputModule):
     def _token_count(self, text) -> int:
         if not isinstance(text, str):
             return len(text) if hasattr(text, "__len__") else 0
-        return len(self.tokenizer(text, truncation=True, max_length=self.max_seq_length)["input_ids"])
+        return len(tokenize(self.tokenizer, text, self.max_seq_length)["input_ids"])
 
     def save(self, output_path: str, *args, safe_serialization: bool = True, **kwargs) -> None:
         self.model.save_pretrained(output_path, safe_serialization=safe_serialization)
@@ -115,7 +112,9 @@ class MultiTaskSTSentenceEncoder(InputModule):
         }
         if subfolder:
             hub_kwargs["subfolder"] = subfolder
-        model = MultiTaskSTModel.from_pretrained(model_name_or_path, **hub_kwargs, **(model_kwargs or {})).eval()
+        # sentence-transformers runs this module only when the user trusted the folder's code: the model is its code.
+        model_kwargs = {"trust_remote_code": True, **(model_kwargs or {})}
+        model = AutoModel.from_pretrained(model_name_or_path, **hub_kwargs, **model_kwargs).eval()
         # `config=`: AutoTokenizer would otherwise read config.json, see our `auto_map` and ask to run remote code.
         tokenizer = AutoTokenizer.from_pretrained(
             model_name_or_path, config=model.config, **hub_kwargs, **(processor_kwargs or {})

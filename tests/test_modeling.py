@@ -24,6 +24,9 @@ PACKAGE_DIR = Path(multitask_st.__file__).parent
 PAYLOAD_FILES = (
     "configuration_multitask_st.py",
     "modeling_multitask_st.py",
+    "inference_multitask_st.py",
+    "layers_multitask_st.py",
+    "parts_multitask_st.py",
     "pipeline_multitask_st.py",
     "sentence_transformers_multitask_st.py",
 )

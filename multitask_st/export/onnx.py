@@ -75,9 +75,9 @@ class OnnxExportWrapper(nn.Module):
     def forward(self, input_ids, attention_mask, token_type_ids=None):
         model = self.model
         token_type_ids = token_type_ids if self.with_token_type_ids else None
-        pooled, backbone_output = model._pool(input_ids, attention_mask, token_type_ids)
+        pooled, backbone_output = model.pool(input_ids, attention_mask, token_type_ids)
         projected = model.projection(pooled)  # (batch, embedding_dim), what the heads read
-        outputs = [model._finish_embedding(projected)]
+        outputs = [model.finish_embedding(projected)]
         outputs += [model.heads[task](projected) for task in model.config.task_names]
         outputs.append(backbone_output.last_hidden_state)  # (batch, sequence, hidden)
         if model.config.normalize_embeddings:

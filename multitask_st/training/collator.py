@@ -8,7 +8,8 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from ..modeling_multitask_st import _MODEL_INPUTS, IGNORE_INDEX
+from ..inference_multitask_st import MODEL_INPUTS
+from ..modeling_multitask_st import IGNORE_INDEX
 
 
 # The column holding each example's starting-encoder embedding (see `multitask_st.training.distillation`).
@@ -46,7 +47,7 @@ class MultiTaskDataCollator:
         if self.tokenizer.pad_token_id is None:
             raise ValueError(f"Tokenizer {type(self.tokenizer).__name__} has no pad token; set `tokenizer.pad_token`.")
         # Padded by the tokenizer, as `encode` / `predict` pad: one padding path (side, pad id, attention mask).
-        keys = [key for key in _MODEL_INPUTS if any(key in feature for feature in features)]
+        keys = [key for key in MODEL_INPUTS if any(key in feature for feature in features)]
         model_inputs = [
             # A feature without an attention mask attends to every token it has (and has token type 0).
             {key: feature[key] if key in feature else [int(key == "attention_mask")] * len(feature["input_ids"])
@@ -54,7 +55,7 @@ class MultiTaskDataCollator:
             for feature in features
         ]  # fmt: skip
         padded = self.tokenizer.pad(model_inputs, pad_to_multiple_of=self.pad_to_multiple_of, return_tensors="pt")
-        batch = {key: padded[key].long() for key in _MODEL_INPUTS if key in padded}
+        batch = {key: padded[key].long() for key in MODEL_INPUTS if key in padded}
         batch["labels"] = torch.tensor([self._label_row(feature) for feature in features], dtype=torch.long)
         if TEACHER_COLUMN in features[0]:  # the starting encoder's embeddings, for MultiTaskTrainer's distillation
             batch["teacher_embeddings"] = torch.tensor(

@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from transformers import PreTrainedTokenizerBase
 from transformers.utils import logging
 
-from ..modeling_multitask_st import _MODEL_INPUTS, MultiTaskSTModel
+from ..inference_multitask_st import MODEL_INPUTS
+from ..modeling_multitask_st import MultiTaskSTModel
 from .collator import TEACHER_COLUMN
 
 
@@ -65,7 +66,7 @@ def compute_teacher_embeddings(
             f"{dataset.column_names}."
         )
     # Read the columns once, as lists: per-batch Arrow access costs more than the model on short texts.
-    encodings = dataset.select_columns([key for key in _MODEL_INPUTS if key in dataset.column_names]).to_dict()
+    encodings = dataset.select_columns([key for key in MODEL_INPUTS if key in dataset.column_names]).to_dict()
     pooled = model.pooled_output(encodings, tokenizer, batch_size=batch_size, show_progress_bar=show_progress_bar)
     return pooled.float().cpu().numpy()
 

@@ -17,7 +17,7 @@ from datasets import DatasetDict
 from datasets.fingerprint import Hasher
 from transformers import PreTrainedTokenizerBase
 
-from ..modeling_multitask_st import _MODEL_INPUTS
+from ..inference_multitask_st import MODEL_INPUTS
 
 
 # Bump when the tokenised layout changes, so stale cache files are not picked up.
@@ -54,7 +54,7 @@ def _tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
 
 def _tokenize_batch(batch: dict, *, tokenizer, text_column: str, max_length: int) -> dict:
     encoded = tokenizer(batch[text_column], truncation=True, max_length=max_length)
-    return {key: encoded[key] for key in _MODEL_INPUTS if key in encoded}
+    return {key: encoded[key] for key in MODEL_INPUTS if key in encoded}
 
 
 def default_cache_dir() -> Path:
