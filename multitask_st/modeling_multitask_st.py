@@ -495,7 +495,8 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
 
         lengths = [len(ids) for ids in encodings["input_ids"]]
         with torch.inference_mode():
-            return run_in_length_order(lengths, batch_size, run, lambda rows: torch.cat(rows).cpu().numpy(), progress)
+            rows, inverse = run_in_length_order(lengths, batch_size, run, progress)
+            return torch.cat(rows).cpu().numpy()[inverse]
 
     def default_max_length(self, tokenizer) -> int:
         """Tokens kept per text when no `max_length` is given (see `inference_multitask_st.default_max_length`)."""

@@ -99,7 +99,7 @@ def check_tokenizer(config: Mapping, vocabulary: Mapping[str, int], tokenizer_pa
     `config["tokenizer_fingerprint"]` (recorded by training), or more tokens than the embedding matrix has rows (the
     PyTorch model's two checks in `MultiTaskSTModel._check_tokenizer`; here the tokenizer is the folder's own, so
     either is an error)."""
-    from ..configuration_multitask_st import vocabulary_fingerprint
+    from ..inference_multitask_st import vocabulary_fingerprint  # no torch, no transformers
 
     rows = (config.get("backbone_config") or {}).get("vocab_size")
     if isinstance(rows, int) and len(vocabulary) > rows:
