@@ -1,23 +1,25 @@
 """multitask-st: one Hugging Face model with a shared sentence encoder and a classification head per task.
 
-`import multitask_st` registers the model with `AutoConfig` / `AutoModel` and imports nothing else: the model code
-(transformers' `PreTrainedModel` alone takes seconds to import), training, data and sharing load on first use of one
-of their names, as transformers' own `_LazyModule` does.
+`import multitask_st` registers the model with `AutoConfig` / `AutoModel` and imports nothing else: the config and model
+code (transformers' `PretrainedConfig` alone imports torch, 2 s), training, data and sharing load on first use of one of
+their names, as transformers' own `_LazyModule` does. The registration runs as soon as transformers' auto classes are
+imported (now, if they are already), so `from multitask_st.export.onnx_runtime import MultiTaskSTOnnxModel` imports
+neither torch nor transformers.
 """
 
 import importlib
+import importlib.abc
+import importlib.util
+import logging
+import sys
 from typing import TYPE_CHECKING
-
-from transformers import AutoConfig, AutoModel
-from transformers.utils import is_torch_available
-
-from .configuration_multitask_st import MultiTaskSTConfig
 
 
 __version__ = "0.1.0"
 
 # Public name -> the module (relative to this package) that defines it.
 _LAZY_IMPORTS = {
+    "MultiTaskSTConfig": "configuration_multitask_st",
     "MultiTaskSTModel": "modeling_multitask_st",
     "MultiTaskSTOutput": "modeling_multitask_st",
     "MultiTaskSTPooler": "modeling_multitask_st",
@@ -64,6 +66,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from .configuration_multitask_st import MultiTaskSTConfig
     from .data.corpora import BUILTIN_DATASETS
     from .data.task_datasets import load_task_dataset, subsample
     from .export.sentence_transformers_folder import export_sentence_transformers
@@ -86,8 +89,10 @@ def __getattr__(name: str):
     if module_name is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     module = importlib.import_module(f".{module_name}", __name__)
-    if module_name == "modeling_multitask_st":
-        AutoModel.register(MultiTaskSTConfig, module.MultiTaskSTModel, exist_ok=True)  # replaces the stand-in below
+    if module_name == "modeling_multitask_st":  # the real class replaces the stand-in `_register_model` put there
+        from transformers import AutoModel
+
+        AutoModel.register(module.MultiTaskSTConfig, module.MultiTaskSTModel, exist_ok=True)
     value = getattr(module, name)
     globals()[name] = value  # later look-ups skip this function
     return value
@@ -104,8 +109,6 @@ class _MultiTaskSTModelStandIn:
     config; these import `MultiTaskSTModel`, register it in this stand-in's place and hand over.
     """
 
-    config_class = MultiTaskSTConfig
-
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
         return __getattr__("MultiTaskSTModel").from_pretrained(*args, **kwargs)
@@ -117,6 +120,70 @@ class _MultiTaskSTModelStandIn:
 
 # With the package installed, AutoConfig/AutoModel know the model type. (Without it, `save_pretrained` writes
 # `auto_map` and copies the payload files for `trust_remote_code`: see `register_for_auto_class` in them.)
-AutoConfig.register(MultiTaskSTConfig.model_type, MultiTaskSTConfig, exist_ok=True)
-if is_torch_available():  # an ONNX-only install runs `multitask_st.export.onnx_runtime`, which needs no torch
-    AutoModel.register(MultiTaskSTConfig, _MultiTaskSTModelStandIn, exist_ok=True)
+_CONFIG_AUTO = "transformers.models.auto.configuration_auto"
+_MODEL_AUTO = "transformers.models.auto.modeling_auto"
+
+
+def _register_config():
+    from .configuration_multitask_st import MultiTaskSTConfig
+
+    sys.modules[_CONFIG_AUTO].AutoConfig.register(MultiTaskSTConfig.model_type, MultiTaskSTConfig, exist_ok=True)
+
+
+def _register_model():
+    from transformers.utils import is_torch_available
+
+    if not is_torch_available():  # an ONNX-only install has no model to register
+        return
+    from .configuration_multitask_st import MultiTaskSTConfig
+
+    _MultiTaskSTModelStandIn.config_class = MultiTaskSTConfig
+    if MultiTaskSTConfig not in sys.modules[_MODEL_AUTO].AutoModel._model_mapping:  # keep the real class if there
+        sys.modules[_MODEL_AUTO].AutoModel.register(MultiTaskSTConfig, _MultiTaskSTModelStandIn, exist_ok=True)
+
+
+class _AfterImport(importlib.abc.MetaPathFinder):
+    """Runs a function right after a module is first imported (a post-import hook), once: how the registration waits
+    for transformers' auto classes without importing them, and torch with them, on `import multitask_st`."""
+
+    def __init__(self, hooks: dict):
+        self.hooks = hooks
+
+    def find_spec(self, name, path=None, target=None):
+        hook = self.hooks.pop(name, None)
+        if hook is None:
+            return None
+        spec = importlib.util.find_spec(name)  # the real one: this finder has no hook for `name` any more
+        if spec is not None and spec.loader is not None:
+            spec.loader = _LoaderThenHook(spec.loader, hook)
+        return spec
+
+
+class _LoaderThenHook(importlib.abc.Loader):
+    def __init__(self, loader, hook):
+        self.loader, self.hook = loader, hook
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        module.__spec__.loader = module.__loader__ = self.loader  # the module keeps its own loader (inspect, reload)
+        self.loader.exec_module(module)
+        _run_hook(self.hook)
+
+
+def _run_hook(hook):
+    try:
+        hook()
+    except Exception as error:  # a failed registration must never break importing transformers
+        logging.getLogger(__name__).warning(
+            f"multitask_st could not register with transformers' auto classes: {error}"
+        )
+
+
+_pending = {name: hook for name, hook in ((_CONFIG_AUTO, _register_config), (_MODEL_AUTO, _register_model))}
+for _name in list(_pending):
+    if _name in sys.modules:
+        _run_hook(_pending.pop(_name))
+if _pending:
+    sys.meta_path.insert(0, _AfterImport(_pending))

@@ -11,7 +11,8 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 
-from transformers import AutoConfig, PretrainedConfig
+from transformers.configuration_utils import PretrainedConfig
+from transformers.models.auto.configuration_auto import AutoConfig
 from transformers.utils import cached_file, logging
 
 from .inference_multitask_st import SINGLE_LABEL, vocabulary_fingerprint  # noqa: F401  (named here for its docs)

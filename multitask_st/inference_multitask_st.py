@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import logging
 import threading
 import unicodedata
 import weakref
@@ -21,16 +22,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 
-try:  # the library's logging where transformers is installed; the standard library's on a bare ONNX install
-    from transformers.utils import logging
-
-    logger = logging.get_logger(__name__)
-    _tqdm = logging.tqdm  # honours `transformers.utils.logging.disable_progress_bar()`
-except ImportError:  # the torch-free ONNX install (tested in a subprocess with transformers blocked)
-    import logging
-
-    logger = logging.getLogger(__name__)
-    _tqdm = None
+# The standard library's logger: transformers' `get_logger` returns this same logger for a name outside its own tree,
+# and importing transformers here would cost the torch-free ONNX runtime a dependency it does not need.
+logger = logging.getLogger(__name__)
 
 
 # Texts tokenised and held at a time: their token ids cost ~9 KB per text on MiniLM, so a million texts at once would
@@ -232,7 +226,7 @@ def run_chunks(
     check_positive_int("chunk_size", chunk_size)
     total = length_hint(sentences)
     if show_progress_bar is None:
-        show_progress_bar = logger.getEffectiveLevel() <= 20 and (total is None or total > batch_size)  # INFO
+        show_progress_bar = logger.getEffectiveLevel() <= logging.INFO and (total is None or total > batch_size)
     return _generate_chunks(
         iter(sentences), run_chunk, chunk_size, total, progress_bar(total, description, show_progress_bar)
     )
@@ -399,8 +393,9 @@ def vocabulary_fingerprint(vocabulary: Mapping[str, int]) -> str:
 def progress_bar(total: int | None, description: str, enabled: bool):
     if not enabled:
         return None
-    tqdm = _tqdm
-    if tqdm is None:
+    try:  # transformers' bar honours `transformers.utils.logging.disable_progress_bar()`
+        from transformers.utils.logging import tqdm
+    except ImportError:  # the torch-free ONNX install
         try:
             from tqdm.auto import tqdm
         except ImportError:

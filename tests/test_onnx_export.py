@@ -209,22 +209,34 @@ def test_export_arguments_are_checked(tmp_path, tiny_tokenizer):
 
 
 @pytest.mark.slow
-def test_runtime_imports_no_torch(tmp_path, tiny_tokenizer):
+def test_runtime_imports_neither_torch_nor_transformers(tmp_path, tiny_tokenizer):
+    """The ONNX door as an ONNX-only install sees it: torch and transformers blocked, the package root imported."""
     model, model_dir = save_tiny(tmp_path, tiny_tokenizer)
     export_onnx(model_dir, tmp_path / "out", check_texts=CHECK_TEXTS)
     script = f"""
 import json, sys
-sys.modules["torch"] = None  # any `import torch` now fails
+sys.modules["torch"] = sys.modules["transformers"] = None  # any `import torch` / `import transformers` now fails
+import multitask_st
 from multitask_st.export.onnx_runtime import MultiTaskSTOnnxModel
 model = MultiTaskSTOnnxModel.from_pretrained({str(tmp_path / "out")!r}, threads=1)
-print(json.dumps({{"embeddings": model.encode({TEXTS!r}).tolist(), "predictions": model.predict({TEXTS!r})}}))
+try:
+    model.predict("x", tasks=5)
+except TypeError as error:
+    refused = str(error)
+loaded = sorted(name for name in sys.modules if name.split(".")[0] in ("torch", "transformers") and sys.modules[name])
+print(json.dumps({{"embeddings": model.encode({TEXTS!r}).tolist(), "predictions": model.predict({TEXTS!r}),
+                  "loaded": loaded, "refused": refused}}))
 """
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     output = json.loads(result.stdout.strip().splitlines()[-1])
+    assert output["loaded"] == []
     np.testing.assert_allclose(output["embeddings"], model.encode(TEXTS, tiny_tokenizer), atol=1e-5)
     assert_same_predictions(output["predictions"], model.predict(TEXTS, tiny_tokenizer))
+    with pytest.raises(TypeError) as pytorch_error:
+        model.predict("x", tiny_tokenizer, tasks=5)
+    assert output["refused"] == str(pytorch_error.value)  # the engine's own message, with or without torch
 
 
 @pytest.mark.slow

@@ -38,6 +38,7 @@ def test_import_is_lazy_and_auto_classes_still_work(tmp_path):
         f"""
         import json, sys
         import multitask_st
+        assert not [name for name in sys.modules if name.startswith(("multitask_st.", "transformers", "torch"))]
         from transformers import AutoConfig, AutoModel
 
         loaded = sorted(name for name in sys.modules if name.startswith("multitask_st."))
@@ -61,7 +62,7 @@ def test_import_is_lazy_and_auto_classes_still_work(tmp_path):
     run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(run.stdout.strip().splitlines()[-1])
-    assert report["loaded"] == ["multitask_st.configuration_multitask_st"]
+    assert report["loaded"] == ["multitask_st.configuration_multitask_st", "multitask_st.inference_multitask_st"]
     assert report["heavy"] == []
     assert report["config"] == MultiTaskSTConfig.__name__
     assert report["model"] == "multitask_st.modeling_multitask_st.MultiTaskSTModel"
