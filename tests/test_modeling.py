@@ -828,3 +828,29 @@ def test_distilbert_backbone_names_come_through_its_attribute_map():
         "backbone.layer.2",
     ]
     assert model.embed(torch.tensor([[1, 5, 7, 2]])).shape == (1, 32)
+
+
+def test_heads_are_built_from_each_tasks_kind(tmp_path):
+    from multitask_st.configuration_multitask_st import TASK_KINDS
+    from multitask_st.inference_multitask_st import LABEL_ROW_FORMATTERS, SINGLE_LABEL
+    from multitask_st.layers_multitask_st import TASK_HEADS, TASK_LOSSES, TASK_SCORES
+
+    # One place each: every kind the config accepts has a head, a loss, scores and a label-row formatter.
+    assert set(TASK_KINDS) == set(TASK_HEADS) == set(TASK_LOSSES) == set(TASK_SCORES) == set(LABEL_ROW_FORMATTERS)
+    config = tiny_config()
+    assert config.task_kinds == {"topic": SINGLE_LABEL, "sentiment": SINGLE_LABEL}
+    with pytest.raises(
+        ValueError, match=r"`task_kinds\['topic'\]` must be one of \['single_label_classification'\], "
+    ):
+        tiny_config(task_kinds={"topic": "regression"})
+    with pytest.raises(ValueError, match=r"`task_kinds` names task\(s\) \['colour'\] that `tasks` does not have"):
+        tiny_config(task_kinds={"colour": SINGLE_LABEL})
+    # A config.json written before kinds existed loads as it did: every task single-label.
+    model = make_model()
+    model.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    del saved["task_kinds"]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    loaded = MultiTaskSTModel.from_pretrained(tmp_path)
+    assert loaded.config.task_kinds == config.task_kinds
+    torch.testing.assert_close(loaded.state_dict(), model.state_dict())

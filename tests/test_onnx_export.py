@@ -129,6 +129,62 @@ def test_runtime_shapes_and_argument_errors_follow_the_pytorch_model(tmp_path, t
         MultiTaskSTOnnxModel.from_pretrained(tmp_path / "out", file_name="model_fp16.onnx")
 
 
+def test_runtime_streams_fills_out_and_warns_as_the_pytorch_model(tmp_path, tiny_tokenizer, caplog):
+    model, model_dir = save_tiny(tmp_path, tiny_tokenizer)
+    export_onnx(model_dir, tmp_path / "out", check_texts=CHECK_TEXTS)
+    runtime = MultiTaskSTOnnxModel.from_pretrained(tmp_path / "out")
+    texts = TEXTS * 3
+    whole = runtime.encode(texts)
+    chunks = list(runtime.encode_chunks(iter(texts), chunk_size=4))
+    assert [len(chunk) for chunk in chunks] == [4, 4, 4, 3]
+    np.testing.assert_array_equal(np.concatenate(chunks), runtime.encode(texts, chunk_size=4))
+    np.testing.assert_allclose(np.concatenate(chunks), whole, atol=1e-6)
+    predictions = [row for chunk in runtime.predict_chunks(iter(texts), tasks="topic", chunk_size=4) for row in chunk]
+    assert predictions == runtime.predict(texts, tasks="topic", chunk_size=4)
+    out = np.lib.format.open_memmap(tmp_path / "emb.npy", mode="w+", dtype=np.float32, shape=(len(texts), 32))
+    assert runtime.encode((text for text in texts), out=out, chunk_size=4) is out
+    np.testing.assert_array_equal(np.load(tmp_path / "emb.npy"), runtime.encode(texts, chunk_size=4))
+    with pytest.raises(ValueError, match=r"`out` has 14 rows but `sentences` holds more texts than that"):
+        runtime.encode(texts, out=np.empty((14, 32), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"`out` must be an array of shape \(n, 32\), got \(15, 8\)"):
+        runtime.encode(texts, out=np.empty((15, 8), dtype=np.float32))
+
+    class Lying(list):
+        def __len__(self):
+            return 99
+
+    with caplog.at_level("WARNING"):
+        runtime.encode(Lying(TEXTS))
+    assert "`sentences` reported 99 texts but gave 5." in caplog.text
+
+    # Per-token outputs: one (tokens, hidden) array per text, however the batches were padded.
+    hidden, embeddings = runtime.run(texts, ["last_hidden_state", "sentence_embedding"], batch_size=2)
+    lengths = [len(tiny_tokenizer(text)["input_ids"]) for text in texts]
+    assert [state.shape for state in hidden] == [(length, 32) for length in lengths]
+    np.testing.assert_allclose(embeddings, whole, atol=1e-6)
+
+
+def test_runtime_names_the_bad_file_folder_or_value(tmp_path, tiny_tokenizer):
+    _, model_dir = save_tiny(tmp_path, tiny_tokenizer)
+    export_onnx(model_dir, tmp_path / "out", check_texts=CHECK_TEXTS)
+    runtime = MultiTaskSTOnnxModel.from_pretrained(tmp_path / "out")
+    with pytest.raises(TypeError, match=r"`tasks` must be a task name or a list of them .*got 5\."):
+        runtime.predict(TEXTS, tasks=5)
+    with pytest.raises(FileNotFoundError, match=r"No folder '.*no-such-folder' \(and it is not a Hub repo id"):
+        MultiTaskSTOnnxModel.from_pretrained(tmp_path / "no-such-folder")
+    with pytest.raises(FileNotFoundError, match=r"No folder 'not a repo!!' \(and it is not a Hub repo id"):
+        MultiTaskSTOnnxModel.from_pretrained("not a repo!!")
+    tokenizer_json = tmp_path / "out/tokenizer.json"
+    saved = tokenizer_json.read_text()
+    tokenizer_json.write_text("{}")
+    with pytest.raises(ValueError, match=r"out/tokenizer.json is not a usable tokenizers file \("):
+        MultiTaskSTOnnxModel.from_pretrained(tmp_path / "out")
+    tokenizer_json.write_text(saved)
+    (tmp_path / "out/config.json").write_text('{"tasks": [')
+    with pytest.raises(ValueError, match=r"out/config.json is not valid JSON \(Expecting value"):
+        MultiTaskSTOnnxModel.from_pretrained(tmp_path / "out")
+
+
 def test_corrupted_or_mismatched_onnx_file_is_a_clear_error(tmp_path, tiny_tokenizer):
     _, model_dir = save_tiny(tmp_path, tiny_tokenizer)
     export_onnx(model_dir, tmp_path / "out", check_texts=CHECK_TEXTS)

@@ -72,3 +72,37 @@ def test_import_is_lazy_and_auto_classes_still_work(tmp_path):
         "AutoConfig": "configuration_multitask_st.MultiTaskSTConfig",
         "AutoModel": "modeling_multitask_st.MultiTaskSTModel",
     }
+
+
+def test_payload_files_form_no_import_circle_and_are_the_declared_list():
+    """The files `save_pretrained` copies import each other one way only (relative imports, `from .x import`, anywhere
+    in the file, as transformers' remote-code loader reads them), and `PAYLOAD_FILES` names exactly them."""
+    import re
+    from pathlib import Path
+
+    from multitask_st.inference_multitask_st import PAYLOAD_FILES
+
+    package = Path(multitask_st.__file__).parent
+    files = sorted(path.name for path in package.glob("*_multitask_st.py"))
+    assert sorted(PAYLOAD_FILES) == files
+    imports = {
+        name: set(re.findall(r"^\s*from\s+\.(\w+)\s+import", (package / name).read_text(), flags=re.MULTILINE))
+        for name in files
+    }
+    for name, targets in imports.items():
+        assert {target + ".py" for target in targets} <= set(files), name  # payload imports payload only
+    visiting, done = [], set()
+
+    def visit(name):
+        assert name not in visiting, f"import circle: {' -> '.join([*visiting, name])}"
+        if name in done:
+            return
+        visiting.append(name)
+        for target in imports[name]:
+            visit(target + ".py")
+        visiting.pop()
+        done.add(name)
+
+    for name in files:
+        visit(name)
+    assert not imports["inference_multitask_st.py"]  # the engine imports no other payload file (numpy only)
