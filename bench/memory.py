@@ -8,7 +8,12 @@ encoding costs beyond its result. The input repeats the 2000 Rotten Tomatoes sni
 Part `speed`: the real MiniLM on the 2000 snippets, the old and the new `encode` in one process, taking turns call
 by call in rotating order over several rounds (the machine may be shared); medians and the per-round ratio.
 
+Part `onnx-memory`: the same measurement for `MultiTaskSTOnnxModel.encode` on a generator, the small model exported to
+ONNX; "old" is the runtime before it ran on the inference engine (`git show a71a0c1:.../onnx_runtime.py`, which kept
+every chunk's output and concatenated them at the end), "new" the current one.
+
     python bench/memory.py --part memory --sizes 10000 100000 1000000
+    python bench/memory.py --part onnx-memory --sizes 10000 100000
     python bench/memory.py --part speed --repeats 7
 """
 
@@ -35,6 +40,7 @@ from multitask_st import MultiTaskSTConfig, MultiTaskSTModel
 
 
 OLD_COMMIT = "3bd0e6f"  # the whole-input encode: tokenise everything, then batch
+OLD_ONNX_COMMIT = "a71a0c1"  # the ONNX runtime before the inference engine: every chunk's output kept to the end
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -57,6 +63,30 @@ def old_path_model(model: MultiTaskSTModel) -> MultiTaskSTModel:
     return shared
 
 
+def old_onnx_runtime():
+    """`MultiTaskSTOnnxModel` as it was at OLD_ONNX_COMMIT (that file imported nothing of the package)."""
+    source = subprocess.run(
+        ["git", "show", f"{OLD_ONNX_COMMIT}:multitask_st/export/onnx_runtime.py"],
+        cwd=REPO, check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    module = types.ModuleType("old_onnx_runtime")
+    sys.modules[module.__name__] = module
+    exec(compile(source, f"{OLD_ONNX_COMMIT}:onnx_runtime.py", "exec"), module.__dict__)
+    return module.MultiTaskSTOnnxModel
+
+
+def export_tiny_onnx(folder: Path, backbone: str | None) -> Path:
+    """The small model of `tiny_model`, saved with MiniLM's tokenizer and exported to ONNX (fp32), once."""
+    from multitask_st.export.onnx import export_onnx
+
+    if not (folder / "onnx/onnx/model.onnx").is_file():
+        tokenizer = AutoTokenizer.from_pretrained(backbone_path(backbone))
+        tiny_model(len(tokenizer)).save_pretrained(folder / "model")
+        tokenizer.save_pretrained(folder / "model")
+        export_onnx(folder / "model", folder / "onnx", check_texts=16, overwrite=True)
+    return folder / "onnx"
+
+
 def snippets(data_dir: str | None) -> list[str]:
     data = load_builtin("rotten_tomatoes", data_dir)
     return [text for split in data.values() for text in split["text"]][:2000]
@@ -77,12 +107,19 @@ def child(args):
     """One measurement, printed as a JSON line."""
     logging.set_verbosity_error()
     torch.set_num_threads(args.threads)
-    path = backbone_path(args.backbone)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = tiny_model(len(tokenizer)) if args.model == "tiny" else MultiTaskSTModel.from_backbone(path).eval()
-    if args.path == "old":
-        model = old_path_model(model)
     texts = snippets(args.data_dir)
+    if args.model == "onnx":
+        from multitask_st.export.onnx_runtime import MultiTaskSTOnnxModel
+
+        runtime_class = old_onnx_runtime() if args.path == "old" else MultiTaskSTOnnxModel
+        runtime = runtime_class.from_pretrained(args.onnx_folder, threads=args.threads)
+        model, tokenizer = _OnnxAsModel(runtime), None
+    else:
+        path = backbone_path(args.backbone)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = tiny_model(len(tokenizer)) if args.model == "tiny" else MultiTaskSTModel.from_backbone(path).eval()
+    if args.path == "old" and args.model != "onnx":
+        model = old_path_model(model)
     sentences = (
         [texts[i % len(texts)] for i in range(args.size)]
         if args.input == "list"
@@ -126,6 +163,41 @@ def child(args):
             }  # fmt: skip
         )
     )
+
+
+class _OnnxAsModel:
+    """The ONNX runtime with `MultiTaskSTModel.encode`'s signature (its tokenizer argument ignored)."""
+
+    def __init__(self, runtime):
+        self.runtime = runtime
+
+    def encode(self, sentences, tokenizer, **kwargs):
+        return self.runtime.encode(sentences, **kwargs)
+
+
+def onnx_memory_part(args):
+    import tempfile
+
+    folder = export_tiny_onnx(Path(args.work_dir or tempfile.mkdtemp(prefix="bench-onnx-")), args.backbone)
+    print(f"machine: {machine()}; onnxruntime threads per child: {args.threads}; graph: {folder}")
+    print("| texts | runtime | input | path | seconds | result MiB | peak above baseline MiB | above result MiB |")
+    print("|------:|---------|-------|------|--------:|-----------:|------------------------:|-----------------:|")
+    for size in args.sizes:
+        for path in ("new", "old"):
+            command = [
+                sys.executable, __file__, "--child", "--size", str(size), "--model", "onnx", "--input", "generator",
+                "--path", path, "--batch-size", str(args.batch_size), "--threads", str(args.threads),
+                "--onnx-folder", str(folder),
+            ]  # fmt: skip
+            if args.data_dir:
+                command += ["--data-dir", args.data_dir]
+            result = subprocess.run(command, check=True, capture_output=True, text=True)
+            row = json.loads(result.stdout.strip().splitlines()[-1])
+            print(
+                f"| {size:,} | onnx (tiny) | generator | {path} | {row['seconds']} | {row['output_mib']} | "
+                f"{row['peak_above_baseline_mib']} | {row['above_output_mib']} |",
+                flush=True,
+            )
 
 
 def memory_part(args):
@@ -200,7 +272,8 @@ def speed_part(args):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_arguments(parser)
-    parser.add_argument("--part", choices=["memory", "speed"], default="memory")
+    parser.add_argument("--part", choices=["memory", "onnx-memory", "speed"], default="memory")
+    parser.add_argument("--work-dir", default=None, help="onnx-memory: where to keep the exported graph")
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--old-max-size", type=int, default=100_000, help="largest size run on the old path")
     parser.add_argument("--minilm-size", type=int, default=10_000, help="also measure the real MiniLM (0: no)")
@@ -209,7 +282,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--model", choices=["tiny", "minilm"], help=argparse.SUPPRESS)
+    parser.add_argument("--model", choices=["tiny", "minilm", "onnx"], help=argparse.SUPPRESS)
+    parser.add_argument("--onnx-folder", help=argparse.SUPPRESS)
     parser.add_argument("--input", choices=["list", "generator"], help=argparse.SUPPRESS)
     parser.add_argument("--path", choices=["new", "old"], help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -217,6 +291,8 @@ def main():
         child(args)
     elif args.part == "memory":
         memory_part(args)
+    elif args.part == "onnx-memory":
+        onnx_memory_part(args)
     else:
         speed_part(args)
 

@@ -122,24 +122,28 @@ class _MultiTaskSTModelStandIn:
 # `auto_map` and copies the payload files for `trust_remote_code`: see `register_for_auto_class` in them.)
 _CONFIG_AUTO = "transformers.models.auto.configuration_auto"
 _MODEL_AUTO = "transformers.models.auto.modeling_auto"
+_OUR_CONFIG = f"{__name__}.configuration_multitask_st"
 
 
-def _register_config():
-    from .configuration_multitask_st import MultiTaskSTConfig
-
-    sys.modules[_CONFIG_AUTO].AutoConfig.register(MultiTaskSTConfig.model_type, MultiTaskSTConfig, exist_ok=True)
-
-
-def _register_model():
-    from transformers.utils import is_torch_available
-
-    if not is_torch_available():  # an ONNX-only install has no model to register
+def _register():
+    """Registers the config with `AutoConfig` and the model (its stand-in) with `AutoModel`, as far as transformers'
+    auto modules are imported. Runs right after either of them or our configuration module is first imported."""
+    config_module = sys.modules.get(_OUR_CONFIG) or importlib.import_module(_OUR_CONFIG)
+    config = getattr(config_module, "MultiTaskSTConfig", None)
+    if config is None:  # our configuration module is importing transformers right now: its own hook registers it
         return
-    from .configuration_multitask_st import MultiTaskSTConfig
+    # Each auto module only once it is fully imported (the hook of one may run while the other is importing).
+    auto_config = getattr(sys.modules.get(_CONFIG_AUTO), "AutoConfig", None)
+    if auto_config is not None:
+        auto_config.register(config.model_type, config, exist_ok=True)
+    auto_model = getattr(sys.modules.get(_MODEL_AUTO), "AutoModel", None)
+    if auto_model is not None:
+        from transformers.utils import is_torch_available
 
-    _MultiTaskSTModelStandIn.config_class = MultiTaskSTConfig
-    if MultiTaskSTConfig not in sys.modules[_MODEL_AUTO].AutoModel._model_mapping:  # keep the real class if there
-        sys.modules[_MODEL_AUTO].AutoModel.register(MultiTaskSTConfig, _MultiTaskSTModelStandIn, exist_ok=True)
+        # Not in an ONNX-only install (no model to build), nor over the real class once it is registered.
+        if is_torch_available() and config not in auto_model._model_mapping:
+            _MultiTaskSTModelStandIn.config_class = config
+            auto_model.register(config, _MultiTaskSTModelStandIn, exist_ok=True)
 
 
 class _AfterImport(importlib.abc.MetaPathFinder):
@@ -181,9 +185,8 @@ def _run_hook(hook):
         )
 
 
-_pending = {name: hook for name, hook in ((_CONFIG_AUTO, _register_config), (_MODEL_AUTO, _register_model))}
-for _name in list(_pending):
-    if _name in sys.modules:
-        _run_hook(_pending.pop(_name))
-if _pending:
-    sys.meta_path.insert(0, _AfterImport(_pending))
+_hooks = {name: _register for name in (_CONFIG_AUTO, _MODEL_AUTO, _OUR_CONFIG) if name not in sys.modules}
+if _CONFIG_AUTO in sys.modules or _MODEL_AUTO in sys.modules:  # transformers' auto classes came first
+    _run_hook(_register)
+if _hooks:
+    sys.meta_path.insert(0, _AfterImport(_hooks))

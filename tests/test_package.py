@@ -106,3 +106,33 @@ def test_payload_files_form_no_import_circle_and_are_the_declared_list():
     for name in files:
         visit(name)
     assert not imports["inference_multitask_st.py"]  # the engine imports no other payload file (numpy only)
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        "import multitask_st",
+        "import multitask_st; from multitask_st import MultiTaskSTConfig",
+        "import multitask_st; from transformers import AutoModel",
+        "from transformers import AutoModel; import multitask_st",
+        "from multitask_st.configuration_multitask_st import MultiTaskSTConfig",
+        "from multitask_st.export.onnx_runtime import MultiTaskSTOnnxModel",
+    ],
+)
+def test_registration_holds_whatever_is_imported_first(first):
+    """The registration waits for transformers' auto classes (a post-import hook): any import order registers both
+    auto classes, without a warning, and AutoConfig builds the config by its model type."""
+    script = textwrap.dedent(
+        f"""
+        {first}
+        import multitask_st
+        from transformers import AutoConfig, AutoModel
+        config = AutoConfig.for_model("multitask-st", tasks={{"a": ["x", "y"]}})
+        print(type(config).__name__, AutoModel._model_mapping[type(config)].__name__)
+        """
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "could not register" not in run.stderr
+    assert run.stdout.split() == ["MultiTaskSTConfig", "_MultiTaskSTModelStandIn"]
