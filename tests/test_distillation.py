@@ -64,7 +64,7 @@ def test_teacher_embeddings_are_the_pooled_output_of_each_example_in_order(tiny_
     for index, example in enumerate(dataset):
         ids = torch.tensor([example["input_ids"]])
         with torch.no_grad():
-            pooled, _ = tiny_model._pool(ids, torch.ones_like(ids), torch.tensor([example["token_type_ids"]]))
+            pooled, _ = tiny_model.pool(ids, torch.ones_like(ids), torch.tensor([example["token_type_ids"]]))
         np.testing.assert_allclose(teacher[index], pooled[0].numpy(), atol=1e-5)
 
 
