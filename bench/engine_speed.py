@@ -6,7 +6,11 @@ several rounds, since the machine may be shared; medians and the median per-roun
 threads at once (each encoding half the texts) against one thread, and what the thread-safety costs per call: building
 the eval twin (a train-mode model runs one instead of flipping eval/train) and the tokenizer lock.
 
-    python bench/engine_speed.py --texts 500 --rounds 3
+`--part torch` and `--part onnx` run one backend per process (onnxruntime's threads spin for a while after each run
+and would slow the PyTorch calls that follow them); `--part all` runs everything in one process.
+
+    python bench/engine_speed.py --part torch --texts 200 --rounds 7
+    python bench/engine_speed.py --part onnx --texts 200 --rounds 7
 """
 
 from __future__ import annotations
@@ -72,6 +76,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--work-dir", default="/tmp/bench-engine-speed")
+    parser.add_argument("--part", choices=["all", "torch", "onnx"], default="all")
     args = parser.parse_args()
     logging.set_verbosity_error()
     path = backbone_path(args.backbone)
@@ -85,8 +90,10 @@ def main():
     data = load_builtin("rotten_tomatoes", args.data_dir)
     texts = [text for split in data.values() for text in split["text"]][: args.texts]
     old = old_model(model)
-    onnx_new = MultiTaskSTOnnxModel.from_pretrained(work / "onnx")
-    onnx_old = old_onnx_runtime().from_pretrained(work / "onnx")
+    onnx_new = onnx_old = None
+    if args.part != "torch":
+        onnx_new = MultiTaskSTOnnxModel.from_pretrained(work / "onnx")
+        onnx_old = old_onnx_runtime().from_pretrained(work / "onnx")
     common = {"batch_size": args.batch_size, "show_progress_bar": False}
     contenders = {
         "torch encode, old": lambda: old.encode(texts, tokenizer, **common),
@@ -98,7 +105,8 @@ def main():
         "torch encode, new, 2 threads": lambda: in_two_threads(lambda part: model.encode(part, tokenizer, **common), texts),
         "onnx encode, new, 2 threads": lambda: in_two_threads(lambda part: onnx_new.encode(part, **common), texts),
     }  # fmt: skip
-    for name in ("torch encode", "onnx encode"):  # same numbers before and after
+    contenders = {name: run for name, run in contenders.items() if args.part == "all" or name.startswith(args.part)}
+    for name in {name.split(", ")[0] for name in contenders if "encode" in name}:  # same numbers before and after
         difference = abs(contenders[f"{name}, old"]() - contenders[f"{name}, new"]()).max()
         assert difference < 1e-5, f"{name}: old and new differ by {difference}"
     names, times = list(contenders), {name: [] for name in contenders}
