@@ -158,8 +158,7 @@ def check_max_length(max_length, default: int, position_limit: int) -> int:
 
 
 def check_out(out, width: int, single: bool = False, as_numpy: bool = True):
-    """`out=` must be a float array of `(n, width)` to write into (a numpy array or `np.memmap`), for an iterable of
-    texts and numpy output."""
+    """`out=`: a float array `(n, width)` to write into (a numpy array or `np.memmap`), for an iterable of texts."""
     if out is None:
         return
     if single or not as_numpy:
@@ -198,10 +197,7 @@ _WARNED: set = set()  # (found, expected) fingerprint pairs already warned about
 
 
 def length_hint(sentences) -> int | None:
-    try:
-        return len(sentences)
-    except TypeError:  # a generator or a file: known only at the end
-        return None
+    return len(sentences) if hasattr(sentences, "__len__") else None  # a generator or a file: known only at the end
 
 
 # ---------------------------------------------------------------------------------------------------- running
