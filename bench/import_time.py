@@ -18,6 +18,8 @@ import time
 CONTENDERS = {
     "torch + transformers + AutoModel": "import torch, transformers; from transformers import AutoModel",
     "multitask_st": "import multitask_st",
+    "multitask_st + MultiTaskSTModel": "import multitask_st; multitask_st.MultiTaskSTModel",
+    "multitask_st ONNX runtime": "from multitask_st.export.onnx_runtime import MultiTaskSTOnnxModel",
     "sentence_transformers": "import sentence_transformers",
 }
 

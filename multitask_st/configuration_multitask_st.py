@@ -255,6 +255,9 @@ class MultiTaskSTConfig(PretrainedConfig):
         # Task order is the column order of `labels`, but `to_json_string` sorts keys (and JSON objects are unordered):
         # store the tasks as an ordered list of [task, labels] pairs, which `normalize_tasks` reads back.
         output["tasks"] = [[task, list(labels)] for task, labels in self.tasks.items()]
+        # Only the kinds that are not the default: config.json reads as before kinds existed, and a task renamed there
+        # (a single-label one, as every task so far) needs no second edit.
+        output["task_kinds"] = {task: kind for task, kind in self.task_kinds.items() if kind != SINGLE_LABEL}
         return output
 
 
@@ -263,7 +266,10 @@ def normalize_task_kinds(kinds: Mapping[str, str] | None, tasks: Mapping[str, li
     kinds = dict(kinds or {})
     unknown = sorted(set(kinds) - set(tasks))
     if unknown:
-        raise ValueError(f"`task_kinds` names task(s) {unknown} that `tasks` does not have ({list(tasks)}).")
+        raise ValueError(
+            f"`task_kinds` names task(s) {unknown} that `tasks` does not have ({list(tasks)}): a task renamed in "
+            "`tasks` (e.g. in config.json) must be renamed here too."
+        )
     for task, kind in kinds.items():
         _choice(f"task_kinds[{task!r}]", kind, TASK_KINDS)
     return {task: kinds.get(task, SINGLE_LABEL) for task in tasks}
