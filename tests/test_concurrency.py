@@ -129,7 +129,7 @@ def test_streaming_inputs_from_eight_threads(doors, door):
 def test_eight_threads_on_real_minilm(tmp_path, minilm):
     from transformers import AutoTokenizer
 
-    from multitask_st.training.corpora import rotten_tomatoes
+    from multitask_st.data.corpora import rotten_tomatoes
 
     model = MultiTaskSTModel.from_backbone(str(minilm), tasks=TINY_TASKS)  # in train mode, dropout 0.1
     assert model.training

@@ -137,7 +137,6 @@ def test_no_import_circle_outside_the_payload():
     assert _circles({module for module in MODULES if _part(module) not in ("root", "payload")}) == []
 
 
-@pytest.mark.xfail(strict=True, reason="modeling <-> pipeline / sentence-transformers module: fixed on issue-16e")
 def test_no_import_circle_in_the_payload():
     assert _circles({module for module in MODULES if _part(module) == "payload"}) == []
 

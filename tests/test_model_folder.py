@@ -6,7 +6,7 @@ import pytest
 from transformers.utils import CONFIG_NAME
 
 from multitask_st import model_folder
-from multitask_st.modeling_multitask_st import SENTENCE_TRANSFORMERS_FILES
+from multitask_st.inference_multitask_st import PAYLOAD_FILES, SENTENCE_TRANSFORMERS_FILES
 
 
 def test_the_named_files_are_what_save_pretrained_writes(tmp_path, tiny_model):
@@ -15,6 +15,7 @@ def test_the_named_files_are_what_save_pretrained_writes(tmp_path, tiny_model):
     assert {name for name in written if name.endswith(".py")} == set(model_folder.PAYLOAD_FILES)
     assert set(model_folder.SENTENCE_TRANSFORMERS_FILES) <= written
     assert model_folder.SENTENCE_TRANSFORMERS_FILES == SENTENCE_TRANSFORMERS_FILES  # the payload's own list
+    assert sorted(model_folder.PAYLOAD_FILES) == sorted(PAYLOAD_FILES)
     assert model_folder.CONFIG_NAME == CONFIG_NAME in written
     # every file the model itself writes is staged (the weights and tokenizer are picked per model, not by pattern)
     assert all(name in model_folder.UPLOAD_PATTERNS for name in written - {"model.safetensors"})
