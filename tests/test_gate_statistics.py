@@ -1,0 +1,97 @@
+"""The reduced-precision gate's statistics (multitask_st/export/gate_statistics.py), on hand-worked numbers and
+against scipy's own implementations of the same tests."""
+
+import numpy as np
+import pytest
+from scipy.stats import binomtest
+
+from multitask_st.export.gate_statistics import (
+    accuracy_evidence,
+    clopper_pearson,
+    flip_rate_evidence,
+    mcnemar_exact,
+    spearman_delta_evidence,
+)
+
+
+def test_clopper_pearson_on_hand_worked_ends():
+    # 0 of n: the upper end solves (1 - p)^n = alpha/2, so p = 1 - 0.025^(1/10) = 0.308497 at 95%.
+    low, high = clopper_pearson(0, 10, 0.95)
+    assert low == 0.0
+    assert high == pytest.approx(0.308497, abs=1e-6)
+    # n of n, mirrored: the lower end solves p^n = alpha/2.
+    assert clopper_pearson(10, 10, 0.95) == pytest.approx((0.691503, 1.0), abs=1e-6)
+    # 99%: 1 - 0.005^(1/5) = 0.653428.
+    assert clopper_pearson(0, 5, 0.99)[1] == pytest.approx(0.653428, abs=1e-6)
+    assert clopper_pearson(0, 0) == (0.0, 1.0)  # no texts, no evidence
+
+
+@pytest.mark.parametrize(("successes", "trials", "confidence"), [(7, 40, 0.95), (3, 2000, 0.95), (55, 120, 0.9)])
+def test_clopper_pearson_is_scipys_exact_interval(successes, trials, confidence):
+    expected = binomtest(successes, trials).proportion_ci(confidence_level=confidence, method="exact")
+    assert clopper_pearson(successes, trials, confidence) == pytest.approx((expected.low, expected.high), rel=1e-9)
+
+
+def test_mcnemar_exact_on_hand_worked_counts():
+    assert mcnemar_exact(5, 0) == pytest.approx(2 / 2**5)  # 0.0625: five flips one way are not yet significant
+    assert mcnemar_exact(0, 5) == pytest.approx(0.0625)  # two-sided
+    assert mcnemar_exact(6, 1) == pytest.approx(2 * (1 + 7) / 2**7)  # 2 * P(X <= 1 | 7, 1/2) = 0.125
+    assert mcnemar_exact(8, 1) == pytest.approx(2 * (1 + 9) / 2**9)  # 0.0390625
+    assert mcnemar_exact(3, 3) == 1.0
+    assert mcnemar_exact(0, 0) == 1.0
+    assert mcnemar_exact(30, 12) == pytest.approx(binomtest(30, 42, 0.5).pvalue)
+
+
+def test_flip_rate_is_refused_only_when_the_whole_interval_is_above_the_bound():
+    # 0 flips: nothing says the graph flips anything, even with a bound of 0.
+    assert flip_rate_evidence(0, 100, 0.0, 0.95)["refused"] is False
+    # 1 flip with a bound of 0: the interval's lower end is above 0.
+    one = flip_rate_evidence(1, 100, 0.0, 0.95)
+    assert one["refused"] is True and one["flip_rate"] == 0.01
+    # 3 of 100 (3%) against a 2% bound: the interval reaches below 2%, so the evidence does not refuse it ...
+    few = flip_rate_evidence(3, 100, 0.02, 0.95)
+    assert few["flip_rate_interval"][0] < 0.02 and few["refused"] is False
+    # ... but 3% of 10,000 texts does.
+    many = flip_rate_evidence(300, 10_000, 0.02, 0.95)
+    assert many["flip_rate_interval"][0] > 0.02 and many["refused"] is True
+    assert many["flip_rate_interval"] == pytest.approx(list(clopper_pearson(300, 10_000, 0.95)))
+
+
+def test_accuracy_drop_interval_and_refusal_on_hand_worked_counts():
+    # 5 texts PyTorch got right and the graph wrong, none the other way, of 100: a 5-point drop, but given 5
+    # discordant texts the share p of "worse" among them has exact interval [0.025^(1/5), 1] = [0.478176, 1], so
+    # the drop d/n * (2p - 1) lies in [5 * (2 * 0.478176 - 1), 5] = [-0.218, 5] points: zero is inside.
+    evidence = accuracy_evidence(5, 0, 100, 80, max_drop_points=0.5, confidence=0.95)
+    assert evidence["drop_points"] == 5.0
+    assert evidence["accuracy_pytorch"] == 80.0 and evidence["accuracy_graph"] == 75.0
+    assert evidence["drop_points_interval"] == pytest.approx([5 * (2 * 0.025**0.2 - 1), 5.0])
+    assert evidence["mcnemar_p_value"] == pytest.approx(0.0625)
+    assert evidence["refused"] is False
+    # Ten times the texts, ten times the flips: the drop is as large, and now the evidence refuses it.
+    evidence = accuracy_evidence(50, 0, 1000, 800, max_drop_points=0.5, confidence=0.95)
+    assert evidence["drop_points_interval"][0] == pytest.approx(5 * (2 * 0.025 ** (1 / 50) - 1))
+    assert evidence["drop_points_interval"][0] > 0.5 and evidence["refused"] is True
+    # As many better as worse: no drop, whatever the counts.
+    even = accuracy_evidence(40, 40, 1000, 800, max_drop_points=0.5, confidence=0.95)
+    assert even["drop_points"] == 0.0 and even["mcnemar_p_value"] == 1.0 and even["refused"] is False
+    # No discordant text: nothing changed.
+    assert accuracy_evidence(0, 0, 10, 7, 0.0, 0.95)["drop_points_interval"] == [0.0, 0.0]
+
+
+def test_spearman_delta_evidence():
+    rng = np.random.default_rng(0)
+    scores = rng.uniform(0, 5, size=400)
+    reference = scores + rng.normal(0, 1, size=400)
+    same = spearman_delta_evidence(reference, reference.copy(), scores, 0.5, 0.95)
+    assert same["delta_points"] == 0.0 and same["delta_points_interval"] == [0.0, 0.0] and same["refused"] is False
+    noisy = reference + rng.normal(0, 3, size=400)  # a graph whose similarities carry much more noise
+    worse = spearman_delta_evidence(reference, noisy, scores, 0.5, 0.95)
+    assert worse["delta_points"] < -5 and worse["delta_points_interval"][1] < -0.5 and worse["refused"] is True
+    assert worse["pairs"] == 400
+
+
+def test_bad_counts_and_levels_are_refused():
+    with pytest.raises(ValueError, match=r"A count must lie in \[0, 10\] \(the number of trials\), got 11"):
+        clopper_pearson(11, 10)
+    with pytest.raises(ValueError, match=r"`confidence` must lie strictly between 0 and 1, got 95"):
+        clopper_pearson(1, 10, 95)
