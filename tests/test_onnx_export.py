@@ -22,6 +22,7 @@ from multitask_st.export import onnx_check  # noqa: E402
 from multitask_st.export.onnx import export_onnx  # noqa: E402
 from multitask_st.export.onnx_runtime import MultiTaskSTOnnxModel  # noqa: E402
 from multitask_st.export.quantize import host_arch, int8_file_name  # noqa: E402
+from multitask_st.sharing.model_card import render_model_card  # noqa: E402
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,9 +30,15 @@ TEXTS = ["the film was great", "stock market fell", "team won the election vote"
 CHECK_TEXTS = 24  # real texts the export compares on (the default, 256, is for real models)
 
 
-def save_tiny(tmp_path, tokenizer, **config) -> tuple[MultiTaskSTModel, Path]:
+def save_tiny(tmp_path, tokenizer, encoder_scale: float = 1.0, **config) -> tuple[MultiTaskSTModel, Path]:
+    """A tiny random model saved with `tokenizer`; `encoder_scale` scales the encoder's linear weights (at the
+    initial std of 0.02 the residual stream swamps them, so that int8 changes nothing measurable)."""
     torch.manual_seed(0)
     model = MultiTaskSTModel(tiny_config(**config)).eval()
+    with torch.no_grad():
+        for module in model.backbone.encoder.modules():
+            if isinstance(module, torch.nn.Linear):
+                module.weight *= encoder_scale
     model_dir = tmp_path / "model"
     model.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
@@ -220,34 +227,200 @@ def test_a_graph_that_misses_the_bounds_is_not_written(tmp_path, tiny_tokenizer,
     assert not (model_dir / "onnx").exists()
 
 
-def test_int8_is_checked_and_reported(tmp_path, tiny_tokenizer, monkeypatch):
+GATE_TEXTS = 40  # texts per built-in set the int8 gate judges on (the default, 2000, is for real models)
+LOOSE = {"max_flip_rate": 1.0, "max_accuracy_drop": 100.0, "max_spearman_drop": 200.0, "min_mean_cosine": -1.0}
+INTEGER_OPS = {"MatMulInteger", "DynamicQuantizeMatMul", "QAttention"}
+
+
+def test_int8_is_judged_and_reported(tmp_path, tiny_tokenizer):
     _, model_dir = save_tiny(tmp_path, tiny_tokenizer)
-    # A random tiny model's heads sit near ties; loosen the int8 bounds to test the write path and the report.
-    monkeypatch.setattr(onnx_check, "INT8_MIN_AGREEMENT", 0.0)
-    monkeypatch.setattr(onnx_check, "INT8_MAX_SPEARMAN_DELTA", 100.0)
-    monkeypatch.setattr(onnx_check, "INT8_MIN_MEAN_COSINE", 0.0)
-    monkeypatch.setattr(onnx_check, "STSB_PAIRS", 100)  # all 1379 are for real exports
-    report = export_onnx(model_dir, tmp_path / "out", quantize="int8", arch="avx512_vnni", check_texts=CHECK_TEXTS)
+    # A random tiny model's heads sit near ties: loose bounds test the write path and the report.
+    gate = onnx_check.GateBounds(**LOOSE)
+    report = export_onnx(
+        model_dir,
+        tmp_path / "out",
+        quantize="int8",
+        arch="avx512_vnni",
+        check_texts=CHECK_TEXTS,
+        gate=gate,
+        gate_texts=GATE_TEXTS,
+    )
     int8 = report["int8"]
     assert int8["file"] == "onnx/model_qint8_avx512_vnni.onnx"
-    assert int8["quantization"]["reduce_range"] is False and int8["quantization"]["per_channel"] is True
-    assert set(int8["tasks"]) == {"topic", "sentiment"}  # no training record: agreement with PyTorch
-    assert 0.0 <= int8["tasks"]["topic"]["agreement"] <= 1.0
-    assert int8["stsb_spearman"]["data"] == "STS-B test (100 pairs)"
+    assert int8["passed"] is True and int8["refusals"] == []
+    assert int8["bounds"] == {**LOOSE, "confidence": 0.95}
+    # No training record: no labelled texts; STS-B test sentences and both built-in sets' texts, unlabelled.
+    assert int8["texts"] == 3 * GATE_TEXTS == sum(int8["sources"].values())  # STS-B: GATE_TEXTS / 2 pairs
+    assert [source.split(" ")[0] for source in int8["sources"]] == ["STS-B", "bbc_news", "rotten_tomatoes"]
+    assert all(source.endswith("unlabelled") for source in list(int8["sources"])[1:])
+    for task in ("topic", "sentiment"):
+        flips = int8["tasks"][task]["flips"]
+        assert flips["texts"] == int8["texts"] and "accuracy" not in int8["tasks"][task]
+        low, high = flips["flip_rate_interval"]
+        assert low <= flips["flips"] / flips["texts"] == flips["flip_rate"] <= high
+    assert int8["stsb_spearman"]["data"] == "STS-B test (20 pairs)" and int8["stsb_spearman"]["pairs"] == 20
+    quantization = int8["quantization"]
+    assert quantization["reduce_range"] is False and quantization["per_channel"] is True
+    assert quantization["nodes_kept_fp32"] == [] and len(quantization["search"]) == 1  # the first graph passed
     graph = onnx.load(str(tmp_path / "out" / int8["file"]))
-    integer_ops = {"MatMulInteger", "DynamicQuantizeMatMul", "QAttention"}
-    quantized = [node.name for node in graph.graph.node if node.op_type in integer_ops]
+    quantized = [node.name for node in graph.graph.node if node.op_type in INTEGER_OPS]
     assert any(name.startswith("/backbone/") for name in quantized)
     assert any(name.startswith("Attention_") for name in quantized)  # the fused attention's projections
     kept = ("/projection/", "/topic/", "/sentiment/", "/pooling/")
     assert not [name for name in quantized if name.startswith(kept)]  # projection and heads stay fp32
     runtime = MultiTaskSTOnnxModel.from_pretrained(tmp_path / "out", file_name="model_qint8_avx512_vnni.onnx")
     assert runtime.encode(TEXTS).shape == (len(TEXTS), 32)
+    assert json.loads((tmp_path / "out/onnx/export_report.json").read_text())["int8"] == int8
 
-    monkeypatch.setattr(onnx_check, "INT8_MIN_MEAN_COSINE", 1.5)
-    with pytest.raises(ValueError, match=r"model_qint8_avx2.onnx misses the export bounds.*mean embedding cosine"):
-        export_onnx(model_dir, tmp_path / "out2", quantize="int8", arch="avx2", check_texts=CHECK_TEXTS)
-    assert not (tmp_path / "out2").exists()
+
+def test_the_gate_refuses_on_each_kind_of_evidence(tmp_path, tiny_tokenizer):
+    """Every branch of the gate on a forced miss: a reference that the (fp32) graph disagrees with by construction."""
+    model, model_dir = save_tiny(tmp_path, tiny_tokenizer)
+    export_onnx(model_dir, tmp_path / "out", check_texts=CHECK_TEXTS)
+    reference = onnx_check.gate_reference(model, tiny_tokenizer, model_dir, GATE_TEXTS)
+    loose = onnx_check.GateBounds(**LOOSE)
+
+    def judge(bounds=loose):
+        return onnx_check.judge_graph(reference, tmp_path / "out", "model.onnx", bounds)
+
+    same = judge(onnx_check.GateBounds(max_flip_rate=0.0))  # the fp32 graph: PyTorch's decisions exactly
+    assert same["passed"] and all(row["flips"]["flips"] == 0 for row in same["tasks"].values())
+
+    # Flips: PyTorch's topic label "changed" on a third of the texts.
+    names = reference.label_names["topic"]
+    original = reference.labels["topic"].copy()
+    changed = np.arange(0, len(original), 3)
+    reference.labels["topic"][changed] = [names[(names.index(label) + 1) % len(names)] for label in original[changed]]
+    refused = judge(onnx_check.GateBounds(**{**LOOSE, "max_flip_rate": 0.2}))
+    assert refused["tasks"]["topic"]["flips"]["flips"] == len(changed)
+    assert refused["refusals"] == [
+        f"head 'topic' changes {len(changed)} of {len(original)} labels (at least "
+        f"{refused['tasks']['topic']['flips']['flip_rate_interval'][0]:.2%} at 95% confidence, bound 20.00%)"
+    ]
+    assert judge(onnx_check.GateBounds(**{**LOOSE, "max_flip_rate": 0.4}))["passed"]  # a third is within 40%
+
+    # Accuracy: gold labels on which "PyTorch" (the changed labels) is right and the graph wrong.
+    reference.labelled["topic"] = (changed, reference.labels["topic"][changed].copy(), "constructed")
+    refused = judge(onnx_check.GateBounds(**{**LOOSE, "max_accuracy_drop": 10.0}))
+    accuracy = refused["tasks"]["topic"]["accuracy"]
+    assert accuracy["pytorch_right_graph_wrong"] == len(changed) and accuracy["pytorch_wrong_graph_right"] == 0
+    assert accuracy["accuracy_pytorch"] == 100.0 and accuracy["accuracy_graph"] == 0.0
+    assert accuracy["mcnemar_p_value"] == pytest.approx(2 * 0.5 ** len(changed))
+    assert len(refused["refusals"]) == 1 and refused["refusals"][0].startswith(
+        "head 'topic' accuracy 0.00% vs PyTorch 100.00% on constructed (drop at least"
+    )
+    reference.labels["topic"], reference.labelled = original, {}
+
+    # STS-B: "PyTorch" similarities that rank the pairs exactly as the gold scores do.
+    pairs = len(reference.stsb_scores)
+    angle = (5 - reference.stsb_scores) / 5 * np.pi / 2
+    reference.embeddings[:pairs] = 0
+    reference.embeddings[:pairs, 0] = 1
+    reference.embeddings[pairs : 2 * pairs] = 0
+    reference.embeddings[pairs : 2 * pairs, 0] = np.cos(angle)
+    reference.embeddings[pairs : 2 * pairs, 1] = np.sin(angle)
+    refused = judge()
+    assert refused["stsb_spearman"]["pytorch"] == pytest.approx(100.0)
+    assert refused["stsb_spearman"]["delta_points_interval"][1] < -5 and refused["passed"]  # loose: 200 points
+    refused = judge(onnx_check.GateBounds(**{**LOOSE, "max_spearman_drop": 5.0}))
+    assert len(refused["refusals"]) == 1 and refused["refusals"][0].startswith("STS-B Spearman ")
+
+    # Embeddings: the opposite direction everywhere.
+    reference.embeddings *= -1
+    refused = judge(onnx_check.GateBounds(**{**LOOSE, "min_mean_cosine": 0.0}))
+    assert refused["mean_cosine"] < 0.0
+    assert refused["refusals"] == [f"mean embedding cosine to PyTorch {refused['mean_cosine']:.4f} < 0.0"]
+
+
+def test_a_refused_int8_graph_keeps_its_most_sensitive_nodes_in_fp32(tmp_path, tiny_tokenizer):
+    from multitask_st.export.quantize import quantizable_nodes, quantize_int8
+
+    model, model_dir = save_tiny(tmp_path, tiny_tokenizer, encoder_scale=25.0)
+    # A record that says the sentiment head was trained on Rotten Tomatoes: its every split is labelled gate data.
+    summary = {"datasets": {"sentiment": {"name": "rotten_tomatoes"}}, "training_args": {"seed": 0}}
+    (model_dir / "training_summary.json").write_text(json.dumps(summary))
+    export_onnx(model_dir, tmp_path / "fp32", check_texts=CHECK_TEXTS)
+    reference = onnx_check.gate_reference(model, tiny_tokenizer, model_dir, GATE_TEXTS)
+    fp32 = tmp_path / "fp32/onnx/model.onnx"
+    # A bound on the mean cosine halfway between the best whole-encoder int8 graph's and 1: every variant of the
+    # whole-encoder graph is refused, the graph with every node in fp32 (the fp32 graph) passes.
+    cosines = []
+    for options in ({}, {"reduce_range": True}, {"per_channel": False}):
+        quantize_int8(fp32, tmp_path / "fp32/onnx/candidate.onnx", "avx512_vnni", **options)
+        loose = onnx_check.GateBounds(**LOOSE)
+        cosines.append(onnx_check.judge_graph(reference, tmp_path / "fp32", "candidate.onnx", loose)["mean_cosine"])
+    bound = (1 + max(cosines)) / 2
+    gate = onnx_check.GateBounds(**{**LOOSE, "min_mean_cosine": bound})
+    report = export_onnx(
+        model_dir,
+        model_dir,
+        quantize="int8",
+        arch="avx512_vnni",
+        check_texts=CHECK_TEXTS,
+        gate=gate,
+        gate_texts=GATE_TEXTS,
+    )
+    int8 = report["int8"]
+    accuracy = int8["tasks"]["sentiment"]["accuracy"]
+    assert accuracy["texts"] == GATE_TEXTS and accuracy["data"].startswith("rotten_tomatoes train+validation+test")
+    assert "accuracy" not in int8["tasks"]["topic"]
+    quantization = int8["quantization"]
+    kept = quantization["nodes_kept_fp32"]
+    nodes = quantizable_nodes(fp32)
+    assert int8["passed"] and int8["mean_cosine"] >= bound
+    assert 0 < len(kept) < len(nodes)
+    search = quantization["search"]
+    assert [attempt["passed"] for attempt in search[:3]] == [False, False, False]
+    assert [(attempt["reduce_range"], attempt["per_channel"]) for attempt in search[:3]] == [
+        (False, True),
+        (True, True),
+        (False, False),
+    ]
+    assert all(attempt["refusals"][0].startswith("mean embedding cosine") for attempt in search[:3])
+    # The fewest: the most sensitive nodes, one fewer of which was tried and refused.
+    assert kept == sorted(list(quantization["sensitivity"])[: len(kept)])
+    assert sorted(quantization["sensitivity"]) == sorted(nodes)
+    assert any(not attempt["passed"] and attempt["nodes_kept_fp32"] == len(kept) - 1 for attempt in search)
+    assert search[-1]["passed"] or any(
+        attempt["passed"] and attempt["nodes_kept_fp32"] == len(kept) for attempt in search
+    )
+    graph = onnx.load(str(model_dir / int8["file"]))
+    by_name = {node.name: node.op_type for node in graph.graph.node}
+    assert all(by_name[name] in ("MatMul", "Attention") for name in kept)  # still the fp32 ops
+    assert any(op in INTEGER_OPS for op in by_name.values())  # the rest is int8
+    speed = quantization["texts_per_second"]
+    assert set(speed) == {"texts", "fp32", "int8_whole_encoder", "int8_this_graph"} and speed["texts"] > 0
+    assert sorted(path.name for path in (model_dir / "onnx").iterdir()) == [
+        "export_report.json",
+        "model.onnx",
+        "model_qint8_avx512_vnni.onnx",
+    ]  # no scratch graph left behind
+
+    card = render_model_card(model_dir, repo_id="org/tiny", revision="abc")
+    row = next(line for line in card.splitlines() if line.startswith("| `onnx/model_qint8_avx512_vnni.onnx` | int8 |"))
+    assert f"{int8['texts']} texts: STS-B test sentences (20 pairs)" in row
+    flips = int8["tasks"]["sentiment"]["flips"]
+    assert f"`sentiment` changes {flips['flips']} of {flips['texts']} labels" in row
+    assert f"exact McNemar p = {accuracy['mcnemar_p_value']:.2g}" in row
+    assert f"{len(kept)} encoder nodes kept in fp32: " + ", ".join(f"`{name}`" for name in kept) in row
+    assert "texts/s at export" in row and "(Clopper-Pearson) interval, and on labelled texts the paired" in card
+
+
+def test_no_int8_graph_at_all_is_refused_and_nothing_written(tmp_path, tiny_tokenizer, monkeypatch):
+    _, model_dir = save_tiny(tmp_path, tiny_tokenizer)
+    judge = onnx_check.judge_graph
+
+    def refuse_all(*args):  # a gate nothing passes, not even the graph with every encoder node in fp32
+        return {**judge(*args), "passed": False, "refusals": ["forced"]}
+
+    monkeypatch.setattr(onnx_check, "judge_graph", refuse_all)
+    with pytest.raises(
+        ValueError, match=r"No int8 graph passes the gate, not even with all \d+ encoder nodes in fp32: forced"
+    ):
+        export_onnx(
+            model_dir, tmp_path / "out", quantize="int8", arch="avx2", check_texts=CHECK_TEXTS, gate_texts=GATE_TEXTS
+        )
+    assert not (tmp_path / "out").exists()
 
 
 def test_export_arguments_are_checked(tmp_path, tiny_tokenizer):
@@ -262,6 +435,33 @@ def test_export_arguments_are_checked(tmp_path, tiny_tokenizer):
         export_onnx(model_dir, tmp_path / "busy")
     assert host_arch() in ("avx512_vnni", "avx512", "avx2", "arm64")
     assert int8_file_name("arm64") == "model_qint8_arm64.onnx"
+
+
+def test_gate_options_are_checked_before_any_work(tmp_path, tiny_tokenizer, capsys):
+    from multitask_st.cli import export as export_cli
+
+    _, model_dir = save_tiny(tmp_path, tiny_tokenizer)
+    capsys.readouterr()
+    argv = [str(model_dir), "--format", "onnx", "--output", str(tmp_path / "out")]
+    for extra, message in [
+        (["--max_flip_rate", "0.01"], "--max_flip_rate sets the int8 gate; it needs --quantize int8."),
+        (
+            ["--quantize", "int8", "--confidence", "95"],
+            "`confidence` must be a float strictly between 0 and 1, got 95.0.",
+        ),
+        (["--quantize", "int8", "--max_flip_rate", "2"], "`max_flip_rate` must be a number in [0.0, 1.0], got 2.0."),
+        (["--quantize", "int8", "--gate_texts", "many"], "--gate_texts takes a positive number or 'all', got 'many'."),
+    ]:
+        assert export_cli.main(argv + extra) == 1
+        assert capsys.readouterr().err == f"multitask-st export: error: {message}\n"
+    st_argv = [str(model_dir), "--format", "sentence-transformers", "--output", str(tmp_path / "out")]
+    assert export_cli.main(st_argv + ["--gate_texts", "10"]) == 1
+    assert capsys.readouterr().err == "multitask-st export: error: --gate_texts applies to --format onnx only.\n"
+    with pytest.raises(TypeError, match=r"`gate` must be a GateBounds or None, got dict"):
+        export_onnx(model_dir, tmp_path / "out", quantize="int8", gate={"max_flip_rate": 0.1})
+    with pytest.raises(ValueError, match=r"`gate_texts` must be a positive int or None \(all texts\), got 0"):
+        export_onnx(model_dir, tmp_path / "out", quantize="int8", gate_texts=0)
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.slow

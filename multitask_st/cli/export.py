@@ -26,8 +26,8 @@ def export_sentence_transformers(args: argparse.Namespace) -> list[str]:
     """A plain sentence-transformers folder (the embedding; no remote code). Returns the lines to print."""
     from multitask_st.export.sentence_transformers_folder import export_sentence_transformers as export
 
-    for flag in ("quantize", "arch", "overwrite"):
-        if getattr(args, flag):
+    for flag in ("quantize", "arch", "overwrite", *GATE_FLAGS):
+        if getattr(args, flag) not in (None, False):
             raise ValueError(f"--{flag} applies to --format onnx only.")
     result = export(args.model_dir, args.output)
     lines = [f"Wrote a plain sentence-transformers folder to {result.output_dir} ({' -> '.join(result.modules)}):"]
@@ -40,13 +40,38 @@ def export_sentence_transformers(args: argparse.Namespace) -> list[str]:
 
 def export_onnx(args: argparse.Namespace) -> list[str]:
     from multitask_st.export.onnx import export_onnx as export
+    from multitask_st.export.onnx_check import DEFAULT_GATE_TEXTS, GateBounds
 
-    report = export(args.model_dir, args.output, quantize=args.quantize, arch=args.arch, overwrite=args.overwrite)
+    given = [flag for flag in GATE_FLAGS if getattr(args, flag) is not None]
+    if given and not args.quantize:
+        raise ValueError(f"--{given[0]} sets the int8 gate; it needs --quantize int8.")
+    bounds = GateBounds(**{flag: getattr(args, flag) for flag in given if flag != "gate_texts"})
+    gate_texts = DEFAULT_GATE_TEXTS if args.gate_texts is None else _gate_texts(args.gate_texts)
+    report = export(
+        args.model_dir,
+        args.output,
+        quantize=args.quantize,
+        arch=args.arch,
+        overwrite=args.overwrite,
+        gate=bounds,
+        gate_texts=gate_texts,
+    )
     return [
         f"{entry['file']}: {json.dumps({key: value for key, value in entry.items() if key != 'file'})}"
         for entry in report.values()
     ]
 
+
+def _gate_texts(value: str) -> int | None:
+    if value == "all":
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"--gate_texts takes a positive number or 'all', got {value!r}.")
+    return int(value)
+
+
+# The int8 gate's options: GateBounds' fields, and how many texts per built-in set.
+GATE_FLAGS = ("max_flip_rate", "max_accuracy_drop", "max_spearman_drop", "min_mean_cosine", "confidence", "gate_texts")
 
 # --format value -> exporter(args) returning the lines to print. Another format is one entry here.
 EXPORTERS: dict[str, Callable[[argparse.Namespace], list[str]]] = {
@@ -77,6 +102,23 @@ def parse_args(argv: list[str] | None = None, prog: str = PROG) -> argparse.Name
         "--overwrite",
         action="store_true",
         help="onnx: replace an earlier export in --output (never another model's folder).",
+    )
+    gate = parser.add_argument_group(
+        "int8 gate (onnx --quantize int8)",
+        "The int8 graph is judged on every labelled split of the built-in sets the model was trained on, plus "
+        "unlabelled built-in texts and STS-B test, and refused only when the evidence at --confidence says it is "
+        "worse than a bound. A refused graph is not the end: the most sensitive encoder nodes are kept in fp32 until "
+        "one passes.",
+    )
+    gate.add_argument("--max_flip_rate", type=float, help="Share of a head's labels int8 may change (default 0.02).")
+    gate.add_argument(
+        "--max_accuracy_drop", type=float, help="Accuracy drop in points on labelled texts (default 0.5)."
+    )
+    gate.add_argument("--max_spearman_drop", type=float, help="STS-B Spearman drop in points (default 0.5).")
+    gate.add_argument("--min_mean_cosine", type=float, help="Mean embedding cosine to PyTorch (default 0.99).")
+    gate.add_argument("--confidence", type=float, help="Confidence level of the intervals (default 0.95).")
+    gate.add_argument(
+        "--gate_texts", help="Texts per built-in set, sampled from every split, or 'all' (default 2000)."
     )
     return parser.parse_args(argv)
 

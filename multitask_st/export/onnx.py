@@ -5,15 +5,18 @@
         onnx/model.onnx                         fp32, attention and layer norms fused for onnxruntime
         onnx/model_qint8_avx512_vnni.onnx       int8 weights for the encoder's matmuls (name per CPU, as in
                                                 sentence-transformers' `export_dynamic_quantized_onnx_model`)
-        onnx/export_report.json                 what the export checked: the deltas to PyTorch, per file, and
-                                                its sha256 (checked on load; see `checksums`)
+        onnx/export_report.json                 what the export checked, per file: the deltas to PyTorch (int8:
+                                                the gate's whole evidence, the nodes kept fp32 and the search),
+                                                and its sha256 (checked on load; see `checksums`)
 
 Inputs: `input_ids`, `attention_mask` and, where the backbone takes them, `token_type_ids`, each `(batch, sequence)`
 int64 with both axes dynamic. Outputs: `sentence_embedding` `(batch, embedding_dim)` (pooled, projected and normalised
 as configured), `logits_<task>` `(batch, num_labels)` per head, `last_hidden_state` (the encoder's token states, what
 optimum's `ORTModelForFeatureExtraction` reads) and, for a config that normalises, `sentence_embedding_unnormalized`.
 
-Nothing is written unless the graph passed its checks (`onnx_check`): a graph that misses a bound raises instead.
+Nothing is written unless the graph passed its checks (`onnx_check`): an fp32 graph that misses a bound raises
+instead; an int8 graph the statistical gate refuses is searched for one that passes (`quantize.accuracy_aware_int8`:
+other weight settings, then the most sensitive encoder nodes kept fp32), and only if none does, the export raises.
 Exporter choice, measured with torch 2.13 (see BENCHMARKS.md): the TorchScript exporter (`dynamo=False`) on the model
 with eager attention gives the graph onnxruntime's BERT optimizer fuses fully (one `Attention` per layer,
 `EmbedLayerNormalization`, `SkipLayerNormalization`, `BiasGelu`); the dynamo exporter's and SDPA's graphs leave the
@@ -37,6 +40,7 @@ from ..model_folder import EXPORT_REPORT_NAME, ONNX_FILE_NAME, ONNX_SUBFOLDER, w
 from ..modeling_multitask_st import MultiTaskSTModel
 from . import checksums
 from .model_source import load_model_tokenizer
+from .onnx_check import DEFAULT_GATE_TEXTS, GateBounds
 from .onnx_runtime import (
     EMBEDDING_OUTPUT,
     LOGITS_PREFIX,
@@ -53,6 +57,7 @@ OPSET = 17  # LayerNormalization is an ONNX op from 17 on
 # Backbones whose exported graph onnxruntime's BERT optimizer knows how to fuse.
 FUSABLE_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "mpnet", "electra", "distilbert")
 QUANTIZATIONS = ("int8",)
+CALIBRATION_TEXTS = 256  # texts the int8 search measures node sensitivity and speed on
 # Files that make a folder a model's (safetensors, their index, pickled checkpoints): never replaced by an export.
 MODEL_WEIGHT_SUFFIXES = (".safetensors", ".safetensors.index.json", ".bin", ".pt", ".pth", ".ckpt")
 
@@ -93,6 +98,8 @@ def export_onnx(
     arch: str | None = None,
     overwrite: bool = False,
     check_texts: int = 256,
+    gate: GateBounds | None = None,
+    gate_texts: int | None = DEFAULT_GATE_TEXTS,
 ) -> dict:
     """Export a saved model folder to ONNX, check the graph(s) against PyTorch, and write them with the tokenizer.
 
@@ -105,6 +112,9 @@ def export_onnx(
             this machine's.
         overwrite: Replace an existing `onnx/` folder in `output_dir`.
         check_texts: How many real texts (from the built-in sets) the fp32 graph is compared on.
+        gate: What the int8 graph may cost and at which confidence it is refused (`onnx_check.GateBounds`; the
+            defaults: flip rate 2%, accuracy and STS-B Spearman drop 0.5 points, mean cosine 0.99, at 95%).
+        gate_texts: Texts per built-in set the int8 graph is judged on (every split, sampled; `None`: all).
 
     Returns:
         The report written to `onnx/export_report.json`: per file, the measured deltas to PyTorch and the bounds.
@@ -115,6 +125,11 @@ def export_onnx(
     from . import onnx_check
     from . import quantize as quantization
 
+    gate = onnx_check.GateBounds() if gate is None else gate
+    if not isinstance(gate, onnx_check.GateBounds):
+        raise TypeError(f"`gate` must be a GateBounds or None, got {type(gate).__name__}.")
+    if gate_texts is not None and (not isinstance(gate_texts, int) or isinstance(gate_texts, bool) or gate_texts < 1):
+        raise ValueError(f"`gate_texts` must be a positive int or None (all texts), got {gate_texts!r}.")
     if quantize not in (None, *QUANTIZATIONS):
         raise ValueError(f"`quantize` must be one of {list(QUANTIZATIONS)} or None, got {quantize!r}.")
     arch = quantization.host_arch() if arch is None else arch
@@ -142,10 +157,7 @@ def export_onnx(
         texts = onnx_check.check_texts(check_texts)
         report = {"fp32": onnx_check.check_fp32(model, tokenizer, staging, ONNX_FILE_NAME, texts)}
         if quantize == "int8":
-            int8_name = quantization.int8_file_name(arch)
-            settings = quantization.quantize_int8(fp32_path, onnx_dir / int8_name, arch)
-            report["int8"] = onnx_check.check_int8(model, tokenizer, staging, int8_name, model_dir)
-            report["int8"]["quantization"] = settings
+            report["int8"] = _quantize_int8_gated(model, tokenizer, model_dir, staging, arch, gate, gate_texts)
         weights = checksums.weight_checksums(model_dir)  # what the graphs were exported from
         for entry in report.values():
             entry["file"] = f"{ONNX_SUBFOLDER}/{entry['file']}"
@@ -154,6 +166,52 @@ def export_onnx(
         _publish(staging, output_dir, in_place)
     logger.info(f"Wrote {', '.join(entry['file'] for entry in report.values())} to {output_dir}.")
     return report
+
+
+def _quantize_int8_gated(
+    model: MultiTaskSTModel,
+    tokenizer,
+    model_dir: Path,
+    staging: Path,
+    arch: str,
+    gate: GateBounds,
+    gate_texts: int | None,
+) -> dict:
+    """Write the int8 graph next to the fp32 one in `staging`: the one `accuracy_aware_int8` finds to pass the gate
+    (the whole encoder in int8 if that passes, else the fewest sensitive nodes kept fp32). Returns its report entry:
+    the gate's evidence, the quantisation settings and search, and, when nodes stayed fp32, the speed it cost."""
+    from . import onnx_check
+    from . import quantize as quantization
+
+    onnx_dir = staging / ONNX_SUBFOLDER
+    int8_name = quantization.int8_file_name(arch)
+    reference = onnx_check.gate_reference(model, tokenizer, model_dir, gate_texts)
+    # Sensitivity and speed on a spread of the gate's texts (every source), against the fp32 graph.
+    step = max(1, len(reference.texts) // CALIBRATION_TEXTS)
+    calibration = reference.texts[::step][:CALIBRATION_TEXTS]
+    fp32_outputs = onnx_check.graph_outputs(staging, ONNX_FILE_NAME, calibration)
+    settings, evidence = quantization.accuracy_aware_int8(
+        onnx_dir / ONNX_FILE_NAME,
+        onnx_dir / int8_name,
+        arch,
+        judge=lambda path: onnx_check.judge_graph(reference, staging, path.name, gate),
+        output_error=lambda path: onnx_check.output_error(fp32_outputs, staging, path.name, calibration),
+    )
+    if settings["nodes_kept_fp32"]:  # what keeping them costs: fp32, all-int8 and this graph, interleaved
+        whole = f"{Path(int8_name).stem}.whole.onnx"
+        quantization.quantize_int8(onnx_dir / ONNX_FILE_NAME, onnx_dir / whole, arch)
+        try:
+            speeds = onnx_check.texts_per_second(staging, [ONNX_FILE_NAME, whole, int8_name], calibration)
+        finally:
+            (onnx_dir / whole).unlink()
+        settings["texts_per_second"] = {
+            "texts": len(calibration),
+            "fp32": speeds[ONNX_FILE_NAME],
+            "int8_whole_encoder": speeds[whole],
+            "int8_this_graph": speeds[int8_name],
+        }
+    evidence["quantization"] = settings
+    return evidence
 
 
 def export_graph(model: MultiTaskSTModel, tokenizer, path: str | os.PathLike, fuse: bool = True) -> Path:

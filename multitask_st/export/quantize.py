@@ -6,14 +6,19 @@ fp32, where int8 would cost accuracy for no speed. Weights are symmetric and per
 VNNI (and on ARM) the full int8 range is used; on older x86 (`avx2`, `avx512`) weights use 7 bits (`reduce_range`), as
 the u8 x s8 products there can saturate 16-bit accumulators. The file is named as sentence-transformers names its
 own (`model_qint8_avx512_vnni.onnx`, ...), so it sits where their loaders look.
+
+`accuracy_aware_int8` is what the export runs: when the whole encoder in int8 fails the gate (`onnx_check`), it tries
+7-bit and per-tensor weights, then keeps the fewest, most sensitive encoder nodes in fp32 until a graph passes.
 """
 
 from __future__ import annotations
 
 import os
 import platform
+from collections.abc import Callable
 from pathlib import Path
 
+from tqdm.auto import tqdm
 from transformers.utils import logging
 
 
@@ -42,8 +47,34 @@ def int8_file_name(arch: str) -> str:
     return f"model_qint8_{arch}.onnx"
 
 
-def quantize_int8(source: str | os.PathLike, target: str | os.PathLike, arch: str) -> dict:
-    """Write the int8 form of the fp32 graph `source` to `target`; returns what was done, for the export report."""
+def quantizable_nodes(source: str | os.PathLike) -> list[str]:
+    """The names of the nodes `quantize_int8` turns into integer ops (the encoder's matmuls and attentions), in
+    graph order."""
+    import onnx
+
+    graph = onnx.load(str(source), load_external_data=False).graph
+    kept = set(_always_fp32(graph))
+    return [node.name for node in graph.node if node.op_type in QUANTIZED_OP_TYPES and node.name not in kept]
+
+
+def quantize_int8(
+    source: str | os.PathLike,
+    target: str | os.PathLike,
+    arch: str,
+    *,
+    reduce_range: bool | None = None,
+    per_channel: bool = True,
+    keep_fp32: list[str] | tuple[str, ...] = (),
+    only: list[str] | None = None,
+) -> dict:
+    """Write the int8 form of the fp32 graph `source` to `target`; returns what was done, for the export report.
+
+    Args:
+        reduce_range: 7-bit weights; defaults to the arch's need (`avx2`, `avx512`).
+        per_channel: One weight scale per output channel (else one per tensor).
+        keep_fp32: Names of quantisable nodes (see `quantizable_nodes`) to leave in fp32 as well.
+        only: Quantise these nodes alone (the per-node sensitivity runs).
+    """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     if arch not in ARCHS:
@@ -51,15 +82,18 @@ def quantize_int8(source: str | os.PathLike, target: str | os.PathLike, arch: st
     import onnx
 
     graph = onnx.load(str(source), load_external_data=False).graph
-    # The quantiser would turn Gemm into integer matmuls too; projection and heads (the only Gemms: the encoder's
-    # linears act on 3-D states, so they export as MatMul) and the pooling stay fp32.
-    kept = [node.name for node in graph.node if node.op_type == "Gemm" or node.name.startswith("/pooling/")]
+    quantizable = set(quantizable_nodes(source))
+    unknown = sorted(set(keep_fp32).union(only or ()) - quantizable)
+    if unknown:
+        raise ValueError(f"No quantisable node is named {unknown}; the graph's are {sorted(quantizable)}.")
+    kept = _always_fp32(graph) + list(keep_fp32)
     settings = {
         "op_types_to_quantize": list(QUANTIZED_OP_TYPES),
+        "nodes_to_quantize": list(only) if only is not None else None,
         # also under the name a Gemm's matmul gets when the quantiser splits it
         "nodes_to_exclude": kept + [f"{name}_MatMul" for name in kept],
-        "per_channel": True,
-        "reduce_range": arch in ("avx2", "avx512"),
+        "per_channel": per_channel,
+        "reduce_range": arch in ("avx2", "avx512") if reduce_range is None else reduce_range,
         "weight_type": QuantType.QInt8,
         # The fused contrib ops defeat ONNX shape inference; their tensors are fp32.
         "extra_options": {"MatMulConstBOnly": True, "DefaultTensorType": 1},
@@ -73,6 +107,118 @@ def quantize_int8(source: str | os.PathLike, target: str | os.PathLike, arch: st
         "per_channel": settings["per_channel"],
         "reduce_range": settings["reduce_range"],
         "weight_type": "int8",
-        "kept_fp32": "word embeddings, pooling, projection, heads",
-        "nodes_kept_fp32": len(kept),
+        "kept_fp32": "word embeddings, pooling, projection, heads" + (" and the nodes listed" if keep_fp32 else ""),
+        "quantized_nodes": len(only) if only is not None else len(quantizable) - len(keep_fp32),
+        "nodes_kept_fp32": sorted(keep_fp32),
     }
+
+
+def _always_fp32(graph) -> list[str]:
+    # The quantiser would turn Gemm into integer matmuls too; projection and heads (the only Gemms: the encoder's
+    # linears act on 3-D states, so they export as MatMul) and the pooling stay fp32.
+    return [node.name for node in graph.node if node.op_type == "Gemm" or node.name.startswith("/pooling/")]
+
+
+def accuracy_aware_int8(
+    source: str | os.PathLike,
+    target: str | os.PathLike,
+    arch: str,
+    judge: Callable[[Path], dict],
+    output_error: Callable[[Path], float],
+) -> tuple[dict, dict]:
+    """Quantise `source` to `target` so that the graph passes `judge`, keeping the fewest encoder nodes in fp32.
+
+    First the whole encoder in int8: the arch's settings, then 7-bit weights (`reduce_range`, where the arch does
+    not use them already), then one weight scale per tensor. If none passes, each quantisable node's sensitivity is
+    measured on the best of them (`output_error` of a graph with that node alone in int8; the graph is written to a
+    scratch file next to `target`), and the most sensitive nodes are kept in fp32: 1, 2, 4, ... of them until a
+    graph passes, then the fewest between the last failing and the first passing count (bisection).
+
+    Args:
+        judge: Takes a graph's path, returns the gate's evidence (with `passed`, `refusals` and per-head flips).
+        output_error: Takes a graph's path, returns how far its outputs are from the fp32 graph's (lower is better).
+
+    Returns:
+        `(settings, evidence)` of the graph left in `target`; `settings["search"]` lists every graph tried.
+
+    Raises:
+        ValueError: when even the graph with every quantisable node in fp32 fails the gate.
+    """
+    source, target = Path(source), Path(target)
+    attempts = []
+
+    def attempt(options: dict, keep_fp32: list[str] = ()) -> tuple[dict, dict]:
+        settings = quantize_int8(source, target, arch, keep_fp32=list(keep_fp32), **options)
+        evidence = judge(target)
+        attempts.append(
+            {
+                **{key: settings[key] for key in ("reduce_range", "per_channel")},
+                "nodes_kept_fp32": len(keep_fp32),
+                "passed": evidence["passed"],
+                "flips": {task: row["flips"]["flips"] for task, row in evidence["tasks"].items()},
+                "refusals": evidence["refusals"],
+                "texts_per_second": evidence["texts_per_second"],
+            }
+        )
+        logger.info(f"int8 candidate {attempts[-1]}")
+        return settings, evidence
+
+    default_reduce_range = arch in ("avx2", "avx512")
+    variants = [{}]
+    if not default_reduce_range:
+        variants.append({"reduce_range": True})
+    variants.append({"per_channel": False})
+    tried = []
+    for options in variants:
+        settings, evidence = attempt(options)
+        if evidence["passed"]:
+            return _with_search(settings, attempts), evidence
+        tried.append((options, evidence))
+
+    def badness(item):
+        evidence = item[1]
+        return len(evidence["refusals"]), sum(row["flips"]["flips"] for row in evidence["tasks"].values())
+
+    options = min(tried, key=badness)[0]
+    nodes = quantizable_nodes(source)
+    scratch = target.with_name(f"{target.stem}.sensitivity{target.suffix}")
+    errors = {}
+    try:
+        for node in tqdm(nodes, desc="Per-node int8 sensitivity", disable=not nodes):
+            quantize_int8(source, scratch, arch, only=[node], **options)
+            errors[node] = output_error(scratch)
+    finally:
+        scratch.unlink(missing_ok=True)
+    order = sorted(nodes, key=lambda node: errors[node], reverse=True)
+    logger.info(f"Most sensitive int8 nodes: {[(node, errors[node]) for node in order[:8]]}")
+
+    failing, count, passing = 0, 1, None
+    while passing is None:
+        count = min(count, len(nodes))
+        settings, evidence = attempt(options, order[:count])
+        if evidence["passed"]:
+            passing = (count, settings, evidence)
+        elif count == len(nodes):
+            raise ValueError(
+                f"No int8 graph passes the gate, not even with all {len(nodes)} encoder nodes in fp32: "
+                f"{'; '.join(evidence['refusals'])}."
+            )
+        else:
+            failing, count = count, count * 2
+    while passing[0] - failing > 1:  # the fewest nodes kept, between the last failing and the first passing count
+        count = (failing + passing[0]) // 2
+        settings, evidence = attempt(options, order[:count])
+        if evidence["passed"]:
+            passing = (count, settings, evidence)
+        else:
+            failing = count
+    count, settings, evidence = passing
+    if attempts[-1]["nodes_kept_fp32"] != count:  # the last graph written failed: write the passing one again
+        settings = quantize_int8(source, target, arch, keep_fp32=order[:count], **options)
+    settings["sensitivity"] = {node: errors[node] for node in order}
+    return _with_search(settings, attempts), evidence
+
+
+def _with_search(settings: dict, attempts: list[dict]) -> dict:
+    settings["search"] = attempts
+    return settings
