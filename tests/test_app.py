@@ -9,9 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import require_module
 
 
-gr = pytest.importorskip("gradio")
+gr = require_module("gradio")
 from huggingface_hub import SpaceCard  # noqa: E402
 from tiny_training import KNOWN  # noqa: E402
 

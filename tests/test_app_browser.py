@@ -8,7 +8,6 @@ docs/app-*.png were made), else to the test's temporary folder.
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import free_port, require, require_module
 from tiny_training import KNOWN
 
 
@@ -25,62 +25,61 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 STARTUP_TIMEOUT_S = 120
 
 
-def _require(condition: bool, why: str):
-    if not condition:
-        if os.environ.get("CI"):
-            pytest.fail(f"{why} (CI must run the browser test: `make setup` installs it)")
-        pytest.skip(why)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def app_url(trained_tiny_model_dir, tmp_path_factory):
-    _require(CHROMIUM is not None, "Debian's chromium is not installed")
-    pytest.importorskip("gradio")
+    require(CHROMIUM is not None, "Debian's chromium (the browser)")
+    require_module("gradio")
     corpus = tmp_path_factory.mktemp("corpus") / "corpus.json"
     corpus.write_text(
         json.dumps(
             [{"text": text, "source": f"toy · {label}"} for text, (_, label) in KNOWN.items()] + ["election vote"]
         )
     )
-    port = _free_port()
     log = tmp_path_factory.mktemp("app") / "app.log"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
-    command = [sys.executable, str(ROOT / "app.py"), str(trained_tiny_model_dir), "--port", str(port)]
-    with open(log, "w") as output:
-        process = subprocess.Popen(
-            [*command, "--corpus", str(corpus)], cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT
-        )
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"app.py exited with {process.returncode}:\n{log.read_text()}")
+    # The app's own defaults (analytics off among them): nothing GRADIO_* from the caller's environment.
+    env = {key: value for key, value in os.environ.items() if not key.startswith("GRADIO_")}
+    for _attempt in range(3):  # a free port may be taken before app.py binds it: then try another
+        port = free_port()
+        command = [sys.executable, str(ROOT / "app.py"), str(trained_tiny_model_dir), "--port", str(port)]
+        with open(log, "w") as output:
+            process = subprocess.Popen(
+                [*command, "--corpus", str(corpus)], cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT
+            )
+        url = f"http://127.0.0.1:{port}/"
+        try:
+            if _wait_until_serving(process, url, log):
+                yield url
+                return
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+    pytest.fail(f"app.py found no free port in 3 tries:\n{log.read_text()}")
+
+
+def _wait_until_serving(process: subprocess.Popen, url: str, log: Path) -> bool:
+    """True once `url` answers with this process's app; False if the port was taken; fails on any other exit."""
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while True:
+        if process.poll() is not None:
+            output = log.read_text()
+            if "address already in use" in output.lower() or "cannot find empty port" in output.lower():
+                return False
+            pytest.fail(f"app.py exited with {process.returncode}:\n{output}")
+        if "Ready in" in log.read_text():
             try:
                 with urllib.request.urlopen(url, timeout=2) as response:
                     if response.status == 200:
-                        break
+                        return True
             except OSError:
                 pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"app.py did not answer on {url} within {STARTUP_TIMEOUT_S} s:\n{log.read_text()}")
-            time.sleep(0.5)
-        assert "Ready in" in log.read_text()
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+        if time.monotonic() > deadline:
+            pytest.fail(f"app.py did not answer on {url} within {STARTUP_TIMEOUT_S} s:\n{log.read_text()}")
+        time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")
 def page(app_url):
-    sync_api = pytest.importorskip("playwright.sync_api")
+    sync_api = require_module("playwright.sync_api")
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1200, "height": 850})

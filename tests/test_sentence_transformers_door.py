@@ -1,19 +1,25 @@
 """The SentenceTransformer door: a saved model folder loads in `SentenceTransformer(..., trust_remote_code=True)`."""
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
 import torch
-from test_modeling import LONG_TEXTS, POOLING_MODES, PROJECTIONS, TEXTS, make_model, rotten_tomatoes_texts
+from conftest import (
+    LONG_TEXTS,
+    POOLING_MODES,
+    PROJECTIONS,
+    TEXTS,
+    make_model,
+    require_module,
+    rotten_tomatoes_texts,
+    run_python,
+)
 from transformers import AutoModel, AutoTokenizer
 
 
-sentence_transformers = pytest.importorskip("sentence_transformers")
+sentence_transformers = require_module("sentence_transformers")
 SentenceTransformer = sentence_transformers.SentenceTransformer
 ALL_TEXTS = TEXTS + LONG_TEXTS
 
@@ -144,8 +150,6 @@ def test_sentence_transformer_without_the_package(tmp_path, tiny_tokenizer):
     folder = save(model, tiny_tokenizer, tmp_path / "model")
     script = textwrap.dedent(
         f"""
-        import sys
-        sys.modules["multitask_st"] = None  # the package may be installed: only the folder's code may run
         import numpy as np
         from sentence_transformers import SentenceTransformer
 
@@ -154,12 +158,8 @@ def test_sentence_transformer_without_the_package(tmp_path, tiny_tokenizer):
         np.save({str(tmp_path / "vectors.npy")!r}, model.encode({ALL_TEXTS!r}, batch_size=3))
         """
     )
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), TOKENIZERS_PARALLELISM="false")
-    result = subprocess.run(
-        [sys.executable, "-c", script], cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, capture_output=True,
-        text=True, timeout=180,
-    )  # fmt: skip
+    # multitask_st blocked (it may be installed): only the folder's code may run
+    result = run_python(script, tmp_path, block=("multitask_st",), timeout=180)
     assert result.returncode == 0, result.stderr
     vectors = np.load(tmp_path / "vectors.npy")
     assert min_cosine(vectors, model.encode(ALL_TEXTS, tiny_tokenizer)) >= 0.99999

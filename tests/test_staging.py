@@ -1,8 +1,5 @@
 import json
-import os
 import shutil
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from types import SimpleNamespace
@@ -10,7 +7,7 @@ from unittest import mock
 
 import numpy as np
 import pytest
-from conftest import copy_without
+from conftest import copy_without, run_python
 from huggingface_hub import HfApi, ModelCard, RepoUrl
 from huggingface_hub.errors import LocalTokenNotFoundError, OfflineModeIsEnabled
 
@@ -68,8 +65,6 @@ def test_staged_folder_loads_without_the_package(trained, tmp_path):
     (tmp_path / "expected.json").write_text(json.dumps(expected))
     script = textwrap.dedent(
         f"""
-        import sys
-        sys.modules["multitask_st"] = None  # `import multitask_st` now fails: only the repository's code may run
         import json
         from transformers import AutoModel, AutoTokenizer
 
@@ -86,10 +81,9 @@ def test_staged_folder_loads_without_the_package(trained, tmp_path):
             json.dump(result, file)
         """
     )
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"), HF_MODULES_CACHE=str(tmp_path / "modules"))
-    run = subprocess.run(
-        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    # `import multitask_st` fails there: only the repository's code may run
+    run = run_python(
+        script, tmp_path, block=("multitask_st",), env={"HF_HOME": str(tmp_path / "hf_home")}, timeout=120
     )
     assert run.returncode == 0, run.stderr[-3000:]
 

@@ -8,38 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import make_trainer, tiny_config, training_args
 from transformers import TrainerCallback
 
 from multitask_st import MultiTaskSTModel
 from multitask_st.training.callbacks import UnfreezingCallback, unfreezing_stages
 from multitask_st.training.parameter_groups import build_parameter_groups, learning_rate_scale
 from multitask_st.training.trainer import MultiTaskTrainer
-from multitask_st.training.training_args import MultiTaskTrainingArguments
-
-
-def _args(tmp_path, **overrides) -> MultiTaskTrainingArguments:
-    settings = dict(
-        output_dir=str(tmp_path / "out"), per_device_train_batch_size=8, per_device_eval_batch_size=8,
-        learning_rate=1e-3, weight_decay=0.01, max_steps=3, report_to=[], use_cpu=True, save_strategy="no",
-        logging_steps=1, disable_tqdm=True, seed=0, stsb_eval_pairs=0,
-        # every batch holds both tasks, so every trainable parameter gets a gradient at every step
-        sampling_strategy="round_robin",
-    )  # fmt: skip
-    settings.update(overrides)
-    return MultiTaskTrainingArguments(**settings)
-
-
-def _trainer(tmp_path, model, datasets_, tokenizer, callbacks=None, **overrides) -> MultiTaskTrainer:
-    train, evaluation = datasets_
-    return MultiTaskTrainer(
-        model=model,
-        args=_args(tmp_path, **overrides),
-        train_dataset=train,
-        eval_dataset=evaluation,
-        processing_class=tokenizer,
-        callbacks=callbacks,
-    )
 
 
 def _snapshot(model) -> dict[str, torch.Tensor]:
@@ -92,7 +67,7 @@ def test_default_multipliers_give_1x_2x_3x():
 
 
 def test_trainer_optimizer_uses_the_groups(tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer):
-    trainer = _trainer(tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer, layer_decay=0.5)
+    trainer = make_trainer(tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer, layer_decay=0.5)
     optimizer = trainer.create_optimizer()
     names = [group["name"] for group in optimizer.param_groups]
     assert "backbone.layer.0" in names and "head:topic.no_decay" in names
@@ -116,7 +91,7 @@ def test_frozen_parts_stay_bit_identical_and_the_rest_changes(
     tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer, freeze, expected_frozen
 ):
     before = _snapshot(tiny_model)
-    trainer = _trainer(tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer, freeze=freeze)
+    trainer = make_trainer(tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer, freeze=freeze)
     trainer.train()
     all_parts = set(tiny_model.parameter_parts())
     assert _changed_parts(tiny_model, before) == all_parts - expected_frozen
@@ -127,14 +102,14 @@ def test_parts_frozen_on_the_model_before_training_stay_frozen(
 ):
     tiny_model.freeze("heads")
     before = _snapshot(tiny_model)
-    _trainer(tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer).train()
+    make_trainer(tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer).train()
     changed = _changed_parts(tiny_model, before)
     assert not any(part.startswith("head:") for part in changed)
     assert "backbone.layer.1" in changed
 
 
 def test_everything_frozen_refuses_to_train_but_evaluates(tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer):
-    trainer = _trainer(tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer, freeze=["all"])
+    trainer = make_trainer(tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer, freeze=["all"])
     with pytest.raises(ValueError, match="Every part of the model is frozen"):
         trainer.train()
     metrics = trainer.evaluate()
@@ -143,7 +118,7 @@ def test_everything_frozen_refuses_to_train_but_evaluates(tmp_path, tiny_model, 
 
 def test_unknown_freeze_target_is_a_clear_error(tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer):
     with pytest.raises(ValueError, match="head:nope"):
-        _trainer(tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer, freeze=["head:nope"])
+        make_trainer(tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer, freeze=["head:nope"])
 
 
 def test_unfreezing_stages_top_down():
@@ -174,7 +149,7 @@ class _ChangesPerStep(TrainerCallback):
 def test_progressive_unfreezing_trains_exactly_the_unlocked_parts_at_each_stage(
     tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer
 ):
-    trainer = _trainer(
+    trainer = make_trainer(
         tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer, max_steps=6, unfreeze_schedule="progressive",
         unfreeze_every=1, unfreeze_unit="step", freeze=["head:sentiment"],
     )  # fmt: skip
@@ -192,7 +167,7 @@ def test_progressive_unfreezing_trains_exactly_the_unlocked_parts_at_each_stage(
 def test_resume_mid_schedule_restores_the_stage(tmp_path, tiny_task_datasets, tiny_tokenizer):
     torch.manual_seed(0)
     schedule = dict(unfreeze_schedule="progressive", unfreeze_every=1, unfreeze_unit="step")
-    first = _trainer(
+    first = make_trainer(
         tmp_path, MultiTaskSTModel(tiny_config()), tiny_task_datasets, tiny_tokenizer, max_steps=2,
         save_strategy="steps", save_steps=2, **schedule,
     )  # fmt: skip
@@ -200,7 +175,7 @@ def test_resume_mid_schedule_restores_the_stage(tmp_path, tiny_task_datasets, ti
     checkpoint = tmp_path / "out" / "checkpoint-2"
     assert checkpoint.is_dir()
 
-    second = _trainer(
+    second = make_trainer(
         tmp_path, MultiTaskSTModel(tiny_config()), tiny_task_datasets, tiny_tokenizer, max_steps=4, **schedule
     )
     recorder = _ChangesPerStep(second.unfreezing)
@@ -234,7 +209,7 @@ def test_resuming_a_checkpoint_of_another_model_is_refused_before_any_step(
     tmp_path, tiny_task_datasets, tiny_tokenizer, change, difference
 ):
     torch.manual_seed(0)
-    first = _trainer(
+    first = make_trainer(
         tmp_path, MultiTaskSTModel(tiny_config()), tiny_task_datasets, tiny_tokenizer, max_steps=1,
         save_strategy="steps", save_steps=1,
     )  # fmt: skip
@@ -243,7 +218,7 @@ def test_resuming_a_checkpoint_of_another_model_is_refused_before_any_step(
     model = MultiTaskSTModel(tiny_config(**change))
     by_position = list(tiny_task_datasets[0].values())
     datasets_ = ({task: by_position[i] for i, task in enumerate(model.config.tasks)}, None)
-    second = _trainer(tmp_path, model, datasets_, tiny_tokenizer, max_steps=2)
+    second = make_trainer(tmp_path, model, datasets_, tiny_tokenizer, max_steps=2)
     with pytest.raises(ValueError) as refused:
         second.train(resume_from_checkpoint=str(checkpoint))
     assert str(refused.value).startswith(
@@ -257,7 +232,7 @@ def test_resuming_a_checkpoint_of_another_model_is_refused_before_any_step(
 
 
 def test_per_task_losses_are_logged_in_training(tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer):
-    trainer = _trainer(tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer)
+    trainer = make_trainer(tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer)
     trainer.train()
     logged = [entry for entry in trainer.state.log_history if "loss" in entry]
     assert logged and all("topic_loss" in entry and "sentiment_loss" in entry for entry in logged)
@@ -266,7 +241,7 @@ def test_per_task_losses_are_logged_in_training(tmp_path, tiny_model, tiny_task_
 def test_evaluate_with_single_task_batches_gives_per_task_metrics(
     tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer
 ):
-    trainer = _trainer(tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer)
+    trainer = make_trainer(tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer)
     metrics = trainer.evaluate()  # 8 topic then 8 sentiment rows, eval batch 8: every batch holds one task
 
     _, evaluation = tiny_task_datasets
@@ -299,7 +274,7 @@ def test_stsb_spearman_reported_when_given(tmp_path, tiny_model, tiny_task_datas
     )
     train, evaluation = tiny_task_datasets
     trainer = MultiTaskTrainer(
-        model=tiny_model, args=_args(tmp_path, stsb_eval_pairs=3), train_dataset=train, eval_dataset=evaluation,
+        model=tiny_model, args=training_args(tmp_path, stsb_eval_pairs=3), train_dataset=train, eval_dataset=evaluation,
         processing_class=tiny_tokenizer, stsb_dataset=pairs,
     )  # fmt: skip
     assert len(trainer.stsb_dataset) == 3
@@ -308,15 +283,15 @@ def test_stsb_spearman_reported_when_given(tmp_path, tiny_model, tiny_task_datas
 
 
 def test_task_loss_weights_from_args_reach_the_model(tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer):
-    _trainer(tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer, task_loss_weights='{"topic": 0.25}')
+    make_trainer(tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer, task_loss_weights='{"topic": 0.25}')
     assert tiny_model.config.task_loss_weights == {"topic": 0.25, "sentiment": 1.0}
 
 
 def test_bad_training_arguments(tmp_path):
     with pytest.raises(ValueError, match="sampling_strategy"):
-        _args(tmp_path, sampling_strategy="random")
+        training_args(tmp_path, sampling_strategy="random")
     with pytest.raises(ValueError, match="layer_decay"):
-        _args(tmp_path, layer_decay=0)
+        training_args(tmp_path, layer_decay=0)
 
 
 @pytest.mark.parametrize("pooling_mode", ["mean", "cls", "max", "attention"])
@@ -324,7 +299,7 @@ def test_bf16_training_step_on_cpu(tmp_path, tiny_task_datasets, tiny_tokenizer,
     torch.manual_seed(0)
     tiny_model = MultiTaskSTModel(tiny_config(pooling_mode=pooling_mode))
     before = _snapshot(tiny_model)
-    trainer = _trainer(tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer, bf16=True, max_steps=2)
+    trainer = make_trainer(tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer, bf16=True, max_steps=2)
     output = trainer.train()
     assert np.isfinite(output.training_loss)
     assert _changed_parts(tiny_model, before) == set(tiny_model.parameter_parts())
@@ -371,7 +346,8 @@ def test_two_process_data_parallel_run_on_cpu(tmp_path, tiny_tokenizer):
     torchrun = Path(sys.executable).parent / "torchrun"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(
-        [str(torchrun), "--nproc_per_node", "2", "--master_port", "29561", str(script), str(tmp_path)],
+        # --standalone: the rendezvous binds a port the OS picks (a fixed one may be taken)
+        [str(torchrun), "--standalone", "--nproc_per_node", "2", str(script), str(tmp_path)],
         capture_output=True, text=True, env=env, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -386,3 +362,173 @@ def test_two_process_data_parallel_run_on_cpu(tmp_path, tiny_tokenizer):
         same = all(torch.equal(parameter, initial_params[name]) for name, parameter in named)
         # layer 0 frozen all run; the embeddings are unlocked only at stage 4, after the 4 steps; all else trained
         assert same == (part in {"backbone.layer.0", "backbone.embeddings"}), part
+
+
+# ---------------------------------------------------------------- values the trainer really uses
+
+
+def test_optimizer_groups_get_the_configured_multipliers_and_layer_decay(
+    tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer
+):
+    # Non-default values, so a trainer that ignored any of them (and used the 1x/2x/3x defaults) shows.
+    trainer = make_trainer(
+        tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer, learning_rate=1e-3, layer_decay=0.5,
+        projection_lr_multiplier=2.5, head_lr_multiplier=4.0,
+    )  # fmt: skip
+    optimizer = trainer.create_optimizer()
+    expected_scale = {
+        "backbone.embeddings": 0.25,  # decay^L, L = 2 layers
+        "backbone.layer.0": 0.5,  # decay^(L-1-0)
+        "backbone.layer.1": 1.0,  # the top layer trains at the base rate
+        "projection": 2.5,
+        "head:topic": 4.0,
+        "head:sentiment": 4.0,
+    }
+    seen = set()
+    for group in optimizer.param_groups:
+        part = group["name"].removesuffix(".no_decay")
+        assert group["lr"] == pytest.approx(1e-3 * expected_scale[part]), group["name"]
+        seen.add(part)
+    assert seen == set(expected_scale) == set(tiny_model.parameter_parts())
+
+
+def test_default_optimizer_groups_are_1x_2x_3x(tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer):
+    trainer = make_trainer(tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer, learning_rate=1e-3)
+    lr = {group["name"]: group["lr"] for group in trainer.create_optimizer().param_groups}
+    assert lr["backbone.embeddings"] == lr["backbone.layer.0"] == lr["backbone.layer.1"] == pytest.approx(1e-3)
+    assert lr["projection"] == pytest.approx(2e-3)
+    assert lr["head:topic"] == lr["head:sentiment.no_decay"] == pytest.approx(3e-3)
+
+
+def test_logged_task_losses_are_means_over_labelled_examples_of_mixed_batches(
+    tmp_path, tiny_task_datasets, tiny_tokenizer
+):
+    """With learning rate 0 the model stays as it is, so each logged task loss can be recomputed from the batches
+    the trainer drew: the mean over the window's labelled examples, not the mean of per-batch means."""
+    torch.manual_seed(0)
+    model = MultiTaskSTModel(tiny_config(head_dropout=0.0))
+    trainer = make_trainer(
+        tmp_path, model, tiny_task_datasets, tiny_tokenizer, learning_rate=0.0, weight_decay=0.0, max_steps=3,
+        logging_steps=3, sampling_strategy="proportional", mixed_task_batches=True, embedding_distillation_weight=0,
+    )  # fmt: skip
+    batches = []
+    collate = trainer.data_collator
+
+    def recording_collator(features):
+        batch = collate(features)
+        batches.append({key: value.clone() for key, value in batch.items()})
+        return batch
+
+    trainer.data_collator = recording_collator
+    trainer.train()
+    logged = next(entry for entry in trainer.state.log_history if "topic_loss" in entry)
+    model.eval()
+    for column, task in enumerate(model.config.task_names):
+        sums, counts, means = 0.0, 0, []
+        for batch in batches[:3]:  # the three training steps (the loader may have fetched one batch more)
+            labelled = int((batch["labels"][:, column] != -100).sum())
+            if not labelled:
+                continue
+            with torch.no_grad():
+                loss = model(**batch).task_losses[task].item()
+            sums, counts = sums + loss * labelled, counts + labelled
+            means.append(loss)
+        assert logged[f"{task}_loss"] == pytest.approx(sums / counts, rel=1e-5)
+        assert abs(sums / counts - np.mean(means)) > 1e-4  # the batches hold different numbers of the task
+
+
+def _padding_and_task_mix(trainer) -> tuple[int, list[float]]:
+    """Total padding tokens of one epoch of the trainer's training batches and each batch's share of topic rows."""
+    padding, topic_share = 0, []
+    for batch in trainer.get_train_dataloader():
+        padding += int((batch["attention_mask"] == 0).sum())
+        topic_share.append(float((batch["labels"][:, 0] != -100).float().mean()))
+    return padding, topic_share
+
+
+@pytest.fixture
+def skewed_task_datasets(tiny_tokenizer):
+    """600 topic examples and 60 sentiment ones: the sampling strategies give clearly different mixes."""
+    from conftest import make_task_dataset
+
+    train = {
+        "topic": make_task_dataset(tiny_tokenizer, 600, 3, seed=5),
+        "sentiment": make_task_dataset(tiny_tokenizer, 60, 2, seed=6),
+    }
+    return train, None
+
+
+# Configured probability of a topic example: proportional 600/660; temperature 2: sqrt(600)/(sqrt(600)+sqrt(60));
+# round robin 1/2. The realised share over one epoch must be within TOLERANCE of it: with single-task batches of 4
+# an epoch draws ~165 batches, whose topic share has a standard deviation of at most sqrt(0.25/165) = 0.039;
+# 0.1 is about 2.5 of those and well under the 0.15 between the strategies' probabilities.
+TOLERANCE = 0.1
+
+
+@pytest.mark.parametrize(
+    "strategy, temperature, expected",
+    [
+        ("proportional", 1.0, 600 / 660),
+        ("temperature", 2.0, 600**0.5 / (600**0.5 + 60**0.5)),
+        ("round_robin", 1.0, 0.5),
+    ],
+)
+@pytest.mark.parametrize("mixed", [True, False])
+def test_trainer_batches_follow_the_configured_task_mix(
+    tmp_path, tiny_model, skewed_task_datasets, tiny_tokenizer, strategy, temperature, expected, mixed
+):
+    trainer = make_trainer(
+        tmp_path, tiny_model, skewed_task_datasets, tiny_tokenizer, per_device_train_batch_size=4,
+        sampling_strategy=strategy, sampling_temperature=temperature, mixed_task_batches=mixed,
+    )  # fmt: skip
+    _, shares = _padding_and_task_mix(trainer)
+    assert np.mean(shares) == pytest.approx(expected, abs=TOLERANCE)
+    if not mixed:  # every batch holds one task
+        assert set(shares) <= {0.0, 1.0}
+    else:
+        assert any(0.0 < share < 1.0 for share in shares)
+
+
+def test_trainer_groups_batches_by_length_when_asked(tmp_path, tiny_model, skewed_task_datasets, tiny_tokenizer):
+    plain, _ = _padding_and_task_mix(
+        make_trainer(tmp_path, tiny_model, skewed_task_datasets, tiny_tokenizer, sampling_strategy="proportional")
+    )
+    grouped, _ = _padding_and_task_mix(
+        make_trainer(
+            tmp_path,
+            tiny_model,
+            skewed_task_datasets,
+            tiny_tokenizer,
+            sampling_strategy="proportional",
+            train_sampling_strategy="group_by_length",
+        )  # fmt: skip
+    )
+    assert grouped < plain / 3
+
+
+def test_unfreezing_by_epoch_changes_stage_at_each_epoch(tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer):
+    # 24 + 40 examples in batches of 8: 8 steps per epoch
+    trainer = make_trainer(
+        tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer, max_steps=-1, num_train_epochs=3,
+        unfreeze_schedule="progressive", unfreeze_every=1, unfreeze_unit="epoch", sampling_strategy="proportional",
+    )  # fmt: skip
+    recorder = _ChangesPerStep(trainer.unfreezing)
+    trainer.add_callback(recorder)
+    trainer.train()
+    assert [stage for stage, _ in recorder.steps] == [0] * 8 + [1] * 8 + [2] * 8
+    for stage, changed in recorder.steps:
+        assert changed <= set(trainer.unfreezing.trainable_parts(stage))
+    assert {part for _, changed in recorder.steps[16:] for part in changed} == {
+        "head:topic", "head:sentiment", "projection", "backbone.layer.1",
+    }  # fmt: skip
+
+
+def test_fp16_training_step_on_cpu(tmp_path, tiny_task_datasets, tiny_tokenizer):
+    torch.manual_seed(0)
+    tiny_model = MultiTaskSTModel(tiny_config())
+    before = _snapshot(tiny_model)
+    trainer = make_trainer(tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer, fp16=True, max_steps=2)
+    assert trainer.accelerator.mixed_precision == "fp16"
+    output = trainer.train()
+    assert np.isfinite(output.training_loss)
+    assert _changed_parts(tiny_model, before) == set(tiny_model.parameter_parts())
