@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import os
 import re
 import socket
 import sys
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import require_module
+from conftest import free_port, require_module
 
 
 gr = require_module("gradio")
@@ -222,3 +223,28 @@ def test_text_the_model_refuses_shows_the_models_own_message(tiny_model, tiny_to
         getattr(demo, action)(text)
     assert shown.value.message == str(model_error.value)
     assert "only control/format characters" in shown.value.message
+
+
+def test_the_app_serves_this_machine_only_without_share_link_or_analytics_by_default(trained, monkeypatch, capsys):
+    """`python app.py MODEL`: what reaches Gradio's `launch` with nothing set by the caller."""
+    monkeypatch.delenv("GRADIO_ANALYTICS_ENABLED", raising=False)
+    monkeypatch.delenv("GRADIO_SERVER_NAME", raising=False)
+    monkeypatch.delenv("GRADIO_SHARE", raising=False)
+    launched = {}
+
+    def launch(self, *args, **kwargs):
+        launched.update(kwargs, analytics_env=os.environ.get("GRADIO_ANALYTICS_ENABLED"))
+        launched["analytics_enabled"] = self.analytics_enabled
+
+    monkeypatch.setattr(gr.Blocks, "launch", launch)
+    assert app_cli.parse_args([]).port == 7860
+    port = free_port()  # app.py checks the port is free before loading: the default one may be in use here
+    assert app_cli.main([str(trained.model_dir), "--no-corpus", "--port", str(port)]) == 0
+    assert launched["server_name"] == "127.0.0.1" and launched["server_port"] == port
+    assert launched["share"] is False
+    assert launched["analytics_enabled"] is False and launched["analytics_env"] == "False"
+    assert f"open http://127.0.0.1:{port}" in capsys.readouterr().out
+    launched.clear()
+    port = free_port()
+    assert app_cli.main([str(trained.model_dir), "--no-corpus", "--host", "0.0.0.0", "--port", str(port)]) == 0
+    assert (launched["server_name"], launched["server_port"], launched["share"]) == ("0.0.0.0", port, False)

@@ -1,6 +1,8 @@
 """ONNX export (multitask_st/export/onnx.py, onnx_check.py, quantize.py) and its runtime (onnx_runtime.py)."""
 
 import json
+import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -531,3 +533,130 @@ def test_staging_uploads_the_export_and_the_card_shows_it(tmp_path, tiny_tokeniz
     assert "MultiTaskSTOnnxModel.from_pretrained(" in card and '"org/tiny", file_name="onnx/model.onnx"' in card
     assert f"min embedding cosine {report['fp32']['min_cosine']:.6f}; labels differing: 0" in card
     assert "onnx/*.onnx" in STALE_WEIGHT_PATTERNS  # a re-upload without an export removes the old one
+
+
+# ---------------------------------------------------------------------------------------------------- the int8 gate
+
+LOOSE_INT8_BOUNDS = {
+    "INT8_MAX_ACCURACY_DELTA": 100.0, "INT8_MAX_SPEARMAN_DELTA": 100.0, "INT8_MIN_MEAN_COSINE": 0.0,
+    "INT8_MIN_AGREEMENT": 0.0, "STSB_PAIRS": 100,
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def int8_export(tmp_path_factory, tiny_tokenizer):
+    """A tiny model whose topic head has the BBC News labels and whose record says it trained on `bbc_news` (so the
+    gate measures accuracy on that test split) and on a local file for sentiment (so it measures agreement), exported
+    with int8 under loose bounds. Returns what `check_int8` takes."""
+    from multitask_st.training.corpora import BUILTIN_DATASETS
+
+    tmp_path = tmp_path_factory.mktemp("int8")
+    tasks = {"topic": list(BUILTIN_DATASETS["bbc_news"].label_names), "sentiment": ["negative", "positive"]}
+    model, model_dir = save_tiny(tmp_path, tiny_tokenizer, tasks=tasks)
+    summary = {
+        "datasets": {"topic": {"name": "bbc_news"}, "sentiment": {"name": "reviews.csv"}},
+        "training_args": {"seed": 0},
+    }
+    (model_dir / "training_summary.json").write_text(json.dumps(summary))
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in LOOSE_INT8_BOUNDS.items():
+            patch.setattr(onnx_check, name, value)
+        report = export_onnx(model_dir, tmp_path / "out", quantize="int8", arch="avx2", check_texts=CHECK_TEXTS)
+    return model, tiny_tokenizer, tmp_path / "out", "model_qint8_avx2.onnx", model_dir, report
+
+
+def test_int8_gate_measures_accuracy_on_the_test_split_and_agreement_elsewhere(int8_export):
+    from multitask_st.training.corpora import bbc_news
+
+    *_, report = int8_export
+    tasks = report["int8"]["tasks"]
+    test_split = bbc_news(seed=0)["test"]
+    assert tasks["topic"]["data"] == "bbc_news test split (seed 0)"
+    assert tasks["topic"]["examples"] == len(test_split)
+    assert tasks["topic"]["delta_points"] == pytest.approx(
+        tasks["topic"]["accuracy_onnx"] - tasks["topic"]["accuracy_pytorch"], abs=2e-3
+    )
+    assert "agreement" not in tasks["topic"] and 0.0 <= tasks["sentiment"]["agreement"] <= 1.0
+    assert tasks["sentiment"]["data"] == f"agreement with PyTorch on {len(test_split)} built-in texts"
+
+
+@pytest.mark.parametrize(
+    "bound, value, expected",
+    [
+        ("INT8_MAX_ACCURACY_DELTA", -1.0, r"head 'topic' accuracy [\d.]+% vs PyTorch [\d.]+% on bbc_news test split"),
+        ("INT8_MIN_AGREEMENT", 1.01, r"head 'sentiment' agrees with PyTorch on [\d.]+% < 101.0% of texts"),
+        ("INT8_MAX_SPEARMAN_DELTA", -1.0, r"STS-B Spearman -?[\d.]+ vs PyTorch -?[\d.]+"),
+        ("INT8_MIN_MEAN_COSINE", 1.01, r"mean embedding cosine to PyTorch [\d.]+ < 1.01"),
+    ],
+)
+def test_int8_gate_refuses_each_kind_of_miss(int8_export, monkeypatch, bound, value, expected):
+    model, tokenizer, folder, file_name, model_dir, _ = int8_export
+    for name, loose in LOOSE_INT8_BOUNDS.items():
+        monkeypatch.setattr(onnx_check, name, loose)
+    monkeypatch.setattr(onnx_check, bound, value)
+    with pytest.raises(ValueError, match=r"model_qint8_avx2.onnx misses the export bounds.*: ") as error:
+        onnx_check.check_int8(model, tokenizer, folder, file_name, model_dir)
+    message = str(error.value)
+    assert re.search(expected, message), message
+    others = {"accuracy": "accuracy", "agrees": "agrees", "Spearman": "Spearman", "cosine": "mean embedding cosine"}
+    assert sum(word in message for word in others.values()) == 1, message  # only the bound that was missed
+
+
+# ---------------------------------------------------------------------------------------------------- export.py
+
+
+def _export_py(*args: str, timeout: int = 300):
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, str(REPO / "export.py"), *args], capture_output=True, text=True, timeout=timeout,
+        stdin=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+
+
+@pytest.mark.slow  # five runs of export.py, each a fresh interpreter
+def test_export_py_onnx_as_a_command(tmp_path, tiny_tokenizer):
+    model, model_dir = save_tiny(tmp_path, tiny_tokenizer)
+    out = tmp_path / "out"
+    first = _export_py(str(model_dir), "--format", "onnx", "--output", str(out))
+    assert first.returncode == 0, first.stderr
+    line = next(line for line in first.stdout.splitlines() if line.startswith("onnx/model.onnx: "))
+    assert json.loads(line.split(": ", 1)[1])["labels_differing"] == {"topic": 0, "sentiment": 0}
+    runtime = MultiTaskSTOnnxModel.from_pretrained(out)
+    np.testing.assert_allclose(runtime.encode(TEXTS), model.encode(TEXTS, tiny_tokenizer), atol=1e-5)
+
+    again = _export_py(str(model_dir), "--format", "onnx", "--output", str(out))
+    assert again.returncode == 1 and again.stdout == ""
+    assert (
+        again.stderr.startswith("export.py: error: `output_dir`")
+        and "pass overwrite=True (--overwrite)" in again.stderr
+    )
+    (out / "onnx" / "model.onnx").write_bytes(b"stale")
+    replaced = _export_py(str(model_dir), "--format", "onnx", "--output", str(out), "--overwrite")
+    assert replaced.returncode == 0, replaced.stderr
+    assert MultiTaskSTOnnxModel.from_pretrained(out).encode(TEXTS).shape == (len(TEXTS), 32)
+
+    wrong = _export_py(
+        str(model_dir), "--format", "sentence-transformers", "--output", str(tmp_path / "st"), "--quantize", "int8"
+    )
+    assert wrong.returncode == 1 and "--quantize applies to --format onnx only." in wrong.stderr
+    missing = _export_py(str(tmp_path / "nope"), "--format", "onnx", "--output", str(tmp_path / "x"))
+    assert missing.returncode == 1 and "does not exist or is not a directory" in missing.stderr
+
+
+def test_export_py_int8_miss_exits_1_and_writes_nothing(tmp_path, tiny_tokenizer, monkeypatch, capsys):
+    import export
+
+    _, model_dir = save_tiny(tmp_path, tiny_tokenizer)
+    for name, loose in LOOSE_INT8_BOUNDS.items():
+        monkeypatch.setattr(onnx_check, name, loose)
+    monkeypatch.setattr(onnx_check, "INT8_MIN_AGREEMENT", 1.01)
+    code = export.main(
+        [str(model_dir), "--format", "onnx", "--quantize", "int8", "--arch", "avx2", "--output", str(model_dir)]
+    )
+    assert code == 1
+    error = capsys.readouterr().err
+    assert "export.py: error: The exported model_qint8_avx2.onnx misses the export bounds" in error
+    assert "agrees with PyTorch" in error
+    assert not (model_dir / "onnx").exists()  # in place: not even the fp32 graph, which passed

@@ -20,12 +20,16 @@ DRIVER = textwrap.dedent(
     from multitask_st.cli import train
     from transformers import TrainerCallback
 
-    kill_at = int(sys.argv[1])
+    kill_at, interrupt_at = int(sys.argv[1]), int(sys.argv[2])
 
     class KillAfterCheckpoint(TrainerCallback):
         def on_save(self, args, state, control, **kwargs):  # the checkpoint is complete on disk
             if state.global_step == kill_at:
                 os.kill(os.getpid(), signal.SIGKILL)
+
+        def on_step_end(self, args, state, control, **kwargs):  # Ctrl-C: SIGINT to the process, mid-run
+            if state.global_step == interrupt_at:
+                os.kill(os.getpid(), signal.SIGINT)
 
     class Trainer(train.MultiTaskTrainer):
         def __init__(self, *args, **kwargs):
@@ -33,14 +37,14 @@ DRIVER = textwrap.dedent(
             self.add_callback(KillAfterCheckpoint())
 
     train.MultiTaskTrainer = Trainer
-    train.main(sys.argv[2:])
+    train.main(sys.argv[3:])
     """
 )
 
 
-def _run(driver: Path, kill_at: int, arguments: list[str]) -> subprocess.CompletedProcess:
+def _run(driver: Path, kill_at: int, arguments: list[str], interrupt_at: int = 0) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, str(driver), str(kill_at), *arguments]
+    command = [sys.executable, str(driver), str(kill_at), str(interrupt_at), *arguments]
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
 
 
@@ -74,3 +78,30 @@ def test_killed_and_resumed_run_matches_an_uninterrupted_one(tmp_path, tiny_back
     assert summary["train_runtime_s"] > trained_before > 0
     samples = 6 * 8  # all the run's steps x per_device_train_batch_size, not only the resumed part's
     assert summary["train_samples_per_second"] == pytest.approx(samples / summary["train_runtime_s"], rel=0.01)
+
+
+@pytest.mark.slow
+def test_ctrl_c_mid_run_then_resume_matches_an_uninterrupted_one(tmp_path, tiny_backbone_dir):
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER.format(repo=str(REPO)))
+    arguments = train_arguments(tmp_path, tiny_backbone_dir)
+    arguments[arguments.index("--save_strategy") + 1] = "steps"
+    arguments[arguments.index("--max_steps") + 1] = "6"
+    arguments += ["--save_steps", "2", "--save_total_limit", "10", "--learning_rate", "1e-3"]
+    out = arguments.index("--output_dir") + 1
+    arguments[out] = str(tmp_path / "whole")
+    assert _run(driver, 0, arguments).returncode == 0
+
+    arguments[out] = str(tmp_path / "interrupted")
+    interrupted = _run(driver, 0, arguments, interrupt_at=5)  # after checkpoint-4, before checkpoint-6
+    # Python's default SIGINT handling: KeyboardInterrupt, then the process ends by SIGINT; nothing half-finished
+    assert interrupted.returncode == -signal.SIGINT, interrupted.stderr[-2000:]
+    assert "KeyboardInterrupt" in interrupted.stderr
+    folder = tmp_path / "interrupted"
+    assert sorted(path.name for path in folder.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    assert not (folder / "model.safetensors").exists() and not (folder / "training_summary.json").exists()
+    resumed = _run(driver, 0, [*arguments, "--resume_from_checkpoint", str(folder / "checkpoint-4")])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    for name in ["checkpoint-6", "."]:
+        whole = tmp_path / "whole" / name / "model.safetensors"
+        assert whole.read_bytes() == (folder / name / "model.safetensors").read_bytes()

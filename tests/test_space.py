@@ -55,3 +55,34 @@ def test_cli_space_needs_the_model_repo_and_a_direct_commit(trained, capsys):
     assert "--space needs --repo-id" in capsys.readouterr().err
     assert cli.main([str(trained.model_dir), "--repo-id", "org/m", "--create-pr", "--space", "org/demo"]) == 1
     assert "cannot follow --create-pr" in capsys.readouterr().err
+
+
+def test_cli_pins_the_space_to_the_model_commit_it_just_pushed(trained, tmp_path, capsys, monkeypatch):
+    """`push_to_hub.py --space`: the Space's app.py serves the model at the commit of this push, not at `main`."""
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)  # every Hub call below is mocked
+    uploads = []
+
+    def upload_folder(self, *, folder_path, repo_id, repo_type=None, **kwargs):
+        oid = "5pace" if repo_type == "space" else "c0ffee1234"
+        app = Path(folder_path) / "app.py"
+        uploads.append((repo_id, repo_type, app.read_text() if app.exists() else None, kwargs.get("revision")))
+        url = f"https://huggingface.co/{repo_id}/commit/{oid}"
+        return CommitInfo(commit_url=url, commit_message="m", commit_description="", oid=oid)
+
+    def create_repo(self, repo_id, **kwargs):
+        return RepoUrl(f"https://huggingface.co/{repo_id}")
+
+    with (
+        mock.patch.object(HfApi, "create_repo", autospec=True, side_effect=create_repo),
+        mock.patch.object(HfApi, "upload_folder", autospec=True, side_effect=upload_folder),
+    ):
+        code = _load_cli().main(
+            [str(trained.model_dir), "--repo-id", "org/model", "--space", "org/demo", "--token", "hf_x",
+             "--space-stage-dir", str(tmp_path / "space")]
+        )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    (model_repo, _, _, _), (space_repo, space_type, space_app, _) = uploads
+    assert (model_repo, space_repo, space_type) == ("org/model", "org/demo", "space")
+    assert "MODEL_ID = 'org/model'" in space_app and "REVISION = 'c0ffee1234'" in space_app
+    assert "commit `c0ffee1234`" in (tmp_path / "space" / "README.md").read_text()
+    assert 'Pin this version with revision="c0ffee1234".' in capsys.readouterr().out

@@ -61,7 +61,7 @@ MODULES: dict[str, tuple[list[str], list[str] | None, list[str]]] = {
     "sampler_wiring": (
         ["multitask_st/training/trainer.py"],
         [f"{TRAINER}.xǁMultiTaskTrainerǁ_get_train_sampler__mutmut_*"],
-        ["tests/test_trainer.py", "-k", "task_mix or by_length"],
+        ["tests/test_trainer.py", "-k", "task_mix or by_length or per_task_losses or frozen_parts"],
     ),
     "metrics": (
         ["multitask_st/training/metrics.py"],
