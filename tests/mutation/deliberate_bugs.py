@@ -1,0 +1,137 @@
+"""The deliberate bugs of issue 15, each applied in a throwaway copy of the repository, and the test that must kill it.
+
+    python tests/mutation/deliberate_bugs.py            # every bug; prints one line per bug, exit 1 if one survives
+    python tests/mutation/deliberate_bugs.py f1_is_accuracy
+
+Each bug is a text replacement in one file (it must match exactly once, so a refactor that moves the code makes this
+script fail loudly rather than test nothing); the named tests run in the copy (fast tests, `-x`) and must fail.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+
+ROOT = Path(__file__).resolve().parents[2]
+TRAINER = "multitask_st/training/trainer.py"
+# name -> (file, text, replacement, tests that must fail)
+BUGS: dict[str, tuple[str, str, str, list[str]]] = {
+    "f1_is_accuracy": (
+        "multitask_st/training/metrics.py",
+        'results[f"{task}_f1"] = scores["f1"]',
+        'results[f"{task}_f1"] = scores["accuracy"]',
+        ["tests/test_metrics.py::test_macro_f1_and_accuracy_match_a_hand_computed_imbalanced_case"],
+    ),
+    "spearman_sign_flipped": (
+        "multitask_st/training/metrics.py",
+        'return float(spearmanr(cosine, np.asarray(pairs["score"])).statistic)',
+        'return -float(spearmanr(cosine, np.asarray(pairs["score"])).statistic)',
+        ["tests/test_metrics.py::test_stsb_spearman_equals_scipy_on_the_models_cosines"],
+    ),
+    "lr_multipliers_ignored": (
+        TRAINER,
+        "projection_lr_multiplier=self.args.projection_lr_multiplier,\n"
+        "                head_lr_multiplier=self.args.head_lr_multiplier,",
+        "projection_lr_multiplier=2.0,\n                head_lr_multiplier=3.0,",
+        ["tests/test_trainer.py::test_optimizer_groups_get_the_configured_multipliers_and_layer_decay"],
+    ),
+    "layer_decay_ignored": (
+        TRAINER,
+        "layer_decay=self.args.layer_decay,",
+        "layer_decay=1.0,",
+        ["tests/test_trainer.py::test_optimizer_groups_get_the_configured_multipliers_and_layer_decay"],
+    ),
+    "mixed_task_batches_ignored": (
+        TRAINER,
+        "mixed_batches=self.args.mixed_task_batches,",
+        "mixed_batches=True,",
+        ["tests/test_trainer.py::test_trainer_batches_follow_the_configured_task_mix"],
+    ),
+    "sampling_temperature_ignored": (
+        TRAINER,
+        "temperature=self.args.sampling_temperature,",
+        "temperature=1.0,",
+        ["tests/test_trainer.py::test_trainer_batches_follow_the_configured_task_mix"],
+    ),
+    "group_by_length_ignored": (
+        TRAINER,
+        "lengths=lengths,",
+        "lengths=None,",
+        ["tests/test_trainer.py::test_trainer_groups_batches_by_length_when_asked"],
+    ),
+    "task_losses_averaged_per_batch": (
+        TRAINER,
+        "total[0] = total[0] + part_loss.detach() * count\n                total[1] = total[1] + count",
+        "total[0] = total[0] + part_loss.detach()\n                total[1] = total[1] + 1",
+        ["tests/test_trainer.py::test_logged_task_losses_are_means_over_labelled_examples_of_mixed_batches"],
+    ),
+    "int8_gate_disabled": (
+        "multitask_st/export/onnx_check.py",
+        '        problems.append(f"mean embedding cosine to PyTorch {cosine.mean():.4f} < {INT8_MIN_MEAN_COSINE}")\n'
+        "    _raise_if(problems, file_name)",
+        '        problems.append(f"mean embedding cosine to PyTorch {cosine.mean():.4f} < {INT8_MIN_MEAN_COSINE}")',
+        [
+            "tests/test_onnx_export.py::test_int8_gate_refuses_each_kind_of_miss",
+            "tests/test_onnx_export.py::test_export_py_int8_miss_exits_1_and_writes_nothing",
+        ],
+    ),
+}
+COPIED = [
+    "multitask_st",
+    "tests",
+    "train.py",
+    "export.py",
+    "push_to_hub.py",
+    "app.py",
+    "model_card.md",
+    "pyproject.toml",
+]
+
+
+def check(name: str) -> tuple[bool, str]:
+    """True when the bug is killed: every named test module run fails (the test fails on the bug)."""
+    file, text, replacement, tests = BUGS[name]
+    with tempfile.TemporaryDirectory(prefix=f"bug-{name}-") as temporary:
+        copy = Path(temporary)
+        for entry in COPIED:
+            source = ROOT / entry
+            if source.is_dir():
+                shutil.copytree(source, copy / entry, ignore=shutil.ignore_patterns("__pycache__", "mutation"))
+            else:
+                shutil.copy2(source, copy / entry)
+        target = copy / file
+        source_text = target.read_text(encoding="utf-8")
+        if source_text.count(text) != 1:
+            return False, f"the text to break is not in {file} exactly once: update BUGS"
+        target.write_text(source_text.replace(text, replacement), encoding="utf-8")
+        env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+        env.update(HF_HUB_OFFLINE="1", PYTHONPATH=str(copy))  # the broken copy, not the installed package
+        outcomes = []
+        for test in tests:
+            run = subprocess.run(
+                [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", test],
+                cwd=copy, env=env, capture_output=True, text=True, timeout=1200,
+            )  # fmt: skip
+            summary = run.stdout.strip().splitlines()[-1] if run.stdout.strip() else run.stderr[-300:]
+            outcomes.append((run.returncode == 1, f"{test}: {summary}"))
+        return all(killed for killed, _ in outcomes), "; ".join(line for _, line in outcomes)
+
+
+def main(argv: list[str]) -> int:
+    names = argv or list(BUGS)
+    survived = []
+    for name in names:
+        killed, detail = check(name)
+        print(f"{'killed  ' if killed else 'SURVIVED'} {name}: {detail}", flush=True)
+        if not killed:
+            survived.append(name)
+    return 1 if survived else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

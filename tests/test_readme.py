@@ -1,0 +1,246 @@
+"""Every code block and command of README.md runs here, as a new user would run it, offline (as the model card's
+snippets do in test_card_snippets.py). A README block or command that stops working, or a new one nobody declared
+below, fails a test.
+
+Offline substitutions, declared once (`SUBSTITUTIONS`, `REDUCED`, `COMMANDS`): the Hub id of MiniLM becomes the
+packaged MiniLM, `org/multitask-st` a local model folder; the commands run in a folder where `outputs/model` and
+`outputs/multitask-st` hold a model that `python train.py --output_dir outputs/model` trained there (with reduced
+sizes), with its ONNX export; long runs get reduced sizes; commands that need the Hub must fail offline with the
+message that says so.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO_ROOT, run_python
+
+
+README = REPO_ROOT / "README.md"
+FENCE = re.compile(r"^( *)```(\w+)\n(.*?)^ *```", re.M | re.S)
+MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
+# What a README code names -> what runs here instead (the packaged MiniLM path is filled in by the fixture).
+SUBSTITUTIONS = {
+    "org/multitask-st": "outputs/multitask-st",  # a Hub repository -> the local model folder
+    "<commit hash>": "main",  # the revision to pin: a local folder has none
+}
+# Appended to a training command: the same run, minutes shorter (a declared reduction, not another command).
+REDUCED = [
+    "--max_steps", "2", "--max_eval_samples", "16", "--max_train_samples", "topic=16", "sentiment=16",
+    "--max_seq_length", "32", "--per_device_train_batch_size", "8", "--eval_strategy", "no", "--save_strategy", "no",
+    "--load_best_model_at_end", "false", "--stsb_eval", "false", "--disable_tqdm", "true",
+]  # fmt: skip
+OFFLINE_PUSH = "push_to_hub.py: error: offline mode is enabled (HF_HUB_OFFLINE=1)"
+# Every README command -> how this file runs it:
+#   ("run", extra arguments), ("train", None): run reduced, ("fails", expected stderr): needs the Hub, so offline it
+#   must fail saying so, ("serve", extra arguments): started, answers on its port, stopped,
+#   ("elsewhere", where): run by the test named there (or it is this suite).
+COMMANDS: dict[str, tuple[str, object]] = {
+    "make demo": ("elsewhere", "`python train.py` after `make setup`: see that command below"),
+    "make test": ("elsewhere", "this suite"),
+    '.venv/bin/pytest -m "not slow"': ("elsewhere", "this suite"),
+    "python app.py": ("serve", ["--no-corpus"]),
+    "python export.py outputs/multitask-st --format sentence-transformers --output exported/": ("run", []),
+    "python train.py": ("train", None),
+    "python train.py config.yaml": ("train", None),
+    "python train.py --tasks topic=ag_news sentiment=stanfordnlp/sst2 --text_columns sentiment=sentence "
+    "--max_train_samples topic=all sentiment=all --max_seq_length 256": (
+        "fails",
+        "Couldn't reach 'ag_news' on the Hub",
+    ),
+    "python train.py --tasks topic=my_topics.csv sentiment=reviews.parquet --task_label_names sentiment=neg,pos": (
+        "train",
+        None,
+    ),
+    "accelerate launch train.py ...": (
+        "elsewhere",
+        "tests/test_trainer.py::test_two_process_data_parallel_run_on_cpu (two processes under torchrun)",
+    ),
+    "python train.py --output_dir outputs/model": ("elsewhere", "the `readme_folder` fixture below runs it"),
+    "python push_to_hub.py outputs/model --dry-run --stage-dir staged/": ("run", []),
+    "python push_to_hub.py outputs/model --repo-id org/multitask-st [--private] [--revision v1] [--create-pr]": (
+        "fails",
+        OFFLINE_PUSH,
+    ),
+    "python push_to_hub.py outputs/model --repo-id org/multitask-st --space org/multitask-st-demo": (
+        "fails",
+        OFFLINE_PUSH,
+    ),
+    "python push_to_hub.py outputs/model --dry-run --repo-id org/multitask-st --space org/demo --space-stage-dir space/": (
+        "run",
+        [],
+    ),
+    # --quantize int8 dropped: its gate scores the whole BBC, Rotten Tomatoes and STS-B test splits with MiniLM twice
+    # (minutes); every branch of that gate is tested on a tiny model in test_onnx_export.py.
+    "python export.py outputs/multitask-st --format onnx --quantize int8 --output outputs/multitask-st": (
+        "run",
+        ["--overwrite"],
+    ),
+    "python push_to_hub.py outputs/multitask-st --repo-id org/multitask-st": ("fails", OFFLINE_PUSH),
+}
+INT8_REDUCTION = ("--quantize int8 ", "")
+
+
+def readme_blocks() -> list[tuple[str, str, bool]]:
+    """`(language, code, nested)` for each fenced block; `nested`: inside a list item (it continues the block before)."""
+    text = README.read_text(encoding="utf-8")
+    return [(m.group(2), textwrap.dedent(m.group(3)), bool(m.group(1))) for m in FENCE.finditer(text)]
+
+
+def readme_commands() -> list[str]:
+    """The README's shell commands: continuation lines joined, comments and extra spaces removed."""
+    commands = []
+    for language, code, _ in readme_blocks():
+        if language != "bash":
+            continue
+        for line in code.replace("\\\n", " ").splitlines():
+            command = " ".join(line.split("#", 1)[0].split()) if not line.lstrip().startswith("#") else ""
+            if command:
+                commands.append(command)
+    return commands
+
+
+def python_programs() -> list[str]:
+    """The README's Python blocks, a block nested in a list item appended to the one before (it uses its names)."""
+    programs = []
+    for language, code, nested in readme_blocks():
+        if language == "python":
+            if nested and programs:
+                programs[-1] += "\n" + code
+            else:
+                programs.append(code)
+    return programs
+
+
+def test_every_readme_command_is_declared_here():
+    assert set(readme_commands()) == set(COMMANDS), (
+        "README commands changed: declare how each one runs in COMMANDS "
+        f"(new: {sorted(set(readme_commands()) - set(COMMANDS))}; gone: {sorted(set(COMMANDS) - set(readme_commands()))})"
+    )
+    assert [language for language, *_ in readme_blocks()].count("yaml") == 1  # the config.yaml the test runs
+
+
+def _write_data_files(folder: Path):
+    """`my_topics.csv` and `reviews.parquet`, in the columns the README says a data file has."""
+    import pandas as pd
+
+    topics = ["world", "sports", "business"]
+    cues = {"world": "The election vote", "sports": "The team won the match", "business": "The stock market rose"}
+    rows = [(f"{cues[topics[i % 3]]} on day {i}.", topics[i % 3]) for i in range(60)]
+    pd.DataFrame(rows, columns=["text", "label"]).to_csv(folder / "my_topics.csv", index=False)
+    reviews = [
+        (f"{'A great film' if i % 2 else 'A dull film'}, take {i}.", "pos" if i % 2 else "neg") for i in range(60)
+    ]
+    pd.DataFrame(reviews, columns=["text", "label"]).to_parquet(folder / "reviews.parquet")
+
+
+@pytest.fixture(scope="module")
+def readme_folder(tmp_path_factory, minilm) -> Path:
+    """A folder like the README reader's after `python train.py --output_dir outputs/model` (reduced sizes) and the
+    ONNX export: `outputs/model` and `outputs/multitask-st` (the same model), the data files, `corpus.txt`."""
+    from multitask_st.export.onnx import export_onnx
+
+    folder = tmp_path_factory.mktemp("readme")
+    _write_data_files(folder)
+    import train
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        train.main(["--output_dir", "outputs/model", *REDUCED])
+    export_onnx(folder / "outputs/model", folder / "outputs/model", check_texts=24)
+    shutil.copytree(folder / "outputs/model", folder / "outputs/multitask-st")
+    (folder / "corpus.txt").write_text("A first line to embed.\nA second one.\nAnd a third.\n", encoding="utf-8")
+    return folder
+
+
+def _substitute(text: str, minilm: Path) -> str:
+    for name, local in {**SUBSTITUTIONS, MINILM_HUB_ID: str(minilm)}.items():
+        text = text.replace(name, local)
+    return text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("index", range(len(python_programs())))
+def test_readme_python_block_runs(readme_folder, minilm, index):
+    code = _substitute(python_programs()[index], minilm)
+    # a reader without the package, unless the block imports it
+    result = run_python(code, readme_folder, block=() if "multitask_st" in code else ("multitask_st",), timeout=600)
+    assert result.returncode == 0, f"README block failed:\n{code}\n{result.stderr[-3000:]}"
+
+
+def _command_cases() -> list[str]:
+    return [command for command in COMMANDS if COMMANDS[command][0] != "elsewhere"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", _command_cases())
+def test_readme_command_runs(readme_folder, tmp_path, monkeypatch, capsys, command):
+    """Each command's `main(argv)` in this process (the scripts are thin: `python X.py ARGS` is `X.main(ARGS)`), run in
+    the reader's folder: an interpreter start per command would cost the suite minutes."""
+    how, detail = COMMANDS[command]
+    arguments = re.sub(r" ?\[[^]]*\]", "", command.replace(*INT8_REDUCTION)).split()  # optional [flags] left out
+    assert arguments[0] == "python"
+    main = importlib.import_module(arguments[1].removesuffix(".py")).main
+    args = arguments[2:]
+    if how == "train":
+        monkeypatch.chdir(tmp_path)  # a fresh folder: train.py writes outputs/multitask-st there
+        _write_data_files(tmp_path)
+        if args == ["config.yaml"]:
+            config = yaml.safe_load(next(code for language, code, _ in readme_blocks() if language == "yaml"))
+            config.update(_reduced_config())
+            (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+            output = Path(config["output_dir"])
+        else:
+            args = [*args, *REDUCED]
+            output = Path(args[args.index("--output_dir") + 1] if "--output_dir" in args else "outputs/multitask-st")
+        main(args)
+        assert (output / "model.safetensors").is_file() and (output / "training_summary.json").is_file()
+        return
+    reader = tmp_path / "reader"
+    shutil.copytree(readme_folder, reader)
+    monkeypatch.chdir(reader)
+    if how == "serve":  # serves until interrupted: record what reaches Gradio's launch instead
+        import gradio
+
+        launched = {}
+        monkeypatch.setattr(gradio.Blocks, "launch", lambda self, **kwargs: launched.update(kwargs))
+        assert main([*args, *detail]) == 0
+        assert (launched["server_name"], launched["server_port"], launched["share"]) == ("127.0.0.1", 7860, False)
+        return
+    if how == "fails":
+        try:
+            code = main(args)
+        except Exception as error:  # train.py raises; the other scripts print and return 1
+            assert detail in str(error) or detail in str(error.__cause__), error
+            return
+        assert code == 1 and detail in capsys.readouterr().err
+        return
+    assert main([*args, *detail]) in (0, None), capsys.readouterr().err
+
+
+def _reduced_config() -> dict:
+    """`REDUCED` as config-file entries."""
+    config: dict[str, list[str]] = {}
+    for argument in REDUCED:
+        if argument.startswith("--"):
+            values = config.setdefault(argument.removeprefix("--"), [])
+        else:
+            values.append(argument)
+    return {name: values if name == "max_train_samples" else values[0] for name, values in config.items()}
+
+
+def test_readme_states_what_the_code_does():
+    """Statements the README makes that a block cannot show: defaults and names checked against the code."""
+    import train
+
+    text = README.read_text(encoding="utf-8")
+    assert "| `--train_sampling_strategy random` | group_by_length |" in text
+    assert train.DEFAULT_TRAINING_ARGS.get("train_sampling_strategy", "group_by_length") == "group_by_length"
+    assert f"saves the best model to `{train.DEFAULT_TRAINING_ARGS['output_dir']}/`" in text
+    assert 'model_qint8_avx512_vnni.onnx", threads' not in text  # the int8 file name depends on the CPU
