@@ -79,3 +79,49 @@ def test_stsb_spearman_equals_scipy_on_the_models_cosines(tiny_model, tiny_token
     assert expected == pytest.approx(1 - 6 * 2 / (6 * 35))  # one adjacent swap among 6: 1 - 6*sum(d^2)/(n(n^2-1))
     pairs = {"sentence1": first, "sentence2": second, "score": list(scores)}
     assert stsb_spearman(tiny_model, tiny_tokenizer, pairs, batch_size=4) == pytest.approx(expected)
+
+
+def test_a_task_without_labels_does_not_hide_the_tasks_after_it():
+    predictions, labels = _mixed_case()
+    labels[:, 0] = -100  # the first task unlabelled, the second labelled
+    metrics = multitask_classification_metrics(predictions, labels, ["topic", "sentiment"])
+    assert set(metrics) == {"sentiment_accuracy", "sentiment_f1", "mean_accuracy", "mean_f1"}
+    assert metrics["mean_f1"] == pytest.approx(SENTIMENT_MACRO_F1)
+
+
+def test_compute_metrics_takes_the_logits_alone_too():
+    from transformers import EvalPrediction
+
+    predictions, labels = _mixed_case()
+    metrics = build_compute_metrics(["topic", "sentiment"])(EvalPrediction(predictions, labels))
+    assert metrics["topic_f1"] == pytest.approx(TOPIC_MACRO_F1)
+
+
+class _FixedEmbeddings:
+    """A stand-in model whose embeddings have very different norms: ranking by dot product differs from cosine."""
+
+    VECTORS = {
+        "a1": [1.0, 0.0], "a2": [10.0, 1.0], "a3": [0.1, 0.1],
+        "b1": [1.0, 0.2], "b2": [1.0, 1.0], "b3": [0.0, 5.0],
+    }  # fmt: skip
+
+    def __init__(self):
+        self.batch_sizes = []
+
+    def encode(self, texts, tokenizer, batch_size=32, normalize_embeddings=False):
+        self.batch_sizes.append(batch_size)
+        vectors = np.array([self.VECTORS[text] for text in texts])
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True) if normalize_embeddings else vectors
+
+
+def test_stsb_spearman_ranks_by_cosine_not_by_dot_product():
+    pairs = {"sentence1": ["a1", "a2", "a3"], "sentence2": ["b1", "b2", "b3"], "score": [3.0, 2.0, 1.0]}
+    first = np.array([_FixedEmbeddings.VECTORS[t] for t in pairs["sentence1"]])
+    second = np.array([_FixedEmbeddings.VECTORS[t] for t in pairs["sentence2"]])
+    cosine = (first * second).sum(1) / np.linalg.norm(first, axis=1) / np.linalg.norm(second, axis=1)
+    dot = (first * second).sum(1)
+    assert spearmanr(cosine, pairs["score"]).statistic == pytest.approx(1.0)  # cosines 0.98, 0.77, 0.71
+    assert spearmanr(dot, pairs["score"]).statistic < 0.9  # dot products 1.0, 11.0, 0.5
+    model = _FixedEmbeddings()
+    assert stsb_spearman(model, None, pairs, batch_size=7) == pytest.approx(1.0)
+    assert model.batch_sizes == [7, 7]

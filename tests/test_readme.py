@@ -47,7 +47,10 @@ COMMANDS: dict[str, tuple[str, object]] = {
     '.venv/bin/pytest -m "not slow"': ("elsewhere", "this suite"),
     "python app.py": ("serve", ["--no-corpus"]),
     "python export.py outputs/multitask-st --format sentence-transformers --output exported/": ("run", []),
-    "python train.py": ("train", None),
+    "python train.py": (
+        "elsewhere",
+        "the `readme_folder` fixture runs it (reduced): the reader's outputs/multitask-st",
+    ),
     "python train.py config.yaml": ("train", None),
     "python train.py --tasks topic=ag_news sentiment=stanfordnlp/sst2 --text_columns sentiment=sentence "
     "--max_train_samples topic=all sentiment=all --max_seq_length 256": (
@@ -62,7 +65,10 @@ COMMANDS: dict[str, tuple[str, object]] = {
         "elsewhere",
         "tests/test_trainer.py::test_two_process_data_parallel_run_on_cpu (two processes under torchrun)",
     ),
-    "python train.py --output_dir outputs/model": ("elsewhere", "the `readme_folder` fixture below runs it"),
+    "python train.py --output_dir outputs/model": (
+        "elsewhere",
+        "`python train.py` with another --output_dir: the fixture's run, copied to outputs/model",
+    ),
     "python push_to_hub.py outputs/model --dry-run --stage-dir staged/": ("run", []),
     "python push_to_hub.py outputs/model --repo-id org/multitask-st [--private] [--revision v1] [--create-pr]": (
         "fails",
@@ -79,8 +85,8 @@ COMMANDS: dict[str, tuple[str, object]] = {
     # --quantize int8 dropped: its gate scores the whole BBC, Rotten Tomatoes and STS-B test splits with MiniLM twice
     # (minutes); every branch of that gate is tested on a tiny model in test_onnx_export.py.
     "python export.py outputs/multitask-st --format onnx --quantize int8 --output outputs/multitask-st": (
-        "run",
-        ["--overwrite"],
+        "elsewhere",
+        "the `readme_folder` fixture runs it, less --quantize int8",
     ),
     "python push_to_hub.py outputs/multitask-st --repo-id org/multitask-st": ("fails", OFFLINE_PUSH),
 }
@@ -142,19 +148,19 @@ def _write_data_files(folder: Path):
 
 @pytest.fixture(scope="module")
 def readme_folder(tmp_path_factory, minilm) -> Path:
-    """A folder like the README reader's after `python train.py --output_dir outputs/model` (reduced sizes) and the
-    ONNX export: `outputs/model` and `outputs/multitask-st` (the same model), the data files, `corpus.txt`."""
-    from multitask_st.export.onnx import export_onnx
+    """A folder like the README reader's after `python train.py` (reduced sizes) and its ONNX export command:
+    `outputs/multitask-st` and a copy as `outputs/model`, the data files, `corpus.txt`."""
+    import export
+    import train
 
     folder = tmp_path_factory.mktemp("readme")
     _write_data_files(folder)
-    import train
-
+    onnx_command = "python export.py outputs/multitask-st --format onnx --quantize int8 --output outputs/multitask-st"
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(folder)
-        train.main(["--output_dir", "outputs/model", *REDUCED])
-    export_onnx(folder / "outputs/model", folder / "outputs/model", check_texts=24)
-    shutil.copytree(folder / "outputs/model", folder / "outputs/multitask-st")
+        train.main(REDUCED)  # `python train.py`, reduced
+        assert export.main(onnx_command.replace(*INT8_REDUCTION).split()[2:]) == 0
+    shutil.copytree(folder / "outputs/multitask-st", folder / "outputs/model")
     (folder / "corpus.txt").write_text("A first line to embed.\nA second one.\nAnd a third.\n", encoding="utf-8")
     return folder
 
@@ -188,17 +194,23 @@ def test_readme_command_runs(readme_folder, tmp_path, monkeypatch, capsys, comma
     assert arguments[0] == "python"
     main = importlib.import_module(arguments[1].removesuffix(".py")).main
     args = arguments[2:]
-    if how == "train":
+    if how == "train" or (how == "fails" and arguments[1] == "train.py"):
         monkeypatch.chdir(tmp_path)  # a fresh folder: train.py writes outputs/multitask-st there
         _write_data_files(tmp_path)
         if args == ["config.yaml"]:
             config = yaml.safe_load(next(code for language, code, _ in readme_blocks() if language == "yaml"))
             config.update(_reduced_config())
             (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-            output = Path(config["output_dir"])
-        else:
+        elif how == "train":
             args = [*args, *REDUCED]
-            output = Path(args[args.index("--output_dir") + 1] if "--output_dir" in args else "outputs/multitask-st")
+        output = Path(args[args.index("--output_dir") + 1] if "--output_dir" in args else "outputs/multitask-st")
+        if args == ["config.yaml"]:
+            output = Path(yaml.safe_load((tmp_path / "config.yaml").read_text())["output_dir"])
+        if how == "fails":
+            with pytest.raises(Exception) as error:  # noqa: B017 (any error, as long as it names the cause below)
+                main(args)
+            assert detail in str(error.value) or detail in str(error.value.__cause__), error.value
+            return
         main(args)
         assert (output / "model.safetensors").is_file() and (output / "training_summary.json").is_file()
         return

@@ -101,7 +101,7 @@ def _toml_list(values: list[str]) -> str:
 
 def prepare(module: str, tests_from: Path) -> Path:
     files, _, tests = MODULES[module]
-    folder = BUILD / module
+    folder = BUILD / os.environ.get("MUTATE_REPORT", "report") / module
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
