@@ -284,6 +284,33 @@ def rotten_tomatoes_texts() -> list[str]:
     return frame.loc[frame["category"] != "plot", "text"].dropna().astype(str).tolist()
 
 
+# Texts for the exported graphs (ONNX tests).
+EXPORT_TEXTS = [
+    "the film was great",
+    "stock market fell",
+    "team won the election vote",
+    "phone",
+    "a bad bad movie film",
+]
+CHECK_TEXTS = 24  # real texts the export compares on (the default, 256, is for real models)
+
+
+def save_tiny(tmp_path, tokenizer, encoder_scale: float = 1.0, **config) -> tuple[MultiTaskSTModel, Path]:
+    """A tiny model (seed 0) and its tokenizer saved to `tmp_path/model`, ready to export. `encoder_scale` scales the
+    encoder's linear weights (at the initial std of 0.02 the residual stream swamps them, so that int8 changes nothing
+    measurable)."""
+    torch.manual_seed(0)
+    model = MultiTaskSTModel(tiny_config(**config)).eval()
+    with torch.no_grad():
+        for module in model.backbone.encoder.modules():
+            if isinstance(module, torch.nn.Linear):
+                module.weight *= encoder_scale
+    model_dir = tmp_path / "model"
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    return model, model_dir
+
+
 # ---------------------------------------------------------------------------------------------------- MultiTaskTrainer
 
 

@@ -16,13 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import CHECK_TEXTS, WORDS, require_module, save_tiny, tiny_config, word_tokenizer
+from conftest import EXPORT_TEXTS as TEXTS
 
 
-pytest.importorskip("onnxruntime")
-onnx = pytest.importorskip("onnx")
-
-from conftest import WORDS, tiny_config, word_tokenizer  # noqa: E402
-from test_onnx_export import CHECK_TEXTS, TEXTS, save_tiny  # noqa: E402
+require_module("onnxruntime")
+onnx = require_module("onnx")
 
 from multitask_st import MultiTaskSTModel  # noqa: E402
 from multitask_st.cli import export as export_cli  # noqa: E402

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import require_module, run_python, tiny_config
+from conftest import CHECK_TEXTS, require_module, run_python, save_tiny, tiny_config
+from conftest import EXPORT_TEXTS as TEXTS
 
 
 require_module("onnxruntime")
@@ -24,23 +25,6 @@ from multitask_st.sharing.model_card import render_model_card  # noqa: E402
 
 
 REPO = Path(__file__).resolve().parents[1]
-TEXTS = ["the film was great", "stock market fell", "team won the election vote", "phone", "a bad bad movie film"]
-CHECK_TEXTS = 24  # real texts the export compares on (the default, 256, is for real models)
-
-
-def save_tiny(tmp_path, tokenizer, encoder_scale: float = 1.0, **config) -> tuple[MultiTaskSTModel, Path]:
-    """A tiny random model saved with `tokenizer`; `encoder_scale` scales the encoder's linear weights (at the
-    initial std of 0.02 the residual stream swamps them, so that int8 changes nothing measurable)."""
-    torch.manual_seed(0)
-    model = MultiTaskSTModel(tiny_config(**config)).eval()
-    with torch.no_grad():
-        for module in model.backbone.encoder.modules():
-            if isinstance(module, torch.nn.Linear):
-                module.weight *= encoder_scale
-    model_dir = tmp_path / "model"
-    model.save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
-    return model, model_dir
 
 
 def assert_same_predictions(got: list[dict], expected: list[dict]):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO_ROOT, run_python
+from conftest import REPO_ROOT, free_port, run_python
 
 
 README = REPO_ROOT / "README.md"
@@ -222,8 +222,9 @@ def test_readme_command_runs(readme_folder, tmp_path, monkeypatch, capsys, comma
 
         launched = {}
         monkeypatch.setattr(gradio.Blocks, "launch", lambda self, **kwargs: launched.update(kwargs))
-        assert main([*args, *detail]) == 0
-        assert (launched["server_name"], launched["server_port"], launched["share"]) == ("127.0.0.1", 7860, False)
+        port = free_port()  # app.py checks its port is free first: 7860 may be in use on this machine
+        assert main([*args, *detail, "--port", str(port)]) == 0
+        assert (launched["server_name"], launched["server_port"], launched["share"]) == ("127.0.0.1", port, False)
         return
     if how == "fails":
         try:
