@@ -214,3 +214,37 @@ def test_a_stage_dir_left_inside_the_model_folder_is_not_staged(trained, tmp_pat
     (model_dir / "training_loss.png").write_bytes(b"the run's own plot")
     staged = stage_model_dir(model_dir, tmp_path / "stage")
     assert staged == sorted([*trained.expected_files, "training_loss.png"])
+
+
+def test_symlinked_weights_are_staged_as_real_files_into_a_new_nested_folder(trained, tmp_path):
+    folder = shutil.copytree(trained.model_dir, tmp_path / "model")
+    elsewhere = tmp_path / "store" / "weights.safetensors"
+    elsewhere.parent.mkdir()
+    shutil.move(folder / "model.safetensors", elsewhere)
+    (folder / "model.safetensors").symlink_to(elsewhere)
+    stage = tmp_path / "a" / "b" / "stage"  # not there yet, nor its parents
+    staged = stage_model_dir(folder, stage)
+    assert "model.safetensors" in staged
+    weights = stage / "model.safetensors"
+    assert weights.is_file() and not weights.is_symlink() and weights.read_bytes() == elsewhere.read_bytes()
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "taken.txt").write_text("x")
+    with pytest.raises(ValueError, match=r"`stage_dir` '.*c' must be an empty directory or not exist yet"):
+        stage_model_dir(folder, tmp_path / "c")
+
+
+@pytest.mark.parametrize(
+    "revision, branch_created", [(None, False), ("main", False), ("refs/pr/3", False), ("v2", True)]
+)
+def test_push_uses_the_token_and_creates_only_a_missing_branch(trained, online, revision, branch_created):
+    commit = SimpleNamespace(commit_url="https://hf.co/org/m/commit/1", pr_url=None)
+    with (
+        mock.patch.object(HfApi, "create_repo", autospec=True, return_value=RepoUrl("https://huggingface.co/org/m")) as create_repo,
+        mock.patch.object(HfApi, "create_branch", autospec=True) as create_branch,
+        mock.patch.object(HfApi, "upload_folder", autospec=True, return_value=commit) as upload_folder,
+    ):  # fmt: skip
+        push_model_dir(trained.model_dir, "org/m", revision=revision, token="hf_secret")
+    api = create_repo.call_args.args[0]
+    assert api.token == "hf_secret" and api.library_name == "multitask-st"
+    assert create_branch.called is branch_created
+    assert upload_folder.call_args.kwargs["revision"] == revision
