@@ -532,3 +532,48 @@ def test_fp16_training_step_on_cpu(tmp_path, tiny_task_datasets, tiny_tokenizer)
     output = trainer.train()
     assert np.isfinite(output.training_loss)
     assert _changed_parts(tiny_model, before) == set(tiny_model.parameter_parts())
+
+
+def test_build_parameter_groups_defaults_are_1x_2x_3x_without_decay(tiny_model):
+    groups = {group["name"]: group for group in build_parameter_groups(tiny_model, learning_rate=1e-3)}
+    assert groups["backbone.embeddings"]["lr"] == groups["backbone.layer.0"]["lr"] == pytest.approx(1e-3)
+    assert groups["projection"]["lr"] == pytest.approx(2e-3) and groups["head:topic"]["lr"] == pytest.approx(3e-3)
+    assert {group["weight_decay"] for group in groups.values()} == {0.0}
+    # A part of the backbone outside its layers (a final norm, a pooler) trains with the top layer: 1x.
+    assert learning_rate_scale("backbone.other", 6, 0.5, 2.0, 3.0) == 1.0
+
+
+def test_the_trainer_passes_weight_decay_and_the_optimizer_settings(
+    tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer
+):
+    trainer = make_trainer(
+        tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer, weight_decay=0.05, adam_epsilon=1e-5, adam_beta2=0.98
+    )
+    optimizer = trainer.create_optimizer()
+    for group in optimizer.param_groups:
+        assert group["weight_decay"] == (0.0 if group["name"].endswith(".no_decay") else 0.05), group["name"]
+    assert (optimizer.defaults["eps"], optimizer.defaults["betas"]) == (1e-5, (0.9, 0.98))
+
+
+def test_an_optimizer_class_given_to_the_trainer_gets_the_groups(
+    tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer
+):
+    train, evaluation = tiny_task_datasets
+    trainer = MultiTaskTrainer(
+        model=tiny_model, args=training_args(tmp_path, layer_decay=0.5), train_dataset=train, eval_dataset=evaluation,
+        processing_class=tiny_tokenizer, optimizer_cls_and_kwargs=(torch.optim.SGD, {"momentum": 0.5}),
+    )  # fmt: skip
+    optimizer = trainer.create_optimizer()
+    assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["momentum"] == 0.5
+    lr = {group["name"]: group["lr"] for group in optimizer.param_groups}
+    assert lr["backbone.layer.0"] == pytest.approx(0.5e-3) and lr["head:topic"] == pytest.approx(3e-3)
+
+
+def test_data_seed_rather_than_seed_orders_the_task_mix(tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer):
+    def order(**overrides):
+        trainer = make_trainer(tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer, **overrides)
+        return [batch["input_ids"].tolist() for batch in trainer.get_train_dataloader()]
+
+    assert order(seed=0, data_seed=7) == order(seed=1, data_seed=7)
+    assert order(seed=0, data_seed=7) != order(seed=0, data_seed=8)
+    assert order(seed=3) != order(seed=4)  # without data_seed, seed orders it
