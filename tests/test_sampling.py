@@ -98,3 +98,37 @@ def test_proportional_single_task_batches_cover_every_example_of_every_task():
     indices = list(MultiTaskSampler(sizes, batch_size=32, strategy="proportional", mixed_batches=False))
     assert set(indices) == set(range(60))
     assert len(indices) == 4 * 32
+
+
+def test_an_empty_task_has_weight_zero_in_every_strategy():
+    for strategy in ("proportional", "round_robin", "temperature"):
+        assert task_sampling_weights([0, 100, 1], strategy, 2.0)[0] == 0.0, strategy
+    assert task_sampling_weights([0, 100, 1], "round_robin") == pytest.approx([0.0, 0.5, 0.5])
+    assert task_sampling_weights([0, 100, 1], "temperature", 2.0) == pytest.approx([0.0, 10 / 11, 1 / 11])
+
+
+@pytest.mark.parametrize("strategy", ["proportional", "round_robin", "temperature"])
+@pytest.mark.parametrize("mixed", [True, False])
+@pytest.mark.parametrize("lengths", [None, [(i * 37) % 101 + 1 for i in range(60)]])
+def test_every_strategy_is_deterministic_for_seed_and_epoch(strategy, mixed, lengths):
+    def draw(seed, epoch):
+        sampler = MultiTaskSampler([40, 20], 4, strategy=strategy, mixed_batches=mixed, seed=seed, lengths=lengths)
+        sampler.set_epoch(epoch)
+        return list(sampler)
+
+    assert draw(3, 1) == draw(3, 1)
+    assert draw(3, 1) != draw(4, 1) and draw(3, 1) != draw(3, 2) and draw(3, 1) != draw(3, 0)
+
+
+@pytest.mark.parametrize("mixed", [True, False])
+def test_length_grouping_covers_every_window(mixed):
+    # 600 examples in batches of 4: 150 batches, three windows of 50
+    sizes, batch_size = [300, 300], 4
+    lengths = [(i * 53) % 97 + 1 for i in range(600)]
+    grouped = list(MultiTaskSampler(sizes, batch_size, mixed_batches=mixed, lengths=lengths))
+    assert sorted(grouped) == list(range(600))  # proportional: every example once, whatever the window
+    for start in range(0, 600, 200):  # within each window the batches are sorted runs of length
+        window = grouped[start : start + 200]
+        batches = [window[i : i + batch_size] for i in range(0, 200, batch_size)]
+        spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches) / len(batches)
+        assert spread < 10  # random batches of 4 from 1..97 spread ~50
