@@ -630,7 +630,7 @@ def test_export_py_onnx_as_a_command(tmp_path, tiny_tokenizer):
 
 
 def test_export_py_int8_miss_exits_1_and_writes_nothing(tmp_path, tiny_tokenizer, monkeypatch, capsys):
-    import export
+    from multitask_st.cli import export
 
     _, model_dir = save_tiny(tmp_path, tiny_tokenizer)
     for name, loose in LOOSE_INT8_BOUNDS.items():

@@ -91,6 +91,8 @@ COMMANDS: dict[str, tuple[str, object]] = {
     "python push_to_hub.py outputs/multitask-st --repo-id org/multitask-st": ("fails", OFFLINE_PUSH),
 }
 INT8_REDUCTION = ("--quantize int8 ", "")
+# `python X.py ARGS` in a checkout is `multitask_st.cli.<module>.main(ARGS)` (the scripts are shims).
+SCRIPTS = {"train.py": "train", "export.py": "export", "push_to_hub.py": "push", "app.py": "app"}
 
 
 def readme_blocks() -> list[tuple[str, str, bool]]:
@@ -150,8 +152,7 @@ def _write_data_files(folder: Path):
 def readme_folder(tmp_path_factory, minilm) -> Path:
     """A folder like the README reader's after `python train.py` (reduced sizes) and its ONNX export command:
     `outputs/multitask-st` and a copy as `outputs/model`, the data files, `corpus.txt`."""
-    import export
-    import train
+    from multitask_st.cli import export, train
 
     folder = tmp_path_factory.mktemp("readme")
     _write_data_files(folder)
@@ -192,7 +193,7 @@ def test_readme_command_runs(readme_folder, tmp_path, monkeypatch, capsys, comma
     how, detail = COMMANDS[command]
     arguments = re.sub(r" ?\[[^]]*\]", "", command.replace(*INT8_REDUCTION)).split()  # optional [flags] left out
     assert arguments[0] == "python"
-    main = importlib.import_module(arguments[1].removesuffix(".py")).main
+    main = importlib.import_module(f"multitask_st.cli.{SCRIPTS[arguments[1]]}").main
     args = arguments[2:]
     if how == "train" or (how == "fails" and arguments[1] == "train.py"):
         monkeypatch.chdir(tmp_path)  # a fresh folder: train.py writes outputs/multitask-st there
@@ -250,7 +251,7 @@ def _reduced_config() -> dict:
 
 def test_readme_states_what_the_code_does():
     """Statements the README makes that a block cannot show: defaults and names checked against the code."""
-    import train
+    from multitask_st.cli import train
 
     text = README.read_text(encoding="utf-8")
     assert "| `--train_sampling_strategy random` | group_by_length |" in text

@@ -83,7 +83,7 @@ def test_killed_and_resumed_run_matches_an_uninterrupted_one(tmp_path, tiny_back
 @pytest.mark.slow
 def test_ctrl_c_mid_run_then_resume_matches_an_uninterrupted_one(tmp_path, tiny_backbone_dir):
     driver = tmp_path / "driver.py"
-    driver.write_text(DRIVER.format(repo=str(REPO)))
+    driver.write_text(DRIVER)
     arguments = train_arguments(tmp_path, tiny_backbone_dir)
     arguments[arguments.index("--save_strategy") + 1] = "steps"
     arguments[arguments.index("--max_steps") + 1] = "6"

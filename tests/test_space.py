@@ -76,7 +76,7 @@ def test_cli_pins_the_space_to_the_model_commit_it_just_pushed(trained, tmp_path
         mock.patch.object(HfApi, "create_repo", autospec=True, side_effect=create_repo),
         mock.patch.object(HfApi, "upload_folder", autospec=True, side_effect=upload_folder),
     ):
-        code = _load_cli().main(
+        code = push_cli.main(
             [str(trained.model_dir), "--repo-id", "org/model", "--space", "org/demo", "--token", "hf_x",
              "--space-stage-dir", str(tmp_path / "space")]
         )  # fmt: skip

@@ -50,10 +50,10 @@ MODULES: dict[str, tuple[list[str], list[str] | None, list[str]]] = {
         ["tests/test_trainer.py", "-k", "logged or per_task or evaluate_with"],
     ),
     "parameter_groups": (
-        ["multitask_st/training/trainer.py"],
+        ["multitask_st/training/parameter_groups.py", "multitask_st/training/trainer.py"],
         [
-            f"{TRAINER}.x_learning_rate_scale__mutmut_*",
-            f"{TRAINER}.x_build_parameter_groups__mutmut_*",
+            "multitask_st.training.parameter_groups.x_learning_rate_scale__mutmut_*",
+            "multitask_st.training.parameter_groups.x_build_parameter_groups__mutmut_*",
             f"{TRAINER}.xǁMultiTaskTrainerǁcreate_optimizer__mutmut_*",
         ],
         ["tests/test_trainer.py", "-k", "group or optimizer or multipliers or frozen_parameters"],
