@@ -532,7 +532,7 @@ def int8_export(tmp_path_factory, tiny_tokenizer):
     """A tiny model whose topic head has the BBC News labels and whose record says it trained on `bbc_news` (so the
     gate measures accuracy on that test split) and on a local file for sentiment (so it measures agreement), exported
     with int8 under loose bounds. Returns what `check_int8` takes."""
-    from multitask_st.training.corpora import BUILTIN_DATASETS
+    from multitask_st.data.corpora import BUILTIN_DATASETS
 
     tmp_path = tmp_path_factory.mktemp("int8")
     tasks = {"topic": list(BUILTIN_DATASETS["bbc_news"].label_names), "sentiment": ["negative", "positive"]}
@@ -550,7 +550,7 @@ def int8_export(tmp_path_factory, tiny_tokenizer):
 
 
 def test_int8_gate_measures_accuracy_on_the_test_split_and_agreement_elsewhere(int8_export):
-    from multitask_st.training.corpora import bbc_news
+    from multitask_st.data.corpora import bbc_news
 
     *_, report = int8_export
     tasks = report["int8"]["tasks"]
@@ -641,6 +641,6 @@ def test_export_py_int8_miss_exits_1_and_writes_nothing(tmp_path, tiny_tokenizer
     )
     assert code == 1
     error = capsys.readouterr().err
-    assert "export.py: error: The exported model_qint8_avx2.onnx misses the export bounds" in error
+    assert "error: The exported model_qint8_avx2.onnx misses the export bounds" in error
     assert "agrees with PyTorch" in error
     assert not (model_dir / "onnx").exists()  # in place: not even the fp32 graph, which passed
