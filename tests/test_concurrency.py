@@ -7,9 +7,8 @@ import threading
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_TASKS, tiny_backbone_config
+from conftest import LONG_TEXTS, TEXTS, TINY_TASKS, tiny_backbone_config
 from doors import Doors
-from test_modeling import LONG_TEXTS, TEXTS
 
 from multitask_st import MultiTaskSTConfig, MultiTaskSTModel
 

@@ -3,17 +3,14 @@
 tolerance) and raises the same exception type with the same message."""
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import LONG_TEXTS, POOLING_MODES, PROJECTIONS, TEXTS, make_model, run_python
 from doors import DOORS, Doors, batch_local, run_table
-from test_modeling import LONG_TEXTS, POOLING_MODES, PROJECTIONS, TEXTS, make_model
 
 
 pytest.importorskip("onnxruntime")
@@ -123,8 +120,7 @@ def test_doors_without_the_package_match_the_installed_model(tmp_path, tiny_toke
     model, folder, onnx_folder = folder_with_every_door(tmp_path, tiny_tokenizer, pooling_mode="attention")
     script = textwrap.dedent(
         f"""
-        import json, sys
-        sys.modules["multitask_st"] = None  # the package may be installed: only the folder's code may run
+        import json
         from doors import Doors, run_table
 
         doors = Doors({str(folder)!r})
@@ -135,10 +131,8 @@ def test_doors_without_the_package_match_the_installed_model(tmp_path, tiny_toke
             json.dump({{"results": results, "modules": modules}}, file)
         """
     )
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), PYTHONPATH=str(TESTS))
-    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, stdin=subprocess.DEVNULL,
-                            capture_output=True, text=True, timeout=600)  # fmt: skip
+    # the package may be installed: only the folder's code may run
+    result = run_python(script, tmp_path, block=("multitask_st",), env={"PYTHONPATH": str(TESTS)}, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     report = json.loads((tmp_path / "report.json").read_text())
     assert all(module.startswith("transformers_modules.") for module in report["modules"].values()), report["modules"]

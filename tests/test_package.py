@@ -1,12 +1,9 @@
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import run_python, tiny_config
 from transformers import AutoModel
 
 import multitask_st
@@ -58,8 +55,7 @@ def test_import_is_lazy_and_auto_classes_still_work(tmp_path):
         }}, sys.stdout)
         """
     )
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    run = run_python(script, tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(run.stdout.strip().splitlines()[-1])
     assert report["loaded"] == ["multitask_st.configuration_multitask_st", "multitask_st.inference_multitask_st"]
@@ -119,7 +115,7 @@ def test_payload_files_form_no_import_circle_and_are_the_declared_list():
         "from multitask_st.export.onnx_runtime import MultiTaskSTOnnxModel",
     ],
 )
-def test_registration_holds_whatever_is_imported_first(first):
+def test_registration_holds_whatever_is_imported_first(first, tmp_path):
     """The registration waits for transformers' auto classes (a post-import hook): any import order registers both
     auto classes, without a warning, and AutoConfig builds the config by its model type."""
     script = textwrap.dedent(
@@ -131,8 +127,7 @@ def test_registration_holds_whatever_is_imported_first(first):
         print(type(config).__name__, AutoModel._model_mapping[type(config)].__name__)
         """
     )
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    run = run_python(script, tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "could not register" not in run.stderr
     assert run.stdout.split() == ["MultiTaskSTConfig", "_MultiTaskSTModelStandIn"]

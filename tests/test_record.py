@@ -2,7 +2,7 @@
 matrices the card shows, without train.py."""
 
 import pytest
-from test_trainer import _args
+from conftest import training_args
 
 from multitask_st.model_folder import TRAINING_SUMMARY_NAME, load_training_summary
 from multitask_st.training.record import _non_default_args, structured_metrics
@@ -17,7 +17,7 @@ def _record_trainer(tmp_path, model, datasets_, tokenizer, **overrides) -> Multi
     train, evaluation = datasets_
     return MultiTaskTrainer(
         model=model,
-        args=_args(tmp_path, eval_strategy="steps", eval_steps=1, **overrides),
+        args=training_args(tmp_path, eval_strategy="steps", eval_steps=1, **overrides),
         train_dataset=train,
         eval_dataset=evaluation,
         processing_class=tokenizer,
