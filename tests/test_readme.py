@@ -44,6 +44,16 @@ OFFLINE_PUSH = "push_to_hub.py: error: offline mode is enabled (HF_HUB_OFFLINE=1
 COMMANDS: dict[str, tuple[str, object]] = {
     "make demo": ("elsewhere", "`python train.py` after `make setup`: see that command below"),
     "make test": ("elsewhere", "this suite"),
+    # The torch-free serving install: pip cannot reach a clean venv's worth of packages offline in a test; the door it
+    # gives is run with torch and transformers blocked (the venv itself was checked by hand: BENCHMARKS.md).
+    "pip install --no-deps multitask-st": (
+        "elsewhere",
+        "test_onnx_export.py::test_runtime_imports_neither_torch_nor_transformers",
+    ),
+    'pip install "onnxruntime>=1.20" "tokenizers>=0.20" "numpy>=1.24" "huggingface_hub>=0.30"': (
+        "elsewhere",
+        "test_onnx_export.py::test_runtime_imports_neither_torch_nor_transformers",
+    ),
     '.venv/bin/pytest -m "not slow"': ("elsewhere", "this suite"),
     "python app.py": ("serve", ["--no-corpus"]),
     "python export.py outputs/multitask-st --format sentence-transformers --output exported/": ("run", []),
