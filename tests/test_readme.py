@@ -36,7 +36,9 @@ REDUCED = [
     "--max_seq_length", "32", "--per_device_train_batch_size", "8", "--eval_strategy", "no", "--save_strategy", "no",
     "--load_best_model_at_end", "false", "--stsb_eval", "false", "--disable_tqdm", "true",
 ]  # fmt: skip
-OFFLINE_PUSH = "push_to_hub.py: error: offline mode is enabled (HF_HUB_OFFLINE=1)"
+OFFLINE_PUSH = (
+    "error: offline mode is enabled (HF_HUB_OFFLINE=1)"  # after the program name: `multitask-st push:` in-process
+)
 # Every README command -> how this file runs it:
 #   ("run", extra arguments), ("train", None): run reduced, ("fails", expected stderr): needs the Hub, so offline it
 #   must fail saying so, ("serve", extra arguments): started, answers on its port, stopped,
@@ -248,15 +250,20 @@ def test_readme_command_runs(readme_folder, tmp_path, monkeypatch, capsys, comma
     assert main([*args, *detail]) in (0, None), capsys.readouterr().err
 
 
+def _yaml_value(value: str) -> int | bool | str:
+    """A command-line value as a reader writes it in YAML: `16` a number, `false` a boolean, `no` the string."""
+    return int(value) if value.isdigit() else {"true": True, "false": False}.get(value, value)
+
+
 def _reduced_config() -> dict:
-    """`REDUCED` as config-file entries."""
+    """`REDUCED` as config-file entries, typed as a reader writes them in YAML (`16`, `false`: not strings)."""
     config: dict[str, list[str]] = {}
     for argument in REDUCED:
         if argument.startswith("--"):
             values = config.setdefault(argument.removeprefix("--"), [])
         else:
             values.append(argument)
-    return {name: values if name == "max_train_samples" else values[0] for name, values in config.items()}
+    return {name: values if name == "max_train_samples" else _yaml_value(values[0]) for name, values in config.items()}
 
 
 def test_readme_states_what_the_code_does():
