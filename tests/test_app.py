@@ -184,7 +184,6 @@ def test_default_corpus_is_the_held_out_test_snippets_once_each():
         ('["ok", 5, null]', "corpus[1] is 5 (int); expected a text or a {'text', 'source'} mapping."),
         ('[{"text": "ok", "sorce": "x"}]', "corpus[0] has keys ['sorce'] besides 'text' and 'source'"),
         ('[{"text": ""}]', "corpus[0] needs a non-empty string `text`; got {'text': ''}."),
-        ('["ok", "\\u0000\\u200b"]', "corpus[1] needs a non-empty string `text`; got {'text': '\\x00\\u200b'}."),
         (
             "{invalid",
             "is not valid JSON (Expecting property name enclosed in double quotes: line 1 column 2 (char 1))",

@@ -20,8 +20,6 @@ import gradio as gr
 import numpy as np
 from transformers import AutoModel, AutoTokenizer
 
-from ..inference_multitask_st import has_content
-
 
 # Longer inputs are refused with a message: the model reads only its first `max_seq_length` tokens anyway, and a
 # huge text would keep a 2-core Space busy for nothing.
@@ -96,7 +94,7 @@ def normalize_corpus(corpus: Iterable[str | Mapping]) -> list[dict]:
         text, source = item.get("text"), item.get("source", "")
         if unknown:
             raise ValueError(f"corpus[{index}] has keys {unknown} besides 'text' and 'source': {dict(item)!r}.")
-        if not isinstance(text, str) or not has_content(text):  # the model's own rule: it would refuse the text later
+        if not isinstance(text, str) or not text.strip():
             raise ValueError(f"corpus[{index}] needs a non-empty string `text`; got {dict(item)!r}.")
         if not isinstance(source, str):
             raise ValueError(f"corpus[{index}] has a `source` that is not a string: {dict(item)!r}.")
