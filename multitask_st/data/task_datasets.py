@@ -16,6 +16,7 @@ import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Value
 from transformers.utils import logging
 
+from ..configuration_multitask_st import SINGLE_LABEL
 from ..modeling_multitask_st import has_content
 from .corpora import BUILTIN_DATASETS
 from .files import LOCAL_FORMATS, read_data_file
@@ -69,6 +70,10 @@ def load_task_dataset(
     if builtin is not None:
         if builtin.label_names is None:
             raise ValueError(f"Built-in dataset {name!r} is not a classification dataset; load it with `{name}()`.")
+        if builtin.kind != SINGLE_LABEL:
+            raise ValueError(
+                f"Built-in dataset {name!r} holds {builtin.kind} labels; `load_task_dataset` loads single-label ones."
+            )
         if load_kwargs:
             raise ValueError(f"Built-in dataset {name!r} takes no loading options, got {sorted(load_kwargs)}.")
         raw = builtin.loader(seed=seed, validation_size=validation_size, test_size=test_size)

@@ -26,6 +26,7 @@ import numpy as np
 from datasets import concatenate_datasets
 from transformers.utils import logging
 
+from ..configuration_multitask_st import SINGLE_LABEL
 from ..data.corpora import BUILTIN_DATASETS, stsb
 from ..model_folder import load_training_summary
 from .gate_statistics import accuracy_evidence, flip_rate_evidence, spearman_delta_evidence
@@ -141,7 +142,7 @@ def gate_reference(
     """Collect the gate's texts and run PyTorch on them once (every candidate graph is compared with this).
 
     Texts: for each task trained on a built-in set (per the folder's training_summary.json), every labelled split of
-    it (train, validation and test, split with the run's seed), with its labels; the other built-in classification
+    it (train, validation and test, split with the run's seed), with its labels; the default tasks' other built-in
     sets' texts, unlabelled; and STS-B test's sentences. Each set is sampled down to `max_texts_per_source` texts (seeded;
     STS-B to half as many pairs; `None` keeps all). Texts a model was trained on still measure how often a graph changes its decisions, and the
     accuracy difference is paired, so the trained-on advantage is the same on both sides.
@@ -171,7 +172,10 @@ def gate_reference(
     sources = {f"STS-B test sentences ({len(pairs)} pairs)": len(texts)}
     labelled = {}
     for name, builtin in BUILTIN_DATASETS.items():
-        if builtin.label_names is None:
+        # The default tasks' sets, and any other single-label set a task was trained on.
+        if builtin.label_names is None or builtin.kind != SINGLE_LABEL:
+            continue
+        if builtin.task is None and name not in trained_on:
             continue
         splits = builtin.loader(seed=seed)
         rows = concatenate_datasets([splits[split] for split in splits])
