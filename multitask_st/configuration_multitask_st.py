@@ -15,7 +15,14 @@ from transformers.configuration_utils import PretrainedConfig
 from transformers.models.auto.configuration_auto import AutoConfig
 from transformers.utils import cached_file, logging
 
-from .inference_multitask_st import SINGLE_LABEL, vocabulary_fingerprint  # noqa: F401  (named here for its docs)
+from .inference_multitask_st import (  # noqa: F401  (vocabulary_fingerprint: named here for its docs)
+    KIND_ALIASES,
+    MULTI_LABEL,
+    REGRESSION,
+    SINGLE_LABEL,
+    check_threshold,
+    vocabulary_fingerprint,
+)
 
 
 logger = logging.get_logger(__name__)
@@ -26,7 +33,23 @@ PROJECTIONS = ("linear", "mlp", "none")
 ACTIVATIONS = ("gelu", "relu", "tanh", "silu")
 # The kinds of task a head can serve. Each has a head builder and a loss (`modeling_multitask_st.TASK_HEADS`,
 # `TASK_LOSSES`, `TASK_SCORES`) and a label-row formatter (`inference_multitask_st.LABEL_ROW_FORMATTERS`).
-TASK_KINDS = (SINGLE_LABEL,)
+TASK_KINDS = (SINGLE_LABEL, MULTI_LABEL, REGRESSION)
+# The fewest labels (or, for regression, named outputs) a task of each kind has.
+MIN_LABELS = {SINGLE_LABEL: 2, MULTI_LABEL: 1, REGRESSION: 1}
+REGRESSION_LOSSES = ("mse", "huber", "l1")
+BALANCED = "balanced"  # class weights / pos_weight computed from the training labels (by `MultiTaskTrainer`)
+# Per kind, the per-task loss options `task_loss_options[task]` may hold (see `normalize_task_loss_options`).
+TASK_LOSS_OPTIONS = {
+    SINGLE_LABEL: ("class_weights", "label_smoothing"),
+    MULTI_LABEL: ("pos_weight", "label_smoothing"),
+    REGRESSION: ("loss", "normalize_targets"),
+}
+# Per kind, the columns a task's labels take in the `labels` matrix `forward` takes: a classification task its label id,
+# a multi-label task one 0/1 column per label, a regression task one column per output (see `label_slices`).
+LABEL_WIDTHS = {SINGLE_LABEL: lambda num_labels: 1, MULTI_LABEL: lambda num_labels: num_labels}
+LABEL_WIDTHS[REGRESSION] = LABEL_WIDTHS[MULTI_LABEL]
+# Per key of `task_calibration[task]` (what is tuned after training), the kinds it applies to.
+CALIBRATION_KINDS = {"thresholds": (MULTI_LABEL,)}
 
 DEFAULT_BACKBONE_MODEL_TYPE = "bert"
 DEFAULT_TASKS = {
@@ -79,8 +102,8 @@ def normalize_tasks(tasks: Mapping | None) -> dict[str, list[str]]:
         if isinstance(labels, str) or not isinstance(labels, Sequence):
             raise ValueError(f"Labels of task {task!r} must be a list of names or an id->name map, got {labels!r}.")
         labels = list(labels)
-        if len(labels) < 2:
-            raise ValueError(f"Task {task!r} needs at least 2 labels, got {labels!r}.")
+        if len(labels) < 1:
+            raise ValueError(f"Task {task!r} needs at least 1 label (2 for classification), got {labels!r}.")
         if not all(isinstance(label, str) and label for label in labels):
             raise ValueError(f"Labels of task {task!r} must be non-empty strings, got {labels!r}.")
         if len(set(labels)) != len(labels):
@@ -127,7 +150,24 @@ class MultiTaskSTConfig(PretrainedConfig):
         head_dropout (`float`, *optional*, defaults to 0.1):
             Dropout inside each head.
         task_kinds (`dict[str, str]`, *optional*):
-            The kind of each task (one of `TASK_KINDS`); tasks left out are `"single_label_classification"`.
+            The kind of each task: `"classification"` (one label per text; tasks left out are this), `"multi_label"`
+            (any number of labels per text; `tasks` lists them) or `"regression"` (`tasks` names the outputs, one or
+            more). transformers' `"single_label_classification"` / `"multi_label_classification"` are read as the
+            first two.
+        task_loss_options (`dict[str, dict]`, *optional*):
+            Per task, options of its loss. Classification: `class_weights` (one positive number per label, a
+            `{label: weight}` map, or `"balanced"`: n_examples / (n_labels * n_examples_of_label) over the training
+            labels) and `label_smoothing` (in [0, 1)). Multi-label: `pos_weight` (weight of a label's positive
+            examples: numbers, a map or `"balanced"`: negatives / positives per label) and `label_smoothing`.
+            Regression: `loss` (`"mse"`, `"huber"` or `"l1"`; default mse) and `normalize_targets` (default True:
+            the loss compares targets scaled by their training mean and standard deviation). `MultiTaskTrainer`
+            replaces `"balanced"` by the numbers it computes.
+        task_target_scaling (`dict[str, dict]`, *optional*):
+            Per regression task, `{"mean": [...], "std": [...]}` (one per output) of its training targets: the head
+            predicts `mean + std * z`, so predictions come back in the data's units. Set by `MultiTaskTrainer`.
+        task_calibration (`dict[str, dict]`, *optional*):
+            Per task, what is tuned after training: `{"thresholds": [one per label]}` for a multi-label task (the
+            probability at or above which `predict` gives a label; 0.5 until tuned, overridable per call).
         task_loss_weights (`dict[str, float]`, *optional*):
             Weight of each task's loss in the total loss; tasks left out weigh 1.0.
         max_seq_length (`int`, *optional*):
@@ -168,6 +208,9 @@ class MultiTaskSTConfig(PretrainedConfig):
         head_dropout: float = 0.1,
         task_loss_weights: Mapping[str, float] | None = None,
         task_kinds: Mapping[str, str] | None = None,
+        task_loss_options: Mapping[str, Mapping] | None = None,
+        task_target_scaling: Mapping[str, Mapping] | None = None,
+        task_calibration: Mapping[str, Mapping] | None = None,
         max_seq_length: int | None = None,
         tokenizer_fingerprint: str | None = None,
         **kwargs,
@@ -212,6 +255,9 @@ class MultiTaskSTConfig(PretrainedConfig):
         self.tasks = normalize_tasks(tasks)
         self.task_loss_weights = normalize_task_loss_weights(task_loss_weights, self.tasks)
         self.task_kinds = normalize_task_kinds(task_kinds, self.tasks)
+        self.task_loss_options = normalize_task_loss_options(task_loss_options, self.tasks, self.task_kinds)
+        self.task_target_scaling = normalize_task_target_scaling(task_target_scaling, self.tasks, self.task_kinds)
+        self.task_calibration = normalize_task_calibration(task_calibration, self.tasks, self.task_kinds)
         self.max_seq_length = None if max_seq_length is None else _positive_int("max_seq_length", max_seq_length)
         limit = getattr(backbone_config, "max_position_embeddings", None)
         if self.max_seq_length is not None and isinstance(limit, int) and self.max_seq_length > limit:
@@ -250,6 +296,19 @@ class MultiTaskSTConfig(PretrainedConfig):
     def task_label2id(self, task: str) -> dict[str, int]:
         return {label: i for i, label in enumerate(self.labels_of(task))}
 
+    def label_slices(self) -> dict[str, slice]:
+        """Per task, its columns of the `labels` matrix `forward` takes (task after task, `LABEL_WIDTHS` each)."""
+        slices, start = {}, 0
+        for task, labels in self.tasks.items():
+            width = LABEL_WIDTHS[self.task_kinds[task]](len(labels))
+            slices[task] = slice(start, start + width)
+            start += width
+        return slices
+
+    @property
+    def num_label_columns(self) -> int:
+        return sum(LABEL_WIDTHS[self.task_kinds[task]](len(labels)) for task, labels in self.tasks.items())
+
     def to_dict(self) -> dict:
         output = super().to_dict()
         # Task order is the column order of `labels`, but `to_json_string` sorts keys (and JSON objects are unordered):
@@ -261,18 +320,155 @@ class MultiTaskSTConfig(PretrainedConfig):
         return output
 
 
-def normalize_task_kinds(kinds: Mapping[str, str] | None, tasks: Mapping[str, list[str]]) -> dict[str, str]:
-    """Every task's kind, single-label classification unless named (configs saved before kinds existed load so)."""
-    kinds = dict(kinds or {})
-    unknown = sorted(set(kinds) - set(tasks))
+def _check_task_names(field: str, mapping: Mapping, tasks: Mapping[str, list[str]]):
+    unknown = sorted(set(mapping) - set(tasks), key=str)
     if unknown:
         raise ValueError(
-            f"`task_kinds` names task(s) {unknown} that `tasks` does not have ({list(tasks)}): a task renamed in "
+            f"`{field}` names task(s) {unknown} that `tasks` does not have ({list(tasks)}): a task renamed in "
             "`tasks` (e.g. in config.json) must be renamed here too."
         )
+
+
+def normalize_task_kinds(kinds: Mapping[str, str] | None, tasks: Mapping[str, list[str]]) -> dict[str, str]:
+    """Every task's kind, classification unless named (configs saved before kinds existed load so); each task has at
+    least the labels its kind needs (`MIN_LABELS`)."""
+    kinds = dict(kinds or {})
+    _check_task_names("task_kinds", kinds, tasks)
     for task, kind in kinds.items():
-        _choice(f"task_kinds[{task!r}]", kind, TASK_KINDS)
-    return {task: kinds.get(task, SINGLE_LABEL) for task in tasks}
+        kinds[task] = _choice(f"task_kinds[{task!r}]", KIND_ALIASES.get(kind, kind), TASK_KINDS)
+    kinds = {task: kinds.get(task, SINGLE_LABEL) for task in tasks}
+    for task, kind in kinds.items():
+        if len(tasks[task]) < MIN_LABELS[kind]:
+            raise ValueError(f"Task {task!r} needs at least {MIN_LABELS[kind]} labels, got {tasks[task]!r}.")
+    return kinds
+
+
+def _per_label_numbers(name: str, value, labels: list[str], allow_balanced: bool) -> list[float] | str:
+    """Positive finite numbers, one per label (a list in label order or a `{label: number}` map), or "balanced"."""
+    if allow_balanced and value == BALANCED:
+        return BALANCED
+    if isinstance(value, Mapping):
+        unknown = [label for label in value if label not in labels]
+        missing = [label for label in labels if label not in value]
+        if unknown or missing:
+            raise ValueError(
+                f"`{name}` must give every label of {labels} a number, got {dict(value)!r} "
+                f"(unknown: {unknown}, missing: {missing})."
+            )
+        value = [value[label] for label in labels]
+    if (
+        not isinstance(value, Sequence)
+        or isinstance(value, str)
+        or len(value) != len(labels)
+        or not all(_is_number(v) and math.isfinite(v) and v > 0 for v in value)
+    ):
+        choices = "'balanced', " if allow_balanced else ""
+        raise ValueError(
+            f"`{name}` must be {choices}a list of {len(labels)} positive numbers (one per label of {labels}) or a "
+            f"{{label: number}} map, got {value!r}."
+        )
+    return [float(v) for v in value]
+
+
+def _is_number(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float))
+
+
+def normalize_task_loss_options(
+    options: Mapping[str, Mapping] | None, tasks: Mapping[str, list[str]], kinds: Mapping[str, str]
+) -> dict[str, dict]:
+    """Each task's loss options (see `MultiTaskSTConfig`), checked against its kind; only the tasks that set one."""
+    options = dict(options or {})
+    _check_task_names("task_loss_options", options, tasks)
+    normalized = {}
+    for task, given in options.items():
+        if not isinstance(given, Mapping):
+            raise ValueError(f"`task_loss_options[{task!r}]` must be a mapping of option to value, got {given!r}.")
+        allowed = TASK_LOSS_OPTIONS[kinds[task]]
+        unknown = sorted(set(given) - set(allowed))
+        if unknown:
+            raise ValueError(
+                f"`task_loss_options[{task!r}]` has option(s) {unknown} that a {kinds[task]} task does not take; "
+                f"it takes {list(allowed)}."
+            )
+        checked = {}
+        for key, value in given.items():
+            name = f"task_loss_options[{task!r}][{key!r}]"
+            if key in ("class_weights", "pos_weight"):
+                checked[key] = _per_label_numbers(name, value, tasks[task], allow_balanced=True)
+            elif key == "label_smoothing":
+                if not _is_number(value) or not 0.0 <= value < 1.0:
+                    raise ValueError(f"`{name}` must be a number in [0, 1), got {value!r}.")
+                checked[key] = float(value)
+            elif key == "loss":
+                checked[key] = _choice(name, value, REGRESSION_LOSSES)
+            else:  # normalize_targets
+                if not isinstance(value, bool):
+                    raise ValueError(f"`{name}` must be True or False, got {value!r}.")
+                checked[key] = value
+        normalized[task] = checked
+    return normalized
+
+
+def normalize_task_target_scaling(
+    scaling: Mapping[str, Mapping] | None, tasks: Mapping[str, list[str]], kinds: Mapping[str, str]
+) -> dict[str, dict]:
+    """`{task: {"mean": [...], "std": [...]}}` for regression tasks, one finite number per output (std > 0)."""
+    scaling = dict(scaling or {})
+    _check_task_names("task_target_scaling", scaling, tasks)
+    normalized = {}
+    for task, given in scaling.items():
+        if kinds[task] != REGRESSION:
+            raise ValueError(f"`task_target_scaling` applies to regression tasks; {task!r} is a {kinds[task]} task.")
+        outputs = tasks[task]
+        if not isinstance(given, Mapping) or set(given) != {"mean", "std"}:
+            raise ValueError(
+                f"`task_target_scaling[{task!r}]` must be {{'mean': [...], 'std': [...]}}, got {given!r}."
+            )
+        for key in ("mean", "std"):
+            values = given[key]
+            if (
+                not isinstance(values, Sequence)
+                or len(values) != len(outputs)
+                or not all(_is_number(v) and math.isfinite(v) and (key == "mean" or v > 0) for v in values)
+            ):
+                kind = "positive numbers" if key == "std" else "finite numbers"
+                raise ValueError(
+                    f"`task_target_scaling[{task!r}][{key!r}]` must be {len(outputs)} {kind} (one per output of "
+                    f"{outputs}), got {values!r}."
+                )
+        normalized[task] = {key: [float(v) for v in given[key]] for key in ("mean", "std")}
+    return normalized
+
+
+def normalize_task_calibration(
+    calibration: Mapping[str, Mapping] | None, tasks: Mapping[str, list[str]], kinds: Mapping[str, str]
+) -> dict[str, dict]:
+    """`{task: {key: value}}` of what is tuned after training (keys: `CALIBRATION_KINDS`), each key for its kinds:
+    `"thresholds"`, one number in [0, 1] per label of a multi-label task."""
+    calibration = dict(calibration or {})
+    _check_task_names("task_calibration", calibration, tasks)
+    normalized = {}
+    for task, given in calibration.items():
+        if not isinstance(given, Mapping):
+            raise ValueError(f"`task_calibration[{task!r}]` must be a mapping, got {given!r}.")
+        checked = {}
+        for key, value in given.items():
+            name = f"task_calibration[{task!r}][{key!r}]"
+            if key not in CALIBRATION_KINDS:
+                raise ValueError(f"`{name}` is not a calibration key; the keys are {list(CALIBRATION_KINDS)}.")
+            if kinds[task] not in CALIBRATION_KINDS[key]:
+                raise ValueError(
+                    f"`{name}` applies to {list(CALIBRATION_KINDS[key])} tasks; {task!r} is a {kinds[task]} task."
+                )
+            # thresholds (the one key so far; another key adds its check here)
+            if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != len(tasks[task]):
+                raise ValueError(
+                    f"`{name}` must hold one number per label ({len(tasks[task])}: {tasks[task]}), got {value!r}."
+                )
+            checked[key] = [check_threshold(f"{name}[{i}]", v) for i, v in enumerate(value)]
+        normalized[task] = checked
+    return normalized
 
 
 def _positive_int(name: str, value) -> int:

@@ -17,8 +17,8 @@ from torch import nn
 from transformers.activations import ACT2FN
 from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
-from .configuration_multitask_st import MultiTaskSTConfig
-from .inference_multitask_st import SINGLE_LABEL
+from .configuration_multitask_st import BALANCED, MultiTaskSTConfig
+from .inference_multitask_st import MULTI_LABEL, REGRESSION, SINGLE_LABEL
 
 
 IGNORE_INDEX = -100  # label value for "this example has no label for this task"
@@ -67,29 +67,127 @@ def build_projection(config: MultiTaskSTConfig) -> nn.Module:
     )
 
 
-def _classification_head(config: MultiTaskSTConfig, num_labels: int) -> nn.Module:
+def _classification_head(config: MultiTaskSTConfig, task: str) -> nn.Module:
     return nn.Sequential(
         nn.Linear(config.embedding_dim, config.head_hidden_size),
         ACT2FN[config.head_activation],
         nn.Dropout(config.head_dropout),
-        nn.Linear(config.head_hidden_size, num_labels),
+        nn.Linear(config.head_hidden_size, config.num_labels_of(task)),
     )
 
 
-def _single_label_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    # Sum then divide by the labelled count: a task absent from the batch gives exactly 0 (not NaN), and its head
-    # still takes part in the graph (zero gradient), which distributed training needs.
-    labelled = (labels != IGNORE_INDEX).sum()
-    loss = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="sum")
-    return loss / labelled.clamp(min=1)
+class RegressionHead(nn.Sequential):
+    """The classification head's layers, whose outputs `z` become `target_mean + target_std * z`: predictions in the
+    data's units, from a head that learns targets scaled to mean 0 and std 1 (`config.task_target_scaling`; saved
+    with the weights too, so the ONNX graph holds the scaling)."""
+
+    def __init__(self, config: MultiTaskSTConfig, task: str):
+        super().__init__(*_classification_head(config, task))
+        scaling = config.task_target_scaling.get(task, {})
+        num_outputs = config.num_labels_of(task)
+        self.register_buffer("target_mean", torch.tensor(scaling.get("mean", [0.0] * num_outputs)))
+        self.register_buffer("target_std", torch.tensor(scaling.get("std", [1.0] * num_outputs)))
+
+    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+        return super().forward(embeddings) * self.target_std + self.target_mean
 
 
-# Per kind of task (`config.task_kinds`, see `configuration_multitask_st.TASK_KINDS`): its head, its loss, and the
-# scores `predict` reports. A new kind adds an entry here and a label-row formatter in the inference engine.
-TASK_HEADS: dict[str, Callable[[MultiTaskSTConfig, int], nn.Module]] = {SINGLE_LABEL: _classification_head}
-TASK_LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {SINGLE_LABEL: _single_label_loss}
+def labelled_rows(labels: torch.Tensor, kind: str) -> torch.Tensor:
+    """`(batch,)` bool: which rows of a task's label columns `(batch, width)` hold a label (NaN, or -100 in an id
+    column, mark "no label"); a regression row counts when any of its outputs has a target. Works on numpy too."""
+    present = labels == labels  # NaN != NaN
+    if kind != REGRESSION:
+        present = present & (labels != IGNORE_INDEX)
+        return present.all(-1)
+    return present.any(-1)
+
+
+def _class_weights(option, num_labels: int, task: str, name: str, device) -> torch.Tensor | None:
+    if option is None:
+        return None
+    if option == BALANCED:
+        raise ValueError(
+            f"`task_loss_options[{task!r}][{name!r}]` is 'balanced', which `MultiTaskTrainer` turns into numbers "
+            "from the training labels; train with it, or give the numbers."
+        )
+    return torch.tensor(option, dtype=torch.float32, device=device)
+
+
+def _single_label_loss(logits: torch.Tensor, labels: torch.Tensor, config: MultiTaskSTConfig, task: str):
+    # Sum then divide by the labelled count (weighted: by the labelled examples' weights, as torch's "mean"): a task
+    # absent from the batch gives exactly 0 (not NaN), and its head still takes part in the graph (zero gradient),
+    # which distributed training needs.
+    options = config.task_loss_options.get(task, {})
+    labels = labels[:, 0]
+    labelled = labelled_rows(labels[:, None], SINGLE_LABEL)
+    ids = torch.where(labelled, labels, torch.full_like(labels, IGNORE_INDEX)).long()
+    weight = _class_weights(options.get("class_weights"), logits.shape[-1], task, "class_weights", logits.device)
+    loss = F.cross_entropy(
+        logits.float(),
+        ids,
+        weight=weight,
+        ignore_index=IGNORE_INDEX,
+        reduction="sum",
+        label_smoothing=options.get("label_smoothing", 0.0),
+    )
+    total = labelled.sum() if weight is None else weight[ids.clamp(min=0)][labelled].sum()
+    return loss / total.clamp(min=1) if weight is None else loss / total.clamp(min=1e-12)
+
+
+def _multi_label_loss(logits: torch.Tensor, labels: torch.Tensor, config: MultiTaskSTConfig, task: str):
+    # Binary cross-entropy per label, averaged over the labelled rows' labels; unlabelled rows weigh 0 (masked, not
+    # dropped: the head stays in the graph), so an absent task gives exactly 0.
+    options = config.task_loss_options.get(task, {})
+    labelled = labelled_rows(labels, MULTI_LABEL)
+    targets = torch.where(labelled[:, None], labels.float(), torch.zeros_like(labels, dtype=torch.float32))
+    smoothing = options.get("label_smoothing", 0.0)
+    if smoothing:
+        targets = targets * (1.0 - smoothing) + 0.5 * smoothing
+    pos_weight = _class_weights(options.get("pos_weight"), logits.shape[-1], task, "pos_weight", logits.device)
+    losses = F.binary_cross_entropy_with_logits(logits.float(), targets, pos_weight=pos_weight, reduction="none")
+    mask = labelled[:, None].to(losses.dtype)
+    return (losses * mask).sum() / (mask.sum() * logits.shape[-1]).clamp(min=1)
+
+
+_REGRESSION_LOSSES = {
+    "mse": lambda error: error.square(),
+    "l1": lambda error: error.abs(),
+    "huber": lambda error: F.huber_loss(error, torch.zeros_like(error), reduction="none", delta=1.0),
+}
+
+
+def _regression_loss(outputs: torch.Tensor, labels: torch.Tensor, config: MultiTaskSTConfig, task: str):
+    # The head predicts in the data's units (`RegressionHead`); the error is divided by the targets' std, which is
+    # the error between the standardised target and the head's standardised output. Missing targets (NaN) weigh 0.
+    options = config.task_loss_options.get(task, {})
+    present = labels == labels
+    std = torch.tensor(
+        config.task_target_scaling.get(task, {}).get("std", [1.0] * outputs.shape[-1]), device=outputs.device
+    )
+    error = (outputs.float() - torch.where(present, labels.float(), outputs.detach().float())) / std
+    losses = _REGRESSION_LOSSES[options.get("loss", "mse")](error)
+    mask = present.to(losses.dtype)
+    return (losses * mask).sum() / mask.sum().clamp(min=1)
+
+
+# Per kind of task (`config.task_kinds`, see `configuration_multitask_st.TASK_KINDS`): its head (built from the config
+# and the task's name), its loss (the head's outputs, the task's columns of `labels` (`config.label_slices()`), the
+# config and the task's name) and the scores `predict` reports. A new kind adds an entry to each, its label width
+# (`configuration_multitask_st.LABEL_WIDTHS`) and a label-row formatter in the inference engine.
+TASK_HEADS: dict[str, Callable[[MultiTaskSTConfig, str], nn.Module]] = {
+    SINGLE_LABEL: _classification_head,
+    MULTI_LABEL: _classification_head,
+    REGRESSION: RegressionHead,
+}
+TASK_LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor, MultiTaskSTConfig, str], torch.Tensor]] = {
+    SINGLE_LABEL: _single_label_loss,
+    MULTI_LABEL: _multi_label_loss,
+    REGRESSION: _regression_loss,
+}
 TASK_SCORES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    SINGLE_LABEL: lambda logits: logits.float().softmax(-1)
+    SINGLE_LABEL: lambda logits: logits.float().softmax(-1),
+    MULTI_LABEL: lambda logits: logits.float().sigmoid(),
+    REGRESSION: lambda outputs: outputs.float(),
 }
 
 

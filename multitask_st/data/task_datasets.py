@@ -1,7 +1,10 @@
 """Task datasets for multi-task training: any dataset (built-in, local file, Hub) loaded, validated and tokenised.
 
-Every classification task gets a `DatasetDict` with splits `train`/`validation`/`test` and two columns: `text` (str)
-and `label` (a `ClassLabel` whose names are the task's labels, in the task's order).
+Every task gets a `DatasetDict` with splits `train`/`validation`/`test` and two columns: `text` (str) and `label`, by
+kind of task (`configuration_multitask_st.TASK_KINDS`): a `ClassLabel` whose names are the task's labels, in the
+task's order (classification); a `Sequence(ClassLabel)`, the ids of a text's labels (multi-label, as multi-label sets
+on the Hub hold them); a struct `{output: float32}`, one target per named output (regression). `label_names_of`
+reads the task's label (or output) names back from the feature.
 """
 
 from __future__ import annotations
@@ -13,10 +16,11 @@ from pathlib import Path
 
 import datasets
 import numpy as np
-from datasets import ClassLabel, Dataset, DatasetDict, Value
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+from datasets import Sequence as SequenceFeature
 from transformers.utils import logging
 
-from ..configuration_multitask_st import SINGLE_LABEL
+from ..configuration_multitask_st import KIND_ALIASES, MULTI_LABEL, REGRESSION, SINGLE_LABEL, TASK_KINDS
 from ..modeling_multitask_st import has_content
 from .corpora import BUILTIN_DATASETS
 from .files import LOCAL_FORMATS, read_data_file
@@ -37,24 +41,32 @@ _SPLIT_ALIASES = {"dev": "validation", "valid": "validation", "val": "validation
 def load_task_dataset(
     name_or_path: str | os.PathLike,
     *,
+    kind: str = SINGLE_LABEL,
     text_column: str = "text",
-    label_column: str = "label",
+    label_column: str | Sequence[str] = "label",
     label_names: Sequence[str] | None = None,
+    label_delimiter: str = ",",
     seed: int = 0,
     validation_size: float = 0.1,
     test_size: float = 0.1,
     **load_kwargs,
 ) -> DatasetDict:
-    """Loads a classification dataset as a `DatasetDict` (train/validation/test) with columns `text` and `label`.
+    """Loads a task's dataset as a `DatasetDict` (train/validation/test) with columns `text` and `label`.
 
     Args:
         name_or_path: a built-in name (see `BUILTIN_DATASETS`), a local `.csv`/`.tsv`/`.json`/`.jsonl`/`.parquet`
             file, a folder (`save_to_disk` output or data files) or a Hub dataset id (`"ag_news"`,
             `"stanfordnlp/sst2"` with `text_column="sentence"`...).
-        text_column, label_column: the source's column names; they become `text` and `label`.
-        label_names: the task's labels in id order. String labels are mapped through it; `ClassLabel` labels are
-            mapped by name (so a source ordered differently is not mis-labelled); plain ints must be in range.
-            Defaults to the source's `ClassLabel` names, else the sorted set of string labels.
+        kind: the kind of task (`"classification"`, `"multi_label"` or `"regression"`).
+        text_column, label_column: the source's column names; they become `text` and `label`. A regression task
+            may name several label columns (a list), one per output.
+        label_names: the task's labels in id order (for regression: the outputs' names, by default the label
+            columns'). String labels are mapped through it; `ClassLabel` labels are mapped by name (so a source
+            ordered differently is not mis-labelled); plain ints must be in range. Defaults to the source's
+            `ClassLabel` names, else the sorted set of string labels.
+        label_delimiter: for a multi-label task whose labels come as one string per row (a CSV cell such as
+            `"sports,politics"`): what separates them. Lists (JSON, Parquet, the Hub) need none; an empty cell is a
+            text with no label.
         seed, validation_size, test_size: a missing validation or test split is carved out of train with a seeded,
             stratified split of these fractions (0 leaves it out).
         load_kwargs: passed to `datasets.load_dataset` (`name`, `revision`, `data_files`, `cache_dir`...).
@@ -65,14 +77,21 @@ def load_task_dataset(
         ['negative', 'positive']
     """
     _check_sizes(validation_size, test_size)
+    kind = KIND_ALIASES.get(kind, kind)
+    if kind not in TASK_KINDS:
+        raise ValueError(f"`kind` must be one of {list(TASK_KINDS)}, got {kind!r}.")
+    label_columns = [label_column] if isinstance(label_column, str) else list(label_column)
+    if len(label_columns) != 1 and kind != REGRESSION:
+        raise ValueError(f"A {kind} task reads one label column, got {label_columns}; several are for regression.")
     name = os.fspath(name_or_path)
     builtin = BUILTIN_DATASETS.get(name)
     if builtin is not None:
         if builtin.label_names is None:
             raise ValueError(f"Built-in dataset {name!r} is not a classification dataset; load it with `{name}()`.")
-        if builtin.kind != SINGLE_LABEL:
+        if builtin.kind != kind:
             raise ValueError(
-                f"Built-in dataset {name!r} holds {builtin.kind} labels; `load_task_dataset` loads single-label ones."
+                f"Built-in dataset {name!r} holds {builtin.kind} labels, not {kind} ones: load it with "
+                f"kind={builtin.kind!r} (`--task_kinds <task>={builtin.kind}`)."
             )
         if load_kwargs:
             raise ValueError(f"Built-in dataset {name!r} takes no loading options, got {sorted(load_kwargs)}.")
@@ -84,39 +103,159 @@ def load_task_dataset(
     if "train" not in raw:
         raise ValueError(f"Dataset {name!r} has no train split; its splits are {list(raw)}.")
     for split, dataset in raw.items():
-        missing = [column for column in (text_column, label_column) if column not in dataset.column_names]
+        missing = [column for column in (text_column, *label_columns) if column not in dataset.column_names]
         if missing:
             raise ValueError(
                 f"Dataset {name!r}, split {split!r}: no column(s) {missing}; its columns are {dataset.column_names}. "
                 "Pass `text_column=` / `label_column=`."
             )
-    raw = DatasetDict(
-        {split: _text_label_columns(dataset, text_column, label_column) for split, dataset in raw.items()}
-    )
-    raw = _drop_unlabelled_splits(raw, name)
+    if kind == REGRESSION:
+        raw = DatasetDict({split: _targets(data, name, split, text_column, label_columns, label_names)
+                           for split, data in raw.items()})  # fmt: skip
+        label_names = label_names_of(next(iter(raw.values())).features["label"])
+    else:
+        raw = DatasetDict(
+            {split: _text_label_columns(dataset, text_column, label_columns[0]) for split, dataset in raw.items()}
+        )
+        raw = _drop_unlabelled_splits(raw, name) if kind == SINGLE_LABEL else raw
     for split, data in raw.items():  # before any split is carved out of train: rows are the source's
         _check_text_column(data, f"Dataset {name!r}, split {split!r}", "text")
-    dataset, label_names = _encode_labels(raw, label_names, name)
-    validate_task_dataset(dataset, dataset_name=name, label_names=label_names)  # the one check of every row
-    if not isinstance(dataset["train"].features["label"], ClassLabel):  # integer ids, in range now
+    if kind == SINGLE_LABEL:
+        dataset, label_names = _encode_labels(raw, label_names, name)
+    elif kind == MULTI_LABEL:
+        dataset, label_names = _encode_multi_labels(raw, label_names, name, label_columns[0], label_delimiter)
+    else:
+        dataset = raw
+    validate_task_dataset(dataset, dataset_name=name, label_names=label_names, kind=kind)  # every row checked
+    if kind == SINGLE_LABEL and not isinstance(dataset["train"].features["label"], ClassLabel):  # ids, in range
         dataset = dataset.cast_column("label", ClassLabel(names=label_names))
     dataset = _carve_missing_splits(dataset, {"validation": validation_size, "test": test_size}, seed, name)
     return DatasetDict({split: dataset[split] for split in SPLITS if split in dataset})
 
 
+def label_names_of(feature) -> list[str]:
+    """A task dataset's label (or output) names from its `label` feature, whatever the kind."""
+    if isinstance(feature, ClassLabel):
+        return list(feature.names)
+    if isinstance(feature, SequenceFeature) and isinstance(feature.feature, ClassLabel):
+        return list(feature.feature.names)
+    if isinstance(feature, list) and feature and isinstance(feature[0], ClassLabel):  # datasets >= 4: [ClassLabel]
+        return list(feature[0].names)
+    if isinstance(feature, dict):
+        return list(feature)
+    raise ValueError(f"The label feature {feature} is not a task's: expected ClassLabel, [ClassLabel] or a struct.")
+
+
+def kind_of(feature) -> str:
+    """The kind of task a task dataset's `label` feature serves."""
+    if isinstance(feature, ClassLabel):
+        return SINGLE_LABEL
+    return REGRESSION if isinstance(feature, dict) else MULTI_LABEL
+
+
+def _targets(
+    data: Dataset, name: str, split: str, text_column: str, columns: list[str], output_names: Sequence[str] | None
+) -> Dataset:
+    """`text` and `label` = `{output: float}` from one numeric column per output; a row without a number is named."""
+    output_names = list(output_names) if output_names is not None else list(columns)
+    if len(output_names) != len(columns) or len(set(output_names)) != len(output_names):
+        raise ValueError(
+            f"Dataset {name!r}: a regression task names one distinct output per label column {columns}, got "
+            f"`label_names` {output_names}."
+        )
+    values = {}
+    for column, output in zip(columns, output_names, strict=True):
+        values[output] = []
+        for row, value in enumerate(_column(data, column)):
+            number = value
+            if isinstance(value, str):
+                try:
+                    number = float(value.strip())
+                except ValueError:
+                    number = None
+            if isinstance(number, bool) or not isinstance(number, (int, float, np.number)) or not np.isfinite(number):
+                raise ValueError(
+                    f"Dataset {name!r}, split {split!r}, column {column!r}, row {row}: {_show(value)} is not a "
+                    "number; a regression target must be a finite number."
+                )
+            values[output].append(float(number))
+    features = Features({"text": Value("string"), "label": {output: Value("float32") for output in output_names}})
+    label = [dict(zip(output_names, row, strict=True)) for row in zip(*values.values(), strict=True)]
+    return Dataset.from_dict({"text": _column(data, text_column), "label": label}, features=features, split=split)
+
+
+def _encode_multi_labels(
+    raw: DatasetDict, label_names: Sequence[str] | None, name: str, column: str, delimiter: str
+) -> tuple[DatasetDict, list[str]]:
+    """The `label` column as the sorted ids of each text's labels (`Sequence(ClassLabel)`): from lists of names or
+    ids, a `Sequence(ClassLabel)` (mapped by name), or strings of names joined by `delimiter`."""
+    feature = raw["train"].features["label"]
+    inner = (
+        feature.feature if isinstance(feature, SequenceFeature) else feature[0] if isinstance(feature, list) else None
+    )
+    source_names = list(inner.names) if isinstance(inner, ClassLabel) else None
+    rows = {}
+    for split, data in raw.items():
+        rows[split] = []
+        for row, value in enumerate(_column(data, "label")):
+            if value is None or value == "":
+                value = []  # an empty cell: a text with none of the labels
+            elif isinstance(value, str):
+                value = [part.strip() for part in value.split(delimiter) if part.strip()]
+            if not isinstance(value, (list, tuple)):
+                raise ValueError(
+                    f"Dataset {name!r}, split {split!r}, column {column!r}, row {row}: {_show(value)} is not a list "
+                    f"of labels or a {delimiter!r}-separated string of them."
+                )
+            if source_names is not None:
+                value = [source_names[i] for i in value]
+            rows[split].append((row, value))
+    if label_names is None:
+        found = {label for split_rows in rows.values() for _, labels in split_rows for label in labels}
+        if any(not isinstance(label, str) for label in found):
+            raise ValueError(f"Dataset {name!r}: integer multi-labels need `label_names` (the names in id order).")
+        label_names = source_names or sorted(found)
+        logger.warning(f"Dataset {name!r}: no `label_names` given; using {label_names}.")
+    label_names = list(label_names)
+    ids = {label: i for i, label in enumerate(label_names)}
+    encoded = {}
+    for split, split_rows in rows.items():
+        column_ids = []
+        for row, labels in split_rows:
+            row_ids = set()
+            for label in labels:
+                if isinstance(label, (int, np.integer)) and not isinstance(label, bool) and 0 <= label < len(ids):
+                    row_ids.add(int(label))
+                elif label in ids:
+                    row_ids.add(ids[label])
+                else:
+                    raise ValueError(
+                        f"Dataset {name!r}, split {split!r}, column {column!r}, row {row}: label {_show(label)} is not "
+                        f"one of the task's labels {label_names}."
+                    )
+            column_ids.append(sorted(row_ids))
+        features = Features({"text": Value("string"), "label": SequenceFeature(ClassLabel(names=label_names))})
+        data = raw[split]
+        encoded[split] = Dataset.from_dict(
+            {"text": _column(data, "text"), "label": column_ids}, features=features, split=split
+        )
+    return DatasetDict(encoded), label_names
+
+
 def _carve_missing_splits(dataset: DatasetDict, sizes: dict[str, float], seed: int, name: str) -> DatasetDict:
     """Missing validation/test splits carved out of train with seeded splits stratified by label (`datasets`'
-    `train_test_split`); a size of 0 leaves that split out."""
+    `train_test_split`; not stratified for multi-label and regression tasks); a size of 0 leaves that split out."""
     sizes = {split: size for split, size in sizes.items() if size and split not in dataset}
     if not sizes:
         return dataset
     train = dataset["train"]
+    stratify = "label" if isinstance(train.features["label"], ClassLabel) else None
     num_held = round(train.num_rows * sum(sizes.values()))
     try:
-        parts = train.train_test_split(test_size=num_held, seed=seed, stratify_by_column="label")
+        parts = train.train_test_split(test_size=num_held, seed=seed, stratify_by_column=stratify)
         if len(sizes) == 2:  # the held-out rows, divided between validation and test
             num_test = round(num_held * sizes["test"] / sum(sizes.values()))
-            held = parts["test"].train_test_split(test_size=num_test, seed=seed, stratify_by_column="label")
+            held = parts["test"].train_test_split(test_size=num_test, seed=seed, stratify_by_column=stratify)
             held_out = {"validation": held["train"], "test": held["test"]}
         else:
             held_out = {next(iter(sizes)): parts["test"]}
@@ -257,11 +396,13 @@ def validate_task_dataset(
     label_names: Sequence[str],
     text_column: str = "text",
     label_column: str = "label",
+    kind: str = SINGLE_LABEL,
 ) -> None:
     """Checks a task dataset before training; raises a `ValueError` naming the dataset, split, column, row and value.
 
     Checks: at least one split and no empty split; both columns present; every text a non-blank string; every label
-    an integer id of `label_names` (and a `ClassLabel` feature, if any, with exactly these names).
+    an integer id of `label_names` (and a `ClassLabel` feature, if any, with exactly these names); for a multi-label
+    task every label a list of such ids, for a regression task every label `{output: finite number}` of `label_names`.
     """
     if isinstance(dataset, Dataset):
         dataset = DatasetDict({dataset.split or "train": dataset})
@@ -278,6 +419,10 @@ def validate_task_dataset(
         if data.num_rows == 0:
             raise ValueError(f"{where} is empty.")
         feature = data.features[label_column]
+        if kind != SINGLE_LABEL:
+            _check_label_rows(data, where, label_column, label_names, kind)
+            _check_text_column(data, where, text_column)
+            continue
         if isinstance(feature, ClassLabel) and feature.names != label_names:
             raise ValueError(
                 f"{where}, column {label_column!r}: its ClassLabel names {feature.names} differ from the task's "
@@ -295,6 +440,29 @@ def validate_task_dataset(
             raise ValueError(
                 f"{where}, column {label_column!r}, row {row}: label {_show(label)} is not a label id of the task; "
                 f"expected an integer in 0..{num_labels - 1} for {label_names} ({len(bad_labels)} row(s) like this)."
+            )
+
+
+def _check_label_rows(data: Dataset, where: str, label_column: str, label_names: list[str], kind: str):
+    for row, label in enumerate(_column(data, label_column)):
+        if kind == MULTI_LABEL:
+            good = isinstance(label, list) and all(
+                isinstance(i, (int, np.integer)) and not isinstance(i, bool) and 0 <= i < len(label_names)
+                for i in label
+            )
+            expected = f"a list of label ids in 0..{len(label_names) - 1} for {label_names}"
+        else:
+            good = (
+                isinstance(label, dict)
+                and list(label) == label_names
+                and all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in label.values()
+                )
+            )
+            expected = f"{{output: finite number}} for the outputs {label_names}"
+        if not good:
+            raise ValueError(
+                f"{where}, column {label_column!r}, row {row}: label {_show(label)}; expected {expected}."
             )
 
 
@@ -341,7 +509,10 @@ def subsample(
         if limit is None or limit >= data.num_rows:
             result[split] = data
             continue
-        labels = _column(data, label_column) if label_column in data.column_names else [0] * data.num_rows
+        stratified = label_column in data.column_names and not isinstance(
+            data.features[label_column], (SequenceFeature, list, dict)
+        )  # a multi-label or regression label has no class to stratify by
+        labels = _column(data, label_column) if stratified else [0] * data.num_rows
         keep = split_indices(labels, validation_size=0.0, test_size=limit / data.num_rows, seed=seed)["test"]
         result[split] = data.select(sorted(keep))
     return DatasetDict(result)

@@ -26,8 +26,9 @@ import numpy as np
 from datasets import concatenate_datasets
 from transformers.utils import logging
 
-from ..configuration_multitask_st import SINGLE_LABEL
+from ..configuration_multitask_st import MULTI_LABEL, REGRESSION, SINGLE_LABEL
 from ..data.corpora import BUILTIN_DATASETS, stsb
+from ..inference_multitask_st import DEFAULT_THRESHOLD, sigmoid
 from ..model_folder import load_training_summary
 from .gate_statistics import accuracy_evidence, flip_rate_evidence, spearman_delta_evidence
 from .onnx_runtime import EMBEDDING_OUTPUT, LOGITS_PREFIX, MultiTaskSTOnnxModel
@@ -36,6 +37,9 @@ from .onnx_runtime import EMBEDDING_OUTPUT, LOGITS_PREFIX, MultiTaskSTOnnxModel
 logger = logging.get_logger(__name__)
 
 FP32_MIN_COSINE = 0.99999
+FP32_MAX_REGRESSION_DIFFERENCE = (
+    1e-3  # a regression head's largest difference to PyTorch, in target standard deviations
+)
 DEFAULT_GATE_TEXTS = 2000  # per built-in set: the sets' every split, sampled down to this many texts
 BATCH_SIZE = 32
 
@@ -57,6 +61,34 @@ def _check_texts(count: int, seed: int) -> tuple[str, ...]:
     return tuple(pool[i] for pool, n in zip(pools, per_pool, strict=True) for i in rng.permutation(len(pool))[:n])
 
 
+def decisions_of_predictions(config, task: str, predictions: list[dict]) -> np.ndarray:
+    """What `predict` decided for each text on one head: the label (classification), the labels given joined by
+    `|` in label order (multi-label), or the values in target standard deviations, `(n, outputs)` (regression)."""
+    kind, names = config.task_kinds[task], config.tasks[task]
+    if kind == SINGLE_LABEL:
+        return np.asarray([row[task]["label"] for row in predictions])
+    if kind == MULTI_LABEL:
+        return np.asarray(["|".join(name for name in names if name in row[task]["labels"]) for row in predictions])
+    values = np.asarray([[row[task]["values"][name] for name in names] for row in predictions], dtype=np.float64)
+    return values / _target_std(config, task)
+
+
+def decisions_of_outputs(config, task: str, outputs: np.ndarray) -> np.ndarray:
+    """`decisions_of_predictions` from a graph's raw outputs of one head (`logits_<task>`)."""
+    kind, names = config.task_kinds[task], np.asarray(config.tasks[task])
+    if kind == SINGLE_LABEL:
+        return names[outputs.argmax(axis=-1)]
+    if kind == MULTI_LABEL:
+        thresholds = config.task_calibration.get(task, {}).get("thresholds") or [DEFAULT_THRESHOLD] * len(names)
+        given = sigmoid(outputs.astype(np.float32)) >= np.asarray(thresholds)
+        return np.asarray(["|".join(names[row]) for row in given])
+    return outputs.astype(np.float64) / _target_std(config, task)
+
+
+def _target_std(config, task: str) -> np.ndarray:
+    return np.asarray(config.task_target_scaling.get(task, {}).get("std") or [1.0] * len(config.tasks[task]))
+
+
 def check_fp32(model, tokenizer, folder: Path, file_name: str, texts: list[str]) -> dict:
     """Compare the fp32 graph with PyTorch on `texts`; raises `ValueError` on a miss, returns the measurements."""
     onnx_model = MultiTaskSTOnnxModel.from_pretrained(folder, file_name=file_name, provider="CPUExecutionProvider")
@@ -66,11 +98,14 @@ def check_fp32(model, tokenizer, folder: Path, file_name: str, texts: list[str])
     )
     cosine = _cosine(embeddings, reference)
     expected = model.predict(texts, tokenizer, batch_size=BATCH_SIZE, show_progress_bar=False)
-    differing = {}
+    differing, regression = {}, {}
     for task, task_logits in zip(onnx_model.task_names, logits, strict=True):
-        labels = model.config.tasks[task]
-        got = [labels[index] for index in task_logits.argmax(axis=-1)]
-        differing[task] = sum(g != e[task]["label"] for g, e in zip(got, expected, strict=True))
+        got = decisions_of_outputs(model.config, task, task_logits)
+        reference = decisions_of_predictions(model.config, task, expected)
+        if model.config.task_kinds[task] == REGRESSION:
+            regression[task] = float(np.abs(got - reference).max())
+        else:
+            differing[task] = int((got != reference).sum())
     result = {
         "file": file_name,
         "texts": len(texts),
@@ -79,11 +114,19 @@ def check_fp32(model, tokenizer, folder: Path, file_name: str, texts: list[str])
         "labels_differing": differing,
         "bounds": {"min_cosine": FP32_MIN_COSINE, "labels_differing": 0},
     }
+    if regression:  # in target standard deviations
+        result["regression_max_difference"] = regression
+        result["bounds"]["regression_max_difference"] = FP32_MAX_REGRESSION_DIFFERENCE
     problems = (
         [f"min cosine to PyTorch {cosine.min():.7f} < {FP32_MIN_COSINE}"] if cosine.min() < FP32_MIN_COSINE else []
     )
     problems += [
         f"head {task!r} gives another label on {n} of {len(texts)} texts" for task, n in differing.items() if n
+    ]
+    problems += [
+        f"head {task!r} differs by up to {difference:.2g} target std (bound {FP32_MAX_REGRESSION_DIFFERENCE})"
+        for task, difference in regression.items()
+        if difference > FP32_MAX_REGRESSION_DIFFERENCE
     ]
     _raise_if(problems, file_name)
     return result
@@ -93,8 +136,9 @@ def check_fp32(model, tokenizer, folder: Path, file_name: str, texts: list[str])
 class GateBounds:
     """What a reduced-precision graph may cost, and how sure the evidence must be before it is refused.
 
-    A graph is refused when, at `confidence`, a head's flip rate (texts labelled otherwise than PyTorch labels them)
-    lies above `max_flip_rate`, a head's accuracy drop on labelled texts lies above `max_accuracy_drop` points, or
+    A graph is refused when, at `confidence`, a head's flip rate (texts labelled otherwise than PyTorch labels them;
+    for a multi-label head, texts given another set of labels) lies above `max_flip_rate`, a regression head's mean
+    absolute difference to PyTorch exceeds `max_regression_difference` target standard deviations, a head's accuracy drop on labelled texts lies above `max_accuracy_drop` points, or
     the STS-B Spearman drop lies above `max_spearman_drop` points (the whole interval beyond the bound, each time);
     or when the mean embedding cosine to PyTorch over all gate texts is below `min_mean_cosine`.
     """
@@ -103,6 +147,7 @@ class GateBounds:
     max_accuracy_drop: float = 0.5  # points (percent)
     max_spearman_drop: float = 0.5  # points (x 100)
     min_mean_cosine: float = 0.99
+    max_regression_difference: float = 0.05
     confidence: float = 0.95
 
     def __post_init__(self):
@@ -111,6 +156,7 @@ class GateBounds:
             ("max_accuracy_drop", 0.0, 100.0),
             ("max_spearman_drop", 0.0, 200.0),
             ("min_mean_cosine", -1.0, 1.0),
+            ("max_regression_difference", 0.0, 100.0),
         ):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not low <= value <= high:
@@ -192,7 +238,7 @@ def gate_reference(
     logger.info(f"Running PyTorch on the gate's {len(texts)} texts.")
     embeddings = model.encode(texts, tokenizer, batch_size=BATCH_SIZE, show_progress_bar=True)
     predictions = model.predict(texts, tokenizer, batch_size=BATCH_SIZE, show_progress_bar=True)
-    labels = {task: np.asarray([row[task]["label"] for row in predictions]) for task in model.config.task_names}
+    labels = {task: decisions_of_predictions(model.config, task, predictions) for task in model.config.task_names}
     label_names = {task: list(model.config.tasks[task]) for task in model.config.task_names}
     scores = np.asarray(pairs["score"], dtype=float)
     return GateReference(texts, sources, labelled, label_names, labels, embeddings, scores)
@@ -211,9 +257,18 @@ def judge_graph(reference: GateReference, folder: Path, file_name: str, bounds: 
     seconds = time.perf_counter() - started
     confidence = bounds.confidence
     tasks, refusals = {}, []
+    config = _config_view(onnx_model.config)
     for task, task_logits in zip(onnx_model.task_names, logits, strict=True):
-        got = np.asarray(reference.label_names[task])[task_logits.argmax(axis=-1)]
-        expected = reference.labels[task]
+        got, expected = decisions_of_outputs(config, task, task_logits), reference.labels[task]
+        if config.task_kinds[task] == REGRESSION:
+            difference = float(np.abs(got - expected).mean())
+            tasks[task] = {"mean_abs_difference_std": difference}
+            if difference > bounds.max_regression_difference:
+                refusals.append(
+                    f"head {task!r} differs from PyTorch by {difference:.3f} target std on average (bound "
+                    f"{bounds.max_regression_difference})"
+                )
+            continue
         flips = flip_rate_evidence(int((got != expected).sum()), len(got), bounds.max_flip_rate, confidence)
         tasks[task] = {"flips": flips}
         if flips["refused"]:
@@ -272,6 +327,22 @@ def judge_graph(reference: GateReference, folder: Path, file_name: str, bounds: 
         "refusals": refusals,
         "passed": not refusals,
     }
+
+
+def _config_view(config: dict):
+    """The fields of a folder's config.json the decisions read, as attributes (the ONNX model holds the JSON)."""
+    from types import SimpleNamespace
+
+    from ..configuration_multitask_st import KIND_ALIASES
+
+    tasks = dict(config["tasks"])
+    kinds = {task: KIND_ALIASES.get(kind, kind) for task, kind in (config.get("task_kinds") or {}).items()}
+    return SimpleNamespace(
+        tasks=tasks,
+        task_kinds={task: kinds.get(task, SINGLE_LABEL) for task in tasks},
+        task_calibration=config.get("task_calibration") or {},
+        task_target_scaling=config.get("task_target_scaling") or {},
+    )
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:

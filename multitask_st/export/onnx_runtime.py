@@ -20,6 +20,9 @@ import numpy as np
 from ..inference_multitask_st import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_CHUNK_SIZE,
+    KIND_ALIASES,
+    NUMPY_SCORES,
+    SINGLE_LABEL,
     check_max_length,
     check_out,
     check_tasks,
@@ -28,9 +31,9 @@ from ..inference_multitask_st import (
     finish_embeddings,
     label_rows,
     length_hint,
+    resolve_calibration,
     run_chunks,
     run_in_length_order,
-    softmax,
 )
 from ..model_folder import EXPORT_REPORT_NAME, ONNX_FILE_NAME, ONNX_SUBFOLDER
 from .checksums import check_artifacts, check_tokenizer
@@ -191,15 +194,18 @@ class MultiTaskSTOnnxModel:
                 embeddings = embeddings / np.maximum(norms, 1e-12)  # as torch.nn.functional.normalize
             yield embeddings.astype(np.float32, copy=False)
 
-    def predict(self, sentences: str | Iterable[str], tasks: str | Iterable[str] | None = None, **kwargs):
-        """Classify sentences with every head (or those in `tasks`) from one graph run per batch.
+    def predict(
+        self, sentences: str | Iterable[str], tasks: str | Iterable[str] | None = None, thresholds=None, **kwargs
+    ):
+        """Run every head (or those in `tasks`) on sentences from one graph run per batch.
 
-        Returns, per sentence, `{task: {"label": name, "score": probability, "probabilities": {name: p}}}`; a dict for
-        a single string, a list of them otherwise (as `MultiTaskSTModel.predict`). `kwargs`: `batch_size`,
-        `show_progress_bar`, `max_length`, `chunk_size`.
+        Returns, per sentence, what `MultiTaskSTModel.predict` returns (`{task: {"label": name, "score": probability,
+        "probabilities": {name: p}}}` for a classification task, the labels at or above their `thresholds` for a
+        multi-label one, `{"values": ...}` for a regression one); a dict for a single string, a list of them
+        otherwise. `kwargs`: `batch_size`, `show_progress_bar`, `max_length`, `chunk_size`.
         """
         single = isinstance(sentences, str)
-        chunks = self.predict_chunks([sentences] if single else sentences, tasks, **kwargs)
+        chunks = self.predict_chunks([sentences] if single else sentences, tasks, thresholds, **kwargs)
         predictions = [prediction for chunk in chunks for prediction in chunk]
         return predictions[0] if single else predictions
 
@@ -207,6 +213,7 @@ class MultiTaskSTOnnxModel:
         self,
         sentences: Iterable[str],
         tasks: str | Iterable[str] | None = None,
+        thresholds=None,
         batch_size: int = DEFAULT_BATCH_SIZE,
         show_progress_bar: bool | None = None,
         max_length: int | None = None,
@@ -216,10 +223,18 @@ class MultiTaskSTOnnxModel:
         task_names = check_tasks(tasks, self.task_names)
         outputs = [LOGITS_PREFIX + task for task in task_names]
         chunks = self._run(outputs, sentences, batch_size, show_progress_bar, max_length, chunk_size, "Predicting")
-        kinds = self.config.get("task_kinds")
+        kinds = {task: KIND_ALIASES.get(kind, kind) for task, kind in (self.config.get("task_kinds") or {}).items()}
+        kinds = {task: kinds.get(task, SINGLE_LABEL) for task in self.task_names}
+        calibration = resolve_calibration(self.config.get("task_calibration"), self.tasks, kinds, thresholds)
         for logits in chunks:
-            scores = np.concatenate([softmax(task_logits.astype(np.float32)) for task_logits in logits], axis=-1)
-            yield label_rows(scores, self.tasks, task_names, kinds)
+            scores = np.concatenate(
+                [
+                    NUMPY_SCORES[kinds[task]](output.astype(np.float32))
+                    for task, output in zip(task_names, logits, strict=True)
+                ],
+                axis=-1,
+            )
+            yield label_rows(scores, self.tasks, task_names, kinds, calibration)
 
     def run(self, sentences: str | Iterable[str], output_names: list[str], **kwargs) -> list:
         """The raw graph outputs named in `output_names` (e.g. `["sentence_embedding", "logits_topic"]`) for

@@ -1,7 +1,8 @@
-"""Batches examples of several tasks: dynamic padding plus the `(batch, num_tasks)` label matrix."""
+"""Batches examples of several tasks: dynamic padding plus the label matrix (`MultiTaskSTModel.forward`'s `labels`)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,17 +19,21 @@ TEACHER_COLUMN = "teacher_embedding"
 
 @dataclass
 class MultiTaskDataCollator:
-    """Pads tokenised examples and builds `labels` of shape `(batch, num_tasks)`, `-100` where a task has no label.
+    """Pads tokenised examples and builds `labels`: `(batch, num_tasks)` label ids, `-100` where a task has no label,
+    or, given `label_widths`, `(batch, sum of widths)` float32 columns, NaN where a task has no label.
 
     Each feature carries `input_ids` (and optionally `attention_mask`, `token_type_ids`) plus either `task_id` and
-    `label` (an example labelled for one task, as the task datasets give), or `labels`, a full row of `num_tasks` ids.
-    A feature with neither is unlabelled (all `-100`). Batches may hold one task or several. Features that carry a
-    `teacher_embedding` (see `multitask_st.training.distillation`) also give `teacher_embeddings`, `(batch, hidden)`.
+    `label` (an example labelled for one task, as the task datasets give: an id, or the task's columns as a list), or
+    `labels`, a full row. A feature with neither is unlabelled. Batches may hold one task or several. Features that
+    carry a `teacher_embedding` (see `multitask_st.training.distillation`) also give `teacher_embeddings`,
+    `(batch, hidden)`.
 
     Args:
         tokenizer: gives the pad id and padding side.
-        num_tasks: number of label columns (`len(config.tasks)`).
+        num_tasks: number of tasks (`len(config.tasks)`).
         pad_to_multiple_of: pad lengths up to a multiple of this (8 helps tensor cores under mixed precision).
+        label_widths: per task, its columns of `labels` (`config.label_slices()`); leave it out when every task is
+            single-label classification (one integer column each).
 
     Example:
         >>> collator = MultiTaskDataCollator(tokenizer, num_tasks=2)
@@ -40,6 +45,13 @@ class MultiTaskDataCollator:
     tokenizer: PreTrainedTokenizerBase
     num_tasks: int
     pad_to_multiple_of: int | None = None
+    label_widths: list[int] | None = None
+
+    def __post_init__(self):
+        if self.label_widths is not None and len(self.label_widths) != self.num_tasks:
+            raise ValueError(
+                f"`label_widths` must give one width per task ({self.num_tasks}), got {self.label_widths}."
+            )
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
         if not features:
@@ -56,24 +68,31 @@ class MultiTaskDataCollator:
         ]  # fmt: skip
         padded = self.tokenizer.pad(model_inputs, pad_to_multiple_of=self.pad_to_multiple_of, return_tensors="pt")
         batch = {key: padded[key].long() for key in MODEL_INPUTS if key in padded}
-        batch["labels"] = torch.tensor([self._label_row(feature) for feature in features], dtype=torch.long)
+        dtype = torch.long if self.label_widths is None else torch.float32
+        batch["labels"] = torch.tensor([self._label_row(feature) for feature in features], dtype=dtype)
         if TEACHER_COLUMN in features[0]:  # the starting encoder's embeddings, for MultiTaskTrainer's distillation
             batch["teacher_embeddings"] = torch.tensor(
                 np.stack([feature[TEACHER_COLUMN] for feature in features]), dtype=torch.float32
             )
         return batch
 
-    def _label_row(self, feature: dict) -> list[int]:
+    def _label_row(self, feature: dict) -> list:
+        widths = self.label_widths or [1] * self.num_tasks
         if feature.get("labels") is not None:
-            row = [int(label) for label in feature["labels"]]
-            if len(row) != self.num_tasks:
-                raise ValueError(f"`labels` must hold one id per task ({self.num_tasks}), got {row}.")
+            row = [int(label) for label in feature["labels"]] if self.label_widths is None else list(feature["labels"])
+            if len(row) != sum(widths):
+                what = f"one id per task ({self.num_tasks})" if self.label_widths is None else f"{sum(widths)} columns"
+                raise ValueError(f"`labels` must hold {what}, got {row}.")
             return row
-        row = [IGNORE_INDEX] * self.num_tasks
+        row = [IGNORE_INDEX if self.label_widths is None else math.nan] * sum(widths)
         task_id, label = feature.get("task_id"), feature.get("label")
         if task_id is None or label is None:
             return row
         if not 0 <= task_id < self.num_tasks:
             raise ValueError(f"`task_id` {task_id} is not in 0..{self.num_tasks - 1}.")
-        row[task_id] = int(label)
+        start = sum(widths[:task_id])
+        values = [label] if np.ndim(label) == 0 else list(label)
+        if len(values) != widths[task_id]:
+            raise ValueError(f"The label of task {task_id} must take {widths[task_id]} column(s), got {label!r}.")
+        row[start : start + len(values)] = [int(v) for v in values] if self.label_widths is None else values
         return row

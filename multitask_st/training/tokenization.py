@@ -17,6 +17,7 @@ from datasets import DatasetDict
 from datasets.fingerprint import Hasher
 from transformers import PreTrainedTokenizerBase
 
+from ..configuration_multitask_st import LABEL_WIDTHS, MULTI_LABEL, REGRESSION, SINGLE_LABEL
 from ..inference_multitask_st import MODEL_INPUTS
 
 
@@ -118,14 +119,52 @@ def tokenize_task_dataset(
     return DatasetDict(tokenized)
 
 
+def _multi_hot(label_ids: list[int], num_labels: int) -> list[float]:
+    row = [0.0] * num_labels
+    for label_id in label_ids:
+        row[label_id] = 1.0
+    return row
+
+
+# Per kind of task: a task dataset's `label` value (see `data.task_datasets`) -> the task's columns of the model's
+# `labels` matrix (`configuration_multitask_st.LABEL_WIDTHS`), given the task's label (or output) names.
+LABEL_ENCODERS = {
+    SINGLE_LABEL: lambda label, names: [float(label)],
+    MULTI_LABEL: lambda label, names: _multi_hot(label, len(names)),
+    REGRESSION: lambda label, names: [float(label[name]) for name in names],
+}
+
+
+def _encode_label_columns(dataset: datasets.Dataset, task: str, kind: str, names: list[str]) -> datasets.Dataset:
+    """The `label` column as the task's float columns of `labels` (a regression target is read by output name)."""
+    encode = LABEL_ENCODERS[kind]
+    width = LABEL_WIDTHS[kind](len(names))
+    if kind == REGRESSION:
+        feature = dataset.features["label"]
+        if not isinstance(feature, dict) or sorted(feature) != sorted(names):
+            raise ValueError(
+                f"The dataset given for regression task {task!r} must have `label` = {{output: number}} for its "
+                f"outputs {names}, got {feature}."
+            )
+    values = [encode(label, names) for label in dataset.with_format(None)["label"]]
+    if any(len(row) != width for row in values):
+        raise ValueError(f"The labels of task {task!r} must take {width} column(s) of `labels`.")
+    dataset = dataset.remove_columns("label")
+    return dataset.add_column("label", values, feature=datasets.Sequence(datasets.Value("float32")))
+
+
 def concatenate_task_datasets(
-    task_datasets: dict[str, datasets.Dataset] | datasets.Dataset, task_names: list[str]
+    task_datasets: dict[str, datasets.Dataset] | datasets.Dataset, task_names: list[str], config=None
 ) -> tuple[datasets.Dataset, list[int]]:
     """One dataset with every task's examples grouped by task (task order = `task_names`), and each task's size.
 
     Accepts `{task: tokenised dataset}`, whose rows get `task_id = task_names.index(task)`, or one dataset that
     already has a `task_id` column. A dict's dataset may carry a `task_id` column only if it agrees with its key.
+    With `config` (the model's) and a task that is not single-label classification, every task's `label` becomes its
+    float columns of the model's `labels` matrix (`LABEL_ENCODERS`); otherwise labels stay integer ids.
     """
+    kinds = config.task_kinds if config is not None else dict.fromkeys(task_names, SINGLE_LABEL)
+    as_columns = any(kind != SINGLE_LABEL for kind in kinds.values())
     if isinstance(task_datasets, dict):
         unknown = sorted(set(task_datasets) - set(task_names))
         if unknown:
@@ -144,8 +183,10 @@ def concatenate_task_datasets(
                     )
                 dataset = dataset.remove_columns("task_id")
             dataset = dataset.add_column("task_id", [task_id] * len(dataset))
-            # Tasks' label features differ (ClassLabel names): make them plain ints so they concatenate.
-            if "label" in dataset.column_names:
+            # Tasks' label features differ (ClassLabel names, kinds): make them one type so they concatenate.
+            if "label" in dataset.column_names and as_columns:
+                dataset = _encode_label_columns(dataset, task, kinds[task], config.tasks[task])
+            elif "label" in dataset.column_names:
                 dataset = dataset.cast_column("label", datasets.Value("int64"))
             parts.append(dataset)
         if not parts:

@@ -11,8 +11,18 @@ from transformers import Trainer
 from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging
 
-from ..configuration_multitask_st import MultiTaskSTConfig, normalize_task_loss_weights
-from ..modeling_multitask_st import IGNORE_INDEX, MultiTaskSTModel, tokenizer_fingerprint
+from ..configuration_multitask_st import (
+    BALANCED,
+    MULTI_LABEL,
+    REGRESSION,
+    SINGLE_LABEL,
+    MultiTaskSTConfig,
+    normalize_task_loss_options,
+    normalize_task_loss_weights,
+)
+from ..inference_multitask_st import sigmoid
+from ..modeling_multitask_st import MultiTaskSTModel, labelled_rows, tokenizer_fingerprint
+from .calibration import tune_thresholds
 from .callbacks import UnfreezingCallback
 from .collator import TEACHER_COLUMN, MultiTaskDataCollator
 from .distillation import add_teacher_embeddings, similarity_distillation_loss
@@ -102,10 +112,10 @@ class MultiTaskTrainer(Trainer):
     ):
         if not isinstance(args, MultiTaskTrainingArguments):
             raise TypeError(f"`args` must be MultiTaskTrainingArguments, got {type(args).__name__}.")
-        if args.label_smoothing_factor or kwargs.get("compute_loss_func") is not None:
+        if kwargs.get("compute_loss_func") is not None:
             raise ValueError(
-                "MultiTaskTrainer computes the model's own weighted multi-task loss; `label_smoothing_factor` "
-                f"({args.label_smoothing_factor}) and `compute_loss_func` are not supported."
+                "MultiTaskTrainer computes the model's own weighted multi-task loss; `compute_loss_func` is not "
+                "supported (per-task loss options: `config.task_loss_options`)."
             )
         if getattr(args, "train_sampling_strategy", "random") not in ("random", "group_by_length"):
             raise ValueError(
@@ -113,11 +123,24 @@ class MultiTaskTrainer(Trainer):
                 "use 'random' (tasks mixed as `sampling_strategy` says) or 'group_by_length'."
             )
         task_names = model.config.task_names
+        if args.label_smoothing_factor:  # Trainer's flag: every classification task without its own smoothing
+            options = {
+                task: {"label_smoothing": args.label_smoothing_factor, **model.config.task_loss_options.get(task, {})}
+                if kind == SINGLE_LABEL
+                else model.config.task_loss_options.get(task, {})
+                for task, kind in model.config.task_kinds.items()
+            }
+            model.config.task_loss_options = normalize_task_loss_options(
+                {task: values for task, values in options.items() if values},
+                model.config.tasks,
+                model.config.task_kinds,
+            )
         self.task_sizes = None
         if train_dataset is not None:
-            train_dataset, self.task_sizes = concatenate_task_datasets(train_dataset, task_names)
+            train_dataset, self.task_sizes = concatenate_task_datasets(train_dataset, task_names, model.config)
+            fit_to_training_labels(model, train_dataset)
         if eval_dataset is not None:
-            eval_dataset, _ = concatenate_task_datasets(eval_dataset, task_names)
+            eval_dataset, _ = concatenate_task_datasets(eval_dataset, task_names, model.config)
         if args.task_loss_weights:
             merged = {**model.config.task_loss_weights, **args.task_loss_weights}
             model.config.task_loss_weights = normalize_task_loss_weights(merged, model.config.tasks)
@@ -126,10 +149,13 @@ class MultiTaskTrainer(Trainer):
         if data_collator is None:
             if processing_class is None:
                 raise ValueError("Pass `processing_class` (the tokenizer) or a `data_collator`.")
+            slices = model.config.label_slices()
+            all_ids = all(kind == SINGLE_LABEL for kind in model.config.task_kinds.values())
             data_collator = MultiTaskDataCollator(
                 processing_class,
                 num_tasks=len(task_names),
                 pad_to_multiple_of=8 if (args.bf16 or args.fp16) else None,
+                label_widths=None if all_ids else [slices[task].stop - slices[task].start for task in task_names],
             )
         # Parts the user froze on the model before handing it over stay frozen, as do those in `args.freeze`.
         frozen_by_user = [
@@ -156,7 +182,7 @@ class MultiTaskTrainer(Trainer):
             eval_dataset=eval_dataset,
             processing_class=processing_class,
             data_collator=data_collator,
-            compute_metrics=compute_metrics or build_compute_metrics(task_names),
+            compute_metrics=compute_metrics or build_compute_metrics(task_names, model.config),
             callbacks=[
                 self.unfreezing,
                 RunClock(),
@@ -238,12 +264,49 @@ class MultiTaskTrainer(Trainer):
                 show_progress_bar=not self.args.disable_tqdm,
             )
         output = super().train(resume_from_checkpoint, *args, **kwargs)
+        if self.args.tune_thresholds:
+            self.tune_thresholds()
         # After a resume, speed over the whole run (Trainer's own divides the whole run's samples by this session).
         clock = next(callback for callback in self.callback_handler.callbacks if isinstance(callback, RunClock))
         total_batch_size = self.args.train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size
         metrics = whole_run_metrics(output.metrics, clock.seconds_before, self.state.global_step, total_batch_size)
         self.record.train_ended(metrics)
         return output._replace(metrics=metrics)
+
+    def tune_thresholds(self, eval_dataset=None) -> dict[str, list[float]]:
+        """Per multi-label task with labelled rows in `eval_dataset` (default: the validation set), the per-label
+        thresholds that maximise each label's F1 there (`calibration.tune_thresholds`), saved in
+        `config.task_calibration` (so in the model folder, and used by `predict` and the metrics from now on).
+        `train()` calls it at the end (`args.tune_thresholds`)."""
+        config = self.accelerator.unwrap_model(self.model).config
+        tasks = [task for task, kind in config.task_kinds.items() if kind == MULTI_LABEL]
+        eval_dataset = self.eval_dataset if eval_dataset is None else eval_dataset
+        if not tasks or eval_dataset is None:
+            return {}
+        if isinstance(eval_dataset, dict):
+            eval_dataset, _ = concatenate_task_datasets(eval_dataset, config.task_names, config)
+        # Trainer's own loop: no STS-B pass, no record written
+        output = Trainer.evaluation_loop(
+            self, self.get_eval_dataloader(eval_dataset), "Tuning thresholds", metric_key_prefix="calibration"
+        )
+        logits, labels, slices = (
+            output.predictions[0],
+            np.asarray(output.label_ids, dtype=np.float64),
+            config.label_slices(),
+        )
+        tuned = {}
+        for task in tasks:
+            columns = labels[:, slices[task]]
+            labelled = labelled_rows(columns, MULTI_LABEL)
+            if not labelled.any():
+                continue
+            tuned[task] = tune_thresholds(
+                sigmoid(np.asarray(logits[task], dtype=np.float64)[labelled]), columns[labelled]
+            )
+            config.task_calibration = {**config.task_calibration, task: {**config.task_calibration.get(task, {}),
+                                                                          "thresholds": tuned[task]}}  # fmt: skip
+            logger.info(f"Thresholds of {task!r} tuned on {int(labelled.sum())} validation rows: {tuned[task]}")
+        return tuned
 
     def _check_checkpoint(self, resume_from_checkpoint: str | bool):
         """Refuses, before any step, a checkpoint of another model: its weights would load partly (a head the run
@@ -301,10 +364,12 @@ class MultiTaskTrainer(Trainer):
             self._step_losses = losses  # device tensors; read only when the step's loss is not finite
         if labels is not None:
             totals = self._task_loss_totals[model.training]
+            config = self.accelerator.unwrap_model(self.model).config
+            slices = config.label_slices()
             for name, part_loss in losses.items():
                 # Weight each batch by its labelled examples, so the logged value is the mean over examples.
-                if name in self.model.config.tasks:
-                    count = (labels[:, self.model.config.task_names.index(name)] != IGNORE_INDEX).sum()
+                if name in config.tasks:
+                    count = labelled_rows(labels[:, slices[name]], config.task_kinds[name]).sum()
                 else:
                     count = labels.shape[0]  # a Python int: a tensor made here would be a host-device sync
                 total = totals.setdefault(name, [0.0, 0])
@@ -357,13 +422,13 @@ class MultiTaskTrainer(Trainer):
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
         """`Trainer.evaluate`, also taking `{task: dataset}`: evaluated together, with per-task metrics."""
         if isinstance(eval_dataset, dict):
-            eval_dataset, _ = concatenate_task_datasets(eval_dataset, self.model.config.task_names)
+            eval_dataset, _ = concatenate_task_datasets(eval_dataset, self.model.config.task_names, self.model.config)
         return super().evaluate(eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
 
     def predict(self, test_dataset, ignore_keys=None, metric_key_prefix: str = "test"):
         """`Trainer.predict`, also taking `{task: dataset}`; `predictions[0]` holds each head's logits."""
         if isinstance(test_dataset, dict):
-            test_dataset, _ = concatenate_task_datasets(test_dataset, self.model.config.task_names)
+            test_dataset, _ = concatenate_task_datasets(test_dataset, self.model.config.task_names, self.model.config)
         output = super().predict(test_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
         self.record.predicted(output, metric_key_prefix)
         return output
@@ -387,3 +452,59 @@ class MultiTaskTrainer(Trainer):
                 model, self.processing_class, self.stsb_dataset, batch_size=batch_size
             )
         return output
+
+
+def fit_to_training_labels(model: MultiTaskSTModel, train_dataset: datasets.Dataset):
+    """What a run takes from its training labels before the first step: `"balanced"` class weights and `pos_weight`
+    become numbers (`config.task_loss_options`), and each regression task without a target scaling gets its targets'
+    mean and std (`config.task_target_scaling`; unless its `normalize_targets` is False). A model that has a scaling
+    already (trained before, or resumed) keeps it: its head's outputs mean that scaling."""
+    config = model.config
+    resolved = {task: dict(options) for task, options in config.task_loss_options.items()}
+    needs = [
+        task
+        for task, kind in config.task_kinds.items()
+        if BALANCED in resolved.get(task, {}).values()
+        or (
+            kind == REGRESSION
+            and task not in config.task_target_scaling
+            and resolved.get(task, {}).get("normalize_targets", True)
+        )
+    ]
+    if not needs or "label" not in train_dataset.column_names:
+        return
+    task_ids = np.asarray(train_dataset["task_id"])
+    all_labels = train_dataset.with_format(None)["label"]
+    for task in needs:
+        rows = np.flatnonzero(task_ids == config.task_names.index(task))
+        values = np.asarray([all_labels[row] for row in rows], dtype=np.float64).reshape(len(rows), -1)
+        kind, names, options = config.task_kinds[task], config.tasks[task], resolved.setdefault(task, {})
+        if len(rows) == 0:
+            raise ValueError(
+                f"Task {task!r} has no training example to compute its {BALANCED!r} weights or scaling from."
+            )
+        if kind == SINGLE_LABEL and options.get("class_weights") == BALANCED:
+            counts = np.bincount(values[:, 0].astype(int), minlength=len(names)).astype(np.float64)
+            options["class_weights"] = _balanced(len(rows) / (len(names) * np.maximum(counts, 1)), counts, task, names)
+        elif kind == MULTI_LABEL and options.get("pos_weight") == BALANCED:
+            positives = values.sum(axis=0)
+            options["pos_weight"] = _balanced(
+                (len(rows) - positives) / np.maximum(positives, 1), positives, task, names
+            )
+        elif kind == REGRESSION:
+            std = values.std(axis=0)
+            model.set_target_scaling(task, values.mean(axis=0).tolist(), np.where(std > 0, std, 1.0).tolist())
+            logger.info(
+                f"Targets of {task!r} scaled by their training mean and std: {config.task_target_scaling[task]}"
+            )
+    config.task_loss_options = normalize_task_loss_options(resolved, config.tasks, config.task_kinds)
+
+
+def _balanced(weights: np.ndarray, counts: np.ndarray, task: str, names: list[str]) -> list[float]:
+    absent = [name for name, count in zip(names, counts, strict=True) if count == 0]
+    if absent:
+        logger.warning(f"Task {task!r}: no training example has label(s) {absent}; their balanced weight is 1.")
+    weights = np.where(counts > 0, weights, 1.0)
+    weights = np.where(weights > 0, weights, 1.0)  # a label every example has: nothing to balance
+    logger.info(f"Task {task!r}: balanced weights {dict(zip(names, np.round(weights, 3).tolist(), strict=True))}")
+    return weights.tolist()

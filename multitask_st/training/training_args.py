@@ -59,6 +59,12 @@ class MultiTaskTrainingArguments(TrainingArguments):
         save_plots (`bool`, defaults to `True`):
             When training ends, write `training_loss.png` and `evaluation_metrics.png` into `output_dir` (see
             `multitask_st.training.plots`; needs matplotlib, else a one-line note).
+        tune_thresholds (`bool`, defaults to `True`):
+            When training ends, tune each multi-label task's per-label thresholds on `eval_dataset` (the F1-best cut
+            per label) and save them in `config.task_calibration`; otherwise every label's threshold stays 0.5.
+        label_smoothing_factor (`float`, defaults to 0):
+            Trainer's flag: the label smoothing of every classification task that sets none of its own
+            (`config.task_loss_options[task]["label_smoothing"]`).
     """
 
     output_dir: str = field(default="outputs/multitask-st", metadata={"help": "Where checkpoints and the model go."})
@@ -93,6 +99,9 @@ class MultiTaskTrainingArguments(TrainingArguments):
     )
     stsb_eval_pairs: int = field(default=500, metadata={"help": "STS-B pairs scored per evaluation; 0 = off."})
     save_plots: bool = field(default=True, metadata={"help": "Write loss and metric plots (PNG) to output_dir."})
+    tune_thresholds: bool = field(
+        default=True, metadata={"help": "After training, tune multi-label thresholds on the validation set."}
+    )
 
     def __post_init__(self):
         super().__post_init__()
