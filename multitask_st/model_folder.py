@@ -5,6 +5,7 @@
     modules.json  config_sentence_transformers.json  sentence_bert_config.json   what sentence-transformers reads
     training_summary.json                                the training record (`multitask_st.training.record`)
     training_loss.png  evaluation_metrics.png  confusion_matrix_<task>.png       the training plots
+    label_f1_<task>.png  predicted_vs_true_<task>.png                          (multi-label, regression heads)
     onnx/model.onnx  onnx/model_qint8_<cpu>.onnx  onnx/export_report.json        an ONNX export (`multitask_st.export`)
     README.md                                            the model card (rendered when staged: `multitask_st.sharing`)
 
@@ -38,7 +39,13 @@ TRAINING_SUMMARY_NAME = "training_summary.json"
 TRAINING_LOSS_PLOT = "training_loss.png"
 EVALUATION_METRICS_PLOT = "evaluation_metrics.png"
 CONFUSION_MATRIX_PLOT = "confusion_matrix_{task}.png"
-PLOT_PATTERNS = (TRAINING_LOSS_PLOT, EVALUATION_METRICS_PLOT, CONFUSION_MATRIX_PLOT.format(task="*"))
+LABEL_F1_PLOT = "label_f1_{task}.png"  # a multi-label head's per-label F1
+PREDICTED_VS_TRUE_PLOT = "predicted_vs_true_{task}.png"  # a regression head's predictions against the targets
+PLOT_PATTERNS = (
+    TRAINING_LOSS_PLOT,
+    EVALUATION_METRICS_PLOT,
+    *(name.format(task="*") for name in (CONFUSION_MATRIX_PLOT, LABEL_F1_PLOT, PREDICTED_VS_TRUE_PLOT)),
+)
 
 # An ONNX export (`multitask_st.export.onnx`): its graphs and what the export measured against PyTorch.
 ONNX_SUBFOLDER = "onnx"

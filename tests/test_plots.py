@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import make_trainer
+from conftest import make_trainer, tiny_config
 
 from multitask_st.sharing.model_card import render_model_card
 from multitask_st.sharing.staging import stage_model_dir
@@ -64,9 +64,30 @@ def test_confusion_matrices_skip_unlabelled_rows(tmp_path):
         "sentiment": np.array([[0, 1.0], [1.0, 0], [0, 1.0], [1.0, 0]]),
     }
     label_ids = np.array([[0, -100], [1, -100], [2, -100], [-100, 0]])  # sentiment: one labelled row
-    tasks = {"topic": ["world", "sports", "business"], "sentiment": ["negative", "positive"]}
-    paths = plots.save_confusion_matrices(logits, label_ids, tasks, tmp_path)
+    config = tiny_config(tasks={"topic": ["world", "sports", "business"], "sentiment": ["negative", "positive"]})
+    paths = plots.save_test_plots(logits, label_ids, config, tmp_path)
     assert [path.name for path in paths] == ["confusion_matrix_topic.png", "confusion_matrix_sentiment.png"]
+    for path in paths:
+        _assert_png(path)
+
+
+def test_multi_label_and_regression_heads_get_their_own_plots(tmp_path):
+    config = tiny_config(
+        tasks={"topic": ["world", "sports"], "tags": ["a", "b", "c"], "score": ["x"]},
+        task_kinds={"tags": "multi_label", "score": "regression"},
+    )
+    nan = float("nan")
+    logits = {
+        "topic": np.zeros((4, 2)),
+        "tags": np.array([[2.0, -2, 0.1]] * 4),
+        "score": np.array([[1.0], [2], [3], [4]]),
+    }
+    # columns: topic | tags a b c | score; rows 0-1 tagged, rows 2-3 scored, no row labelled for topic
+    label_ids = np.array(
+        [[nan, 1, 0, 1, nan], [nan, 0, 0, 1, nan], [nan, nan, nan, nan, 1.5], [nan, nan, nan, nan, 3.0]]
+    )
+    paths = plots.save_test_plots(logits, label_ids, config, tmp_path)
+    assert [path.name for path in paths] == ["label_f1_tags.png", "predicted_vs_true_score.png"]
     for path in paths:
         _assert_png(path)
 
@@ -78,7 +99,9 @@ def test_without_matplotlib_a_one_line_note_and_no_failure(tmp_path, monkeypatch
     with caplog.at_level(logging.WARNING, logger="multitask_st"):
         assert plots.save_training_plots(LOG_HISTORY, ["topic", "sentiment"], tmp_path) == []
         assert (
-            plots.save_confusion_matrices({"topic": np.eye(3)}, np.array([[0], [1], [2]]), {"topic": "abc"}, tmp_path)
+            plots.save_test_plots(
+                {"topic": np.eye(3)}, np.array([[0], [1], [2]]), tiny_config(tasks={"topic": list("abc")}), tmp_path
+            )
             == []
         )
     notes = [record.message for record in caplog.records if "matplotlib is not installed" in record.message]

@@ -21,6 +21,12 @@ import numpy as np
 from transformers import AutoModel, AutoTokenizer
 
 
+# The kinds of task (`config.task_kinds`; `configuration_multitask_st.TASK_KINDS`), named here because this file travels
+# to the Space without the package; `tests/test_app.py` checks they are the config's.
+SINGLE_LABEL, MULTI_LABEL, REGRESSION = "classification", "multi_label", "regression"
+KIND_ALIASES = {"single_label_classification": SINGLE_LABEL, "multi_label_classification": MULTI_LABEL}
+
+
 # Longer inputs are refused with a message: the model reads only its first `max_seq_length` tokens anyway, and a
 # huge text would keep a 2-core Space busy for nothing.
 MAX_TEXT_CHARS = 10_000
@@ -143,6 +149,9 @@ class MultiTaskDemo:
     def __init__(self, model, tokenizer, corpus: Iterable[str | Mapping] = (), title: str = "multitask-st"):
         self.model, self.tokenizer, self.title = model.eval(), tokenizer, title
         self.tasks: dict[str, list[str]] = dict(model.config.tasks)
+        # a model folder's own code (trust_remote_code) may predate kinds: every task is then a classification one
+        kinds = getattr(model.config, "task_kinds", None) or {}
+        self.kinds = {task: KIND_ALIASES.get(kinds.get(task), kinds.get(task, SINGLE_LABEL)) for task in self.tasks}
         self.corpus = normalize_corpus(corpus)
         self.corpus_embeddings = None
         if self.corpus:  # once, with a progress bar: the start-up cost of the Search tab
@@ -155,11 +164,14 @@ class MultiTaskDemo:
 
     # ------------------------------------------------------------------ the three actions (plain Python, testable)
 
-    def classify(self, text: str | None) -> list[dict[str, float]]:
-        """`{label: probability}` for each head, in head order."""
+    def classify(self, text: str | None) -> list:
+        """Each head's answer, in head order, as its output component shows it: `{label: probability}` for a
+        classification head (a `gr.Label`), `[(label, probability), ...]` chips of the labels given for a multi-label
+        head (a `gr.HighlightedText`; one grey chip saying so when none reaches its threshold), and the named values
+        for a regression head (Markdown)."""
         with _shown_in_page():
             prediction = self.model.predict(_check_text(text), self.tokenizer)
-        return [prediction[task]["probabilities"] for task in self.tasks]
+        return [HEAD_VIEWS[self.kinds[task]](prediction[task]) for task in self.tasks]
 
     def compare(self, text: str | None):
         """A heatmap (matplotlib Figure) of the cosine similarities of the sentences, one per line of `text`."""
@@ -192,7 +204,7 @@ class MultiTaskDemo:
                 round(float(scores[index]), 3),
                 hit["text"],
                 hit["source"],
-                *(f"{prediction[task]['label']} ({prediction[task]['score']:.2f})" for task in self.tasks),
+                *(short_prediction(prediction[task]) for task in self.tasks),
             ]
             for rank, (index, hit, prediction) in enumerate(zip(best, hits, predictions, strict=True), start=1)
         ]
@@ -200,17 +212,16 @@ class MultiTaskDemo:
     # ------------------------------------------------------------------ the page
 
     def build(self) -> gr.Blocks:
-        heads = ", ".join(f"`{task}` ({len(labels)} labels)" for task, labels in self.tasks.items())
+        heads = ", ".join(
+            f"`{task}` ({describe_head(self.kinds[task], labels)})" for task, labels in self.tasks.items()
+        )
         with gr.Blocks(title=self.title, analytics_enabled=False) as blocks:
-            gr.Markdown(f"# {self.title}\nOne sentence encoder with a classification head per task: {heads}.")
+            gr.Markdown(f"# {self.title}\nOne sentence encoder with a head per task: {heads}.")
             with gr.Tab("Classify", id="classify"):
                 text = gr.Textbox(label="Text", lines=3, placeholder="Type a sentence…", elem_id="classify-text")
                 classify_button = gr.Button("Classify", variant="primary", elem_id="classify-button")
                 with gr.Row():
-                    outputs = [
-                        gr.Label(label=f"{task}", num_top_classes=len(labels), elem_id=f"head-{task}")
-                        for task, labels in self.tasks.items()
-                    ]
+                    outputs = [head_output(task, self.kinds[task], labels) for task, labels in self.tasks.items()]
                 gr.Examples([[example] for example in EXAMPLE_TEXTS], inputs=text)
                 for trigger in (classify_button.click, text.submit):
                     trigger(self.classify_outputs, inputs=text, outputs=outputs)
@@ -244,6 +255,42 @@ class MultiTaskDemo:
     def classify_outputs(self, text: str | None):
         probabilities = self.classify(text)
         return probabilities[0] if len(probabilities) == 1 else tuple(probabilities)
+
+
+NO_LABEL = "no label reaches its threshold"
+
+# Per kind of task: a `predict` entry -> what its Classify-tab component shows.
+HEAD_VIEWS = {
+    SINGLE_LABEL: lambda entry: entry["probabilities"],
+    MULTI_LABEL: lambda entry: [(label, f"{score:.2f}") for label, score in zip(entry["labels"], entry["scores"],
+                                                                             strict=True)] or [(NO_LABEL, None)],
+    REGRESSION: lambda entry: "  \n".join(f"**{name}**: {value:.4g}" for name, value in entry["values"].items()),
+}  # fmt: skip
+
+
+def head_output(task: str, kind: str, labels: list[str]):
+    """The Classify tab's output component of one head, by its kind."""
+    if kind == MULTI_LABEL:
+        return gr.HighlightedText(label=f"{task} (labels given)", show_legend=False, elem_id=f"head-{task}")
+    if kind == REGRESSION:
+        return gr.Markdown(label=task, elem_id=f"head-{task}")
+    return gr.Label(label=f"{task}", num_top_classes=len(labels), elem_id=f"head-{task}")
+
+
+def describe_head(kind: str, labels: list[str]) -> str:
+    if kind == REGRESSION:
+        return "values: " + ", ".join(labels)
+    return f"{len(labels)} labels" + (", any number per text" if kind == MULTI_LABEL else "")
+
+
+def short_prediction(entry: dict) -> str:
+    """One head's prediction in a table cell, whatever its kind."""
+    if "values" in entry:
+        return ", ".join(f"{name} {value:.3g}" for name, value in entry["values"].items())
+    if "labels" in entry:
+        return ", ".join(f"{label} ({score:.2f})" for label, score in zip(entry["labels"], entry["scores"],
+                                                                          strict=True)) or "(none)"  # fmt: skip
+    return f"{entry['label']} ({entry['score']:.2f})"
 
 
 def similarity_heatmap(similarity: np.ndarray, sentences: list[str]):

@@ -3,6 +3,8 @@
     multitask-st train                                # the embedded default: MiniLM + BBC News + Rotten Tomatoes
     multitask-st train config.yaml                    # every argument from a YAML (or JSON) file
     multitask-st train --tasks topic=ag_news sentiment=stanfordnlp/sst2 --text_columns sentiment=sentence --bf16
+    multitask-st train --tasks tags=20newsgroups_tags spread=election_tweets \
+        --task_kinds tags=multi_label spread=regression --pos_weight tags=balanced
     accelerate launch -m multitask_st train ...       # several GPUs / processes (or torchrun --nproc_per_node N -m ...)
 
 Arguments: the three dataclasses below plus every `TrainingArguments` flag (`multitask-st train --help`).
@@ -23,9 +25,10 @@ from transformers import AutoTokenizer, EarlyStoppingCallback, HfArgumentParser,
 from transformers.utils import logging
 
 from multitask_st import MultiTaskSTModel
+from multitask_st.configuration_multitask_st import BALANCED, SINGLE_LABEL
 from multitask_st.data.corpora import stsb
 from multitask_st.data.resources import resolve_backbone
-from multitask_st.data.task_datasets import load_task_dataset, subsample
+from multitask_st.data.task_datasets import label_names_of, load_task_dataset, subsample
 from multitask_st.training.output_dir import check_free_space, checkpoint_bytes, prepare_output_dir
 from multitask_st.training.record import dataset_record
 from multitask_st.training.tokenization import tokenize_task_dataset
@@ -94,6 +97,22 @@ class ModelArguments:
         default=128, metadata={"help": "Tokens kept per text (the demo's 128 keeps CPU runs short)."}
     )
     attn_implementation: str | None = field(default=None, metadata={"help": "eager, sdpa, flash_attention_2..."})
+    class_weights: list[str] = field(
+        default_factory=list,
+        metadata={"help": "task=balanced or task=w1,w2,... (one per label): class weights of a classification loss."},
+    )
+    label_smoothing: list[str] = field(
+        default_factory=list, metadata={"help": "task=0.1: label smoothing of a (multi-label) classification task."}
+    )
+    pos_weight: list[str] = field(
+        default_factory=list,
+        metadata={"help": "task=balanced or task=w1,w2,...: weight of each label's positives (multi-label)."},
+    )
+    regression_loss: list[str] = field(default_factory=list, metadata={"help": "task=mse|huber|l1 (regression)."})
+    normalize_targets: list[str] = field(
+        default_factory=list,
+        metadata={"help": "task=false: a regression task's loss on raw targets (default: scaled to mean 0, std 1)."},
+    )
 
 
 @dataclass
@@ -102,8 +121,19 @@ class DataArguments:
         default_factory=lambda: list(DEFAULT_TASKS),
         metadata={"help": "task=dataset pairs; a dataset is a built-in name, a local file or a Hub dataset id."},
     )
+    task_kinds: list[str] = field(
+        default_factory=list,
+        metadata={"help": "task=kind pairs: classification (the default), multi_label or regression."},
+    )
     text_columns: list[str] = field(default_factory=list, metadata={"help": "task=column overrides (default text)."})
-    label_columns: list[str] = field(default_factory=list, metadata={"help": "task=column (default label)."})
+    label_columns: list[str] = field(
+        default_factory=list,
+        metadata={"help": "task=column (default label); a regression task may name several: task=col1,col2."},
+    )
+    label_delimiters: list[str] = field(
+        default_factory=list,
+        metadata={"help": "task=; : what separates a multi-label task's labels in one text cell (default ',')."},
+    )
     task_label_names: list[str] = field(default_factory=list, metadata={"help": "task=name1,name2,... in id order."})
     max_train_samples: list[str] = field(
         default_factory=list,
@@ -185,11 +215,56 @@ def data_budget(data_args: DataArguments) -> tuple[dict[str, int | None], int | 
     return {task: None if cap == "all" else int(cap) for task, cap in caps.items()}, eval_cap
 
 
-def check_task_options(data_args: DataArguments) -> dict[str, str]:
+LOSS_OPTION_FLAGS = {  # --flag: the key of `config.task_loss_options[task]`
+    "class_weights": "class_weights",
+    "label_smoothing": "label_smoothing",
+    "pos_weight": "pos_weight",
+    "regression_loss": "loss",
+    "normalize_targets": "normalize_targets",
+}
+
+
+def task_loss_options(model_args: ModelArguments) -> dict[str, dict]:
+    """`config.task_loss_options` from the per-task loss flags (numbers as numbers; checked by the config)."""
+    options: dict[str, dict] = {}
+    for flag, key in LOSS_OPTION_FLAGS.items():
+        for task, value in _pairs(getattr(model_args, flag), flag).items():
+            if flag in ("class_weights", "pos_weight") and value != BALANCED:
+                value = [_number(flag, task, part) for part in value.split(",")]
+            elif flag == "label_smoothing":
+                value = _number(flag, task, value)
+            elif flag == "normalize_targets":
+                if value.lower() not in ("true", "false"):
+                    raise ValueError(f"`--normalize_targets {task}={value}`: expected true or false.")
+                value = value.lower() == "true"
+            options.setdefault(task, {})[key] = value
+    return options
+
+
+def _number(flag: str, task: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"`--{flag} {task}=...`: {text!r} is not a number.") from None
+
+
+def check_task_options(data_args: DataArguments, model_args: ModelArguments | None = None) -> dict[str, str]:
     """Every task=value option parsed and checked, before anything is loaded or written; returns `--tasks`."""
     datasets_by_task = _pairs(data_args.tasks, "tasks")
-    for option in ("text_columns", "label_columns", "task_label_names", "max_train_samples"):
-        unknown = sorted(set(_pairs(getattr(data_args, option), option)) - set(datasets_by_task))
+    options = [
+        "task_kinds",
+        "text_columns",
+        "label_columns",
+        "label_delimiters",
+        "task_label_names",
+        "max_train_samples",
+    ]
+    values = {option: getattr(data_args, option) for option in options}
+    if model_args is not None:
+        values.update({flag: getattr(model_args, flag) for flag in LOSS_OPTION_FLAGS})
+        task_loss_options(model_args)
+    for option, given in values.items():
+        unknown = sorted(set(_pairs(given, option)) - set(datasets_by_task))
         if unknown:
             raise ValueError(f"`--{option}` names task(s) {unknown} not in --tasks {list(datasets_by_task)}.")
     _label_names(data_args.task_label_names)
@@ -199,17 +274,23 @@ def check_task_options(data_args: DataArguments) -> dict[str, str]:
 
 def load_tasks(data_args: DataArguments, seed: int) -> dict:
     datasets_by_task = check_task_options(data_args)
+    kinds = _pairs(data_args.task_kinds, "task_kinds")
     text_columns = _pairs(data_args.text_columns, "text_columns")
     label_columns = _pairs(data_args.label_columns, "label_columns")
+    delimiters = _pairs(data_args.label_delimiters, "label_delimiters")
     label_names = _label_names(data_args.task_label_names)
     train_caps, eval_cap = data_budget(data_args)
     loaded = {}
     for task, name in datasets_by_task.items():
+        kind = kinds.get(task, SINGLE_LABEL)
+        column = label_columns.get(task, "label")
         dataset = load_task_dataset(
             name,
+            kind=kind,
             text_column=text_columns.get(task, "text"),
-            label_column=label_columns.get(task, "label"),
+            label_column=column.split(",") if kind == "regression" else column,
             label_names=label_names.get(task),
+            label_delimiter=delimiters.get(task, ","),
             seed=seed,
         )
         limits = {"train": train_caps.get(task), "validation": eval_cap, "test": eval_cap}
@@ -223,16 +304,22 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     show_logs(training_args.should_log)
     set_seed(training_args.seed)
 
-    check_task_options(data_args)
+    check_task_options(data_args, model_args)
+    kinds = _pairs(data_args.task_kinds, "task_kinds")
+    if training_args.metric_for_best_model == "mean_accuracy" and any(kind != SINGLE_LABEL for kind in kinds.values()):
+        # accuracy is a classification figure: a run with other kinds picks its best model by every task's own
+        training_args.metric_for_best_model = "mean_score"
     resuming = bool(training_args.resume_from_checkpoint)
     if training_args.should_save:  # before the data, the model or step 1: see multitask_st.training.output_dir
         prepare_output_dir(training_args.output_dir, training_args.overwrite_output_dir, resuming)
     backbone, base_model = resolve_backbone(model_args.backbone)
     task_data = load_tasks(data_args, training_args.seed)
-    tasks = {task: dataset["train"].features["label"].names for task, dataset in task_data.items()}
+    tasks = {task: label_names_of(dataset["train"].features["label"]) for task, dataset in task_data.items()}
     model = MultiTaskSTModel.from_backbone(
         backbone,
         tasks=tasks,
+        task_kinds=kinds,
+        task_loss_options=task_loss_options(model_args),
         attn_implementation=model_args.attn_implementation,
         pooling_mode=model_args.pooling_mode,
         projection=model_args.projection,
@@ -292,14 +379,24 @@ def show_examples(model: MultiTaskSTModel, tokenizer, output_dir: str):
     for sentence, prediction in zip(EXAMPLE_SENTENCES, predictions, strict=True):
         print(f"\n  {sentence}")
         for task, result in prediction.items():
-            probabilities = ", ".join(f"{label} {p:.2f}" for label, p in result["probabilities"].items())
-            print(f"    {task:>10}: {result['label']:<14} ({probabilities})")
+            print(f"    {task:>10}: {describe_prediction(result)}")
     embeddings = model.encode(EXAMPLE_SENTENCES, tokenizer, normalize_embeddings=True)
     similarity = embeddings @ embeddings.T
     print("\nCosine similarity of the embeddings:")
     print("      " + " ".join(f"{i:>6}" for i in range(len(EXAMPLE_SENTENCES))))
     for i, row in enumerate(np.round(similarity, 3)):
         print(f"  {i:>3} " + " ".join(f"{value:6.3f}" for value in row))
+
+
+def describe_prediction(result: dict) -> str:
+    """One task's prediction on one line, whatever its kind."""
+    if "values" in result:
+        return ", ".join(f"{name} {value:.3g}" for name, value in result["values"].items())
+    probabilities = ", ".join(f"{label} {p:.2f}" for label, p in result["probabilities"].items())
+    if "labels" in result:
+        given = ", ".join(result["labels"]) or "(no label reaches its threshold)"
+        return f"{given}  ({probabilities})"
+    return f"{result['label']:<14} ({probabilities})"
 
 
 def show_where_to_look(output_dir: str):

@@ -109,7 +109,13 @@ def load_task_dataset(
                 f"Dataset {name!r}, split {split!r}: no column(s) {missing}; its columns are {dataset.column_names}. "
                 "Pass `text_column=` / `label_column=`."
             )
-    if kind == REGRESSION:
+    if builtin is not None and kind != SINGLE_LABEL:  # loaded as the kind's dataset already
+        if label_names is not None and list(label_names) != builtin.label_names:
+            raise ValueError(
+                f"Built-in dataset {name!r} has the labels {builtin.label_names}, got {list(label_names)}."
+            )
+        label_names = list(builtin.label_names)
+    elif kind == REGRESSION:
         raw = DatasetDict({split: _targets(data, name, split, text_column, label_columns, label_names)
                            for split, data in raw.items()})  # fmt: skip
         label_names = label_names_of(next(iter(raw.values())).features["label"])
@@ -122,7 +128,7 @@ def load_task_dataset(
         _check_text_column(data, f"Dataset {name!r}, split {split!r}", "text")
     if kind == SINGLE_LABEL:
         dataset, label_names = _encode_labels(raw, label_names, name)
-    elif kind == MULTI_LABEL:
+    elif kind == MULTI_LABEL and builtin is None:
         dataset, label_names = _encode_multi_labels(raw, label_names, name, label_columns[0], label_delimiter)
     else:
         dataset = raw

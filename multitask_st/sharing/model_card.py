@@ -15,7 +15,14 @@ from transformers.utils import logging
 
 from ..configuration_multitask_st import MultiTaskSTConfig
 from ..export.sentence_transformers_folder import plain_export_plan
-from ..model_folder import CONFUSION_MATRIX_PLOT, EVALUATION_METRICS_PLOT, TRAINING_LOSS_PLOT, read_export_report
+from ..model_folder import (
+    CONFUSION_MATRIX_PLOT,
+    EVALUATION_METRICS_PLOT,
+    LABEL_F1_PLOT,
+    PREDICTED_VS_TRUE_PLOT,
+    TRAINING_LOSS_PLOT,
+    read_export_report,
+)
 from ..modeling_multitask_st import MultiTaskSTModel
 from .model_dir import ModelDir, read_model_dir
 from .model_index import as_hub_id, eval_results, is_number, metric_tables, reported_metric
@@ -200,10 +207,17 @@ def _card_context(folder: ModelDir) -> dict[str, Any]:
         "pooling": POOLING_DESCRIPTIONS.get(config.pooling_mode, config.pooling_mode),
         "projection": "projection: " + _describe_module(model.projection),
         "heads": [
-            {"task": task, "labels": list(labels), "layers": _describe_module(model.heads[task])}
+            {
+                "task": task,
+                "kind": config.task_kinds[task],
+                "labels": list(labels),
+                "layers": _describe_module(model.heads[task]),
+            }  # fmt: skip
             for task, labels in config.tasks.items()
         ],
-        "task_metrics": task_metrics,
+        "task_metrics": task_metrics["classification"],
+        "multi_label_metrics": task_metrics["multi_label"],
+        "regression_metrics": task_metrics["regression"],
         "other_metrics": other_metrics,
         "metric_splits": metric_splits,
         "stsb_spearman": stsb[1] if stsb else None,
@@ -238,15 +252,19 @@ def _plots(folder: ModelDir) -> dict[str, Any]:
     def present(name: str) -> str | None:
         return name if (folder.path / name).is_file() else None
 
-    confusion = [
-        {"task": task, "file": name}
-        for task in folder.config.task_names
-        if (name := present(CONFUSION_MATRIX_PLOT.format(task=task)))
-    ]
+    def per_task(pattern: str) -> list[dict]:
+        return [
+            {"task": task, "file": name}
+            for task in folder.config.task_names
+            if (name := present(pattern.format(task=task)))
+        ]
+
     return {
         "training_loss": present(TRAINING_LOSS_PLOT),
         "evaluation_metrics": present(EVALUATION_METRICS_PLOT),
-        "confusion_matrices": confusion,
+        "confusion_matrices": per_task(CONFUSION_MATRIX_PLOT),
+        "label_f1": per_task(LABEL_F1_PLOT),
+        "predicted_vs_true": per_task(PREDICTED_VS_TRUE_PLOT),
         "confusion_split": "test",
     }
 
@@ -284,6 +302,12 @@ def _gate_evidence(entry: dict) -> tuple[str, str]:
     checked = f"{entry['texts']} texts: " + ", ".join(entry["sources"])
     parts = []
     for task, row in entry["tasks"].items():
+        if "mean_abs_difference_std" in row:  # a regression head
+            parts.append(
+                f"`{task}` differs by {row['mean_abs_difference_std']:.3f} target std on average (bound "
+                f"{bounds.get('max_regression_difference')})"
+            )
+            continue
         flips = row["flips"]
         low, high = flips["flip_rate_interval"]
         text = (

@@ -13,11 +13,24 @@ from huggingface_hub import EvalResult
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
-from ..configuration_multitask_st import MultiTaskSTConfig
+from ..configuration_multitask_st import MULTI_LABEL, REGRESSION, SINGLE_LABEL, MultiTaskSTConfig
 
 
 # Splits of training_summary.json["metrics"] in table order; the model-index reports the last one a task has.
 METRIC_SPLITS = ("validation", "test")
+# Per kind of task: the metrics the card's tables and the model-index report, as (recorded name, shown name, the Hub's
+# metric type, its config), and the model-index task name.
+REPORTED_METRICS = {
+    SINGLE_LABEL: [("accuracy", "Accuracy", "accuracy", None), ("f1", "Macro-F1", "f1", "macro")],
+    MULTI_LABEL: [("micro_f1", "Micro-F1", "f1", "micro"), ("macro_f1", "Macro-F1", "f1", "macro")],
+    REGRESSION: [
+        ("pearson", "Pearson", "pearsonr", None),
+        ("spearman", "Spearman", "spearmanr", None),
+        ("rmse", "RMSE", "rmse", None),
+    ],
+}
+TASK_NAMES = {SINGLE_LABEL: "Text classification", MULTI_LABEL: "Multi-label text classification",
+              REGRESSION: "Text regression"}  # fmt: skip
 
 
 def as_hub_id(value) -> str | None:
@@ -48,16 +61,18 @@ def reported_metric(summary: dict, name: str) -> tuple[str, float] | None:
     return None
 
 
-def metric_tables(config: MultiTaskSTConfig, summary: dict) -> tuple[list[dict], list[dict], list[str]]:
+def metric_tables(config: MultiTaskSTConfig, summary: dict) -> tuple[dict[str, list[dict]], list[dict], list[str]]:
+    """Per kind of task, its rows (`{"task", "split", <metric>: value}`, `REPORTED_METRICS`); the other metrics' rows;
+    the splits recorded."""
     metrics = _metrics(summary)
-    task_rows = []
+    task_rows = {kind: [] for kind in REPORTED_METRICS}
     for task in config.task_names:
+        kind = config.task_kinds[task]
         for split, values in (metrics["tasks"].get(task) or {}).items():
-            accuracy, f1 = (
-                values.get(metric) if is_number(values.get(metric)) else None for metric in ("accuracy", "f1")
-            )
-            if accuracy is not None or f1 is not None:
-                task_rows.append({"task": task, "split": split, "accuracy": accuracy, "f1": f1})
+            row = {name: values.get(name) if is_number(values.get(name)) else None
+                   for name, *_ in REPORTED_METRICS[kind]}  # fmt: skip
+            if any(value is not None for value in row.values()):
+                task_rows[kind].append({"task": task, "split": split, **row})
     other = {name: values for name, values in metrics["other"].items() if isinstance(values, dict)}
     recorded = {split for values in [*metrics["tasks"].values(), *other.values()] for split in values}
     splits = [split for split in METRIC_SPLITS if split in recorded]
@@ -65,13 +80,15 @@ def metric_tables(config: MultiTaskSTConfig, summary: dict) -> tuple[list[dict],
     return task_rows, other_rows, splits
 
 
-def _reported_task_metrics(summary: dict, task: str) -> tuple[str, dict[str, float | None]] | None:
-    """`(split, {"accuracy": ..., "f1": ...})` of a task from the test split, else validation, if either has any."""
+def _reported_task_metrics(summary: dict, task: str, kind: str) -> tuple[str, dict[str, float | None]] | None:
+    """`(split, {metric: value})` of a task (its kind's `REPORTED_METRICS`) from the test split, else validation, if
+    either has any."""
     by_split = _metrics(summary)["tasks"].get(task) or {}
     for split in reversed(METRIC_SPLITS):
         values = by_split.get(split) or {}
         metrics = {
-            metric: float(values[metric]) if is_number(values.get(metric)) else None for metric in ("accuracy", "f1")
+            metric: float(values[metric]) if is_number(values.get(metric)) else None
+            for metric, *_ in REPORTED_METRICS[kind]
         }
         if any(value is not None for value in metrics.values()):
             return split, metrics
@@ -79,11 +96,13 @@ def _reported_task_metrics(summary: dict, task: str) -> tuple[str, dict[str, flo
 
 
 def eval_results(config: MultiTaskSTConfig, summary: dict) -> list[EvalResult]:
-    """One model-index result per task (accuracy and macro-F1, test split else validation), plus STS-B if measured."""
+    """One model-index result per task and metric (its kind's `REPORTED_METRICS`, test split else validation), plus
+    STS-B if measured. Every kind is a `text-classification` task type on the Hub (GLUE's STS-B regression is too)."""
     datasets = summary.get("datasets") if isinstance(summary.get("datasets"), dict) else {}
     results, seen = [], {}
     for task in config.task_names:
-        found = _reported_task_metrics(summary, task)
+        kind = config.task_kinds[task]
+        found = _reported_task_metrics(summary, task, kind)
         if found is None:
             continue  # no metric recorded for this task: nothing to report, nothing invented
         split, metrics = found
@@ -93,21 +112,20 @@ def eval_results(config: MultiTaskSTConfig, summary: dict) -> list[EvalResult]:
         # The Hub groups results by (task type, dataset, config, split): two heads trained on one dataset stay apart.
         dataset_config = task if (dataset_type, split) in seen else None
         seen[(dataset_type, split)] = task
-        metric_names = {"accuracy": "Accuracy", "f1": "Macro-F1"}
-        for metric, value in metrics.items():
-            if value is not None:
+        for metric, shown, metric_type, metric_config in REPORTED_METRICS[kind]:
+            if metrics[metric] is not None:
                 results.append(
                     EvalResult(
                         task_type="text-classification",
-                        task_name=f"Text classification ({task})",
+                        task_name=f"{TASK_NAMES[kind]} ({task})",
                         dataset_type=dataset_type,
                         dataset_name=dataset_name,
                         dataset_config=dataset_config,
                         dataset_split=split,
-                        metric_type=metric,
-                        metric_name=metric_names[metric],
-                        metric_value=value,
-                        metric_config="macro" if metric == "f1" else None,
+                        metric_type=metric_type,
+                        metric_name=shown,
+                        metric_value=metrics[metric],
+                        metric_config=metric_config,
                     )
                 )
     stsb = reported_metric(summary, "stsb_spearman")

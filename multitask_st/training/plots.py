@@ -1,11 +1,13 @@
-"""Training plots: the losses and evaluation metrics against steps, and one confusion matrix per head.
+"""Training plots: the losses and evaluation metrics against steps, and one test plot per head (by its kind).
 
 PNG files written into the output folder, named in `multitask_st.model_folder` (the Hub staging carries them and the
 model card shows them):
 
     training_loss.png            each task's training loss (validation loss dashed) and the distillation loss
     evaluation_metrics.png       per-task accuracy and macro-F1, and the STS-B Spearman, at each evaluation
-    confusion_matrix_<task>.png  one per head on the test split, normalised per row (true label)
+    confusion_matrix_<task>.png  per classification head on the test split, normalised per row (true label)
+    label_f1_<task>.png          per multi-label head: each label's F1 on the test split at the tuned thresholds
+    predicted_vs_true_<task>.png per regression head: predictions against targets on the test split, per output
 
 matplotlib is optional and imported only here, lazily. Figures are drawn with `matplotlib.figure.Figure` on the Agg
 canvas, never through `pyplot`: no window opens and the caller's own matplotlib backend stays untouched. Without
@@ -23,8 +25,17 @@ import numpy as np
 from transformers import TrainerCallback
 from transformers.utils import logging
 
-from ..model_folder import CONFUSION_MATRIX_PLOT, EVALUATION_METRICS_PLOT, TRAINING_LOSS_PLOT
-from ..modeling_multitask_st import IGNORE_INDEX
+from ..configuration_multitask_st import MULTI_LABEL, REGRESSION, SINGLE_LABEL
+from ..inference_multitask_st import DEFAULT_THRESHOLD, sigmoid
+from ..layers_multitask_st import labelled_rows
+from ..model_folder import (
+    CONFUSION_MATRIX_PLOT,
+    EVALUATION_METRICS_PLOT,
+    LABEL_F1_PLOT,
+    PREDICTED_VS_TRUE_PLOT,
+    TRAINING_LOSS_PLOT,
+)
+from .metrics import multi_label_f1
 
 
 logger = logging.get_logger(__name__)
@@ -165,34 +176,97 @@ def plot_confusion_matrix(
     return _save(figure, Path(path))
 
 
-def save_confusion_matrices(
-    logits: Mapping[str, np.ndarray],
-    label_ids: np.ndarray,
-    tasks: Mapping[str, Sequence[str]],
-    output_dir: str | os.PathLike,
-    split: str = "test",
+def plot_label_f1(
+    f1: Sequence[float], support: Sequence[int], label_names: Sequence[str], path: str | os.PathLike, title: str
+) -> Path | None:
+    """A bar per label: its F1, with the number of texts that have the label."""
+    figure = _figure(max(5.0, 0.45 * len(label_names) + 2.5), 3.8)
+    if figure is None:
+        return None
+    axis = figure.subplots()
+    bars = axis.bar(range(len(label_names)), f1, color="C0")
+    for bar, value, count in zip(bars, f1, support, strict=True):
+        axis.text(bar.get_x() + bar.get_width() / 2, value + 0.01, f"{value:.2f}\n(n={count})", ha="center",
+                  va="bottom", fontsize="x-small")  # fmt: skip
+    axis.set_xticks(range(len(label_names)), labels=label_names, rotation=30, ha="right")
+    axis.set(ylim=(0, 1.15), ylabel="F1", title=title)
+    axis.grid(axis="y", alpha=0.3)
+    return _save(figure, Path(path))
+
+
+def plot_predicted_vs_true(
+    predicted: np.ndarray, gold: np.ndarray, output_names: Sequence[str], path: str | os.PathLike, title: str
+) -> Path | None:
+    """Per output, a scatter of the predictions against the targets, with the diagonal (a perfect prediction)."""
+    figure = _figure(4.2 * len(output_names) + 0.5, 4.2)
+    if figure is None:
+        return None
+    axes = np.atleast_1d(figure.subplots(1, len(output_names)))
+    for column, (axis, name) in enumerate(zip(axes, output_names, strict=True)):
+        present = ~np.isnan(gold[:, column])
+        x, y = gold[present, column], predicted[present, column]
+        axis.scatter(x, y, s=6, alpha=0.4, color="C0")
+        low, high = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
+        axis.plot([low, high], [low, high], color="C3", linewidth=1, label="predicted = true")
+        axis.set(xlabel=f"true {name}", ylabel=f"predicted {name}", title=name)
+        axis.legend(fontsize="small")
+        axis.grid(alpha=0.3)
+    figure.suptitle(title)
+    return _save(figure, Path(path))
+
+
+def _confusion_plot(outputs, columns, config, task, path, title):
+    names = config.tasks[task]
+    counts = confusion_matrix(outputs.argmax(axis=-1), columns[:, 0], len(names))
+    return plot_confusion_matrix(counts, list(names), path, f"{title} (rows sum to 1)")
+
+
+def _label_f1_plot(outputs, columns, config, task, path, title):
+    names = config.tasks[task]
+    thresholds = config.task_calibration.get(task, {}).get("thresholds") or [DEFAULT_THRESHOLD] * len(names)
+    scores = multi_label_f1(sigmoid(outputs.astype(np.float64)), columns, thresholds)
+    support = (columns >= 0.5).sum(axis=0).astype(int).tolist()
+    return plot_label_f1(scores["per_label"].tolist(), support, names, path, f"{title}, F1 per label")
+
+
+def _scatter_plot(outputs, columns, config, task, path, title):
+    return plot_predicted_vs_true(outputs, columns, config.tasks[task], path, title)
+
+
+# Per kind of task: its test plot's file name and how to draw it from the head's outputs and the task's label columns.
+TEST_PLOTS = {
+    SINGLE_LABEL: (CONFUSION_MATRIX_PLOT, _confusion_plot),
+    MULTI_LABEL: (LABEL_F1_PLOT, _label_f1_plot),
+    REGRESSION: (PREDICTED_VS_TRUE_PLOT, _scatter_plot),
+}
+
+
+def save_test_plots(
+    logits: Mapping[str, np.ndarray], label_ids: np.ndarray, config, output_dir: str | os.PathLike, split: str = "test"
 ) -> list[Path]:
-    """One `confusion_matrix_<task>.png` per head with labelled examples.
+    """One plot per head with labelled examples, by its kind (`TEST_PLOTS`): `confusion_matrix_<task>.png`,
+    `label_f1_<task>.png` or `predicted_vs_true_<task>.png`.
 
     Args:
-        logits: per task, `(n, num_labels)` (the first element of `trainer.predict(...).predictions`).
-        label_ids: `(n, num_tasks)` with `-100` where an example has no label for a task.
-        tasks: `{task: label names}` in head order (`model.config.tasks`).
+        logits: per task, the head's outputs `(n, num_labels)` (the first element of `trainer.predict(...).predictions`).
+        label_ids: the `labels` matrix (`config.label_slices()`; `-100`/NaN where an example has no label for a task).
+        config: the model's config.
         output_dir: where the PNGs go.
         split: named in the titles.
     """
-    label_ids = np.asarray(label_ids)
+    label_ids = np.asarray(label_ids, dtype=np.float64)
+    slices = config.label_slices()
     written = []
-    for column, (task, names) in enumerate(tasks.items()):
-        labelled = label_ids[:, column] != IGNORE_INDEX
+    for task in config.task_names:
+        kind = config.task_kinds[task]
+        columns = label_ids[:, slices[task]]
+        labelled = labelled_rows(columns, kind)
         if task not in logits or not labelled.any():
             continue
-        predicted = np.asarray(logits[task])[labelled].argmax(axis=-1)
-        counts = confusion_matrix(predicted, label_ids[labelled, column], len(names))
-        title = f"{task} head: {split} split, {int(labelled.sum())} examples (rows sum to 1)"
-        path = plot_confusion_matrix(
-            counts, list(names), Path(output_dir) / CONFUSION_MATRIX_PLOT.format(task=task), title
-        )
+        file_name, draw = TEST_PLOTS[kind]
+        title = f"{task} head: {split} split, {int(labelled.sum())} examples"
+        path = draw(np.asarray(logits[task])[labelled], columns[labelled], config, task,
+                    Path(output_dir) / file_name.format(task=task), title)  # fmt: skip
         if path is None:
             break  # matplotlib is missing (already said once)
         written.append(path)

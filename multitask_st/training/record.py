@@ -27,7 +27,7 @@ from transformers.utils import logging
 from ..data.corpora import BUILTIN_DATASETS
 from ..model_folder import save_training_summary
 from .parameter_groups import build_parameter_groups
-from .plots import save_confusion_matrices
+from .plots import save_test_plots
 
 
 logger = logging.get_logger(__name__)
@@ -35,10 +35,6 @@ logger = logging.get_logger(__name__)
 
 # Metric key prefixes of the splits a run evaluates (`trainer.evaluate(metric_key_prefix=...)`), in run order.
 SPLIT_PREFIXES = {"validation": "eval", "test": "test"}
-
-
-# Per-task metrics, `<prefix>_<task>_<metric>` in the trainer's results.
-TASK_METRICS = ("accuracy", "f1")
 
 
 # Trainer bookkeeping returned next to the metrics; not worth recording.
@@ -141,14 +137,23 @@ def structured_metrics(metrics: dict[str, dict[str, float]], task_names: list[st
     """
     tasks: dict[str, dict] = {}
     other: dict[str, dict] = {}
-    per_task = {f"{task}_{metric}": (task, metric) for task in task_names for metric in TASK_METRICS}
+    # A task's metrics are `<task>_<metric>` (its kind's, see `metrics.TASK_METRICS`); the longest task name wins, so
+    # `topic_x_accuracy` is task `topic_x`'s, not a metric `x_accuracy` of `topic`.
+    by_length = sorted(task_names, key=len, reverse=True)
+
+    def task_metric(name: str) -> tuple[str, str] | None:
+        task = next((task for task in by_length if name.startswith(f"{task}_")), None)
+        if task is None or name.endswith("_loss"):
+            return None
+        return task, name[len(task) + 1 :]
+
     for split, prefix in SPLIT_PREFIXES.items():
         for key, value in (metrics.get(split) or {}).items():
             name = key.removeprefix(f"{prefix}_")
             if not isinstance(value, (int, float)) or isinstance(value, bool) or name.endswith(METRIC_NOISE_SUFFIXES):
                 continue
-            if name in per_task:
-                task, metric = per_task[name]
+            if task_metric(name) is not None:
+                task, metric = task_metric(name)
                 tasks.setdefault(task, {}).setdefault(split, {})[metric] = float(value)
             else:
                 other.setdefault(name, {})[split] = float(value)
@@ -184,7 +189,7 @@ def _split_of(metrics: dict) -> str | None:
 
 class TrainingRecordCallback(TrainerCallback):
     """Writes the run's record, `training_summary.json`, next to the trained model and, when the trained model predicts
-    a labelled test split, one `confusion_matrix_<task>.png` per head: what the model card shows.
+    a labelled test split, one plot per head (see `plots.save_test_plots`): what the model card shows.
 
     `MultiTaskTrainer` attaches it, as sentence-transformers' trainer attaches its model-card callback, and hands it
     what callback events do not carry: the whole run's training metrics (`train_ended`, after a resume too) and the
@@ -235,13 +240,13 @@ class TrainingRecordCallback(TrainerCallback):
         self.save()
 
     def predicted(self, output, metric_key_prefix: str):
-        """`trainer.predict` returned `output`: a labelled test split gives the confusion matrices (`args.save_plots`)."""
+        """`trainer.predict` returned `output`: a labelled test split gives the heads' plots (`args.save_plots`)."""
         if self.train_metrics is None or metric_key_prefix != SPLIT_PREFIXES["test"] or output.label_ids is None:
             return
         if self.trainer.args.save_plots and self.trainer.is_world_process_zero():
-            tasks = self.trainer.accelerator.unwrap_model(self.trainer.model).config.tasks
+            config = self.trainer.accelerator.unwrap_model(self.trainer.model).config
             for folder in self.folders:
-                save_confusion_matrices(output.predictions[0], output.label_ids, tasks, folder)
+                save_test_plots(output.predictions[0], output.label_ids, config, folder)
 
     def record(self) -> dict:
         """The record as it stands (see the module docstring)."""
