@@ -325,11 +325,10 @@ _DDP_SCRIPT = textwrap.dedent(
     model = MultiTaskSTModel(tiny_config())
     train = {{"topic": make_task_dataset(tokenizer, 32, 3, 1), "sentiment": make_task_dataset(tokenizer, 32, 2, 2)}}
     args = MultiTaskTrainingArguments(
-        output_dir=out + "/run", per_device_train_batch_size=4, max_steps=4, report_to=[], use_cpu=True,
+        output_dir=out + "/run", per_device_train_batch_size=4, max_steps=4, report_to=[],
         save_strategy="no", disable_tqdm=True, learning_rate=1e-3, weight_decay=0.01, freeze=["backbone.layer.0"],
-        unfreeze_schedule="progressive", unfreeze_every=1, unfreeze_unit="step", ddp_backend="gloo",
-        sampling_strategy="round_robin",
-    )
+        unfreeze_schedule="progressive", unfreeze_every=1, unfreeze_unit="step", sampling_strategy="round_robin",
+    )  # no `use_cpu`: launched as 2 processes on a machine without a GPU, the arguments turn it on (DDP over gloo)
     trainer = MultiTaskTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer)
     trainer.train()
     if trainer.is_world_process_zero():
@@ -358,6 +357,11 @@ def test_two_process_data_parallel_run_on_cpu(tmp_path, tiny_tokenizer):
     assert result.returncode == 0, result.stderr[-3000:]
     info = json.loads((tmp_path / "info.json").read_text())
     assert info == {"world_size": 2, "steps": 4}
+    run = json.loads((tmp_path / "model" / "training_summary.json").read_text())["run"]
+    assert run["world_size"] == 2 and run["distributed_type"] == "MULTI_CPU"
+    assert run["processes"] == [
+        {"rank": rank, "local_rank": rank, "node": 0, "device": "cpu", "device_name": "cpu"} for rank in (0, 1)
+    ]
 
     torch.manual_seed(0)
     initial = MultiTaskSTModel(tiny_config())

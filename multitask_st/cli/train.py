@@ -30,6 +30,7 @@ from multitask_st.data.corpora import stsb
 from multitask_st.data.resources import resolve_backbone
 from multitask_st.data.task_datasets import label_names_of, load_task_dataset, subsample
 from multitask_st.training.output_dir import check_free_space, checkpoint_bytes, prepare_output_dir
+from multitask_st.training.processes import check_one_job
 from multitask_st.training.record import dataset_record
 from multitask_st.training.tokenization import tokenize_task_dataset
 from multitask_st.training.trainer import MultiTaskTrainer
@@ -309,6 +310,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     if training_args.metric_for_best_model == "mean_accuracy" and any(kind != SINGLE_LABEL for kind in kinds.values()):
         # accuracy is a classification figure: a run with other kinds picks its best model by every task's own
         training_args.metric_for_best_model = "mean_score"
+    check_one_job(training_args.world_size, training_args.use_cpu)  # before the data, the model or the folder
     resuming = bool(training_args.resume_from_checkpoint)
     if training_args.should_save:  # before the data, the model or step 1: see multitask_st.training.output_dir
         prepare_output_dir(training_args.output_dir, training_args.overwrite_output_dir, resuming)

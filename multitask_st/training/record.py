@@ -85,6 +85,9 @@ def training_record(
         "run": {
             "global_steps": trainer.state.global_step,
             "world_size": args.world_size,
+            # how the processes ran together (`NO`, `MULTI_CPU`, `MULTI_GPU`, `FSDP`, `DEEPSPEED`...) and where
+            "distributed_type": str(trainer.accelerator.distributed_type.value),
+            "processes": trainer.processes,
             "max_seq_length": model.config.max_seq_length,
             "task_loss_weights": model.config.task_loss_weights,
             # what the run applied (0 when it could not, see `MultiTaskTrainer._distillation_applies`)

@@ -29,6 +29,7 @@ from .distillation import add_teacher_embeddings, similarity_distillation_loss
 from .metrics import build_compute_metrics, stsb_spearman
 from .parameter_groups import build_parameter_groups
 from .plots import TrainingPlotsCallback
+from .processes import check_one_job, process_records
 from .record import TrainingRecordCallback
 from .run_clock import RunClock, whole_run_metrics
 from .sampling import MultiTaskSampler
@@ -112,6 +113,7 @@ class MultiTaskTrainer(Trainer):
     ):
         if not isinstance(args, MultiTaskTrainingArguments):
             raise TypeError(f"`args` must be MultiTaskTrainingArguments, got {type(args).__name__}.")
+        check_one_job(args.world_size, args.use_cpu)  # never N separate runs into one folder
         if kwargs.get("compute_loss_func") is not None:
             raise ValueError(
                 "MultiTaskTrainer computes the model's own weighted multi-task loss; `compute_loss_func` is not "
@@ -194,6 +196,7 @@ class MultiTaskTrainer(Trainer):
         )
         self._task_loss_totals = {True: {}, False: {}}  # training? -> task -> [sum of loss x examples, examples]
         self.distilling = False  # set by `train()`
+        self.processes: list[dict] = []  # set by `train()`: the job's processes and devices, for the record
 
     # ------------------------------------------------------------------ data
 
@@ -246,6 +249,7 @@ class MultiTaskTrainer(Trainer):
         if resume_from_checkpoint:
             self._check_checkpoint(resume_from_checkpoint)
         self.unfreezing.check_something_trains()
+        self.processes = process_records(self.args.device)  # every process takes part (a gather)
         if self.args.world_size > 1 and self.unfreezing.freezes_anything:
             # DDP only synchronises parameters that require grad when it wraps the model; a part unfrozen later
             # would silently train apart on each process. Wrap with everything trainable; the callback re-freezes

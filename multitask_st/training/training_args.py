@@ -7,8 +7,13 @@ import math
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
+from transformers.utils import logging
 
+from .processes import has_accelerator, launched_world_size
 from .sampling import SAMPLING_STRATEGIES
+
+
+logger = logging.get_logger(__name__)
 
 
 UNFREEZE_SCHEDULES = ("none", "progressive")
@@ -51,6 +56,9 @@ class MultiTaskTrainingArguments(TrainingArguments):
             for similarity search and STS while the heads fine-tune the shared encoder. Costs one inference pass over
             the training data before the first step (on every process, each over the whole training set), plus one
             batch-by-batch similarity matrix per step. 0 turns it off.
+        use_cpu (`bool`, defaults to `False`):
+            As in `TrainingArguments`; turned on by itself when a launcher (torchrun, `accelerate launch`) starts
+            several processes on a machine without a GPU, so they train one model together (DDP over gloo).
         overwrite_output_dir (`bool`, defaults to `False`):
             `train.py` refuses a non-empty `output_dir` unless this is set (the old run's `checkpoint-*` folders are
             then removed) or the run resumes from a checkpoint. transformers 5 dropped the flag; it is back here.
@@ -104,6 +112,14 @@ class MultiTaskTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self):
+        if not self.use_cpu and launched_world_size() > 1 and not has_accelerator():
+            # Without `use_cpu` the Trainer would run each launched process as a job of its own on a machine with no
+            # GPU (see `multitask_st.training.processes`): train them as one, with DDP over gloo.
+            self.use_cpu = True
+            logger.info(
+                f"{launched_world_size()} processes launched on a machine without a GPU: training them as one "
+                "data-parallel job on CPU (use_cpu, DDP over gloo)."
+            )
         super().__post_init__()
         if isinstance(self.task_loss_weights, str):
             try:
