@@ -22,6 +22,8 @@ ALLOWED = {
     "training": {"payload", "model_folder", "data"},
     "export": {"payload", "model_folder", "data"},
     "app": {"payload", "model_folder", "data"},
+    # bulk inference reads corpora like the data files and runs the PyTorch model or the ONNX runtime
+    "bulk": {"payload", "model_folder", "data", "export"},
     # the card names the export doors (`plain_export_plan`); the Space ships the app
     "sharing": {"payload", "model_folder", "export", "app"},
 }

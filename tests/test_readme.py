@@ -101,6 +101,26 @@ COMMANDS: dict[str, tuple[str, object]] = {
         "the `readme_folder` fixture runs it, less --quantize int8",
     ),
     "python push_to_hub.py outputs/multitask-st --repo-id org/multitask-st": ("fails", OFFLINE_PUSH),
+    # bulk inference: each form run on a tiny model in test_bulk.py
+    "multitask-st embed outputs/multitask-st corpus.txt --output embedded/": (
+        "elsewhere",
+        "test_bulk.py::test_text_files_embed_one_line_per_row_and_outputs_pick_columns",
+    ),
+    'multitask-st embed outputs/multitask-st "data/*.parquet" --text_column body --keep_columns id --streaming '
+    "--output embedded/": ("elsewhere", "test_bulk.py::test_streaming_and_each_corpus_format_give_the_same_shards"),
+    "multitask-st embed outputs/multitask-st corpus.csv --outputs embedding sentiment --output embedded/": (
+        "elsewhere",
+        "test_bulk.py::test_text_files_embed_one_line_per_row_and_outputs_pick_columns",
+    ),
+    "torchrun --nproc_per_node 2 -m multitask_st embed outputs/multitask-st corpus.txt --output embedded/": (
+        "elsewhere",
+        "test_bulk.py::test_two_processes_write_their_own_shards_and_the_same_files",
+    ),
+    "multitask-st embed outputs/multitask-st corpus.txt --runtime onnx --ray --ray_actors 2 --output embedded/": (
+        "elsewhere",
+        "test_bulk.py::test_ray_data_actor_pool_gives_the_same_shards_and_numbers (torch), "
+        "test_onnx_runtime_writes_the_same_layout_with_its_numbers (onnx)",
+    ),
 }
 INT8_REDUCTION = ("--quantize int8 ", "")
 # `python X.py ARGS` in a checkout is `multitask_st.cli.<module>.main(ARGS)` (the scripts are shims).

@@ -4,6 +4,7 @@
     multitask-st push MODEL_DIR --repo-id org/name share it on the Hub (or stage it: --dry-run)
     multitask-st export MODEL_DIR --format onnx    export it for another runtime
     multitask-st app [MODEL_DIR]                   serve it in the browser
+    multitask-st embed MODEL_DIR CORPUS --output D embed and classify a corpus into Parquet shards
 
 `python -m multitask_st ...` is the same command, and so are `python train.py` / `push_to_hub.py` / `export.py` /
 `app.py` in a checkout. Each subcommand imports only what it needs, when it runs.
@@ -23,6 +24,7 @@ COMMANDS = {
     "push": ("push", "Share a trained model folder on the Hugging Face Hub (or stage it with --dry-run).", True),
     "export": ("export", "Export a trained model folder for another runtime (sentence-transformers, ONNX).", True),
     "app": ("app", "Serve a trained model in the browser (the Gradio demo).", False),
+    "embed": ("embed", "Embed and classify a corpus into Parquet shards with a manifest (resumable).", True),
 }
 
 

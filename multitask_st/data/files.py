@@ -39,9 +39,7 @@ def read_data_file(path: Path, load_kwargs: dict) -> DatasetDict:
     encoding = load_kwargs.get("encoding", "utf-8")
     if suffix in _TEXT_SUFFIXES:
         _check_encoding(path, encoding)
-    builder, options = LOCAL_FORMATS[suffix]
-    if builder == "csv":
-        options = {**options, **_CSV_MISSING}
+    builder, options = builder_options(suffix)
     try:
         raw = datasets.load_dataset(builder, data_files=name, **{**options, **load_kwargs})
     except (datasets.exceptions.DatasetGenerationError, ValueError) as error:
@@ -52,6 +50,13 @@ def read_data_file(path: Path, load_kwargs: dict) -> DatasetDict:
     if any(split.num_rows == 0 for split in raw.values()):
         raise ValueError(f"Data file {name!r} has no rows.")
     return raw
+
+
+def builder_options(suffix: str) -> tuple[str, dict]:
+    """The `datasets` builder and its options that read a local file with this suffix (one of `LOCAL_FORMATS`): CSV
+    fields such as `NA` or `None` stay texts."""
+    builder, options = LOCAL_FORMATS[suffix]
+    return builder, ({**options, **_CSV_MISSING} if builder == "csv" else dict(options))
 
 
 def _check_encoding(path: Path, encoding: str, block: int = 1 << 20):

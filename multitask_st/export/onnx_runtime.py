@@ -221,20 +221,43 @@ class MultiTaskSTOnnxModel:
     ) -> Iterator[list[dict]]:
         """The streaming form of [`predict`]: yields the predictions of each `chunk_size` texts, in input order."""
         task_names = check_tasks(tasks, self.task_names)
-        outputs = [LOGITS_PREFIX + task for task in task_names]
-        chunks = self._run(outputs, sentences, batch_size, show_progress_bar, max_length, chunk_size, "Predicting")
-        kinds = {task: KIND_ALIASES.get(kind, kind) for task, kind in (self.config.get("task_kinds") or {}).items()}
-        kinds = {task: kinds.get(task, SINGLE_LABEL) for task in self.task_names}
+        kinds = self.task_kinds()
         calibration = resolve_calibration(self.config.get("task_calibration"), self.tasks, kinds, thresholds)
-        for logits in chunks:
-            scores = np.concatenate(
-                [
-                    NUMPY_SCORES[kinds[task]](output.astype(np.float32))
-                    for task, output in zip(task_names, logits, strict=True)
-                ],
-                axis=-1,
-            )
+        chunks = self.score_chunks(sentences, task_names, False, batch_size, show_progress_bar, max_length, chunk_size)
+        for scores in chunks:
             yield label_rows(scores, self.tasks, task_names, kinds, calibration)
+
+    def task_kinds(self) -> dict[str, str]:
+        """Each task's kind (`single_label_classification`, ...), as config.json names it (older names read)."""
+        kinds = {task: KIND_ALIASES.get(kind, kind) for task, kind in (self.config.get("task_kinds") or {}).items()}
+        return {task: kinds.get(task, SINGLE_LABEL) for task in self.task_names}
+
+    def score_chunks(
+        self,
+        sentences: Iterable[str],
+        tasks: str | Iterable[str] | None = None,
+        with_embeddings: bool = False,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        show_progress_bar: bool | None = None,
+        max_length: int | None = None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+    ) -> Iterator[np.ndarray]:
+        """What `predict` formats, per `chunk_size` texts, as `MultiTaskSTModel.score_chunks` gives it: float32 rows of
+        each task's score columns (per its kind: probabilities, or a regression's values), task after task, then (if
+        asked) the embedding, from one graph run per batch, in input order."""
+        task_names = check_tasks(tasks, self.task_names)
+        kinds = self.task_kinds()
+        outputs = [LOGITS_PREFIX + task for task in task_names] + ([EMBEDDING_OUTPUT] if with_embeddings else [])
+        chunks = self._run(outputs, sentences, batch_size, show_progress_bar, max_length, chunk_size, "Predicting")
+        for arrays in chunks:
+            logits = arrays[: len(task_names)]  # the embedding, if asked, comes last
+            columns = [
+                NUMPY_SCORES[kinds[task]](output.astype(np.float32))
+                for task, output in zip(task_names, logits, strict=True)
+            ]
+            if with_embeddings:
+                columns.append(arrays[-1].astype(np.float32, copy=False))
+            yield np.concatenate(columns, axis=-1)
 
     def run(self, sentences: str | Iterable[str], output_names: list[str], **kwargs) -> list:
         """The raw graph outputs named in `output_names` (e.g. `["sentence_embedding", "logits_topic"]`) for
