@@ -1,6 +1,11 @@
 """Multi-process launches: one data-parallel job or a stop before training, never N runs into one folder
 (`multitask_st/training/processes.py`). The two-process run itself: tests/test_trainer.py."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from conftest import make_trainer, tiny_config, train_arguments
 
@@ -64,3 +69,38 @@ def test_the_hint_names_use_cpu_where_there_is_no_gpu(monkeypatch):
 
 def test_a_single_process_records_itself():
     assert process_records("cpu") == [{"rank": 0, "local_rank": 0, "node": 0, "device": "cpu", "device_name": "cpu"}]
+
+
+_FSDP_SCRIPT = """
+import sys
+sys.path.insert(0, {tests_dir!r})
+from conftest import make_task_dataset, tiny_config, word_tokenizer, WORDS
+from pathlib import Path
+from multitask_st import MultiTaskSTModel
+from multitask_st.training.trainer import MultiTaskTrainer
+from multitask_st.training.training_args import MultiTaskTrainingArguments
+
+tokenizer = word_tokenizer(Path(sys.argv[1]) / "tokenizer", WORDS, model_max_length=64)
+args = MultiTaskTrainingArguments(output_dir=sys.argv[1] + "/run", fsdp="full_shard", report_to=[], max_steps=1)
+train = {{"topic": make_task_dataset(tokenizer, 8, 3, 1), "sentiment": make_task_dataset(tokenizer, 8, 2, 2)}}
+MultiTaskTrainer(model=MultiTaskSTModel(tiny_config()), args=args, train_dataset=train, processing_class=tokenizer)
+"""
+
+
+@pytest.mark.slow
+def test_fsdp_asked_for_where_accelerate_cannot_shard_stops_before_training(tmp_path):
+    # Two processes on CPU: accelerate drops the FSDP plugin and would train unsharded (DDP), without a word.
+    script = tmp_path / "fsdp.py"
+    script.write_text(_FSDP_SCRIPT.format(tests_dir=str(Path(__file__).parent)))
+    (tmp_path / "tokenizer").mkdir()
+    torchrun = Path(sys.executable).parent / "torchrun"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    command = [str(torchrun), "--standalone", "--nproc_per_node", "2", str(script), str(tmp_path)]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode != 0
+    assert (
+        "RuntimeError: `fsdp` is set but accelerate runs this job as MULTI_CPU on cpu: it shards with "
+        "FSDP on GPUs (or other accelerators) only. Stopped before training; drop `--fsdp` to train with DDP here, or "
+        "run on GPUs."
+    ) in result.stderr
+    assert not any((tmp_path / "run").iterdir())  # the Trainer made the folder; nothing was trained into it

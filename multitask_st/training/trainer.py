@@ -194,6 +194,14 @@ class MultiTaskTrainer(Trainer):
             ],
             **kwargs,
         )
+        if self.args.fsdp and not self.is_fsdp_enabled:
+            # accelerate shards with FSDP only on GPUs and other accelerators; elsewhere it keeps the plugin out and
+            # runs plain DDP (or one process), without a word: the run would not be the one asked for.
+            raise RuntimeError(
+                f"`fsdp` is set but accelerate runs this job as {self.accelerator.distributed_type.value} on {self.args.device.type}: it shards "
+                "with FSDP on GPUs (or other accelerators) only. Stopped before training; drop `--fsdp` to train "
+                "with DDP here, or run on GPUs."
+            )
         self._task_loss_totals = {True: {}, False: {}}  # training? -> task -> [sum of loss x examples, examples]
         self.distilling = False  # set by `train()`
         self.processes: list[dict] = []  # set by `train()`: the job's processes and devices, for the record
