@@ -122,6 +122,7 @@ def test_a_crash_mid_way_resumes_to_exactly_the_rows_of_an_uninterrupted_run(tmp
     again = (tmp_path / "crashed/shards/part-00000.parquet").stat()
     assert (again.st_ino, again.st_mtime_ns) == (first.st_ino, first.st_mtime_ns)
     assert read_output(tmp_path / "crashed").equals(read_output(tmp_path / "whole"))
+    assert shard_files(tmp_path / "crashed") == shard_files(tmp_path / "whole")  # the half shard is cleared away
     resumed, whole = read_manifest(tmp_path / "crashed"), read_manifest(tmp_path / "whole")
     strip = [{key: value for key, value in shard.items() if key != "seconds"} for shard in resumed["shards"]]
     assert strip == [{key: value for key, value in shard.items() if key != "seconds"} for shard in whole["shards"]]

@@ -13,7 +13,8 @@ Crash safety: a shard is written to a temporary file in `shards/` and renamed to
 rename), so a shard file under its final name is always whole. `manifest.json` is written first, with the run's
 settings; a rerun with the same settings continues: it skips the shards whose files exist (never writing one twice)
 and writes the others (none lost). A rerun with other settings is refused. When every shard exists, the manifest is
-rewritten with the list of shards and `"complete": true` by whichever process finishes last.
+rewritten with the list of shards and `"complete": true` by whichever process finishes last, and the temporary files
+of crashed processes are removed.
 """
 
 from __future__ import annotations
@@ -275,6 +276,8 @@ def finish_manifest(output_dir: Path, num_shards: int) -> bool:
         shards=shards,
     )
     write_manifest(output_dir, manifest)
+    for leftover in (output_dir / SHARDS_FOLDER).glob(".*.tmp"):  # half-written shards of a crashed process
+        leftover.unlink(missing_ok=True)
     return True
 
 
