@@ -192,6 +192,30 @@ def test_bad_settings_and_folders_are_named(tmp_path, model_dir, corpus_csv, cap
     )
 
 
+def test_multi_label_and_regression_heads_get_their_own_columns(tmp_path, tiny_tokenizer):
+    tasks = {"topic": ["world", "sports"], "tags": ["a", "b", "c"], "score": ["x", "y"]}
+    model, folder = save_tiny(tmp_path, tiny_tokenizer, tasks=tasks, task_kinds={"tags": "multi_label",
+                                                                                   "score": "regression"})  # fmt: skip
+    (tmp_path / "corpus.txt").write_text("\n".join(TEXTS) + "\n")
+    settings = EmbedSettings(source=str(tmp_path / "corpus.txt"), model=str(folder))
+    embed_corpus(open_corpus(settings.source), settings, tmp_path / "out", batch_size=4)
+    table = read_output(tmp_path / "out")
+    assert table.column_names == ["row", "embedding", "topic", "topic_score", "topic_probabilities", "tags",
+                                  "tags_probabilities", "score"]  # fmt: skip
+    assert read_manifest(tmp_path / "out")["task_kinds"] == {"topic": "classification", "tags": "multi_label",
+                                                            "score": "regression"}  # fmt: skip
+    table = table.to_pydict()
+    predictions = model.predict(TEXTS, tiny_tokenizer)
+    assert table["tags"] == [p["tags"]["labels"] for p in predictions]
+    np.testing.assert_allclose(
+        table["tags_probabilities"],
+        [[p["tags"]["probabilities"][n] for n in tasks["tags"]] for p in predictions],
+        atol=1e-6,
+    )
+    np.testing.assert_allclose(table["score"], [[p["score"]["values"][n] for n in "xy"] for p in predictions],
+                               atol=1e-5)  # fmt: skip
+
+
 def test_onnx_runtime_writes_the_same_layout_with_its_numbers(tmp_path, model_dir, corpus_csv):
     from multitask_st.export.onnx import export_onnx
     from multitask_st.export.onnx_runtime import MultiTaskSTOnnxModel

@@ -2,9 +2,11 @@
 
 A run cuts the corpus, in its row order, into shards of `shard_size` rows: shard `k` holds rows `k * shard_size` up
 to the next shard's first row and is written to `shards/part-<k>.parquet`, with one output row per input row: `row`
-(its number in the corpus), the columns kept from the input, `embedding`, and per head `<task>` (the label),
-`<task>_score` and `<task>_probabilities` (in the order the manifest's `tasks` lists the labels). A text without
-content (empty, whitespace only, not a string) gets nulls there, and is counted in the manifest.
+(its number in the corpus), the columns kept from the input, `embedding`, and per head, by its kind: a classification
+task `<task>` (the label), `<task>_score` and `<task>_probabilities`; a multi-label one `<task>` (the labels at or
+above their thresholds, as `predict` gives them) and `<task>_probabilities`; a regression one `<task>` (the values).
+Lists follow the order of the manifest's `tasks`. A text without content (empty, whitespace only, not a string) gets
+nulls there, and is counted in the manifest.
 
 The shard plan depends on the corpus and `shard_size` alone, never on the number of processes: process `r` of `n`
 writes the shards `k` with `k % n == r`, and one process, two, or a Ray actor pool write the same files.
@@ -31,7 +33,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from transformers.utils import logging
 
-from ..inference_multitask_st import DEFAULT_BATCH_SIZE, has_content, label_rows, progress_bar
+from ..inference_multitask_st import (
+    DEFAULT_BATCH_SIZE,
+    MULTI_LABEL,
+    REGRESSION,
+    has_content,
+    label_rows,
+    progress_bar,
+    resolve_calibration,
+)
 from .corpus import column_batches
 
 
@@ -96,6 +106,8 @@ class ShardModel:
 
             self.model = MultiTaskSTOnnxModel.from_pretrained(model, file_name=onnx_file, threads=threads)
             self.tasks: dict[str, list[str]] = dict(self.model.tasks)
+            self.kinds: dict[str, str] = self.model.task_kinds()
+            self.calibration = resolve_calibration(self.model.config.get("task_calibration"), self.tasks, self.kinds)
             self.embedding_dim = self.model.embedding_dim
             self.max_length = self.model.max_length
             return
@@ -112,13 +124,16 @@ class ShardModel:
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
         self.model = MultiTaskSTModel.from_pretrained(model).to(device).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(model)
-        self.tasks = dict(self.model.config.tasks)
+        config = self.model.config
+        self.tasks = dict(config.tasks)
+        self.kinds = dict(config.task_kinds)
+        self.calibration = resolve_calibration(config.task_calibration, self.tasks, self.kinds)
         self.embedding_dim = self.model.config.embedding_dim
         self.max_length = self.model.default_max_length(self.tokenizer)
 
     def score_rows(self, texts: list[str], tasks: list[str], batch_size: int, max_length: int | None) -> np.ndarray:
-        """`(len(texts), columns)` float32: every label's probability of `tasks`, task after task, then the
-        embedding (as `encode` gives it), in input order."""
+        """`(len(texts), columns)` float32: each task's score columns (probabilities, or a regression's values),
+        task after task, then the embedding (as `encode` gives it), in input order."""
         options = {"batch_size": batch_size, "max_length": max_length, "chunk_size": max(len(texts), 1),
                    "show_progress_bar": False}  # fmt: skip
         if self.runtime == "onnx":
@@ -163,20 +178,25 @@ def shard_table(
     table.update({name: pa.array(columns[name]) for name in settings.keep_columns})
     if with_embedding:
         table[EMBEDDING_COLUMN] = _fixed_lists(rows[:, -model.embedding_dim :], size, valid, mask)
+    # `predict`'s own rows (thresholds, label order), then one set of columns per task, by its kind
+    predictions = label_rows(rows[:, :width], model.tasks, tasks, model.kinds, model.calibration)
     offset = 0
-    predictions = label_rows(rows[:, :width], {task: model.tasks[task] for task in tasks}, tasks)
     for task in tasks:
-        labels = model.tasks[task]
-        labels_of_valid = [prediction[task]["label"] for prediction in predictions]
+        labels, kind = model.tasks[task], model.kinds[task]
         scores = rows[:, offset : offset + len(labels)]
-        full_labels: list[str | None] = [None] * size
-        for index, label in zip(valid, labels_of_valid, strict=True):
-            full_labels[index] = label
-        table[task] = pa.array(full_labels, type=pa.string())
-        table[f"{task}_score"] = _scatter(scores.max(axis=1) if len(scores) else np.zeros(0, np.float32), size, valid,
-                                          mask)  # fmt: skip
-        table[f"{task}_probabilities"] = _fixed_lists(scores, size, valid, mask)
         offset += len(labels)
+        if kind == REGRESSION:  # `<task>`: the values, in the order of the manifest's names
+            table[task] = _fixed_lists(scores, size, valid, mask)
+            continue
+        entries: list = [None] * size
+        key = "labels" if kind == MULTI_LABEL else "label"
+        for index, prediction in zip(valid, predictions, strict=True):
+            entries[index] = prediction[task][key]
+        table[task] = pa.array(entries, type=pa.list_(pa.string()) if kind == MULTI_LABEL else pa.string())
+        if kind != MULTI_LABEL:
+            best = scores.max(axis=1) if len(scores) else np.zeros(0, np.float32)
+            table[f"{task}_score"] = _scatter(best, size, valid, mask)
+        table[f"{task}_probabilities"] = _fixed_lists(scores, size, valid, mask)
     return pa.table(table)
 
 
@@ -251,7 +271,7 @@ def start_manifest(output_dir: str | os.PathLike, settings: EmbedSettings, model
     if rank == 0:
         (output_dir / SHARDS_FOLDER).mkdir(parents=True, exist_ok=True)
         write_manifest(output_dir, {
-            "format": MANIFEST_FORMAT, "settings": asdict(settings), "tasks": model.tasks,
+            "format": MANIFEST_FORMAT, "settings": asdict(settings), "tasks": model.tasks, "task_kinds": model.kinds,
             "embedding_dim": model.embedding_dim, "max_length": settings.max_length or model.max_length,
             "complete": False,
         })  # fmt: skip
