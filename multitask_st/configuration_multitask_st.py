@@ -16,8 +16,12 @@ from transformers.models.auto.configuration_auto import AutoConfig
 from transformers.utils import cached_file, logging
 
 from .inference_multitask_st import (  # noqa: F401  (vocabulary_fingerprint: named here for its docs)
+    EMBEDDING,
+    EMBEDDING_CONTRASTIVE,
     KIND_ALIASES,
     MULTI_LABEL,
+    PAIR_CLASSIFICATION,
+    PAIR_REGRESSION,
     REGRESSION,
     SINGLE_LABEL,
     check_threshold,
@@ -33,9 +37,28 @@ PROJECTIONS = ("linear", "mlp", "none")
 ACTIVATIONS = ("gelu", "relu", "tanh", "silu")
 # The kinds of task a head can serve. Each has a head builder and a loss (`modeling_multitask_st.TASK_HEADS`,
 # `TASK_LOSSES`, `TASK_SCORES`) and a label-row formatter (`inference_multitask_st.LABEL_ROW_FORMATTERS`).
-TASK_KINDS = (SINGLE_LABEL, MULTI_LABEL, REGRESSION)
-# The fewest labels (or, for regression, named outputs) a task of each kind has.
-MIN_LABELS = {SINGLE_LABEL: 2, MULTI_LABEL: 1, REGRESSION: 1}
+TASK_KINDS = (
+    SINGLE_LABEL,
+    MULTI_LABEL,
+    REGRESSION,
+    PAIR_CLASSIFICATION,
+    PAIR_REGRESSION,
+    EMBEDDING,
+    EMBEDDING_CONTRASTIVE,
+)
+# The fewest labels (or, for regression, named outputs) a task of each kind has; an embedding task (no head: the
+# embedding is its output) has exactly one name, that of the similarity score `predict` reports for a pair.
+MIN_LABELS = {
+    SINGLE_LABEL: 2,
+    MULTI_LABEL: 1,
+    REGRESSION: 1,
+    PAIR_CLASSIFICATION: 2,
+    PAIR_REGRESSION: 1,
+    EMBEDDING: 1,
+    EMBEDDING_CONTRASTIVE: 1,
+}
+# The most a task of each kind has, where there is a bound (one value per example in its label column).
+MAX_LABELS = {PAIR_REGRESSION: 1, EMBEDDING: 1, EMBEDDING_CONTRASTIVE: 1}
 REGRESSION_LOSSES = ("mse", "huber", "l1")
 BALANCED = "balanced"  # class weights / pos_weight computed from the training labels (by `MultiTaskTrainer`)
 # Per kind, the per-task loss options `task_loss_options[task]` may hold (see `normalize_task_loss_options`).
@@ -43,11 +66,17 @@ TASK_LOSS_OPTIONS = {
     SINGLE_LABEL: ("class_weights", "label_smoothing"),
     MULTI_LABEL: ("pos_weight", "label_smoothing"),
     REGRESSION: ("loss", "normalize_targets"),
+    # Pair and embedding tasks take no loss options yet.
+    **dict.fromkeys((PAIR_CLASSIFICATION, PAIR_REGRESSION, EMBEDDING, EMBEDDING_CONTRASTIVE), ()),
 }
 # Per kind, the columns a task's labels take in the `labels` matrix `forward` takes: a classification task its label id,
 # a multi-label task one 0/1 column per label, a regression task one column per output (see `label_slices`).
 LABEL_WIDTHS = {SINGLE_LABEL: lambda num_labels: 1, MULTI_LABEL: lambda num_labels: num_labels}
 LABEL_WIDTHS[REGRESSION] = LABEL_WIDTHS[MULTI_LABEL]
+# Pair and embedding tasks: one column, the pair's class id or score (an `embedding_contrastive` row: 0, "labelled").
+LABEL_WIDTHS.update(
+    dict.fromkeys((PAIR_CLASSIFICATION, PAIR_REGRESSION, EMBEDDING, EMBEDDING_CONTRASTIVE), LABEL_WIDTHS[SINGLE_LABEL])
+)
 # Per key of `task_calibration[task]` (what is tuned after training), the kinds it applies to.
 CALIBRATION_KINDS = {"thresholds": (MULTI_LABEL,)}
 
@@ -340,6 +369,8 @@ def normalize_task_kinds(kinds: Mapping[str, str] | None, tasks: Mapping[str, li
     for task, kind in kinds.items():
         if len(tasks[task]) < MIN_LABELS[kind]:
             raise ValueError(f"Task {task!r} needs at least {MIN_LABELS[kind]} labels, got {tasks[task]!r}.")
+        if len(tasks[task]) > MAX_LABELS.get(kind, len(tasks[task])):
+            raise ValueError(f"Task {task!r} ({kind}) has one output name (that of its score), got {tasks[task]!r}.")
     return kinds
 
 

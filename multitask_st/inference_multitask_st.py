@@ -40,6 +40,28 @@ MULTI_LABEL = "multi_label"  # any number of labels per text (a sigmoid per labe
 REGRESSION = "regression"  # one or more named real numbers per text
 # transformers' `problem_type` names for the same kinds, accepted wherever a kind is given.
 KIND_ALIASES = {"single_label_classification": SINGLE_LABEL, "multi_label_classification": MULTI_LABEL}
+# Heads over a pair of texts that read the two texts' shared embeddings (u, v, |u - v|, u * v): classes, or real outputs.
+PAIR_CLASSIFICATION = "pair_classification"
+PAIR_REGRESSION = "pair_regression"
+# Tasks that train the embedding itself, with no head: scored pairs (CoSENT loss) and (anchor, positive[, negative])
+# rows (in-batch negatives). For a pair, their score is the cosine similarity of the two texts' embeddings.
+EMBEDDING = "embedding"
+EMBEDDING_CONTRASTIVE = "embedding_contrastive"
+# The kinds whose examples, and whose `predict` inputs, are pairs of texts; those of them with a head.
+PAIR_KINDS = (PAIR_CLASSIFICATION, PAIR_REGRESSION, EMBEDDING, EMBEDDING_CONTRASTIVE)
+PAIR_HEAD_KINDS = (PAIR_CLASSIFICATION, PAIR_REGRESSION)
+
+
+def text_head_tasks(task_kinds: Mapping[str, str]) -> list[str]:
+    """The tasks whose head reads one text's embedding (what the encoder graph's `logits_<task>` outputs are)."""
+    return [task for task, kind in task_kinds.items() if kind not in PAIR_KINDS]
+
+
+def pair_head_tasks(task_kinds: Mapping[str, str]) -> list[str]:
+    """The tasks whose head reads two texts' embeddings (`pair_classification`, `pair_regression`)."""
+    return [task for task, kind in task_kinds.items() if kind in PAIR_HEAD_KINDS]
+
+
 # A multi-label head's decision threshold on a label's probability until one is tuned (`config.task_calibration`).
 DEFAULT_THRESHOLD = 0.5
 
@@ -109,6 +131,67 @@ def check_texts(texts: Sequence, offset: int = 0):
                 f"`sentences[{index}]` is {text!r}: empty, whitespace or only control/format characters; every text "
                 "needs content to embed."
             )
+
+
+def check_pairs(pairs: Sequence, offset: int = 0):
+    """Every item is a `(text, text_pair)` pair of strings with content; errors give the item's index."""
+    for index, pair in enumerate(pairs, start=offset):
+        if isinstance(pair, str) or not isinstance(pair, Sequence) or len(pair) != 2:
+            raise TypeError(
+                f"`sentences[{index}]` must be a (text, text_pair) pair like the items before it, got {pair!r}."
+            )
+        for side, text in zip(("text", "text_pair"), pair, strict=True):
+            if not isinstance(text, str):
+                raise TypeError(
+                    f"The {side} of `sentences[{index}]` must be a string, got {type(text).__name__}: {text!r}."
+                )
+            if not has_content(text):
+                raise ValueError(
+                    f"The {side} of `sentences[{index}]` is {text!r}: empty, whitespace or only control/format "
+                    "characters; every text needs content to embed."
+                )
+
+
+def is_pair(item) -> bool:
+    """Whether one `predict` input is a `(text, text_pair)` pair rather than a text."""
+    return isinstance(item, (tuple, list)) and len(item) == 2 and all(isinstance(text, str) for text in item)
+
+
+def peek_pairs(sentences) -> tuple[bool, bool, Iterable]:
+    """`(single, pairs, items)` for a `predict` input: one text, one pair, or an iterable of either (the kind of its
+    first item decides; a generator's first item is put back)."""
+    if isinstance(sentences, str):
+        return True, False, [sentences]
+    if isinstance(sentences, tuple) and is_pair(sentences):
+        return True, True, [sentences]
+    check_sentences(sentences)
+    if isinstance(sentences, Sequence):
+        return False, len(sentences) > 0 and is_pair(sentences[0]), sentences
+    iterator = iter(sentences)
+    first = next(iterator, None)
+    if first is None:
+        return False, False, []
+    return False, is_pair(first), itertools.chain([first], iterator)
+
+
+def check_input_tasks(tasks, task_kinds: Mapping[str, str], pairs: bool) -> list[str]:
+    """The tasks `predict` runs on texts (single-text kinds) or on pairs (`PAIR_KINDS`): by default all of that input's
+    kind; a named task must take that input."""
+    takes = [task for task, kind in task_kinds.items() if (kind in PAIR_KINDS) == pairs]
+    what = "pairs of texts" if pairs else "single texts"
+    if tasks is None:
+        if not takes:
+            others = "single texts" if pairs else "(text, text_pair) pairs"
+            raise ValueError(f"This model has no task that takes {what}; its tasks {list(task_kinds)} take {others}.")
+        return takes
+    tasks = check_tasks(tasks, list(task_kinds))
+    wrong = [task for task in tasks if task not in takes]
+    if wrong:
+        raise ValueError(
+            f"Task(s) {wrong} do not take {what} (kinds {[task_kinds[task] for task in wrong]}); the tasks that do "
+            f"are {takes}."
+        )
+    return tasks
 
 
 def check_sentences(sentences) -> Iterable:
@@ -216,6 +299,7 @@ def run_chunks(
     chunk_size: int,
     show_progress_bar: bool | None,
     description: str,
+    pairs: bool = False,
 ) -> Iterator:
     """Checks the arguments now, then lazily yields `run_chunk(texts, progress)` for each `chunk_size` texts, in input
     order. Memory: one chunk's texts, token ids and outputs at a time, whatever the input size.
@@ -230,15 +314,16 @@ def run_chunks(
     if show_progress_bar is None:
         show_progress_bar = logger.getEffectiveLevel() <= logging.INFO and (total is None or total > batch_size)
     return _generate_chunks(
-        iter(sentences), run_chunk, chunk_size, total, progress_bar(total, description, show_progress_bar)
-    )
+        iter(sentences), run_chunk, chunk_size, total, progress_bar(total, description, show_progress_bar),
+        check_pairs if pairs else check_texts,
+    )  # fmt: skip
 
 
-def _generate_chunks(texts, run_chunk, chunk_size, total, progress):
+def _generate_chunks(texts, run_chunk, chunk_size, total, progress, check_items=check_texts):
     seen = 0
     try:
         while chunk := list(itertools.islice(texts, chunk_size)):
-            check_texts(chunk, offset=seen)
+            check_items(chunk, offset=seen)
             seen += len(chunk)
             yield run_chunk(chunk, progress)
     finally:
@@ -338,6 +423,10 @@ LABEL_ROW_FORMATTERS: dict[str, Callable[[np.ndarray, list[str], Mapping], list[
     SINGLE_LABEL: _single_label_rows,
     MULTI_LABEL: _multi_label_rows,
     REGRESSION: _regression_rows,
+    PAIR_CLASSIFICATION: _single_label_rows,
+    PAIR_REGRESSION: _regression_rows,  # {"values": {output name: value}}
+    EMBEDDING: _regression_rows,  # {"values": {name: cosine similarity of the pair's embeddings}}
+    EMBEDDING_CONTRASTIVE: _regression_rows,
 }
 
 
@@ -438,6 +527,8 @@ NUMPY_SCORES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     SINGLE_LABEL: softmax,
     MULTI_LABEL: sigmoid,
     REGRESSION: lambda outputs: outputs,
+    PAIR_CLASSIFICATION: softmax,
+    PAIR_REGRESSION: lambda outputs: outputs,
 }
 
 

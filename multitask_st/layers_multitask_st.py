@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import inspect
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +19,15 @@ from transformers.activations import ACT2FN
 from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
 from .configuration_multitask_st import BALANCED, MultiTaskSTConfig
-from .inference_multitask_st import MULTI_LABEL, REGRESSION, SINGLE_LABEL
+from .inference_multitask_st import (
+    EMBEDDING,
+    EMBEDDING_CONTRASTIVE,
+    MULTI_LABEL,
+    PAIR_CLASSIFICATION,
+    PAIR_REGRESSION,
+    REGRESSION,
+    SINGLE_LABEL,
+)
 
 
 IGNORE_INDEX = -100  # label value for "this example has no label for this task"
@@ -67,9 +76,9 @@ def build_projection(config: MultiTaskSTConfig) -> nn.Module:
     )
 
 
-def _classification_head(config: MultiTaskSTConfig, task: str) -> nn.Module:
+def _classification_head(config: MultiTaskSTConfig, task: str, input_size: int | None = None) -> nn.Module:
     return nn.Sequential(
-        nn.Linear(config.embedding_dim, config.head_hidden_size),
+        nn.Linear(input_size or config.embedding_dim, config.head_hidden_size),
         ACT2FN[config.head_activation],
         nn.Dropout(config.head_dropout),
         nn.Linear(config.head_hidden_size, config.num_labels_of(task)),
@@ -96,7 +105,7 @@ def labelled_rows(labels: torch.Tensor, kind: str) -> torch.Tensor:
     """`(batch,)` bool: which rows of a task's label columns `(batch, width)` hold a label (NaN, or -100 in an id
     column, mark "no label"); a regression row counts when any of its outputs has a target. Works on numpy too."""
     present = labels == labels  # NaN != NaN
-    if kind != REGRESSION:
+    if kind not in (REGRESSION, PAIR_REGRESSION, EMBEDDING):
         present = present & (labels != IGNORE_INDEX)
         return present.all(-1)
     return present.any(-1)
@@ -170,25 +179,158 @@ def _regression_loss(outputs: torch.Tensor, labels: torch.Tensor, config: MultiT
     return (losses * mask).sum() / mask.sum().clamp(min=1)
 
 
+# Scale of the cosine similarities in the embedding losses (sentence-transformers' CoSENT and in-batch negatives use 20).
+SIMILARITY_SCALE = 20.0
+
+
+def _pair_head(config: MultiTaskSTConfig, task: str) -> nn.Module:
+    # Reads the pair features (u, v, |u - v|, u * v) of the two texts' shared embeddings (Sentence-BERT's classifier).
+    return _classification_head(config, task, input_size=4 * config.embedding_dim)
+
+
+def pair_features(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """`(u, v, |u - v|, u * v)` of two batches of embeddings `(batch, dim)`: what a pair head reads, `(batch, 4 dim)`."""
+    return torch.cat([first, second, (first - second).abs(), first * second], dim=-1)
+
+
+@dataclass
+class TaskInputs:
+    """What the task outputs are computed from, row-aligned with the batch: each text's projected embedding, its pair
+    text's (zeros where a row has none) and its hard negative's, with masks of the rows that have them."""
+
+    text: torch.Tensor
+    pair: torch.Tensor | None = None
+    has_pair: torch.Tensor | None = None
+    negative: torch.Tensor | None = None
+    has_negative: torch.Tensor | None = None
+
+    def pairs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The second texts' embeddings and the mask of rows that have one (a batch without pairs: zeros, no row)."""
+        if self.pair is None:
+            return torch.zeros_like(self.text), torch.zeros(
+                self.text.shape[0], dtype=torch.bool, device=self.text.device
+            )
+        return self.pair, self.has_pair
+
+
+def _text_output(task: str, head: nn.Module, inputs: TaskInputs) -> torch.Tensor:
+    return head(inputs.text)
+
+
+def _pair_head_output(task: str, head: nn.Module, inputs: TaskInputs) -> torch.Tensor:
+    pair, has_pair = inputs.pairs()
+    output = head(pair_features(inputs.text, pair))
+    return output.masked_fill(~has_pair.unsqueeze(-1), 0.0)  # rows without a pair: no output (they have no label)
+
+
+def _cosine_output(task: str, head: None, inputs: TaskInputs) -> torch.Tensor:
+    pair, has_pair = inputs.pairs()
+    cosine = F.cosine_similarity(inputs.text.float(), pair.float(), dim=-1).unsqueeze(-1)
+    return cosine.masked_fill(~has_pair.unsqueeze(-1), 0.0)
+
+
+def _contrastive_output(task: str, head: None, inputs: TaskInputs) -> torch.Tensor:
+    # The loss compares every anchor with every positive and hard negative of the batch, so the task's output carries
+    # the normalised embeddings themselves: [anchor, positive, negative, has_negative], (batch, 3 dim + 1).
+    pair, has_pair = inputs.pairs()
+    anchor, positive = F.normalize(inputs.text.float(), dim=-1), F.normalize(pair.float(), dim=-1)
+    anchor, positive = anchor * has_pair.unsqueeze(-1), positive * has_pair.unsqueeze(-1)
+    if inputs.negative is None:
+        negative, has_negative = torch.zeros_like(positive), torch.zeros_like(has_pair)
+    else:
+        negative, has_negative = F.normalize(inputs.negative.float(), dim=-1), inputs.has_negative
+        negative = negative * has_negative.unsqueeze(-1)
+    return torch.cat([anchor, positive, negative, has_negative.unsqueeze(-1).float()], dim=-1)
+
+
+def split_contrastive_output(output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`(anchor, positive, negative, has_negative)` from an `embedding_contrastive` task's output."""
+    dim = (output.shape[-1] - 1) // 3
+    return output[:, :dim], output[:, dim : 2 * dim], output[:, 2 * dim : 3 * dim], output[:, -1] > 0.5
+
+
+def _pair_regression_loss(outputs: torch.Tensor, labels: torch.Tensor, config: MultiTaskSTConfig, task: str):
+    # Mean squared error over the labelled rows (NaN: no label); an absent task gives exactly 0.
+    present = labels[:, 0] == labels[:, 0]
+    errors = (outputs[:, 0].float() - torch.where(present, labels[:, 0].float(), outputs[:, 0].detach().float())) ** 2
+    return (errors * present).sum() / present.sum().clamp(min=1)
+
+
+def _cosent_loss(cosines: torch.Tensor, labels: torch.Tensor, config: MultiTaskSTConfig, task: str):
+    """CoSENT (Su, 2022): `log(1 + sum over pairs (i, j) with score_i > score_j of exp(s (cos_j - cos_i)))` over the
+    labelled rows, so only the order of the similarities is trained. Fewer than two labelled rows (or all scores equal)
+    give exactly 0."""
+    scores = labels[:, 0].float()
+    labelled = scores == scores
+    scaled = cosines[:, 0].float() * SIMILARITY_SCALE
+    # (i, j) where i should be more similar than j: both labelled, score_i > score_j (NaN compares False).
+    ordered = labelled.unsqueeze(1) & labelled.unsqueeze(0) & (scores.unsqueeze(1) > scores.unsqueeze(0))
+    differences = (scaled.unsqueeze(0) - scaled.unsqueeze(1)).masked_fill(~ordered, float("-inf"))  # cos_j - cos_i
+    with_zero = torch.cat([scaled.new_zeros(1), differences.flatten()])  # the 1 in log(1 + ...)
+    return torch.logsumexp(with_zero, dim=0)
+
+
+def _contrastive_loss(output: torch.Tensor, labels: torch.Tensor, config: MultiTaskSTConfig, task: str):
+    """In-batch negatives (MultipleNegativesRankingLoss): each labelled anchor's positive must be the most similar of
+    every labelled row's positive and hard negative. No labelled row gives exactly 0."""
+    anchor, positive, negative, has_negative = split_contrastive_output(output)
+    labelled = labelled_rows(labels, EMBEDDING_CONTRASTIVE)
+    candidates = torch.cat([positive[labelled], negative[labelled & has_negative]])
+    similarities = anchor[labelled] @ candidates.T * SIMILARITY_SCALE  # (anchors, candidates)
+    targets = torch.arange(similarities.shape[0], device=similarities.device)
+    loss = F.cross_entropy(similarities, targets, reduction="sum")  # 0 with no labelled row
+    return loss / labelled.sum().clamp(min=1) + 0.0 * output.sum()  # the task keeps its place in the graph
+
+
+def _contrastive_scores(output: torch.Tensor) -> torch.Tensor:
+    anchor, positive, _, _ = split_contrastive_output(output)
+    return (anchor * positive).sum(dim=-1, keepdim=True)
+
+
 # Per kind of task (`config.task_kinds`, see `configuration_multitask_st.TASK_KINDS`): its head (built from the config
 # and the task's name), its loss (the head's outputs, the task's columns of `labels` (`config.label_slices()`), the
 # config and the task's name) and the scores `predict` reports. A new kind adds an entry to each, its label width
 # (`configuration_multitask_st.LABEL_WIDTHS`) and a label-row formatter in the inference engine.
-TASK_HEADS: dict[str, Callable[[MultiTaskSTConfig, str], nn.Module]] = {
+TASK_HEADS: dict[str, Callable[[MultiTaskSTConfig, str], nn.Module] | None] = {
     SINGLE_LABEL: _classification_head,
     MULTI_LABEL: _classification_head,
     REGRESSION: RegressionHead,
+    PAIR_CLASSIFICATION: _pair_head,
+    PAIR_REGRESSION: _pair_head,
+    EMBEDDING: None,  # no head: the embedding is the output
+    EMBEDDING_CONTRASTIVE: None,
+}
+# Per kind: its output from the batch's embeddings (`TaskInputs`): a head on one text's embedding, a pair head on two,
+# or the pair's cosine / embeddings for the embedding tasks.
+TASK_OUTPUTS: dict[str, Callable[[str, nn.Module | None, TaskInputs], torch.Tensor]] = {
+    SINGLE_LABEL: _text_output,
+    MULTI_LABEL: _text_output,
+    REGRESSION: _text_output,
+    PAIR_CLASSIFICATION: _pair_head_output,
+    PAIR_REGRESSION: _pair_head_output,
+    EMBEDDING: _cosine_output,
+    EMBEDDING_CONTRASTIVE: _contrastive_output,
 }
 TASK_LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor, MultiTaskSTConfig, str], torch.Tensor]] = {
     SINGLE_LABEL: _single_label_loss,
     MULTI_LABEL: _multi_label_loss,
     REGRESSION: _regression_loss,
+    PAIR_CLASSIFICATION: _single_label_loss,
+    PAIR_REGRESSION: _pair_regression_loss,
+    EMBEDDING: _cosent_loss,
+    EMBEDDING_CONTRASTIVE: _contrastive_loss,
 }
 TASK_SCORES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     SINGLE_LABEL: lambda logits: logits.float().softmax(-1),
     MULTI_LABEL: lambda logits: logits.float().sigmoid(),
     REGRESSION: lambda outputs: outputs.float(),
+    PAIR_CLASSIFICATION: lambda logits: logits.float().softmax(-1),
+    PAIR_REGRESSION: lambda outputs: outputs.float(),
+    EMBEDDING: lambda cosines: cosines.float(),
+    EMBEDDING_CONTRASTIVE: _contrastive_scores,
 }
+# The kinds whose label column holds class ids.
+CLASS_ID_KINDS = (SINGLE_LABEL, PAIR_CLASSIFICATION)
 
 
 def eval_twin(module: nn.Module) -> nn.Module:

@@ -50,6 +50,9 @@ PLOT_PATTERNS = (
 # An ONNX export (`multitask_st.export.onnx`): its graphs and what the export measured against PyTorch.
 ONNX_SUBFOLDER = "onnx"
 ONNX_FILE_NAME = "model.onnx"
+# The pair heads' graph (`pair_classification` / `pair_regression` tasks): it reads two texts' embeddings, as the
+# main graph gives them, so each text is run through the encoder once.
+PAIR_HEADS_FILE_NAME = "pair_heads.onnx"
 EXPORT_REPORT_NAME = "export_report.json"
 ONNX_PATTERNS = (f"{ONNX_SUBFOLDER}/*.onnx", f"{ONNX_SUBFOLDER}/{EXPORT_REPORT_NAME}")
 

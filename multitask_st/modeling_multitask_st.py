@@ -22,15 +22,16 @@ from transformers.utils import ModelOutput
 
 from .configuration_multitask_st import (
     MultiTaskSTConfig,
-    normalize_task_target_scaling,
     sentence_transformers_max_seq_length,
 )
 from .inference_multitask_st import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_CHUNK_SIZE,
+    EMBEDDING_CONTRASTIVE,
     MODEL_INPUTS,
     MULTI_LABEL,
-    SINGLE_LABEL,
+    PAIR_KINDS,
+    check_input_tasks,
     check_max_length,
     check_out,
     check_sentences,
@@ -43,6 +44,7 @@ from .inference_multitask_st import (
     has_content,  # noqa: F401  (the one text rule; training imports it from here)
     label_rows,
     length_hint,
+    peek_pairs,
     progress_bar,
     resolve_calibration,
     run_chunks,
@@ -52,11 +54,14 @@ from .inference_multitask_st import (
     tokenizer_fingerprint,  # noqa: F401  (the trainer imports it from here)
 )
 from .layers_multitask_st import (  # noqa: F401  (IGNORE_INDEX: training imports it from here)
+    CLASS_ID_KINDS,
     IGNORE_INDEX,
     TASK_HEADS,
     TASK_LOSSES,
+    TASK_OUTPUTS,
     TASK_SCORES,
     MultiTaskSTPooler,
+    TaskInputs,
     backbone_init_kwargs,
     build_projection,
     eval_twin,
@@ -179,7 +184,14 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
         self.backbone = backbone
         self.pooling = MultiTaskSTPooler(config)
         self.projection = build_projection(config)
-        self.heads = nn.ModuleDict({task: TASK_HEADS[config.task_kinds[task]](config, task) for task in config.tasks})
+        # Embedding tasks have no head (`TASK_HEADS` holds None): the embedding is their output.
+        self.heads = nn.ModuleDict(
+            {
+                task: TASK_HEADS[config.task_kinds[task]](config, task)
+                for task in config.tasks
+                if TASK_HEADS[config.task_kinds[task]] is not None
+            }
+        )
         self.post_init()
 
     # ------------------------------------------------------------------ construction
@@ -257,6 +269,14 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
+        pair_input_ids: torch.Tensor | None = None,
+        pair_attention_mask: torch.Tensor | None = None,
+        pair_token_type_ids: torch.Tensor | None = None,
+        pair_rows: torch.Tensor | None = None,
+        negative_input_ids: torch.Tensor | None = None,
+        negative_attention_mask: torch.Tensor | None = None,
+        negative_token_type_ids: torch.Tensor | None = None,
+        negative_rows: torch.Tensor | None = None,
     ) -> MultiTaskSTOutput | tuple:
         r"""
         labels (`torch.Tensor` of shape `(batch_size, config.num_label_columns)`, *optional*):
@@ -265,7 +285,14 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
             When every task is a classification task, this is `(batch_size, num_tasks)` and may be an integer tensor
             with -100 for "no label" (the form before other kinds existed).
         tasks (`list[str]`, *optional*):
-            Which heads to run; defaults to all.
+            Which tasks to run; defaults to all.
+        pair_input_ids (`torch.LongTensor` of shape `(num_pairs, pair_length)`, *optional*):
+            The second texts of the rows `pair_rows` (default: every row), tokenised on their own (two sequences,
+            not one concatenation): each text is embedded once, as `encode` does. With `pair_attention_mask` and
+            `pair_token_type_ids`. Pair and embedding tasks need them; their label column holds a class id
+            (`pair_classification`), a score (`pair_regression`, `embedding`) or 0 (`embedding_contrastive`).
+        negative_input_ids (`torch.LongTensor` of shape `(num_negatives, negative_length)`, *optional*):
+            Hard negatives of the rows `negative_rows` (default: every row), for `embedding_contrastive` tasks.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         task_names = check_tasks(tasks, self.config.task_names)
@@ -273,8 +300,17 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
             input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions
         )
         projected = self.projection(pooled)  # (batch, embedding_dim): what the heads read
-        logits = {task: self.heads[task](projected) for task in task_names}
-        loss, task_losses = (None, None) if labels is None else self._multitask_loss(logits, labels)
+        inputs = TaskInputs(projected)
+        inputs.pair, inputs.has_pair = self._embed_rows(
+            projected, pair_rows, pair_input_ids, pair_attention_mask, pair_token_type_ids
+        )
+        inputs.negative, inputs.has_negative = self._embed_rows(
+            projected, negative_rows, negative_input_ids, negative_attention_mask, negative_token_type_ids
+        )
+        kinds = self.config.task_kinds
+        logits = {task: TASK_OUTPUTS[kinds[task]](task, self.heads[task] if task in self.heads else None, inputs)
+                  for task in task_names}  # fmt: skip
+        loss, task_losses = (None, None) if labels is None else self._multitask_loss(logits, labels, inputs)
         output = MultiTaskSTOutput(
             loss=loss,
             logits=logits,
@@ -309,6 +345,24 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
         backbone_output = self.backbone(**backbone_inputs, return_dict=True)
         return self.pooling(backbone_output.last_hidden_state, attention_mask), backbone_output
 
+    def _embed_rows(self, projected, rows, input_ids, attention_mask, token_type_ids):
+        """The projected embeddings of the second texts (or negatives) of the batch rows `rows` (default: all), placed
+        at those rows `(batch, embedding_dim)` (zeros elsewhere), and the mask of those rows; `(None, None)` without
+        texts."""
+        if input_ids is None:
+            return None, None
+        batch_size = projected.shape[0]
+        rows = torch.arange(input_ids.shape[0], device=projected.device) if rows is None else rows.long()
+        if rows.shape[0] != input_ids.shape[0] or (rows.numel() and (rows.min() < 0 or rows.max() >= batch_size)):
+            raise ValueError(
+                f"`pair_rows`/`negative_rows` must give one row in 0..{batch_size - 1} per second text "
+                f"({input_ids.shape[0]}), got {rows.tolist()}."
+            )
+        embedded = self.projection(self.pool(input_ids, attention_mask, token_type_ids)[0])
+        placed = projected.new_zeros(projected.shape).index_copy(0, rows, embedded.to(projected.dtype))
+        present = torch.zeros(batch_size, dtype=torch.bool, device=projected.device).index_fill(0, rows, True)
+        return placed, present
+
     def finish_embedding(self, projected: torch.Tensor, normalize: bool | None = None) -> torch.Tensor:
         """The sentence embedding from the projection's output: L2-normalised when `normalize` (default: the
         config's `normalize_embeddings`)."""
@@ -316,11 +370,11 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
         return F.normalize(projected, p=2, dim=-1) if normalize else projected
 
     def _multitask_loss(
-        self, logits: dict[str, torch.Tensor], labels: torch.Tensor
+        self, logits: dict[str, torch.Tensor], labels: torch.Tensor, inputs: TaskInputs
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         config, task_names = self.config, self.config.task_names
         batch_size = next(iter(logits.values())).shape[0]
-        all_ids = all(kind == SINGLE_LABEL for kind in config.task_kinds.values())
+        all_ids = all(kind in CLASS_ID_KINDS + (EMBEDDING_CONTRASTIVE,) for kind in config.task_kinds.values())
         allowed = (torch.int64, torch.int32, torch.float32) if all_ids else (torch.float32,)
         if labels.dtype not in allowed or tuple(labels.shape) != (batch_size, config.num_label_columns):
             form = "an integer or float32 tensor" if all_ids else "a float32 tensor"
@@ -334,7 +388,7 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
         for task in task_names:
             kind, columns = config.task_kinds[task], labels[:, slices[task]]
             labelled = labelled_rows(columns, kind)
-            if kind == SINGLE_LABEL:
+            if kind in CLASS_ID_KINDS:
                 ids = columns[:, 0]
                 invalid = labelled & ((ids < 0) | (ids >= config.num_labels_of(task)))
                 if ids.is_floating_point():
@@ -344,10 +398,13 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
                 present = columns == columns
                 invalid = (present.any(-1) & ~labelled) | (labelled & ((columns < 0) | (columns > 1)).any(-1))
                 expected = "0 or 1 per label (a soft target in [0, 1]), or NaN in every column"
+            elif kind == EMBEDDING_CONTRASTIVE:
+                invalid = labelled & (columns[:, 0] != 0)
+                expected = "0 (the row is an anchor and its positive), -100 or NaN"
             else:
                 invalid = columns.isinf().any(-1)
                 expected = "finite targets, or NaN where there is none"
-            if invalid.any() and kind == SINGLE_LABEL:
+            if invalid.any() and kind in CLASS_ID_KINDS:
                 row = invalid.nonzero()[0].item()
                 raise ValueError(
                     f"Label {columns[row, 0].item()} of task {task!r} (batch row {row}) is not in "
@@ -359,6 +416,16 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
                     f"Labels {columns[row].tolist()} of task {task!r} ({kind}, batch row {row}) are not valid: "
                     f"expected {expected}."
                 )
+        _, has_pair = inputs.pairs()
+        for task in logits:
+            if config.task_kinds[task] in PAIR_KINDS:
+                unpaired = labelled_rows(labels[:, slices[task]], config.task_kinds[task]) & ~has_pair
+                if unpaired.any():
+                    raise ValueError(
+                        f"Batch row {unpaired.nonzero()[0].item()} is labelled for task {task!r} "
+                        f"({config.task_kinds[task]}), which takes pairs of texts, but has no second text "
+                        "(`pair_input_ids` / `pair_rows`)."
+                    )
         task_losses, loss = {}, None
         for task, task_logits in logits.items():
             kind = config.task_kinds[task]
@@ -475,9 +542,14 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
         (`config.task_calibration`, 0.5 until tuned) for this call: a number for every label, or per task a number, a
         list (one per label) or `{label: number}`. `kwargs`: `batch_size`, `show_progress_bar`, `device`,
         `max_length`, `chunk_size`, as in [`encode`].
+
+        Pair and embedding tasks take `(text, text_pair)` pairs instead (one pair, or an iterable of them): each text
+        is embedded once, as `encode` embeds it; `{"label", "score", "probabilities"}` for a pair classifier,
+        `{"values": {name: number}}` for a pair regression head and, for an embedding task, the cosine similarity of
+        the two texts' embeddings. Texts run the single-text tasks, pairs the pair tasks.
         """
-        single = isinstance(sentences, str)
-        chunks = self.predict_chunks([sentences] if single else sentences, tokenizer, tasks, thresholds, **kwargs)
+        single, _, items = peek_pairs(sentences)
+        chunks = self.predict_chunks(items, tokenizer, tasks, thresholds, **kwargs)
         predictions = [prediction for chunk in chunks for prediction in chunk]
         return predictions[0] if single else predictions
 
@@ -491,17 +563,19 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
     ):
         """The streaming form of [`predict`]: yields the predictions of each `chunk_size` texts, in input order."""
         config = self.config
-        task_names = check_tasks(tasks, config.task_names)
+        _, pairs, sentences = peek_pairs(sentences)
+        task_names = check_input_tasks(tasks, config.task_kinds, pairs)
         calibration = resolve_calibration(config.task_calibration, config.tasks, config.task_kinds, thresholds)
         chunks = self.score_chunks(sentences, tokenizer, task_names, **kwargs)
         return (label_rows(scores, config.tasks, task_names, config.task_kinds, calibration) for scores in chunks)
 
     def score_chunks(self, sentences, tokenizer, tasks=None, with_embeddings: bool = False, **kwargs):
-        """What `predict` formats, per `chunk_size` texts: `score_batch`'s float32 rows, in input order (`kwargs` as in
-        `predict`). The pipeline formats the same rows."""
-        tasks = check_tasks(tasks, self.config.task_names)
+        """What `predict` formats, per `chunk_size` inputs (texts, or `(text, text_pair)` pairs): `score_batch`'s float32
+        rows, in input order (`kwargs` as in `predict`). The pipeline formats the same rows."""
+        _, pairs, sentences = peek_pairs(sentences)
+        tasks = check_input_tasks(tasks, self.config.task_kinds, pairs)
         return self._run(sentences, tokenizer, lambda model, inputs: model.score_batch(inputs, tasks, with_embeddings),
-                         "Predicting", **kwargs)  # fmt: skip
+                         "Predicting", pairs=pairs, **kwargs)  # fmt: skip
 
     def score_batch(self, inputs: Mapping[str, torch.Tensor], tasks: list[str], with_embeddings: bool = False):
         """One forward pass over a tokenised batch, dropout off whatever the mode: every label's score of `tasks`
@@ -525,8 +599,9 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
         return torch.from_numpy(pooled).to(self.device)
 
     def _run(self, sentences, tokenizer, run_batch, description, batch_size=DEFAULT_BATCH_SIZE, show_progress_bar=None,
-             device=None, max_length=None, chunk_size=DEFAULT_CHUNK_SIZE) -> Iterator[np.ndarray]:  # fmt: skip
-        """The torch step under the engine's `run_chunks`: per chunk, tokenise (unpadded) and run `run_batch`."""
+             device=None, max_length=None, chunk_size=DEFAULT_CHUNK_SIZE, pairs=False) -> Iterator[np.ndarray]:  # fmt: skip
+        """The torch step under the engine's `run_chunks`: per chunk, tokenise (unpadded; a pair's two texts as two
+        sequences, the second under `pair_*` keys) and run `run_batch`."""
         check_sentences(sentences)
         check_tokenizer(tokenizer, self.get_input_embeddings().num_embeddings, self.config.tokenizer_fingerprint)
         max_length = check_max_length(max_length, self.default_max_length(tokenizer), self.position_limit())
@@ -534,36 +609,34 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
             self.to(device)
         return run_chunks(
             sentences,
-            lambda texts, bar: self._run_tokenized(tokenize(tokenizer, texts, max_length), tokenizer, run_batch,
-                                                   batch_size, bar),
-            batch_size, chunk_size, show_progress_bar, description,
+            lambda items, bar: self._run_tokenized(tokenize_items(tokenizer, items, max_length, pairs), tokenizer,
+                                                   run_batch, batch_size, bar),
+            batch_size, chunk_size, show_progress_bar, description, pairs=pairs,
         )  # fmt: skip
 
     def _run_tokenized(self, encodings, tokenizer, run_batch, batch_size: int, progress=None) -> np.ndarray:
         """`run_batch`'s rows as float32, in input order, for unpadded encodings: under `inference_mode`, on an eval twin
         when the model is in train mode (no mode flipped), longest texts first, padded by `tokenizer.pad`."""
-        keys = [key for key in MODEL_INPUTS if key in encodings]
         model, device = eval_twin(self) if self.training else self, self.device
 
         def run(batch: list[int]) -> torch.Tensor:
-            inputs = tokenizer.pad({key: [encodings[key][i] for i in batch] for key in keys}, return_tensors="pt")
-            return run_batch(model, {key: inputs[key].to(device) for key in keys}).float()
+            inputs = {}
+            for prefix in ("", PAIR_PREFIX):
+                keys = [key for key in MODEL_INPUTS if prefix + key in encodings]
+                if keys:
+                    padded = tokenizer.pad({key: [encodings[prefix + key][i] for i in batch] for key in keys},
+                                           return_tensors="pt")  # fmt: skip
+                    inputs.update({prefix + key: padded[key].to(device) for key in keys})
+            return run_batch(model, inputs).float()
 
         lengths = [len(ids) for ids in encodings["input_ids"]]
+        if PAIR_PREFIX + "input_ids" in encodings:
+            lengths = [
+                length + len(ids) for length, ids in zip(lengths, encodings[PAIR_PREFIX + "input_ids"], strict=True)
+            ]
         with torch.inference_mode():
             rows, inverse = run_in_length_order(lengths, batch_size, run, progress)
             return torch.cat(rows).cpu().numpy()[inverse]
-
-    def set_target_scaling(self, task: str, mean: list[float], std: list[float]):
-        """A regression task's target scaling (see `config.task_target_scaling`): the head then predicts
-        `mean + std * z`. `MultiTaskTrainer` sets it from the training targets before the first step."""
-        scaling = {**self.config.task_target_scaling, task: {"mean": list(mean), "std": list(std)}}
-        self.config.task_target_scaling = normalize_task_target_scaling(
-            scaling, self.config.tasks, self.config.task_kinds
-        )
-        head = self.heads[task]
-        head.target_mean.copy_(torch.tensor(self.config.task_target_scaling[task]["mean"]))
-        head.target_std.copy_(torch.tensor(self.config.task_target_scaling[task]["std"]))
 
     def default_max_length(self, tokenizer) -> int:
         """Tokens kept per text when no `max_length` is given (see `inference_multitask_st.default_max_length`)."""
@@ -608,6 +681,20 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
             for name, text in sentence_transformers_files(self.config.max_seq_length, versions).items():
                 (Path(save_directory) / name).write_text(text, encoding="utf-8")
         return super().save_pretrained(save_directory, *args, **kwargs)
+
+
+PAIR_PREFIX = "pair_"  # the second texts' model inputs: `pair_input_ids`, `pair_attention_mask`, ...
+
+
+def tokenize_items(tokenizer, items: list, max_length: int, pairs: bool) -> dict[str, list]:
+    """Unpadded encodings of texts, or of pairs as two sequences: the second texts' under `pair_*` keys."""
+    if not pairs:
+        return tokenize(tokenizer, items, max_length)
+    first = tokenize(tokenizer, [text for text, _ in items], max_length)
+    second = tokenize(tokenizer, [text_pair for _, text_pair in items], max_length)
+    encodings = {key: first[key] for key in MODEL_INPUTS if key in first}
+    encodings.update({PAIR_PREFIX + key: second[key] for key in MODEL_INPUTS if key in second})
+    return encodings
 
 
 # `save_pretrained` writes `auto_map` and copies this file and the configuration next to the weights.

@@ -25,6 +25,7 @@ from .inference_multitask_st import (  # noqa: F401  (PIPELINE_*, custom_pipelin
     PIPELINE_TASK,
     REGRESSION,
     SINGLE_LABEL,
+    check_input_tasks,
     check_max_length,
     check_positive_int,
     check_sentences,
@@ -32,6 +33,7 @@ from .inference_multitask_st import (  # noqa: F401  (PIPELINE_*, custom_pipelin
     check_texts,
     custom_pipelines_entry,
     label_rows,
+    peek_pairs,
     resolve_calibration,
     tokenize,
 )
@@ -106,20 +108,26 @@ class MultiTaskSTPipeline(Pipeline):
         batch_size = kwargs.pop("batch_size", None)
         batch_size = self._batch_size or DEFAULT_BATCH_SIZE if batch_size is None else batch_size
         check_positive_int("batch_size", batch_size)
+        inputs = _pair_dicts_as_tuples(inputs)
+        pairs = False
         if not isinstance(inputs, (str, list, tuple)):
             if not isinstance(inputs, torch.utils.data.Dataset):  # the pipeline loop streams only generators
-                inputs = _checked_texts(check_sentences(inputs))
-            return super().__call__(inputs, batch_size=batch_size, **kwargs)
+                _, pairs, inputs = peek_pairs(check_sentences(inputs))
+                inputs = inputs if pairs else _checked_texts(inputs)
+            if not pairs:  # pairs go through the model's batching below, lazily a chunk at a time all the same
+                return super().__call__(inputs, batch_size=batch_size, **kwargs)
         kwargs.pop("num_workers", None)
         preprocess, forward, postprocess = self._sanitize_parameters(**kwargs)
         preprocess = {**self._preprocess_params, **preprocess}
         forward = {**self._forward_params, **forward}
         postprocess = {**self._postprocess_params, **postprocess}
-        tasks = forward.get("tasks") or self.model.config.task_names
+        single, pairs, inputs = peek_pairs(inputs)
+        tasks = check_input_tasks(forward.get("tasks"), self.model.config.task_kinds, pairs)
         return_embedding = forward.get("return_embedding", False)
-        single = isinstance(inputs, str)
+        if return_embedding and pairs:
+            raise ValueError("`return_embedding=True` takes single texts; embed each text of a pair with them.")
         chunks = self.model.score_chunks(
-            [inputs] if single else inputs, self.tokenizer, tasks, return_embedding, batch_size=batch_size,
+            inputs, self.tokenizer, tasks, return_embedding, batch_size=batch_size,
             max_length=preprocess.get("max_length"), show_progress_bar=False,
         )  # fmt: skip
         top_k, thresholds = postprocess.get("top_k", 1), postprocess.get("thresholds")
@@ -134,12 +142,13 @@ class MultiTaskSTPipeline(Pipeline):
         return tokenize(self.tokenizer, text, max_length, return_tensors="pt")
 
     def _forward(self, model_inputs, tasks=None, return_embedding=False):
-        tasks = tasks or self.model.config.task_names
+        tasks = check_input_tasks(tasks, self.model.config.task_kinds, pairs=False)
         return {"rows": self.model.score_batch(dict(model_inputs), tasks, with_embeddings=return_embedding)}
 
     def postprocess(self, model_outputs, tasks=None, top_k=1, return_embedding=False, thresholds=None):
         rows = model_outputs["rows"].float().cpu().reshape(1, -1).numpy()
-        return self._format(rows, tasks or self.model.config.task_names, top_k, return_embedding, thresholds)[0]
+        tasks = check_input_tasks(tasks, self.model.config.task_kinds, pairs=False)
+        return self._format(rows, tasks, top_k, return_embedding, thresholds)[0]
 
     def _format(
         self, rows, tasks: list[str], top_k: int | None, return_embedding: bool, thresholds=None
@@ -165,10 +174,28 @@ def _checked_texts(texts) -> Iterator[str]:
         yield text
 
 
+def _pair_dicts_as_tuples(inputs):
+    """`{"text": ..., "text_pair": ...}` (the stock text-classification pipeline's pair), or a list of them, as
+    `(text, text_pair)` tuples, the form `predict` takes."""
+
+    def as_tuple(item):
+        if isinstance(item, Mapping) and set(item) == {"text", "text_pair"}:
+            return (item["text"], item["text_pair"])
+        if isinstance(item, Mapping):
+            raise ValueError(f"A pair is {{'text': ..., 'text_pair': ...}}, got a dict with keys {sorted(item)}.")
+        return item
+
+    if isinstance(inputs, Mapping):
+        return as_tuple(inputs)
+    if isinstance(inputs, list) and inputs and isinstance(inputs[0], Mapping):
+        return [as_tuple(item) for item in inputs]
+    return inputs
+
+
 def _ranked(prediction: Mapping, top_k: int | None, kind: str = SINGLE_LABEL) -> dict | list[dict]:
     """One task's `predict` entry in the pipeline's shape: `{"label", "score"}` (multi-label: `{"labels",
     "scores"}`; regression: `{"values"}`), or the `top_k` best labels, best first."""
-    if kind == REGRESSION:
+    if "values" in prediction:  # regression, pair regression, embedding tasks
         return {"values": prediction["values"]}
     if top_k == 1 and kind == MULTI_LABEL:
         return {"labels": prediction["labels"], "scores": prediction["scores"]}

@@ -806,15 +806,20 @@ def test_distilbert_backbone_names_come_through_its_attribute_map():
 def test_heads_are_built_from_each_tasks_kind(tmp_path):
     from multitask_st.configuration_multitask_st import LABEL_WIDTHS, TASK_KINDS
     from multitask_st.inference_multitask_st import LABEL_ROW_FORMATTERS, NUMPY_SCORES, SINGLE_LABEL
-    from multitask_st.layers_multitask_st import TASK_HEADS, TASK_LOSSES, TASK_SCORES
+    from multitask_st.layers_multitask_st import TASK_HEADS, TASK_LOSSES, TASK_OUTPUTS, TASK_SCORES
     from multitask_st.training.metrics import MAIN_METRIC, TASK_METRICS
     from multitask_st.training.tokenization import LABEL_ENCODERS
 
     # One place each: every kind the config accepts has a head, a loss, scores, label columns, metrics and a label-row
     # formatter.
-    tables = (TASK_HEADS, TASK_LOSSES, TASK_SCORES, LABEL_ROW_FORMATTERS, NUMPY_SCORES, LABEL_WIDTHS, TASK_METRICS)
+    tables = (TASK_HEADS, TASK_OUTPUTS, TASK_LOSSES, TASK_SCORES, LABEL_ROW_FORMATTERS, LABEL_WIDTHS, TASK_METRICS)
     assert all(set(table) == set(TASK_KINDS) for table in (*tables, MAIN_METRIC, LABEL_ENCODERS))
-    assert TASK_KINDS == ("classification", "multi_label", "regression")
+    # NUMPY_SCORES: the kinds with a head (the embedding tasks' score is the pair's cosine, computed by the runtime)
+    assert set(NUMPY_SCORES) == {kind for kind in TASK_KINDS if TASK_HEADS[kind] is not None}
+    assert TASK_KINDS == (
+        "classification", "multi_label", "regression", "pair_classification", "pair_regression", "embedding",
+        "embedding_contrastive",
+    )  # fmt: skip
     config = tiny_config()
     assert config.task_kinds == {"topic": SINGLE_LABEL, "sentiment": SINGLE_LABEL}
     # transformers' problem_type names are read as ours
@@ -824,7 +829,7 @@ def test_heads_are_built_from_each_tasks_kind(tmp_path):
     assert aliases.task_kinds == {"topic": "classification", "sentiment": "multi_label"}
     with pytest.raises(
         ValueError,
-        match=r"`task_kinds\['topic'\]` must be one of \['classification', 'multi_label', 'regression'\], got 'ranking'",
+        match=r"`task_kinds\['topic'\]` must be one of \['classification', 'multi_label', 'regression', 'pair_class",
     ):
         tiny_config(task_kinds={"topic": "ranking"})
     with pytest.raises(ValueError, match=r"`task_kinds` names task\(s\) \['colour'\] that `tasks` does not have"):

@@ -73,6 +73,17 @@ COMMANDS: dict[str, tuple[str, object]] = {
         "train",
         None,
     ),
+    "python train.py configs/kinds.yaml": (
+        "elsewhere",
+        "tests/test_pair_kinds.py::test_train_script_trains_every_kind_and_records_their_metrics (the kinds through "
+        "train.py on a tiny backbone); the file's own run: BENCHMARKS.md, 'Kinds of task'",
+    ),
+    "python train.py --tasks similar=stsb --task_kinds similar=pair_regression --text_columns similar=sentence1 "
+    "--text_pair_columns similar=sentence2 --label_columns similar=score": (
+        "elsewhere",
+        "tests/test_pair_kinds.py::test_train_script_trains_every_kind_and_records_their_metrics (pair tasks through "
+        "train.py on local files)",
+    ),
     "accelerate launch train.py ...": (
         "elsewhere",
         "tests/test_trainer.py::test_two_process_data_parallel_run_on_cpu (two processes under torchrun)",

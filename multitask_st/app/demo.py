@@ -33,6 +33,13 @@ MAX_TEXT_CHARS = 10_000
 MAX_COMPARE_SENTENCES = 30
 TOP_K = 5
 CORPUS_FILE = "corpus.json"
+# The kinds of task that take a pair of texts (the model's `inference_multitask_st.PAIR_KINDS`; this file imports
+# nothing of the package): they get the Pair tab, the others the Classify tab.
+PAIR_KINDS = ("pair_classification", "pair_regression", "embedding", "embedding_contrastive")
+EXAMPLE_PAIRS = [
+    ["A man is playing a guitar.", "Someone is playing an instrument."],
+    ["The striker scored twice.", "Shares fell sharply after the results."],
+]
 
 EXAMPLE_TEXTS = [
     "Shares in the carmaker fell sharply after profits missed forecasts.",
@@ -152,6 +159,9 @@ class MultiTaskDemo:
         # a model folder's own code (trust_remote_code) may predate kinds: every task is then a classification one
         kinds = getattr(model.config, "task_kinds", None) or {}
         self.kinds = {task: KIND_ALIASES.get(kinds.get(task), kinds.get(task, SINGLE_LABEL)) for task in self.tasks}
+        # Pair tasks (the Pair tab: a box for each text) apart from the single-text ones (Classify, Search).
+        self.pair_tasks = {task: labels for task, labels in self.tasks.items() if self.kinds[task] in PAIR_KINDS}
+        self.tasks = {task: labels for task, labels in self.tasks.items() if task not in self.pair_tasks}
         self.corpus = normalize_corpus(corpus)
         self.corpus_embeddings = None
         if self.corpus:  # once, with a progress bar: the start-up cost of the Search tab
@@ -211,12 +221,49 @@ class MultiTaskDemo:
 
     # ------------------------------------------------------------------ the page
 
+    def pair(self, text: str | None, text_pair: str | None) -> list:
+        """Per pair task, in task order: `{label: probability}` for a pair classifier, else its value (a regression
+        output, or the cosine similarity of the two texts' embeddings for an embedding task)."""
+        pair = (_check_text(text, what="first text"), _check_text(text_pair, what="second text"))
+        with _shown_in_page():
+            prediction = self.model.predict(pair, self.tokenizer)
+        return [
+            prediction[task]["probabilities"] if "probabilities" in prediction[task]
+            else round(next(iter(prediction[task]["values"].values())), 4)
+            for task in self.pair_tasks
+        ]  # fmt: skip
+
+    def _pair_tab(self):
+        with gr.Tab("Pair", id="pair"):
+            gr.Markdown("Tasks over a pair of texts: each text is embedded once, as for search.")
+            with gr.Row():
+                first = gr.Textbox(label="Text", lines=2, elem_id="pair-text")
+                second = gr.Textbox(label="Text pair", lines=2, elem_id="pair-text-pair")
+            pair_button = gr.Button("Run", variant="primary", elem_id="pair-button")
+            with gr.Row():
+                outputs = [
+                    gr.Label(label=f"{task}", num_top_classes=len(labels), elem_id=f"pair-{task}")
+                    if self.kinds[task] == "pair_classification"
+                    else gr.Number(label=f"{task}: {labels[0]}", elem_id=f"pair-{task}")
+                    for task, labels in self.pair_tasks.items()
+                ]
+            gr.Examples(EXAMPLE_PAIRS, inputs=[first, second])
+            pair_button.click(self.pair_outputs, inputs=[first, second], outputs=outputs)
+
+    def pair_outputs(self, text: str | None, text_pair: str | None):
+        values = self.pair(text, text_pair)
+        return values[0] if len(values) == 1 else tuple(values)
+
     def build(self) -> gr.Blocks:
         heads = ", ".join(
             f"`{task}` ({describe_head(self.kinds[task], labels)})" for task, labels in self.tasks.items()
         )
         with gr.Blocks(title=self.title, analytics_enabled=False) as blocks:
-            gr.Markdown(f"# {self.title}\nOne sentence encoder with a head per task: {heads}.")
+            pairs = ", ".join(f"`{task}` ({self.kinds[task]})" for task in self.pair_tasks)
+            gr.Markdown(
+                f"# {self.title}\nOne sentence encoder with a head per task: {heads}."
+                + (f" Tasks over a pair of texts: {pairs}." if pairs else "")
+            )
             with gr.Tab("Classify", id="classify"):
                 text = gr.Textbox(label="Text", lines=3, placeholder="Type a sentence…", elem_id="classify-text")
                 classify_button = gr.Button("Classify", variant="primary", elem_id="classify-button")
@@ -225,6 +272,8 @@ class MultiTaskDemo:
                 gr.Examples([[example] for example in EXAMPLE_TEXTS], inputs=text)
                 for trigger in (classify_button.click, text.submit):
                     trigger(self.classify_outputs, inputs=text, outputs=outputs)
+            if self.pair_tasks:
+                self._pair_tab()
             with gr.Tab("Compare", id="compare"):
                 sentences = gr.Textbox(
                     label=f"Sentences, one per line (2 to {MAX_COMPARE_SENTENCES})",

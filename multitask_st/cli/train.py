@@ -28,7 +28,8 @@ from multitask_st import MultiTaskSTModel
 from multitask_st.configuration_multitask_st import BALANCED, SINGLE_LABEL
 from multitask_st.data.corpora import stsb
 from multitask_st.data.resources import resolve_backbone
-from multitask_st.data.task_datasets import label_names_of, load_task_dataset, subsample
+from multitask_st.data.task_datasets import label_names_of, load_task_dataset, output_names, subsample
+from multitask_st.inference_multitask_st import EMBEDDING, EMBEDDING_CONTRASTIVE, PAIR_KINDS, PAIR_REGRESSION
 from multitask_st.training.output_dir import check_free_space, checkpoint_bytes, prepare_output_dir
 from multitask_st.training.processes import check_one_job
 from multitask_st.training.record import dataset_record
@@ -77,6 +78,10 @@ EXAMPLE_SENTENCES = [
     "A moving, beautifully acted film that stays with you.",
     "The government will vote on the new budget next week.",
 ]
+EXAMPLE_PAIRS = [
+    ("A man is playing a guitar.", "Someone is playing an instrument."),
+    ("A man is playing a guitar.", "The stock market fell sharply."),
+]
 
 
 @dataclass
@@ -124,9 +129,18 @@ class DataArguments:
     )
     task_kinds: list[str] = field(
         default_factory=list,
-        metadata={"help": "task=kind pairs: classification (the default), multi_label or regression."},
+        metadata={
+            "help": "task=kind pairs: classification (the default), multi_label, regression, pair_classification, "
+            "pair_regression, embedding (scored pairs) or embedding_contrastive."
+        },
     )
     text_columns: list[str] = field(default_factory=list, metadata={"help": "task=column overrides (default text)."})
+    text_pair_columns: list[str] = field(
+        default_factory=list, metadata={"help": "task=column of the second texts of a pair or embedding task."}
+    )
+    negative_columns: list[str] = field(
+        default_factory=list, metadata={"help": "task=column of hard negatives of an embedding_contrastive task."}
+    )
     label_columns: list[str] = field(
         default_factory=list,
         metadata={"help": "task=column (default label); a regression task may name several: task=col1,col2."},
@@ -255,6 +269,8 @@ def check_task_options(data_args: DataArguments, model_args: ModelArguments | No
     options = [
         "task_kinds",
         "text_columns",
+        "text_pair_columns",
+        "negative_columns",
         "label_columns",
         "label_delimiters",
         "task_label_names",
@@ -277,6 +293,8 @@ def load_tasks(data_args: DataArguments, seed: int) -> dict:
     datasets_by_task = check_task_options(data_args)
     kinds = _pairs(data_args.task_kinds, "task_kinds")
     text_columns = _pairs(data_args.text_columns, "text_columns")
+    text_pair_columns = _pairs(data_args.text_pair_columns, "text_pair_columns")
+    negative_columns = _pairs(data_args.negative_columns, "negative_columns")
     label_columns = _pairs(data_args.label_columns, "label_columns")
     delimiters = _pairs(data_args.label_delimiters, "label_delimiters")
     label_names = _label_names(data_args.task_label_names)
@@ -293,10 +311,28 @@ def load_tasks(data_args: DataArguments, seed: int) -> dict:
             label_names=label_names.get(task),
             label_delimiter=delimiters.get(task, ","),
             seed=seed,
+            text_pair_column=text_pair_columns.get(task),
+            negative_column=negative_columns.get(task),
         )
         limits = {"train": train_caps.get(task), "validation": eval_cap, "test": eval_cap}
         loaded[task] = subsample(dataset, limits, seed=seed)
     return loaded
+
+
+def task_labels(data_args: DataArguments, task_data: dict) -> dict[str, list[str]]:
+    """`config.tasks`: per task its label (or output) names from its data; a pair regression or embedding task's one
+    output name (see `output_names`)."""
+    kinds = _pairs(data_args.task_kinds, "task_kinds")
+    label_columns = _pairs(data_args.label_columns, "label_columns")
+    label_names = _label_names(data_args.task_label_names)
+    tasks = {}
+    for task, dataset in task_data.items():
+        kind = kinds.get(task, SINGLE_LABEL)
+        if kind in (PAIR_REGRESSION, EMBEDDING, EMBEDDING_CONTRASTIVE):
+            tasks[task] = output_names(kind, label_columns.get(task, "label"), label_names.get(task))
+        else:
+            tasks[task] = label_names_of(dataset["train"].features["label"])
+    return tasks
 
 
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:
@@ -316,7 +352,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         prepare_output_dir(training_args.output_dir, training_args.overwrite_output_dir, resuming)
     backbone, base_model = resolve_backbone(model_args.backbone)
     task_data = load_tasks(data_args, training_args.seed)
-    tasks = {task: label_names_of(dataset["train"].features["label"]) for task, dataset in task_data.items()}
+    tasks = task_labels(data_args, task_data)
     model = MultiTaskSTModel.from_backbone(
         backbone,
         tasks=tasks,
@@ -375,13 +411,16 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
 
 
 def show_examples(model: MultiTaskSTModel, tokenizer, output_dir: str):
-    """Print each head's prediction and the embedding similarity matrix for a few sentences."""
-    predictions = model.predict(EXAMPLE_SENTENCES, tokenizer)
+    """Print each task's prediction on a few sentences (and pairs, for pair and embedding tasks) and the embedding
+    similarity matrix of the sentences."""
     print(f"\nModel saved to {output_dir}. Predictions on example sentences:")
-    for sentence, prediction in zip(EXAMPLE_SENTENCES, predictions, strict=True):
-        print(f"\n  {sentence}")
-        for task, result in prediction.items():
-            print(f"    {task:>10}: {describe_prediction(result)}")
+    kinds = set(model.config.task_kinds.values())
+    for inputs, pairs in ((EXAMPLE_SENTENCES, False), (EXAMPLE_PAIRS, True)):
+        if any((kind in PAIR_KINDS) == pairs for kind in kinds):  # some task takes this input
+            for example, prediction in zip(inputs, model.predict(inputs, tokenizer), strict=True):
+                print(f"\n  {example if isinstance(example, str) else ' | '.join(example)}")
+                for task, result in prediction.items():
+                    print(f"    {task:>10}: {describe_prediction(result)}")
     embeddings = model.encode(EXAMPLE_SENTENCES, tokenizer, normalize_embeddings=True)
     similarity = embeddings @ embeddings.T
     print("\nCosine similarity of the embeddings:")

@@ -20,7 +20,18 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 from datasets import Sequence as SequenceFeature
 from transformers.utils import logging
 
-from ..configuration_multitask_st import KIND_ALIASES, MULTI_LABEL, REGRESSION, SINGLE_LABEL, TASK_KINDS
+from ..configuration_multitask_st import (
+    EMBEDDING,
+    EMBEDDING_CONTRASTIVE,
+    KIND_ALIASES,
+    MULTI_LABEL,
+    PAIR_CLASSIFICATION,
+    PAIR_REGRESSION,
+    REGRESSION,
+    SINGLE_LABEL,
+    TASK_KINDS,
+)
+from ..inference_multitask_st import PAIR_KINDS
 from ..modeling_multitask_st import has_content
 from .corpora import BUILTIN_DATASETS
 from .files import LOCAL_FORMATS, read_data_file
@@ -49,6 +60,8 @@ def load_task_dataset(
     seed: int = 0,
     validation_size: float = 0.1,
     test_size: float = 0.1,
+    text_pair_column: str | None = None,
+    negative_column: str | None = None,
     **load_kwargs,
 ) -> DatasetDict:
     """Loads a task's dataset as a `DatasetDict` (train/validation/test) with columns `text` and `label`.
@@ -69,6 +82,11 @@ def load_task_dataset(
             text with no label.
         seed, validation_size, test_size: a missing validation or test split is carved out of train with a seeded,
             stratified split of these fractions (0 leaves it out).
+        text_pair_column, negative_column: for pair and embedding tasks (`"pair_classification"`,
+            `"pair_regression"`, `"embedding"`, `"embedding_contrastive"`), the source's columns of second texts and
+            (contrastive only, optional per row) hard negatives; they become `text_pair` and `negative`. A
+            `pair_regression` or `embedding` task's label is a real-valued score (its one name: `label_names`, else
+            the label column's / `"cosine_similarity"`); an `embedding_contrastive` task reads no label.
         load_kwargs: passed to `datasets.load_dataset` (`name`, `revision`, `data_files`, `cache_dir`...).
 
     Example:
@@ -84,7 +102,30 @@ def load_task_dataset(
     if len(label_columns) != 1 and kind != REGRESSION:
         raise ValueError(f"A {kind} task reads one label column, got {label_columns}; several are for regression.")
     name = os.fspath(name_or_path)
+    if (kind in PAIR_KINDS) != (text_pair_column is not None) or (negative_column and kind != EMBEDDING_CONTRASTIVE):
+        raise ValueError(
+            f"Dataset {name!r}: a {kind} task takes "
+            + (
+                "pairs of texts; pass `text_pair_column=`"
+                if kind in PAIR_KINDS
+                else "single texts, not `text_pair_column`"
+            )
+            + (
+                f" (hard negatives, `negative_column`, are for {EMBEDDING_CONTRASTIVE} tasks)"
+                if negative_column
+                else ""
+            )
+            + "."
+        )
     builtin = BUILTIN_DATASETS.get(name)
+    if builtin is not None and kind in PAIR_KINDS:
+        if load_kwargs:
+            raise ValueError(f"Built-in dataset {name!r} takes no loading options, got {sorted(load_kwargs)}.")
+        raw = builtin.loader() if builtin.label_names is None else builtin.loader(seed=seed)
+        return _pair_task_dataset(
+            raw, name, kind, text_column, text_pair_column, negative_column, label_column, label_names, seed,
+            validation_size, test_size,
+        )  # fmt: skip
     if builtin is not None:
         if builtin.label_names is None:
             raise ValueError(f"Built-in dataset {name!r} is not a classification dataset; load it with `{name}()`.")
@@ -99,6 +140,11 @@ def load_task_dataset(
     else:
         raw = _load_raw(name, load_kwargs)
 
+    if kind in PAIR_KINDS:
+        return _pair_task_dataset(
+            raw, name, kind, text_column, text_pair_column, negative_column, label_column, label_names, seed,
+            validation_size, test_size,
+        )  # fmt: skip
     raw = _rename_splits(raw, name)
     if "train" not in raw:
         raise ValueError(f"Dataset {name!r} has no train split; its splits are {list(raw)}.")
@@ -137,6 +183,99 @@ def load_task_dataset(
         dataset = dataset.cast_column("label", ClassLabel(names=label_names))
     dataset = _carve_missing_splits(dataset, {"validation": validation_size, "test": test_size}, seed, name)
     return DatasetDict({split: dataset[split] for split in SPLITS if split in dataset})
+
+
+# The kinds whose labels are real-valued scores, and the name each gives its one output when none is given.
+SCORE_KINDS = {PAIR_REGRESSION: None, EMBEDDING: "cosine_similarity"}  # None: the label column's name
+
+
+def output_names(kind: str, label_column: str = "label", label_names: Sequence[str] | None = None) -> list[str]:
+    """The one name of a score or embedding task's output (`config.tasks[task]`): `label_names`' one name, else the
+    label column's for `pair_regression`, `"cosine_similarity"` for embedding tasks."""
+    if label_names is not None:
+        names = list(label_names)
+        if len(names) != 1:
+            raise ValueError(f"A {kind} task has one output name, got `label_names={names}`.")
+        return names
+    return [SCORE_KINDS.get(kind) or (label_column if kind == PAIR_REGRESSION else "cosine_similarity")]
+
+
+def _pair_task_dataset(
+    raw, name, kind, text_column, text_pair_column, negative_column, label_column, label_names, seed,
+    validation_size, test_size,
+) -> DatasetDict:  # fmt: skip
+    """A pair or embedding task's `DatasetDict`: `text`, `text_pair` (and `negative`) and `label` (a `ClassLabel` for
+    `pair_classification`, a float32 score for `pair_regression` / `embedding`, 0 for `embedding_contrastive`); every
+    text checked, an error naming the split, column and row."""
+    raw = _rename_splits(raw, name)
+    if "train" not in raw:
+        raise ValueError(f"Dataset {name!r} has no train split; its splits are {list(raw)}.")
+    columns = {"text": text_column, "text_pair": text_pair_column, "negative": negative_column}
+    columns["label"] = None if kind == EMBEDDING_CONTRASTIVE else label_column
+    columns = {role: column for role, column in columns.items() if column is not None}
+    for split, dataset in raw.items():
+        missing = [column for column in columns.values() if column not in dataset.column_names]
+        if missing:
+            raise ValueError(
+                f"Dataset {name!r}, split {split!r}: no column(s) {missing}; its columns are {dataset.column_names}. "
+                "Pass `text_column=` / `text_pair_column=` / `label_column=`."
+            )
+    if len(set(columns.values())) != len(columns):
+        raise ValueError(f"Dataset {name!r}: each of {list(columns)} needs a column of its own, got {columns}.")
+    raw = DatasetDict(
+        {split: data.select_columns(list(columns.values())).rename_columns(
+            {old: new for new, old in columns.items() if old != new}) for split, data in raw.items()}
+    )  # fmt: skip
+    for split, data in raw.items():  # before any split is carved out of train: rows are the source's
+        where = f"Dataset {name!r}, split {split!r}"
+        for column in ("text", "text_pair"):
+            _check_text_column(data, where, column)
+        if "negative" in data.column_names:
+            _check_text_column(data, where, "negative", optional=True)
+    if kind == PAIR_CLASSIFICATION:
+        raw = _drop_unlabelled_splits(raw, name)
+        dataset, label_names = _encode_labels(raw, label_names, name)
+        validate_task_dataset(dataset, dataset_name=name, label_names=label_names, text_column="text")
+        if not isinstance(dataset["train"].features["label"], ClassLabel):
+            dataset = dataset.cast_column("label", ClassLabel(names=label_names))
+    elif kind == EMBEDDING_CONTRASTIVE:
+        dataset = DatasetDict({split: data.add_column("label", [0] * data.num_rows) for split, data in raw.items()})
+    else:
+        output_names(kind, label_column, label_names)  # checked before the rows are
+        dataset = _encode_scores(raw, name, kind)
+    dataset = _carve_missing_splits(dataset, {"validation": validation_size, "test": test_size}, seed, name)
+    return DatasetDict({split: dataset[split] for split in SPLITS if split in dataset})
+
+
+def _encode_scores(raw: DatasetDict, name: str, kind: str) -> DatasetDict:
+    """The `label` column as float32 scores, each checked: a finite real number (numbers written as strings are
+    read); an error names the split, the row and the value."""
+    result = {}
+    for split, data in raw.items():
+        scores, bad = [], []
+        for row, value in enumerate(_column(data, "label")):
+            score = _as_score(value)
+            if score is None:
+                bad.append((row, value))
+            scores.append(score)
+        if bad:
+            row, value = bad[0]
+            raise ValueError(
+                f"Dataset {name!r}, split {split!r}, column 'label', row {row}: score {_show(value)} is not a "
+                f"finite number; a {kind} task needs a real-valued score on every row ({len(bad)} row(s) like this)."
+            )
+        result[split] = data.remove_columns("label").add_column("label", scores, feature=Value("float32"))
+    return DatasetDict(result)
+
+
+def _as_score(value) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        score = float(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError):
+        return None
+    return score if np.isfinite(score) else None
 
 
 def label_names_of(feature) -> list[str]:
@@ -472,9 +611,14 @@ def _check_label_rows(data: Dataset, where: str, label_column: str, label_names:
             )
 
 
-def _check_text_column(data: Dataset, where: str, text_column: str):
+def _check_text_column(data: Dataset, where: str, text_column: str, optional: bool = False):
+    """Every text of the column a non-blank string (`optional`: or None, as a triplet's missing hard negative)."""
     texts = _column(data, text_column)
-    bad_texts = [(row, text) for row, text in enumerate(texts) if not isinstance(text, str) or not has_content(text)]
+    bad_texts = [
+        (row, text)
+        for row, text in enumerate(texts)
+        if not (optional and text is None) and (not isinstance(text, str) or not has_content(text))
+    ]
     if bad_texts:
         row, text = bad_texts[0]
         problem = "empty text" if isinstance(text, str) else f"text of type {type(text).__name__}"

@@ -36,7 +36,15 @@ import torch
 from torch import nn
 from transformers.utils import logging
 
-from ..model_folder import EXPORT_REPORT_NAME, ONNX_FILE_NAME, ONNX_SUBFOLDER, write_export_report
+from ..inference_multitask_st import PAIR_KINDS, pair_head_tasks, text_head_tasks
+from ..layers_multitask_st import pair_features
+from ..model_folder import (
+    EXPORT_REPORT_NAME,
+    ONNX_FILE_NAME,
+    ONNX_SUBFOLDER,
+    PAIR_HEADS_FILE_NAME,
+    write_export_report,
+)
 from ..modeling_multitask_st import MultiTaskSTModel
 from . import checksums
 from .model_source import load_model_tokenizer
@@ -46,6 +54,9 @@ from .onnx_runtime import (
     LOGITS_PREFIX,
     METADATA_NORMALIZE,
     METADATA_TASKS,
+    PAIR_HEADS_REPORT_KEY,
+    PAIR_SECOND_INPUT,
+    PAIR_TEXT_INPUT,
     UNNORMALIZED_EMBEDDING_OUTPUT,
 )
 
@@ -71,7 +82,7 @@ class OnnxExportWrapper(nn.Module):
         self.with_token_type_ids = with_token_type_ids
 
     def output_names(self) -> list[str]:
-        names = [EMBEDDING_OUTPUT, *(LOGITS_PREFIX + task for task in self.model.config.task_names)]
+        names = [EMBEDDING_OUTPUT, *(LOGITS_PREFIX + task for task in text_head_tasks(self.model.config.task_kinds))]
         names.append(HIDDEN_STATE_OUTPUT)
         if self.model.config.normalize_embeddings:
             names.append(UNNORMALIZED_EMBEDDING_OUTPUT)
@@ -83,11 +94,53 @@ class OnnxExportWrapper(nn.Module):
         pooled, backbone_output = model.pool(input_ids, attention_mask, token_type_ids)
         projected = model.projection(pooled)  # (batch, embedding_dim), what the heads read
         outputs = [model.finish_embedding(projected)]
-        outputs += [model.heads[task](projected) for task in model.config.task_names]
+        outputs += [model.heads[task](projected) for task in text_head_tasks(model.config.task_kinds)]
         outputs.append(backbone_output.last_hidden_state)  # (batch, sequence, hidden)
         if model.config.normalize_embeddings:
             outputs.append(projected)
         return tuple(outputs)
+
+
+class OnnxPairHeadsExportWrapper(nn.Module):
+    """The pair heads as a function of two texts' projected embeddings (the main graph's un-normalised embedding):
+    one logits output per `pair_classification` / `pair_regression` task."""
+
+    def __init__(self, model: MultiTaskSTModel):
+        super().__init__()
+        self.model = model
+        self.tasks = pair_head_tasks(model.config.task_kinds)
+
+    def forward(self, text_embedding, pair_embedding):
+        features = pair_features(text_embedding, pair_embedding)
+        return tuple(self.model.heads[task](features) for task in self.tasks)
+
+
+def export_pair_heads_graph(model: MultiTaskSTModel, path: str | os.PathLike) -> Path:
+    """Write the pair heads' graph (see `OnnxPairHeadsExportWrapper`) to `path`, with the tasks in its metadata."""
+    import onnx
+
+    path = Path(path)
+    wrapper = OnnxPairHeadsExportWrapper(model).eval()
+    input_names = [PAIR_TEXT_INPUT, PAIR_SECOND_INPUT]
+    output_names = [LOGITS_PREFIX + task for task in wrapper.tasks]
+    example = tuple(torch.randn(2, model.config.embedding_dim) for _ in input_names)
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+        torch.onnx.export(
+            wrapper,
+            example,
+            str(path),
+            input_names=input_names,
+            output_names=output_names,
+            dynamic_axes={name: {0: "batch"} for name in input_names + output_names},
+            opset_version=OPSET,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+    graph = onnx.load(str(path))
+    onnx.helper.set_model_props(graph, {METADATA_TASKS: json.dumps(model.config.tasks)})
+    onnx.save(graph, str(path))
+    return path
 
 
 def export_onnx(
@@ -153,9 +206,17 @@ def export_onnx(
         onnx_dir.mkdir()
         fp32_path = onnx_dir / ONNX_FILE_NAME
         export_graph(model, tokenizer, fp32_path)
+        if pair_head_tasks(model.config.task_kinds):
+            export_pair_heads_graph(model, onnx_dir / PAIR_HEADS_FILE_NAME)
 
         texts = onnx_check.check_texts(check_texts)
         report = {"fp32": onnx_check.check_fp32(model, tokenizer, staging, ONNX_FILE_NAME, texts)}
+        if any(kind in PAIR_KINDS for kind in model.config.task_kinds.values()):
+            pair_check = onnx_check.check_pairs(model, tokenizer, staging, texts)
+            if "file" in pair_check:  # the pair heads' graph: an entry of its own, with its checksum
+                report[PAIR_HEADS_REPORT_KEY] = pair_check
+            else:  # embedding tasks only: the encoder graph's cosines, checked with it
+                report["fp32"]["pair_tasks"] = pair_check
         if quantize == "int8":
             report["int8"] = _quantize_int8_gated(model, tokenizer, model_dir, staging, arch, gate, gate_texts)
         weights = checksums.weight_checksums(model_dir)  # what the graphs were exported from

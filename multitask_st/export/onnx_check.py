@@ -28,10 +28,10 @@ from transformers.utils import logging
 
 from ..configuration_multitask_st import MULTI_LABEL, REGRESSION, SINGLE_LABEL
 from ..data.corpora import BUILTIN_DATASETS, stsb
-from ..inference_multitask_st import DEFAULT_THRESHOLD, sigmoid
+from ..inference_multitask_st import DEFAULT_THRESHOLD, sigmoid, text_head_tasks
 from ..model_folder import load_training_summary
 from .gate_statistics import accuracy_evidence, flip_rate_evidence, spearman_delta_evidence
-from .onnx_runtime import EMBEDDING_OUTPUT, LOGITS_PREFIX, MultiTaskSTOnnxModel
+from .onnx_runtime import EMBEDDING_OUTPUT, LOGITS_PREFIX, PAIR_HEADS_FILE_NAME, MultiTaskSTOnnxModel
 
 
 logger = logging.get_logger(__name__)
@@ -94,12 +94,12 @@ def check_fp32(model, tokenizer, folder: Path, file_name: str, texts: list[str])
     onnx_model = MultiTaskSTOnnxModel.from_pretrained(folder, file_name=file_name, provider="CPUExecutionProvider")
     reference = model.encode(texts, tokenizer, batch_size=BATCH_SIZE, show_progress_bar=False)
     embeddings, *logits = onnx_model.run(
-        texts, [EMBEDDING_OUTPUT, *(LOGITS_PREFIX + task for task in onnx_model.task_names)], batch_size=BATCH_SIZE
+        texts, [EMBEDDING_OUTPUT, *(LOGITS_PREFIX + task for task in onnx_model.head_tasks)], batch_size=BATCH_SIZE
     )
     cosine = _cosine(embeddings, reference)
     expected = model.predict(texts, tokenizer, batch_size=BATCH_SIZE, show_progress_bar=False)
     differing, regression = {}, {}
-    for task, task_logits in zip(onnx_model.task_names, logits, strict=True):
+    for task, task_logits in zip(onnx_model.head_tasks, logits, strict=True):
         got = decisions_of_outputs(model.config, task, task_logits)
         reference = decisions_of_predictions(model.config, task, expected)
         if model.config.task_kinds[task] == REGRESSION:
@@ -129,6 +129,44 @@ def check_fp32(model, tokenizer, folder: Path, file_name: str, texts: list[str])
         if difference > FP32_MAX_REGRESSION_DIFFERENCE
     ]
     _raise_if(problems, file_name)
+    return result
+
+
+# The most a pair task's score (a probability, a regression output, a cosine) may differ from PyTorch's in fp32.
+FP32_MAX_PAIR_SCORE_DIFFERENCE = 1e-4
+
+
+def check_pairs(model, tokenizer, folder: Path, texts: list[str]) -> dict:
+    """Compare the fp32 graphs' pair and embedding tasks with PyTorch on pairs of `texts` (each with the next one);
+    raises `ValueError` on a miss, returns the measurements (with the pair heads' graph file, if any)."""
+    onnx_model = MultiTaskSTOnnxModel.from_pretrained(folder, provider="CPUExecutionProvider")
+    pairs = list(zip(texts, texts[1:] + texts[:1], strict=True))
+    expected = model.predict(pairs, tokenizer, batch_size=BATCH_SIZE, show_progress_bar=False)
+    got = onnx_model.predict(pairs, batch_size=BATCH_SIZE)
+    differences, differing = {}, {}
+    for task in expected[0]:
+        scores = [(e[task].get("probabilities") or e[task]["values"], g[task].get("probabilities") or g[task]["values"])
+                  for e, g in zip(expected, got, strict=True)]  # fmt: skip
+        differences[task] = max(abs(e[name] - g[name]) for e, g in scores for name in e)
+        if "label" in expected[0][task]:
+            differing[task] = sum(e[task]["label"] != g[task]["label"] for e, g in zip(expected, got, strict=True))
+    result = {
+        "pairs": len(pairs),
+        "max_score_difference": differences,
+        "labels_differing": differing,
+        "bounds": {"max_score_difference": FP32_MAX_PAIR_SCORE_DIFFERENCE, "labels_differing": 0},
+    }
+    if onnx_model.pair_session is not None:
+        result = {"file": PAIR_HEADS_FILE_NAME, **result}
+    problems = [
+        f"task {task!r} scores differ by {value:.2e} > {FP32_MAX_PAIR_SCORE_DIFFERENCE}"
+        for task, value in differences.items()
+        if value > FP32_MAX_PAIR_SCORE_DIFFERENCE
+    ]
+    problems += [
+        f"task {task!r} gives another label on {n} of {len(pairs)} pairs" for task, n in differing.items() if n
+    ]
+    _raise_if(problems, PAIR_HEADS_FILE_NAME)
     return result
 
 
@@ -238,8 +276,9 @@ def gate_reference(
     logger.info(f"Running PyTorch on the gate's {len(texts)} texts.")
     embeddings = model.encode(texts, tokenizer, batch_size=BATCH_SIZE, show_progress_bar=True)
     predictions = model.predict(texts, tokenizer, batch_size=BATCH_SIZE, show_progress_bar=True)
-    labels = {task: decisions_of_predictions(model.config, task, predictions) for task in model.config.task_names}
-    label_names = {task: list(model.config.tasks[task]) for task in model.config.task_names}
+    head_tasks = text_head_tasks(model.config.task_kinds)
+    labels = {task: decisions_of_predictions(model.config, task, predictions) for task in head_tasks}
+    label_names = {task: list(model.config.tasks[task]) for task in head_tasks}
     scores = np.asarray(pairs["score"], dtype=float)
     return GateReference(texts, sources, labelled, label_names, labels, embeddings, scores)
 
@@ -251,14 +290,14 @@ def judge_graph(reference: GateReference, folder: Path, file_name: str, bounds: 
     started = time.perf_counter()
     embeddings, *logits = onnx_model.run(
         reference.texts,
-        [EMBEDDING_OUTPUT, *(LOGITS_PREFIX + task for task in onnx_model.task_names)],
+        [EMBEDDING_OUTPUT, *(LOGITS_PREFIX + task for task in onnx_model.head_tasks)],
         batch_size=BATCH_SIZE,
     )
     seconds = time.perf_counter() - started
     confidence = bounds.confidence
     tasks, refusals = {}, []
     config = _config_view(onnx_model.config)
-    for task, task_logits in zip(onnx_model.task_names, logits, strict=True):
+    for task, task_logits in zip(onnx_model.head_tasks, logits, strict=True):
         got, expected = decisions_of_outputs(config, task, task_logits), reference.labels[task]
         if config.task_kinds[task] == REGRESSION:
             difference = float(np.abs(got - expected).mean())
@@ -361,7 +400,7 @@ def _raise_if(problems: list[str], file_name: str):
 def graph_outputs(folder: Path, file_name: str, texts: list[str]) -> list[np.ndarray]:
     """The graph's embedding and every head's logits for `texts`."""
     onnx_model = MultiTaskSTOnnxModel.from_pretrained(folder, file_name=file_name, provider="CPUExecutionProvider")
-    names = [EMBEDDING_OUTPUT, *(LOGITS_PREFIX + task for task in onnx_model.task_names)]
+    names = [EMBEDDING_OUTPUT, *(LOGITS_PREFIX + task for task in onnx_model.head_tasks)]
     return onnx_model.run(texts, names, batch_size=BATCH_SIZE)
 
 
@@ -382,6 +421,6 @@ def texts_per_second(folder: Path, file_names: list[str], texts: list[str], roun
     for _ in range(rounds):
         for name, onnx_model in models.items():
             started = time.perf_counter()
-            onnx_model.run(texts, [EMBEDDING_OUTPUT, *(LOGITS_PREFIX + t for t in onnx_model.task_names)])
+            onnx_model.run(texts, [EMBEDDING_OUTPUT, *(LOGITS_PREFIX + t for t in onnx_model.head_tasks)])
             best[name] = max(best[name], len(texts) / (time.perf_counter() - started))
     return best

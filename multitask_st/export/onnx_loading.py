@@ -18,6 +18,11 @@ UNNORMALIZED_EMBEDDING_OUTPUT = "sentence_embedding_unnormalized"
 LOGITS_PREFIX = "logits_"
 # ONNX metadata the exporter writes, so a graph can be checked against the config.json next to it.
 METADATA_TASKS = "multitask_st.tasks"
+# The pair heads' graph (`model_folder.PAIR_HEADS_FILE_NAME`): its inputs, two texts' un-normalised embeddings, and
+# the export report's entry for it.
+PAIR_TEXT_INPUT = "text_embedding"
+PAIR_SECOND_INPUT = "pair_embedding"
+PAIR_HEADS_REPORT_KEY = "pair_heads"
 METADATA_NORMALIZE = "multitask_st.normalize_embeddings"
 # What a model folder needs besides the ONNX file (the tokenizer's own config is optional).
 FOLDER_FILES = ("config.json", "tokenizer.json")
@@ -45,9 +50,10 @@ def check_graph(model):
     elif outputs[EMBEDDING_OUTPUT].shape[-1] != model.embedding_dim:
         problems.append(f"embedding size {outputs[EMBEDDING_OUTPUT].shape[-1]}, config {model.embedding_dim}")
     graph_tasks = {name[len(LOGITS_PREFIX) :] for name in outputs if name.startswith(LOGITS_PREFIX)}
-    if graph_tasks != set(model.tasks):
-        problems.append(f"heads {sorted(graph_tasks)}, config tasks {sorted(model.tasks)}")
-    for task, labels in model.tasks.items():
+    if graph_tasks != set(model.head_tasks):
+        problems.append(f"heads {sorted(graph_tasks)}, config single-text heads {sorted(model.head_tasks)}")
+    for task in model.head_tasks:
+        labels = model.tasks[task]
         size = outputs[LOGITS_PREFIX + task].shape[-1] if task in graph_tasks else len(labels)
         if size != len(labels):
             problems.append(f"head {task!r} has {size} labels, config {len(labels)}")

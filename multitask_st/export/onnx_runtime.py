@@ -23,19 +23,27 @@ from ..inference_multitask_st import (
     KIND_ALIASES,
     NUMPY_SCORES,
     SINGLE_LABEL,
+    check_input_tasks,
     check_max_length,
     check_out,
-    check_tasks,
     default_max_length,
     fill_rows,
     finish_embeddings,
     label_rows,
     length_hint,
+    pair_head_tasks,
+    peek_pairs,
     resolve_calibration,
     run_chunks,
     run_in_length_order,
+    text_head_tasks,
 )
-from ..model_folder import EXPORT_REPORT_NAME, ONNX_FILE_NAME, ONNX_SUBFOLDER
+from ..model_folder import (  # noqa: F401  (PAIR_HEADS_FILE_NAME: the checks import it from here)
+    EXPORT_REPORT_NAME,
+    ONNX_FILE_NAME,
+    ONNX_SUBFOLDER,
+    PAIR_HEADS_FILE_NAME,
+)
 from .checksums import check_artifacts, check_tokenizer
 from .onnx_loading import (  # noqa: F401  (the graph's names: the exporter and the checks import them from here)
     EMBEDDING_OUTPUT,
@@ -43,6 +51,9 @@ from .onnx_loading import (  # noqa: F401  (the graph's names: the exporter and 
     LOGITS_PREFIX,
     METADATA_NORMALIZE,
     METADATA_TASKS,
+    PAIR_HEADS_REPORT_KEY,
+    PAIR_SECOND_INPUT,
+    PAIR_TEXT_INPUT,
     TOKENIZER_EXTRA_FILES,
     UNNORMALIZED_EMBEDDING_OUTPUT,
     check_graph,
@@ -75,14 +86,21 @@ class MultiTaskSTOnnxModel:
         'negative'
     """
 
-    def __init__(self, session, tokenizer, config: dict, model_path: str | os.PathLike):
+    def __init__(self, session, tokenizer, config: dict, model_path: str | os.PathLike, pair_session=None):
         self.session = session  # onnxruntime's `run` is safe to call from several threads at once
+        self.pair_session = pair_session  # the pair heads' graph, for pair_classification / pair_regression tasks
         self.tokenizer = tokenizer  # never mutated: each `max_length` gets its own truncating copy
         self._truncating: dict[int, object] = {}
         self._truncating_lock = threading.Lock()
         self.config = config
         self.model_path = Path(model_path)
         self.tasks: dict[str, list[str]] = config_tasks(config)
+        self.head_tasks = text_head_tasks(self.task_kinds())  # the encoder graph's `logits_<task>` outputs
+        if pair_head_tasks(self.task_kinds()) and pair_session is None:
+            raise ValueError(
+                f"Tasks {pair_head_tasks(self.task_kinds())} have pair heads, which run in "
+                f"{ONNX_SUBFOLDER}/{PAIR_HEADS_FILE_NAME}; pass its session (`from_pretrained` opens it)."
+            )
         self.embedding_dim: int = int(config["embedding_dim"])
         self.normalize_embeddings: bool = bool(config.get("normalize_embeddings", False))
         self.input_names = [node.name for node in session.get_inputs()]
@@ -140,7 +158,18 @@ class MultiTaskSTOnnxModel:
             check_artifacts(folder / ONNX_SUBFOLDER / EXPORT_REPORT_NAME, [model_path])
             check_tokenizer(config, tokenizer.get_vocab(with_added_tokens=True), folder / "tokenizer.json")
         session = open_session(model_path, provider, threads, session_options)
-        return cls(session, tokenizer, config, model_path)
+        pair_session = None
+        if pair_head_tasks(task_kinds_of(config, config_tasks(config))):
+            pair_path = folder / ONNX_SUBFOLDER / PAIR_HEADS_FILE_NAME
+            if not pair_path.is_file():
+                raise ValueError(
+                    f"{folder} has pair-head tasks but no {ONNX_SUBFOLDER}/{PAIR_HEADS_FILE_NAME}: export the model "
+                    "again (`python export.py MODEL_DIR --format onnx`)."
+                )
+            if verify_checksums:
+                check_artifacts(folder / ONNX_SUBFOLDER / EXPORT_REPORT_NAME, [pair_path])
+            pair_session = open_session(pair_path, provider, threads, session_options)
+        return cls(session, tokenizer, config, model_path, pair_session)
 
     # ------------------------------------------------------------------ inference (the engine, as the PyTorch model)
 
@@ -202,10 +231,12 @@ class MultiTaskSTOnnxModel:
         Returns, per sentence, what `MultiTaskSTModel.predict` returns (`{task: {"label": name, "score": probability,
         "probabilities": {name: p}}}` for a classification task, the labels at or above their `thresholds` for a
         multi-label one, `{"values": ...}` for a regression one); a dict for a single string, a list of them
-        otherwise. `kwargs`: `batch_size`, `show_progress_bar`, `max_length`, `chunk_size`.
+        otherwise. `(text, text_pair)` pairs go to the pair heads (the pair heads' graph on the two texts' encoder-graph
+        embeddings) and the embedding tasks (the cosine of the two embeddings). `kwargs`: `batch_size`,
+        `show_progress_bar`, `max_length`, `chunk_size`.
         """
-        single = isinstance(sentences, str)
-        chunks = self.predict_chunks([sentences] if single else sentences, tasks, thresholds, **kwargs)
+        single, _, items = peek_pairs(sentences)
+        chunks = self.predict_chunks(items, tasks, thresholds, **kwargs)
         predictions = [prediction for chunk in chunks for prediction in chunk]
         return predictions[0] if single else predictions
 
@@ -220,17 +251,21 @@ class MultiTaskSTOnnxModel:
         chunk_size: int = DEFAULT_CHUNK_SIZE,
     ) -> Iterator[list[dict]]:
         """The streaming form of [`predict`]: yields the predictions of each `chunk_size` texts, in input order."""
-        task_names = check_tasks(tasks, self.task_names)
         kinds = self.task_kinds()
+        _, pairs, sentences = peek_pairs(sentences)
+        task_names = check_input_tasks(tasks, kinds, pairs)
         calibration = resolve_calibration(self.config.get("task_calibration"), self.tasks, kinds, thresholds)
-        chunks = self.score_chunks(sentences, task_names, False, batch_size, show_progress_bar, max_length, chunk_size)
+        if pairs:
+            chunks = self._pair_scores(sentences, task_names, batch_size, show_progress_bar, max_length, chunk_size)
+        else:
+            chunks = self.score_chunks(sentences, task_names, False, batch_size, show_progress_bar, max_length,
+                                       chunk_size)  # fmt: skip
         for scores in chunks:
             yield label_rows(scores, self.tasks, task_names, kinds, calibration)
 
     def task_kinds(self) -> dict[str, str]:
         """Each task's kind (`single_label_classification`, ...), as config.json names it (older names read)."""
-        kinds = {task: KIND_ALIASES.get(kind, kind) for task, kind in (self.config.get("task_kinds") or {}).items()}
-        return {task: kinds.get(task, SINGLE_LABEL) for task in self.task_names}
+        return task_kinds_of(self.config, self.tasks)
 
     def score_chunks(
         self,
@@ -245,8 +280,8 @@ class MultiTaskSTOnnxModel:
         """What `predict` formats, per `chunk_size` texts, as `MultiTaskSTModel.score_chunks` gives it: float32 rows of
         each task's score columns (per its kind: probabilities, or a regression's values), task after task, then (if
         asked) the embedding, from one graph run per batch, in input order."""
-        task_names = check_tasks(tasks, self.task_names)
         kinds = self.task_kinds()
+        task_names = check_input_tasks(tasks, kinds, pairs=False)  # texts: the single-text heads
         outputs = [LOGITS_PREFIX + task for task in task_names] + ([EMBEDDING_OUTPUT] if with_embeddings else [])
         chunks = self._run(outputs, sentences, batch_size, show_progress_bar, max_length, chunk_size, "Predicting")
         for arrays in chunks:
@@ -258,6 +293,35 @@ class MultiTaskSTOnnxModel:
             if with_embeddings:
                 columns.append(arrays[-1].astype(np.float32, copy=False))
             yield np.concatenate(columns, axis=-1)
+
+    def _pair_scores(self, pairs, task_names, batch_size, show_progress_bar, max_length, chunk_size):
+        """Per chunk of pairs, the score columns of `task_names`: both texts through the encoder graph once, then the
+        pair heads' graph on their (un-normalised) embeddings, or the cosine for an embedding task."""
+        output = UNNORMALIZED_EMBEDDING_OUTPUT if self.normalize_embeddings else EMBEDDING_OUTPUT
+        tokenizer = self._tokenizer_for(check_max_length(max_length, self.max_length, self.position_limit))
+        heads = [task for task in task_names if task in pair_head_tasks(self.task_kinds())]
+
+        def run_chunk(items: list, progress) -> np.ndarray:
+            texts = [text for text, _ in items] + [text_pair for _, text_pair in items]
+            (embeddings,) = self._run_texts([output], texts, tokenizer, batch_size, None)
+            first, second = embeddings[: len(items)].astype(np.float32), embeddings[len(items) :].astype(np.float32)
+            logits = {}
+            if heads:
+                names = [LOGITS_PREFIX + task for task in heads]
+                inputs = {PAIR_TEXT_INPUT: first, PAIR_SECOND_INPUT: second}
+                logits = dict(zip(heads, self.pair_session.run(names, inputs), strict=True))
+            # torch's cosine_similarity: u.v / max(|u| |v|, 1e-8)
+            norms = np.linalg.norm(first, axis=1) * np.linalg.norm(second, axis=1)
+            cosine = ((first * second).sum(axis=1) / np.maximum(norms, 1e-8))[:, None]
+            columns = [
+                NUMPY_SCORES[self.task_kinds()[task]](logits[task].astype(np.float32)) if task in logits else cosine
+                for task in task_names
+            ]
+            if progress is not None:
+                progress.update(len(items))
+            return np.concatenate(columns, axis=-1).astype(np.float32)
+
+        return run_chunks(pairs, run_chunk, batch_size, chunk_size, show_progress_bar, "Predicting", pairs=True)
 
     def run(self, sentences: str | Iterable[str], output_names: list[str], **kwargs) -> list:
         """The raw graph outputs named in `output_names` (e.g. `["sentence_embedding", "logits_topic"]`) for
@@ -291,17 +355,21 @@ class MultiTaskSTOnnxModel:
         tokenizer = self._tokenizer_for(check_max_length(max_length, self.max_length, self.position_limit))
 
         def run_chunk(texts: list[str], progress) -> list[np.ndarray]:
-            encodings = tokenizer.encode_batch(texts)
-            lengths = [len(encoding.ids) for encoding in encodings]
-            batches, inverse = run_in_length_order(
-                lengths,
-                batch_size,
-                lambda batch: self._run_batch(output_names, [encodings[i] for i in batch]),
-                progress,
-            )
-            return [_join([batch[index] for batch in batches], inverse) for index in range(len(output_names))]
+            return self._run_texts(output_names, texts, tokenizer, batch_size, progress)
 
         return run_chunks(sentences, run_chunk, batch_size, chunk_size, show_progress_bar, description)
+
+    def _run_texts(self, output_names: list[str], texts: list[str], tokenizer, batch_size: int, progress):
+        """The outputs for one chunk of (checked) texts, in input order, run longest first."""
+        encodings = tokenizer.encode_batch(texts)
+        lengths = [len(encoding.ids) for encoding in encodings]
+        batches, inverse = run_in_length_order(
+            lengths,
+            batch_size,
+            lambda batch: self._run_batch(output_names, [encodings[i] for i in batch]),
+            progress,
+        )
+        return [_join([batch[index] for batch in batches], inverse) for index in range(len(output_names))]
 
     def _run_batch(self, output_names: list[str], encodings) -> list[np.ndarray]:
         outputs = self.session.run(output_names, self._pad(encodings))
@@ -337,6 +405,13 @@ class MultiTaskSTOnnxModel:
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
+
+
+def task_kinds_of(config: dict, tasks) -> dict[str, str]:
+    """Every task's kind from an exported config.json: a task left out is a classification task; transformers'
+    `problem_type` names are read as the config reads them (`KIND_ALIASES`)."""
+    kinds = {task: KIND_ALIASES.get(kind, kind) for task, kind in (config.get("task_kinds") or {}).items()}
+    return {task: kinds.get(task, SINGLE_LABEL) for task in tasks}
 
 
 def _join(parts: list, inverse: np.ndarray):

@@ -13,8 +13,9 @@ from huggingface_hub import ModelCard, ModelCardData
 from torch import nn
 from transformers.utils import logging
 
-from ..configuration_multitask_st import MultiTaskSTConfig
+from ..configuration_multitask_st import EMBEDDING, EMBEDDING_CONTRASTIVE, MultiTaskSTConfig
 from ..export.sentence_transformers_folder import plain_export_plan
+from ..inference_multitask_st import PAIR_KINDS, text_head_tasks
 from ..model_folder import (
     CONFUSION_MATRIX_PLOT,
     EVALUATION_METRICS_PLOT,
@@ -25,7 +26,7 @@ from ..model_folder import (
 )
 from ..modeling_multitask_st import MultiTaskSTModel
 from .model_dir import ModelDir, read_model_dir
-from .model_index import as_hub_id, eval_results, is_number, metric_tables, reported_metric
+from .model_index import REPORTED_METRICS, as_hub_id, eval_results, is_number, metric_tables, reported_metric
 
 
 logger = logging.get_logger(__name__)
@@ -214,6 +215,25 @@ def _card_context(folder: ModelDir) -> dict[str, Any]:
                 "layers": _describe_module(model.heads[task]),
             }  # fmt: skip
             for task, labels in config.tasks.items()
+            if task in text_head_tasks(config.task_kinds)
+        ],
+        "pair_tasks": [
+            {
+                "task": task,
+                "kind": config.task_kinds[task],
+                "labels": list(labels),
+                "layers": PAIR_TASK_DESCRIPTIONS[config.task_kinds[task]].format(
+                    head=_describe_module(model.heads[task]) if task in model.heads else ""
+                ),
+            }
+            for task, labels in config.tasks.items()
+            if config.task_kinds[task] in PAIR_KINDS
+        ],
+        "trains_embedding": any(kind in (EMBEDDING, EMBEDDING_CONTRASTIVE) for kind in config.task_kinds.values()),
+        "score_metrics": [
+            {**row, "kind": kind, "metrics": {shown: row.get(name) for name, shown, *_ in REPORTED_METRICS[kind]}}
+            for kind in PAIR_KINDS
+            for row in task_metrics[kind]
         ],
         "task_metrics": task_metrics["classification"],
         "multi_label_metrics": task_metrics["multi_label"],
@@ -345,6 +365,15 @@ def _gate_evidence(entry: dict) -> tuple[str, str]:
         )
         parts.append(f"{len(kept)} encoder nodes kept in fp32: {', '.join(f'`{n}`' for n in kept)}{cost}")
     return checked, "; ".join(parts)
+
+
+# What each kind of pair task does, for the card's architecture sketch (`{head}`: the head's layers).
+PAIR_TASK_DESCRIPTIONS = {
+    "pair_classification": "pair head over (u, v, |u - v|, u * v) of the two texts' embeddings: {head}",
+    "pair_regression": "pair regression head over (u, v, |u - v|, u * v) of the two texts' embeddings: {head}",
+    "embedding": "no head: trains the embedding on scored pairs (CoSENT); its score is the pair's cosine",
+    "embedding_contrastive": "no head: trains the embedding with in-batch negatives; its score is the pair's cosine",
+}
 
 
 def _describe_module(module: nn.Module) -> str:

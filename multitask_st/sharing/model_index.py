@@ -13,7 +13,16 @@ from huggingface_hub import EvalResult
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
-from ..configuration_multitask_st import MULTI_LABEL, REGRESSION, SINGLE_LABEL, MultiTaskSTConfig
+from ..configuration_multitask_st import (
+    EMBEDDING,
+    EMBEDDING_CONTRASTIVE,
+    MULTI_LABEL,
+    PAIR_CLASSIFICATION,
+    PAIR_REGRESSION,
+    REGRESSION,
+    SINGLE_LABEL,
+    MultiTaskSTConfig,
+)
 
 
 # Splits of training_summary.json["metrics"] in table order; the model-index reports the last one a task has.
@@ -29,8 +38,20 @@ REPORTED_METRICS = {
         ("rmse", "RMSE", "rmse", None),
     ],
 }
+REPORTED_METRICS[PAIR_CLASSIFICATION] = REPORTED_METRICS[SINGLE_LABEL]
+REPORTED_METRICS[PAIR_REGRESSION] = REPORTED_METRICS[REGRESSION]
+REPORTED_METRICS[EMBEDDING] = REPORTED_METRICS[REGRESSION][:2]  # of the pairs' cosine similarities: no RMSE
+REPORTED_METRICS[EMBEDDING_CONTRASTIVE] = [
+    ("accuracy_at_1", "Accuracy@1", "accuracy", None),
+    ("mrr", "MRR", "mrr", None),
+]
 TASK_NAMES = {SINGLE_LABEL: "Text classification", MULTI_LABEL: "Multi-label text classification",
-              REGRESSION: "Text regression"}  # fmt: skip
+              REGRESSION: "Text regression", PAIR_CLASSIFICATION: "Sentence-pair classification",
+              PAIR_REGRESSION: "Sentence-pair regression", EMBEDDING: "Semantic similarity of the embedding",
+              EMBEDDING_CONTRASTIVE: "Retrieval with the embedding"}  # fmt: skip
+# The Hub's task type of each kind: the embedding tasks' figures are the embedding's (`sentence-similarity`); every
+# head is `text-classification` (GLUE's STS-B regression is too).
+TASK_TYPES = {EMBEDDING: "sentence-similarity", EMBEDDING_CONTRASTIVE: "sentence-similarity"}
 
 
 def as_hub_id(value) -> str | None:
@@ -116,7 +137,7 @@ def eval_results(config: MultiTaskSTConfig, summary: dict) -> list[EvalResult]:
             if metrics[metric] is not None:
                 results.append(
                     EvalResult(
-                        task_type="text-classification",
+                        task_type=TASK_TYPES.get(kind, "text-classification"),
                         task_name=f"{TASK_NAMES[kind]} ({task})",
                         dataset_type=dataset_type,
                         dataset_name=dataset_name,

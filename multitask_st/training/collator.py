@@ -13,6 +13,8 @@ from ..inference_multitask_st import MODEL_INPUTS
 from ..modeling_multitask_st import IGNORE_INDEX
 
 
+# The prefixes of the second texts' model inputs (`pair_input_ids`, ...), see `training.tokenization`.
+SECOND_TEXT_PREFIXES = ("pair_", "negative_")
 # The column holding each example's starting-encoder embedding (see `multitask_st.training.distillation`).
 TEACHER_COLUMN = "teacher_embedding"
 
@@ -68,6 +70,8 @@ class MultiTaskDataCollator:
         ]  # fmt: skip
         padded = self.tokenizer.pad(model_inputs, pad_to_multiple_of=self.pad_to_multiple_of, return_tensors="pt")
         batch = {key: padded[key].long() for key in MODEL_INPUTS if key in padded}
+        for prefix in SECOND_TEXT_PREFIXES:
+            batch.update(self._second_texts(features, prefix))
         dtype = torch.long if self.label_widths is None else torch.float32
         batch["labels"] = torch.tensor([self._label_row(feature) for feature in features], dtype=dtype)
         if TEACHER_COLUMN in features[0]:  # the starting encoder's embeddings, for MultiTaskTrainer's distillation
@@ -75,6 +79,22 @@ class MultiTaskDataCollator:
                 np.stack([feature[TEACHER_COLUMN] for feature in features]), dtype=torch.float32
             )
         return batch
+
+    def _second_texts(self, features: list[dict], prefix: str) -> dict[str, torch.Tensor]:
+        """The second texts (or hard negatives) of the rows that have them, padded on their own, and those rows:
+        `{prefix}input_ids`, ..., `{prefix}rows` (what the model's forward takes)."""
+        rows = [index for index, feature in enumerate(features) if feature.get(prefix + "input_ids") is not None]
+        if not rows:
+            return {}
+        keys = [key for key in MODEL_INPUTS if features[rows[0]].get(prefix + key) is not None]
+        padded = self.tokenizer.pad(
+            [{key: features[index][prefix + key] for key in keys} for index in rows],
+            pad_to_multiple_of=self.pad_to_multiple_of,
+            return_tensors="pt",
+        )
+        second = {prefix + key: padded[key].long() for key in MODEL_INPUTS if key in padded}
+        second[prefix + "rows"] = torch.tensor(rows, dtype=torch.long)
+        return second
 
     def _label_row(self, feature: dict) -> list:
         widths = self.label_widths or [1] * self.num_tasks

@@ -11,7 +11,15 @@ import numpy as np
 from scipy.stats import pearsonr, spearmanr
 from transformers import EvalPrediction
 
-from ..configuration_multitask_st import MULTI_LABEL, REGRESSION, SINGLE_LABEL
+from ..configuration_multitask_st import (
+    EMBEDDING,
+    EMBEDDING_CONTRASTIVE,
+    MULTI_LABEL,
+    PAIR_CLASSIFICATION,
+    PAIR_REGRESSION,
+    REGRESSION,
+    SINGLE_LABEL,
+)
 from ..inference_multitask_st import DEFAULT_THRESHOLD, sigmoid
 from ..layers_multitask_st import labelled_rows
 
@@ -85,6 +93,25 @@ def _regression_metrics(outputs: np.ndarray, labels: np.ndarray, config, task: s
     return metrics
 
 
+def _similarity_metrics(cosines: np.ndarray, labels: np.ndarray, config, task: str) -> dict[str, float]:
+    """An embedding task's Pearson and Spearman correlations of the pairs' cosine similarities with their scores (no
+    RMSE: a cosine is not in the scores' units)."""
+    scores = regression_scores(cosines[:, 0].astype(np.float64), labels[:, 0])
+    return {"pearson": scores["pearson"], "spearman": scores["spearman"]}
+
+
+def _retrieval_metrics(output: np.ndarray, labels: np.ndarray, config, task: str) -> dict[str, float]:
+    """Each anchor's positive among every labelled row's positive (and hard negatives): accuracy@1 and mean reciprocal
+    rank, over the whole split (the in-batch task, evaluated with the split as the batch)."""
+    dim = (output.shape[-1] - 1) // 3
+    anchor, positive, negative = output[:, :dim], output[:, dim : 2 * dim], output[:, 2 * dim : 3 * dim]
+    candidates = np.concatenate([positive, negative[output[:, -1] > 0.5]])
+    similarities = anchor @ candidates.T
+    own = similarities[np.arange(len(anchor)), np.arange(len(anchor))]
+    ranks = 1 + (similarities > own[:, None]).sum(axis=1)  # ties count in the anchor's favour
+    return {"accuracy_at_1": float(np.mean(ranks == 1)), "mrr": float(np.mean(1.0 / ranks))}
+
+
 # Per kind of task: `(outputs (n, labels), the task's label columns (n, width), config, task) -> {metric: value}` over
 # the rows labelled for the task, and the metric that stands for the task in `mean_score` (the best-model default
 # when a run has other kinds than classification).
@@ -92,8 +119,20 @@ TASK_METRICS = {
     SINGLE_LABEL: _classification_metrics,
     MULTI_LABEL: _multi_label_metrics,
     REGRESSION: _regression_metrics,
+    PAIR_CLASSIFICATION: _classification_metrics,
+    PAIR_REGRESSION: _regression_metrics,
+    EMBEDDING: _similarity_metrics,  # of the pairs' cosine similarities
+    EMBEDDING_CONTRASTIVE: _retrieval_metrics,
 }
-MAIN_METRIC = {SINGLE_LABEL: "accuracy", MULTI_LABEL: "macro_f1", REGRESSION: "spearman"}
+MAIN_METRIC = {
+    SINGLE_LABEL: "accuracy",
+    MULTI_LABEL: "macro_f1",
+    REGRESSION: "spearman",
+    PAIR_CLASSIFICATION: "accuracy",
+    PAIR_REGRESSION: "spearman",
+    EMBEDDING: "spearman",
+    EMBEDDING_CONTRASTIVE: "accuracy_at_1",
+}
 
 
 def multitask_classification_metrics(

@@ -25,7 +25,7 @@ import numpy as np
 from transformers import TrainerCallback
 from transformers.utils import logging
 
-from ..configuration_multitask_st import MULTI_LABEL, REGRESSION, SINGLE_LABEL
+from ..configuration_multitask_st import MULTI_LABEL, PAIR_CLASSIFICATION, PAIR_REGRESSION, REGRESSION, SINGLE_LABEL
 from ..inference_multitask_st import DEFAULT_THRESHOLD, sigmoid
 from ..layers_multitask_st import labelled_rows
 from ..model_folder import (
@@ -238,6 +238,9 @@ TEST_PLOTS = {
     SINGLE_LABEL: (CONFUSION_MATRIX_PLOT, _confusion_plot),
     MULTI_LABEL: (LABEL_F1_PLOT, _label_f1_plot),
     REGRESSION: (PREDICTED_VS_TRUE_PLOT, _scatter_plot),
+    PAIR_CLASSIFICATION: (CONFUSION_MATRIX_PLOT, _confusion_plot),
+    PAIR_REGRESSION: (PREDICTED_VS_TRUE_PLOT, _scatter_plot),
+    # Embedding tasks: no head, no plot (their metrics are in the record).
 }
 
 
@@ -261,7 +264,7 @@ def save_test_plots(
         kind = config.task_kinds[task]
         columns = label_ids[:, slices[task]]
         labelled = labelled_rows(columns, kind)
-        if task not in logits or not labelled.any():
+        if task not in logits or not labelled.any() or kind not in TEST_PLOTS:
             continue
         file_name, draw = TEST_PLOTS[kind]
         title = f"{task} head: {split} split, {int(labelled.sum())} examples"

@@ -17,12 +17,24 @@ from datasets import DatasetDict
 from datasets.fingerprint import Hasher
 from transformers import PreTrainedTokenizerBase
 
-from ..configuration_multitask_st import LABEL_WIDTHS, MULTI_LABEL, REGRESSION, SINGLE_LABEL
+from ..configuration_multitask_st import (
+    EMBEDDING,
+    EMBEDDING_CONTRASTIVE,
+    LABEL_WIDTHS,
+    MULTI_LABEL,
+    PAIR_CLASSIFICATION,
+    PAIR_REGRESSION,
+    REGRESSION,
+    SINGLE_LABEL,
+)
 from ..inference_multitask_st import MODEL_INPUTS
 
 
 # Bump when the tokenised layout changes, so stale cache files are not picked up.
-_TOKENIZED_CACHE_VERSION = "2"
+_TOKENIZED_CACHE_VERSION = "3"
+# The second texts of pair and embedding tasks, and contrastive rows' hard negatives: each tokenised on its own (two
+# sequences, never one concatenation), under its prefix (`pair_input_ids`, ...), as the model's forward takes them.
+SECOND_TEXT_COLUMNS = {"text_pair": "pair_", "negative": "negative_"}
 
 
 def _tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
@@ -55,7 +67,21 @@ def _tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
 
 def _tokenize_batch(batch: dict, *, tokenizer, text_column: str, max_length: int) -> dict:
     encoded = tokenizer(batch[text_column], truncation=True, max_length=max_length)
-    return {key: encoded[key] for key in MODEL_INPUTS if key in encoded}
+    columns = {key: encoded[key] for key in MODEL_INPUTS if key in encoded}
+    for column, prefix in SECOND_TEXT_COLUMNS.items():
+        if column in batch:
+            texts = batch[column]
+            present = [
+                index for index, text in enumerate(texts) if text is not None
+            ]  # a triplet's negative is optional
+            second = tokenizer([texts[index] for index in present], truncation=True, max_length=max_length)
+            for key in MODEL_INPUTS:
+                if key in second:
+                    values = [None] * len(texts)
+                    for index, value in zip(present, second[key], strict=True):
+                        values[index] = value
+                    columns[prefix + key] = values
+    return columns
 
 
 def default_cache_dir() -> Path:
@@ -75,7 +101,9 @@ def tokenize_task_dataset(
 ) -> DatasetDict:
     """Tokenises every split once (truncated, unpadded: the collator pads).
 
-    Returns columns `input_ids`, `attention_mask`, `token_type_ids` (when the tokenizer makes them) and `label`; the
+    Returns columns `input_ids`, `attention_mask`, `token_type_ids` (when the tokenizer makes them) and `label`, and,
+    for a split with a `text_pair` (or `negative`) column, the same columns of those texts, tokenised on their own, as
+    `pair_input_ids`, ... (`negative_input_ids`, ...); the
     task a row belongs to is given where the task datasets meet (see [`concatenate_task_datasets`]). Results are
     cached in `cache_dir` (default: `default_cache_dir()`) under a key made of the split's fingerprint, the tokenizer
     and `max_length`, so a second call loads them instead of re-tokenising.
@@ -132,6 +160,10 @@ LABEL_ENCODERS = {
     SINGLE_LABEL: lambda label, names: [float(label)],
     MULTI_LABEL: lambda label, names: _multi_hot(label, len(names)),
     REGRESSION: lambda label, names: [float(label[name]) for name in names],
+    # A pair task's class id or score, an `embedding_contrastive` row's 0 ("labelled").
+    **dict.fromkeys(
+        (PAIR_CLASSIFICATION, PAIR_REGRESSION, EMBEDDING, EMBEDDING_CONTRASTIVE), lambda label, names: [float(label)]
+    ),
 }
 
 
@@ -191,7 +223,7 @@ def concatenate_task_datasets(
             parts.append(dataset)
         if not parts:
             raise ValueError(f"No task dataset given; pass {{task: dataset}} for some of {task_names}.")
-        combined = datasets.concatenate_datasets(parts)
+        combined = datasets.concatenate_datasets(_aligned_columns(parts))
     else:
         combined = task_datasets
     if "task_id" not in combined.column_names:
@@ -202,3 +234,19 @@ def concatenate_task_datasets(
         task_ids = np.sort(task_ids, kind="stable")
     sizes = np.bincount(task_ids, minlength=len(task_names)).tolist()
     return combined, sizes
+
+
+def _aligned_columns(parts: list[datasets.Dataset]) -> list[datasets.Dataset]:
+    """The task datasets with one set of columns, so they concatenate: a column some tasks lack (`pair_input_ids`...)
+    added to the others as missing values (None)."""
+    features = {}
+    for part in parts:
+        for name, feature in part.features.items():
+            features.setdefault(name, feature)
+    aligned = []
+    for part in parts:
+        for name, feature in features.items():
+            if name not in part.column_names:
+                part = part.add_column(name, [None] * len(part), feature=feature)
+        aligned.append(part.select_columns(list(features)).cast(datasets.Features(features)))
+    return aligned
