@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from multitask_st.training.metrics import build_compute_metrics, multitask_metrics, stsb_spearman
+from multitask_st.training.metrics import build_compute_metrics, multitask_classification_metrics, stsb_spearman
 
 
 def _one_hot_logits(predicted: list[int], num_labels: int) -> np.ndarray:
@@ -36,7 +36,7 @@ def _mixed_case():
 
 def test_macro_f1_and_accuracy_match_a_hand_computed_imbalanced_case():
     predictions, labels = _mixed_case()
-    metrics = multitask_metrics(predictions, labels, ["topic", "sentiment"])
+    metrics = multitask_classification_metrics(predictions, labels, ["topic", "sentiment"])
     assert metrics["topic_accuracy"] == pytest.approx(0.7)
     assert metrics["topic_f1"] == pytest.approx(TOPIC_MACRO_F1)  # 0.6333, not accuracy, micro or weighted F1
     assert metrics["sentiment_accuracy"] == pytest.approx(0.75)
@@ -49,7 +49,7 @@ def test_macro_f1_and_accuracy_match_a_hand_computed_imbalanced_case():
 def test_a_task_with_no_labelled_row_gets_no_metric():
     predictions, labels = _mixed_case()
     labels[:, 1] = -100
-    metrics = multitask_metrics(predictions, labels, ["topic", "sentiment"])
+    metrics = multitask_classification_metrics(predictions, labels, ["topic", "sentiment"])
     assert set(metrics) == {"topic_accuracy", "topic_f1", "mean_accuracy", "mean_f1"}
     assert metrics["mean_f1"] == pytest.approx(TOPIC_MACRO_F1)
 
@@ -84,7 +84,7 @@ def test_stsb_spearman_equals_scipy_on_the_models_cosines(tiny_model, tiny_token
 def test_a_task_without_labels_does_not_hide_the_tasks_after_it():
     predictions, labels = _mixed_case()
     labels[:, 0] = -100  # the first task unlabelled, the second labelled
-    metrics = multitask_metrics(predictions, labels, ["topic", "sentiment"])
+    metrics = multitask_classification_metrics(predictions, labels, ["topic", "sentiment"])
     assert set(metrics) == {"sentiment_accuracy", "sentiment_f1", "mean_accuracy", "mean_f1"}
     assert metrics["mean_f1"] == pytest.approx(SENTIMENT_MACRO_F1)
 
