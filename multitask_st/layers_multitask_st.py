@@ -7,6 +7,7 @@ its head builder, loss and scores to the three tables here, and a label-row form
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 from collections.abc import Callable
@@ -331,6 +332,31 @@ TASK_SCORES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 # The kinds whose label column holds class ids.
 CLASS_ID_KINDS = (SINGLE_LABEL, PAIR_CLASSIFICATION)
+
+
+# What `encode`/`predict`/the pipeline take as `dtype`: the precision their matmuls run in, under `torch.autocast` (bf16
+# runs through oneDNN's AVX-512 BF16 / AMX kernels on CPU). The weights stay as loaded (no copy, nothing changes for
+# another thread), and the outputs come back float32. float32 (or None) runs the model as loaded, without autocast.
+INFERENCE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def check_inference_dtype(dtype) -> torch.dtype | None:
+    """`dtype` as a torch dtype (a name such as `"bfloat16"` is taken too), or `None` for the model as loaded."""
+    if dtype is None:
+        return None
+    resolved = INFERENCE_DTYPES.get(dtype) if isinstance(dtype, str) else dtype
+    if resolved not in INFERENCE_DTYPES.values():
+        accepted = ", ".join(f"torch.{name}" for name in INFERENCE_DTYPES)
+        raise ValueError(f"`dtype` must be one of {accepted} (or its name as a string) or None, got {dtype!r}.")
+    return resolved
+
+
+def inference_precision(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """The context a forward pass runs in for `dtype` (see `check_inference_dtype`): autocast on `device`'s type for a
+    reduced precision, nothing otherwise. Autocast's state is per thread, so concurrent calls do not mix."""
+    if dtype is None or dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
 
 
 def eval_twin(module: nn.Module) -> nn.Module:

@@ -64,7 +64,9 @@ from .layers_multitask_st import (  # noqa: F401  (IGNORE_INDEX: training import
     TaskInputs,
     backbone_init_kwargs,
     build_projection,
+    check_inference_dtype,
     eval_twin,
+    inference_precision,
     init_weights,
     labelled_rows,
 )
@@ -477,14 +479,18 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
         max_length: int | None = None,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         out=None,
+        dtype: torch.dtype | str | None = None,
     ):
         """Embed sentences: a `(n, embedding_dim)` array (or tensor), or one vector for a single string.
 
         `sentences` is a string or any iterable of strings (a list, a generator, a `datasets` column, a file's lines),
         read `chunk_size` texts at a time and sorted by token count within a chunk; the result keeps the input order and
         memory beyond it stays bounded by the chunk. `out` is an array `(n, embedding_dim)` to fill (e.g. an
-        `np.memmap`), or iterate over [`encode_chunks`]. `normalize_embeddings` defaults to the config's. Safe from
-        several threads at once, in either train or eval mode (dropout is off and the mode is left alone).
+        `np.memmap`), or iterate over [`encode_chunks`]. `normalize_embeddings` defaults to the config's. `dtype`
+        (`torch.bfloat16`, `torch.float16`) runs the forward pass under `torch.autocast` in that precision (on CPU, bf16
+        uses oneDNN's AVX-512 BF16 / AMX kernels) with the weights left as loaded and float32 results; judge what it
+        costs with `multitask_st.export.onnx_check.judge_dtype`. Safe from several threads at once, in either train
+        or eval mode (dropout is off and the mode is left alone).
 
         Example:
             >>> out = np.lib.format.open_memmap("emb.npy", mode="w+", dtype="float32", shape=(n, model.config.embedding_dim))
@@ -493,7 +499,7 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
         single, as_numpy = isinstance(sentences, str), convert_to_numpy and not convert_to_tensor
         check_out(out, self.config.embedding_dim, single, as_numpy)
         chunks = self.encode_chunks([sentences] if single else sentences, tokenizer, batch_size, normalize_embeddings,
-                                    show_progress_bar, device, max_length, chunk_size)  # fmt: skip
+                                    show_progress_bar, device, max_length, chunk_size, dtype)  # fmt: skip
         embeddings = fill_rows(chunks, length_hint(sentences), self.config.embedding_dim, out)
         if out is not None or as_numpy:
             return embeddings if out is not None else finish_embeddings(embeddings, single, as_numpy)
@@ -510,6 +516,7 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
         device: str | torch.device | None = None,
         max_length: int | None = None,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
+        dtype: torch.dtype | str | None = None,
     ) -> Iterator[np.ndarray]:
         """The streaming form of [`encode`]: one float32 `(chunk, embedding_dim)` array per `chunk_size` texts, in order.
 
@@ -522,7 +529,7 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
             return model.finish_embedding(model.projection(model.pool(**inputs)[0]), normalize_embeddings)
 
         return self._run(sentences, tokenizer, embed_batch, "Encoding", batch_size, show_progress_bar, device,
-                         max_length, chunk_size)  # fmt: skip
+                         max_length, chunk_size, dtype)  # fmt: skip
 
     def predict(
         self,
@@ -541,7 +548,7 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
         of them for any iterable of strings. `thresholds` replaces the multi-label thresholds of the config
         (`config.task_calibration`, 0.5 until tuned) for this call: a number for every label, or per task a number, a
         list (one per label) or `{label: number}`. `kwargs`: `batch_size`, `show_progress_bar`, `device`,
-        `max_length`, `chunk_size`, as in [`encode`].
+        `max_length`, `chunk_size`, `dtype` (e.g. `torch.bfloat16`), as in [`encode`].
 
         Pair and embedding tasks take `(text, text_pair)` pairs instead (one pair, or an iterable of them): each text
         is embedded once, as `encode` embeds it; `{"label", "score", "probabilities"}` for a pair classifier,
@@ -599,24 +606,29 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
         return torch.from_numpy(pooled).to(self.device)
 
     def _run(self, sentences, tokenizer, run_batch, description, batch_size=DEFAULT_BATCH_SIZE, show_progress_bar=None,
-             device=None, max_length=None, chunk_size=DEFAULT_CHUNK_SIZE, pairs=False) -> Iterator[np.ndarray]:  # fmt: skip
+             device=None, max_length=None, chunk_size=DEFAULT_CHUNK_SIZE, pairs=False,
+             dtype=None) -> Iterator[np.ndarray]:  # fmt: skip
         """The torch step under the engine's `run_chunks`: per chunk, tokenise (unpadded; a pair's two texts as two
         sequences, the second under `pair_*` keys) and run `run_batch`."""
         check_sentences(sentences)
         check_tokenizer(tokenizer, self.get_input_embeddings().num_embeddings, self.config.tokenizer_fingerprint)
         max_length = check_max_length(max_length, self.default_max_length(tokenizer), self.position_limit())
+        dtype = check_inference_dtype(dtype)
         if device is not None:
             self.to(device)
         return run_chunks(
             sentences,
             lambda items, bar: self._run_tokenized(tokenize_items(tokenizer, items, max_length, pairs), tokenizer,
-                                                   run_batch, batch_size, bar),
+                                                   run_batch, batch_size, bar, dtype),
             batch_size, chunk_size, show_progress_bar, description, pairs=pairs,
         )  # fmt: skip
 
-    def _run_tokenized(self, encodings, tokenizer, run_batch, batch_size: int, progress=None) -> np.ndarray:
-        """`run_batch`'s rows as float32, in input order, for unpadded encodings: under `inference_mode`, on an eval twin
-        when the model is in train mode (no mode flipped), longest texts first, padded by `tokenizer.pad`."""
+    def _run_tokenized(
+        self, encodings, tokenizer, run_batch, batch_size: int, progress=None, dtype=None
+    ) -> np.ndarray:
+        """`run_batch`'s rows as float32, in input order, for unpadded encodings: under `inference_mode` (and autocast
+        to `dtype`, see `layers_multitask_st.inference_precision`), on an eval twin when the model is in train mode (no
+        mode flipped), longest texts first, padded by `tokenizer.pad`."""
         model, device = eval_twin(self) if self.training else self, self.device
 
         def run(batch: list[int]) -> torch.Tensor:
@@ -634,7 +646,7 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
             lengths = [
                 length + len(ids) for length, ids in zip(lengths, encodings[PAIR_PREFIX + "input_ids"], strict=True)
             ]
-        with torch.inference_mode():
+        with torch.inference_mode(), inference_precision(device, dtype):
             rows, inverse = run_in_length_order(lengths, batch_size, run, progress)
             return torch.cat(rows).cpu().numpy()[inverse]
 

@@ -37,6 +37,7 @@ from .inference_multitask_st import (  # noqa: F401  (PIPELINE_*, custom_pipelin
     resolve_calibration,
     tokenize,
 )
+from .layers_multitask_st import check_inference_dtype, inference_precision
 
 
 EMBEDDING_KEY = "embedding"
@@ -58,6 +59,9 @@ class MultiTaskSTPipeline(Pipeline):
         return_embedding (`bool`, *optional*, defaults to `False`): add the sentence embedding (as `encode` gives it)
             under `"embedding"`, from the same forward pass.
         max_length (`int`, *optional*): tokens kept per text; defaults to the model's.
+        dtype (`torch.dtype` or `str`, *optional*, per call): run the forward pass in this precision under autocast
+            (`torch.bfloat16`), the weights left as loaded: `predict(..., dtype=...)`'s numbers. (`pipeline(...,
+            dtype=...)` at construction is transformers' own: the precision the weights are loaded in.)
         batch_size (`int`, *optional*, defaults to 32).
 
     Example:
@@ -73,18 +77,20 @@ class MultiTaskSTPipeline(Pipeline):
     _load_tokenizer = True
 
     def _sanitize_parameters(
-        self, tasks=None, top_k=1, return_embedding=None, max_length=None, thresholds=None, **kwargs
+        self, tasks=None, top_k=1, return_embedding=None, max_length=None, thresholds=None, dtype=None, **kwargs
     ):
         if kwargs:
             raise TypeError(
                 f"Unexpected argument(s) {sorted(kwargs)}; this pipeline takes `tasks`, `top_k`, `return_embedding`, "
-                "`max_length`, `thresholds`, `batch_size` and `num_workers`."
+                "`max_length`, `thresholds`, `dtype`, `batch_size` and `num_workers`."
             )
         preprocess, forward, postprocess = {}, {}, {}
         if thresholds is not None:
             config = self.model.config
             resolve_calibration(config.task_calibration, config.tasks, config.task_kinds, thresholds)  # checked now
             postprocess["thresholds"] = thresholds
+        if dtype is not None:
+            forward["dtype"] = check_inference_dtype(dtype)
         if max_length is not None:  # checked here, as `predict` checks it: 0 or 10000 is an error, not the default
             preprocess["max_length"] = check_max_length(max_length, None, self.model.position_limit())
         if tasks is not None:
@@ -128,7 +134,7 @@ class MultiTaskSTPipeline(Pipeline):
             raise ValueError("`return_embedding=True` takes single texts; embed each text of a pair with them.")
         chunks = self.model.score_chunks(
             inputs, self.tokenizer, tasks, return_embedding, batch_size=batch_size,
-            max_length=preprocess.get("max_length"), show_progress_bar=False,
+            max_length=preprocess.get("max_length"), show_progress_bar=False, dtype=forward.get("dtype"),
         )  # fmt: skip
         top_k, thresholds = postprocess.get("top_k", 1), postprocess.get("thresholds")
         results = [
@@ -141,9 +147,11 @@ class MultiTaskSTPipeline(Pipeline):
         max_length = max_length or self.model.default_max_length(self.tokenizer)
         return tokenize(self.tokenizer, text, max_length, return_tensors="pt")
 
-    def _forward(self, model_inputs, tasks=None, return_embedding=False):
+    def _forward(self, model_inputs, tasks=None, return_embedding=False, dtype=None):
         tasks = check_input_tasks(tasks, self.model.config.task_kinds, pairs=False)
-        return {"rows": self.model.score_batch(dict(model_inputs), tasks, with_embeddings=return_embedding)}
+        with inference_precision(self.model.device, dtype):
+            rows = self.model.score_batch(dict(model_inputs), tasks, with_embeddings=return_embedding)
+        return {"rows": rows}
 
     def postprocess(self, model_outputs, tasks=None, top_k=1, return_embedding=False, thresholds=None):
         rows = model_outputs["rows"].float().cpu().reshape(1, -1).numpy()

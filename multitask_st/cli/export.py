@@ -40,13 +40,11 @@ def export_sentence_transformers(args: argparse.Namespace) -> list[str]:
 
 def export_onnx(args: argparse.Namespace) -> list[str]:
     from multitask_st.export.onnx import export_onnx as export
-    from multitask_st.export.onnx_check import DEFAULT_GATE_TEXTS, GateBounds
 
     given = [flag for flag in GATE_FLAGS if getattr(args, flag) is not None]
     if given and not args.quantize:
         raise ValueError(f"--{given[0]} sets the int8 gate; it needs --quantize int8.")
-    bounds = GateBounds(**{flag: getattr(args, flag) for flag in given if flag != "gate_texts"})
-    gate_texts = DEFAULT_GATE_TEXTS if args.gate_texts is None else _gate_texts(args.gate_texts)
+    bounds, gate_texts = gate_settings(args)
     report = export(
         args.model_dir,
         args.output,
@@ -80,6 +78,29 @@ EXPORTERS: dict[str, Callable[[argparse.Namespace], list[str]]] = {
 }
 
 
+def add_gate_arguments(group: argparse._ArgumentGroup):
+    """The gate's options (`GATE_FLAGS`), for every command that judges a reduced precision (export, gate)."""
+    group.add_argument("--max_flip_rate", type=float, help="Share of a head's labels it may change (default 0.02).")
+    group.add_argument(
+        "--max_accuracy_drop", type=float, help="Accuracy drop in points on labelled texts (default 0.5)."
+    )
+    group.add_argument("--max_spearman_drop", type=float, help="STS-B Spearman drop in points (default 0.5).")
+    group.add_argument("--min_mean_cosine", type=float, help="Mean embedding cosine to PyTorch (default 0.99).")
+    group.add_argument("--confidence", type=float, help="Confidence level of the intervals (default 0.95).")
+    group.add_argument(
+        "--gate_texts", help="Texts per built-in set, sampled from every split, or 'all' (default 2000)."
+    )
+
+
+def gate_settings(args: argparse.Namespace) -> tuple:
+    """`(GateBounds, texts per built-in set)` from the gate's options; the flags given, in `GATE_FLAGS` order."""
+    from multitask_st.export.onnx_check import DEFAULT_GATE_TEXTS, GateBounds
+
+    given = [flag for flag in GATE_FLAGS if getattr(args, flag) is not None and flag != "gate_texts"]
+    bounds = GateBounds(**{flag: getattr(args, flag) for flag in given})
+    return bounds, DEFAULT_GATE_TEXTS if args.gate_texts is None else _gate_texts(args.gate_texts)
+
+
 PROG = "multitask-st export"
 
 
@@ -103,22 +124,14 @@ def parse_args(argv: list[str] | None = None, prog: str = PROG) -> argparse.Name
         action="store_true",
         help="onnx: replace an earlier export in --output (never another model's folder).",
     )
-    gate = parser.add_argument_group(
-        "int8 gate (onnx --quantize int8)",
-        "The int8 graph is judged on every labelled split of the built-in sets the model was trained on, plus "
-        "unlabelled built-in texts and STS-B test, and refused only when the evidence at --confidence says it is "
-        "worse than a bound. A refused graph is not the end: the most sensitive encoder nodes are kept in fp32 until "
-        "one passes.",
-    )
-    gate.add_argument("--max_flip_rate", type=float, help="Share of a head's labels int8 may change (default 0.02).")
-    gate.add_argument(
-        "--max_accuracy_drop", type=float, help="Accuracy drop in points on labelled texts (default 0.5)."
-    )
-    gate.add_argument("--max_spearman_drop", type=float, help="STS-B Spearman drop in points (default 0.5).")
-    gate.add_argument("--min_mean_cosine", type=float, help="Mean embedding cosine to PyTorch (default 0.99).")
-    gate.add_argument("--confidence", type=float, help="Confidence level of the intervals (default 0.95).")
-    gate.add_argument(
-        "--gate_texts", help="Texts per built-in set, sampled from every split, or 'all' (default 2000)."
+    add_gate_arguments(
+        parser.add_argument_group(
+            "int8 gate (onnx --quantize int8)",
+            "The int8 graph is judged on every labelled split of the built-in sets the model was trained on, plus "
+            "unlabelled built-in texts and STS-B test, and refused only when the evidence at --confidence says it is "
+            "worse than a bound. A refused graph is not the end: the most sensitive encoder nodes are kept in fp32 "
+            "until one passes.",
+        )
     )
     return parser.parse_args(argv)
 

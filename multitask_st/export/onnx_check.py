@@ -11,8 +11,9 @@ Spearman change with a paired bootstrap interval; the embeddings' mean and min c
 refused only when the evidence says it is worse than a bound (`GateBounds`: the whole interval beyond it, at the
 stated confidence), so a verdict does not hang on a handful of flips in one small test split.
 
-Both sides run through their public doors (`MultiTaskSTModel.encode`/`predict` with the transformers tokenizer,
-`MultiTaskSTOnnxModel` with `tokenizer.json`), so tokenisation is compared too.
+Both sides run through their public doors (PyTorch: `MultiTaskSTModel.score_chunks`, what `encode` and `predict`
+run, once for both, with the transformers tokenizer; `MultiTaskSTOnnxModel` with `tokenizer.json`), so tokenisation is
+compared too.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from transformers.utils import logging
 
 from ..configuration_multitask_st import MULTI_LABEL, REGRESSION, SINGLE_LABEL
 from ..data.corpora import BUILTIN_DATASETS, stsb
-from ..inference_multitask_st import DEFAULT_THRESHOLD, sigmoid, text_head_tasks
+from ..inference_multitask_st import DEFAULT_THRESHOLD, label_rows, resolve_calibration, sigmoid, text_head_tasks
 from ..model_folder import load_training_summary
 from .gate_statistics import accuracy_evidence, flip_rate_evidence, spearman_delta_evidence
 from .onnx_runtime import EMBEDDING_OUTPUT, LOGITS_PREFIX, PAIR_HEADS_FILE_NAME, MultiTaskSTOnnxModel
@@ -92,12 +93,11 @@ def _target_std(config, task: str) -> np.ndarray:
 def check_fp32(model, tokenizer, folder: Path, file_name: str, texts: list[str]) -> dict:
     """Compare the fp32 graph with PyTorch on `texts`; raises `ValueError` on a miss, returns the measurements."""
     onnx_model = MultiTaskSTOnnxModel.from_pretrained(folder, file_name=file_name, provider="CPUExecutionProvider")
-    reference = model.encode(texts, tokenizer, batch_size=BATCH_SIZE, show_progress_bar=False)
+    expected, reference = pytorch_outputs(model, tokenizer, texts)
     embeddings, *logits = onnx_model.run(
         texts, [EMBEDDING_OUTPUT, *(LOGITS_PREFIX + task for task in onnx_model.head_tasks)], batch_size=BATCH_SIZE
     )
     cosine = _cosine(embeddings, reference)
-    expected = model.predict(texts, tokenizer, batch_size=BATCH_SIZE, show_progress_bar=False)
     differing, regression = {}, {}
     for task, task_logits in zip(onnx_model.head_tasks, logits, strict=True):
         got = decisions_of_outputs(model.config, task, task_logits)
@@ -168,6 +168,25 @@ def check_pairs(model, tokenizer, folder: Path, texts: list[str]) -> dict:
     ]
     _raise_if(problems, PAIR_HEADS_FILE_NAME)
     return result
+
+
+def pytorch_outputs(
+    model, tokenizer, texts: list[str], dtype=None, show_progress_bar: bool = False
+) -> tuple[list[dict], np.ndarray]:
+    """PyTorch's predictions for `texts` (every text head, as `predict` gives them) and their embeddings
+    `(n, embedding_dim)`, from ONE forward pass per batch: `score_chunks` with the embedding after the heads' scores,
+    formatted by the engine's `label_rows` as `predict` formats them (so the predictions are `predict`'s and the
+    embeddings `encode`'s). `dtype` as in `predict` (e.g. `torch.bfloat16`)."""
+    config = model.config
+    tasks = text_head_tasks(config.task_kinds)
+    chunks = model.score_chunks(
+        texts, tokenizer, tasks, with_embeddings=True, batch_size=BATCH_SIZE, show_progress_bar=show_progress_bar,
+        dtype=dtype,
+    )  # fmt: skip
+    rows = np.concatenate(list(chunks))
+    width = config.embedding_dim
+    calibration = resolve_calibration(config.task_calibration, config.tasks, config.task_kinds, None)
+    return label_rows(rows[:, :-width], config.tasks, tasks, config.task_kinds, calibration), rows[:, -width:]
 
 
 @dataclass(frozen=True)
@@ -274,8 +293,7 @@ def gate_reference(
             gold = np.asarray([names[label] for label in rows["label"]])
             labelled[task] = (np.arange(start, len(texts)), gold, description)
     logger.info(f"Running PyTorch on the gate's {len(texts)} texts.")
-    embeddings = model.encode(texts, tokenizer, batch_size=BATCH_SIZE, show_progress_bar=True)
-    predictions = model.predict(texts, tokenizer, batch_size=BATCH_SIZE, show_progress_bar=True)
+    predictions, embeddings = pytorch_outputs(model, tokenizer, texts, show_progress_bar=True)
     head_tasks = text_head_tasks(model.config.task_kinds)
     labels = {task: decisions_of_predictions(model.config, task, predictions) for task in head_tasks}
     label_names = {task: list(model.config.tasks[task]) for task in head_tasks}
@@ -294,11 +312,44 @@ def judge_graph(reference: GateReference, folder: Path, file_name: str, bounds: 
         batch_size=BATCH_SIZE,
     )
     seconds = time.perf_counter() - started
+    config = _config_view(onnx_model.config)
+    decisions = {
+        task: decisions_of_outputs(config, task, task_logits)
+        for task, task_logits in zip(onnx_model.head_tasks, logits, strict=True)
+    }
+    return {"file": file_name, **judge_outputs(reference, config, decisions, embeddings, bounds, seconds)}
+
+
+def judge_dtype(reference: GateReference, model, tokenizer, dtype, bounds: GateBounds | None = None) -> dict:
+    """The same gate for PyTorch itself in a reduced precision: `encode`/`predict(..., dtype=dtype)` (e.g.
+    `torch.bfloat16`, autocast) against the float32 `reference` (`gate_reference` of the same model), with the
+    verdict; raises nothing on a refusal (read `passed` and `refusals`).
+
+    Example:
+        >>> reference = gate_reference(model, tokenizer, model_dir)
+        >>> evidence = judge_dtype(reference, model, tokenizer, torch.bfloat16)
+        >>> evidence["passed"], evidence["tasks"]["sentiment"]["flips"]["flips"]
+    """
+    bounds = GateBounds() if bounds is None else bounds
+    started = time.perf_counter()
+    predictions, embeddings = pytorch_outputs(model, tokenizer, reference.texts, dtype, show_progress_bar=True)
+    seconds = time.perf_counter() - started
+    decisions = {task: decisions_of_predictions(model.config, task, predictions) for task in reference.labels}
+    name = str(dtype).removeprefix("torch.")
+    return {"dtype": name, **judge_outputs(reference, model.config, decisions, embeddings, bounds, seconds)}
+
+
+def judge_outputs(
+    reference: GateReference, config, decisions: dict[str, np.ndarray], embeddings: np.ndarray, bounds: GateBounds,
+    seconds: float,
+) -> dict:  # fmt: skip
+    """The gate's evidence and verdict on a candidate's decisions (per text head, for every gate text: labels, or
+    regression outputs in target std, see `decisions_of_outputs`) and embeddings, however they were computed (an ONNX
+    graph, PyTorch in another precision); `seconds` the candidate took on the texts."""
     confidence = bounds.confidence
     tasks, refusals = {}, []
-    config = _config_view(onnx_model.config)
-    for task, task_logits in zip(onnx_model.head_tasks, logits, strict=True):
-        got, expected = decisions_of_outputs(config, task, task_logits), reference.labels[task]
+    for task, got in decisions.items():
+        expected = reference.labels[task]
         if config.task_kinds[task] == REGRESSION:
             difference = float(np.abs(got - expected).mean())
             tasks[task] = {"mean_abs_difference_std": difference}
@@ -354,7 +405,6 @@ def judge_graph(reference: GateReference, folder: Path, file_name: str, bounds: 
     if cosine.mean() < bounds.min_mean_cosine:
         refusals.append(f"mean embedding cosine to PyTorch {cosine.mean():.4f} < {bounds.min_mean_cosine}")
     return {
-        "file": file_name,
         "texts": len(reference.texts),
         "sources": reference.sources,
         "tasks": tasks,

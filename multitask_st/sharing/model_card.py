@@ -298,7 +298,7 @@ def _onnx_exports(folder: ModelDir) -> list[dict[str, str]]:
             checked = f"{entry['texts']} texts of the built-in sets"
             result = f"min embedding cosine {entry['min_cosine']:.6f}; labels differing: {differing}"
         elif "refusals" in entry:  # judged by the statistical gate
-            checked, result = _gate_evidence(entry)
+            checked, result = gate_evidence(entry)
         else:  # an export from before the statistical gate: fixed bounds on each task's test split
             checked = "; ".join(f"`{task}`: {row['data']}" for task, row in entry["tasks"].items())
             checked += f"; {entry['stsb_spearman']['data']}"
@@ -315,8 +315,9 @@ def _onnx_exports(folder: ModelDir) -> list[dict[str, str]]:
     return rows
 
 
-def _gate_evidence(entry: dict) -> tuple[str, str]:
-    """The reduced-precision gate's evidence in two table cells: what it was judged on, and what it measured."""
+def gate_evidence(entry: dict) -> tuple[str, str]:
+    """The reduced-precision gate's evidence in two table cells: what it was judged on, and what it measured (also
+    what `multitask-st gate` prints)."""
     bounds = entry["bounds"]
     level = f"{bounds['confidence']:.0%}"
     checked = f"{entry['texts']} texts: " + ", ".join(entry["sources"])
