@@ -6,7 +6,7 @@ import threading
 import numpy as np
 import pytest
 import torch
-from conftest import LONG_TEXTS, TEXTS, make_model, save_tiny
+from conftest import LONG_TEXTS, TEXTS, make_model, require_module, save_tiny
 
 from multitask_st.export import onnx_check
 from multitask_st.pipeline_multitask_st import MultiTaskSTPipeline
@@ -173,3 +173,95 @@ def test_the_gate_command_prints_the_evidence_and_the_verdict(tmp_path, tiny_tok
     assert last.startswith("multitask-st gate: refused: mean embedding cosine to PyTorch ") and last.endswith(" < 1.0")
     assert cli.main(["gate", str(tmp_path / "missing")]) == 1
     assert "does not exist or is not a directory" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------- OpenVINO
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, tiny_tokenizer):
+    from multitask_st.export.onnx import export_onnx
+
+    tmp_path = tmp_path_factory.mktemp("openvino")
+    model, model_dir = save_tiny(tmp_path, tiny_tokenizer, encoder_scale=25.0)
+    export_onnx(model_dir, tmp_path / "out", check_texts=24)
+    return model, model_dir, tmp_path / "out"
+
+
+def test_the_exported_graph_runs_on_openvino_behind_the_same_api(exported):
+    require_module("openvino")
+    from multitask_st.export.onnx_runtime import MultiTaskSTOnnxModel
+
+    _, _, folder = exported
+    texts = TEXTS + LONG_TEXTS
+    ort = MultiTaskSTOnnxModel.from_pretrained(folder, threads=1)
+    f32 = MultiTaskSTOnnxModel.from_pretrained(folder, backend="openvino", dtype="float32", threads=1)
+    assert f32.session.precision == "<Type: 'float32'>"
+    np.testing.assert_allclose(f32.encode(texts), ort.encode(texts), atol=1e-4)
+    for task in ort.task_names:
+        np.testing.assert_allclose(
+            probabilities(f32.predict(texts), task), probabilities(ort.predict(texts), task), atol=1e-4
+        )
+    chunks = list(f32.predict_chunks(texts, chunk_size=3))
+    assert [len(chunk) for chunk in chunks] == [3, 3, len(texts) - 6]
+    for task in f32.task_names:  # other batches (other padding): equal within float rounding
+        np.testing.assert_allclose(
+            probabilities(sum(chunks, []), task), probabilities(f32.predict(texts), task), atol=1e-5
+        )
+    default = MultiTaskSTOnnxModel.from_pretrained(folder, backend="openvino", threads=1)
+    bf16 = default.encode(texts)
+    assert cosine(bf16, ort.encode(texts)).min() > 0.99
+    if default.session.precision == "<Type: 'bfloat16'>":  # a CPU with AVX-512 BF16 or AMX (this project's has)
+        assert not np.allclose(bf16, ort.encode(texts), atol=1e-5)
+
+    results, errors = [], []
+
+    def run():
+        try:
+            results.append(default.encode(texts * 4, batch_size=2))
+        except Exception as error:  # noqa: BLE001  (reported below)
+            errors.append(error)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and len(results) == 3
+    for got in results:  # one infer request per thread: no call sees another's outputs
+        np.testing.assert_allclose(got, np.concatenate([default.encode(texts, batch_size=2)] * 4), atol=1e-6)
+
+
+def test_openvino_bf16_is_judged_by_the_gate(exported, tiny_tokenizer):
+    require_module("openvino")
+    model, model_dir, folder = exported
+    reference = onnx_check.gate_reference(model, tiny_tokenizer, model_dir, 40)
+    evidence = onnx_check.judge_graph(reference, folder, "model.onnx", onnx_check.GateBounds(), backend="openvino")
+    assert evidence["backend"] == "openvino" and evidence["file"] == "model.onnx"
+    assert evidence["precision"] in ("<Type: 'bfloat16'>", "<Type: 'float32'>")
+    assert evidence["texts"] == len(reference.texts) and set(evidence["tasks"]) == set(model.config.task_names)
+    assert evidence["passed"] == (evidence["refusals"] == [])
+    refused = onnx_check.judge_graph(
+        reference, folder, "model.onnx", onnx_check.GateBounds(min_mean_cosine=1.0), backend="openvino"
+    )
+    if evidence["precision"] == "<Type: 'bfloat16'>":
+        assert not refused["passed"] and refused["refusals"][-1].startswith("mean embedding cosine to PyTorch ")
+
+
+def test_backend_and_dtype_are_checked(exported):
+    from multitask_st.export.onnx_runtime import MultiTaskSTOnnxModel
+
+    _, _, folder = exported
+    with pytest.raises(
+        ValueError, match=r"^`backend` must be one of \['onnxruntime', 'openvino'\], got 'tensorrt'\.$"
+    ):
+        MultiTaskSTOnnxModel.from_pretrained(folder, backend="tensorrt")
+    with pytest.raises(
+        ValueError,
+        match=r"^`dtype` 'bfloat16' is not offered on onnxruntime, which runs \['float32'\] \(bf16: backend='openvino'\)\.$",
+    ):
+        MultiTaskSTOnnxModel.from_pretrained(folder, dtype="bfloat16")
+    with pytest.raises(ValueError, match=r"^`dtype` 'float16' is not offered on openvino, which runs \['bfloat16', "):
+        MultiTaskSTOnnxModel.from_pretrained(folder, backend="openvino", dtype="float16")
+    with pytest.raises(ValueError, match=r"`provider` and `session_options` are onnxruntime's"):
+        MultiTaskSTOnnxModel.from_pretrained(folder, backend="openvino", provider="CPUExecutionProvider")

@@ -301,10 +301,14 @@ def gate_reference(
     return GateReference(texts, sources, labelled, label_names, labels, embeddings, scores)
 
 
-def judge_graph(reference: GateReference, folder: Path, file_name: str, bounds: GateBounds) -> dict:
+def judge_graph(
+    reference: GateReference, folder: Path, file_name: str, bounds: GateBounds, backend: str = "onnxruntime"
+) -> dict:
     """The evidence on the graph `folder/onnx/file_name` against PyTorch, and its verdict (`refusals`, empty when
-    it passes); raises nothing, so a caller can try another candidate."""
-    onnx_model = MultiTaskSTOnnxModel.from_pretrained(folder, file_name=file_name, provider="CPUExecutionProvider")
+    it passes); raises nothing, so a caller can try another candidate. `backend="openvino"` judges the graph as
+    OpenVINO runs it by default (bf16 where the CPU has it; see `openvino_session`)."""
+    runtime = {"provider": "CPUExecutionProvider"} if backend == "onnxruntime" else {"backend": backend}
+    onnx_model = MultiTaskSTOnnxModel.from_pretrained(folder, file_name=file_name, **runtime)
     started = time.perf_counter()
     embeddings, *logits = onnx_model.run(
         reference.texts,
@@ -317,7 +321,8 @@ def judge_graph(reference: GateReference, folder: Path, file_name: str, bounds: 
         task: decisions_of_outputs(config, task, task_logits)
         for task, task_logits in zip(onnx_model.head_tasks, logits, strict=True)
     }
-    return {"file": file_name, **judge_outputs(reference, config, decisions, embeddings, bounds, seconds)}
+    runtime = {"backend": backend, "precision": onnx_model.session.precision} if backend != "onnxruntime" else {}
+    return {"file": file_name, **runtime, **judge_outputs(reference, config, decisions, embeddings, bounds, seconds)}
 
 
 def judge_dtype(reference: GateReference, model, tokenizer, dtype, bounds: GateBounds | None = None) -> dict:

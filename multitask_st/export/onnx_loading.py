@@ -127,14 +127,41 @@ def read_tokenizer(path: Path):
         ) from None
 
 
-def open_session(model_path: Path, provider: str | None, threads: int | None, session_options):
+# Runtimes an exported graph runs on, and the precisions each offers (`dtype`, the first is the default).
+BACKENDS = {"onnxruntime": ("float32",), "openvino": ("bfloat16", "float32")}
+
+
+def open_session(
+    model_path: Path,
+    provider: str | None,
+    threads: int | None,
+    session_options,
+    backend: str = "onnxruntime",
+    dtype: str | None = None,
+):
+    """A session on `backend` (`BACKENDS`): onnxruntime's `InferenceSession`, or OpenVINO's compiled model behind the
+    same calls (`openvino_session.OpenVINOSession`). `dtype` defaults to the backend's first precision."""
+    if backend not in BACKENDS:
+        raise ValueError(f"`backend` must be one of {list(BACKENDS)}, got {backend!r}.")
+    dtype = BACKENDS[backend][0] if dtype is None else dtype
+    if dtype not in BACKENDS[backend]:
+        raise ValueError(
+            f"`dtype` {dtype!r} is not offered on {backend}, which runs {list(BACKENDS[backend])}"
+            + (" (bf16: backend='openvino')." if backend == "onnxruntime" else ".")
+        )
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"`threads` must be a positive integer, got {threads!r}.")
+    if backend == "openvino":
+        if provider is not None or session_options is not None:
+            raise ValueError("`provider` and `session_options` are onnxruntime's; backend='openvino' takes neither.")
+        from .openvino_session import OpenVINOSession
+
+        return OpenVINOSession(model_path, threads, dtype)
     import onnxruntime as ort
 
     options = session_options or ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads is not None:
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise ValueError(f"`threads` must be a positive integer, got {threads!r}.")
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
     available = ort.get_available_providers()

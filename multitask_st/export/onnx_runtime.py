@@ -131,6 +131,8 @@ class MultiTaskSTOnnxModel:
         cache_dir: str | None = None,
         local_files_only: bool = False,
         verify_checksums: bool = True,
+        backend: str = "onnxruntime",
+        dtype: str | None = None,
     ) -> MultiTaskSTOnnxModel:
         """Load an exported folder, or a Hub repository holding one.
 
@@ -145,6 +147,12 @@ class MultiTaskSTOnnxModel:
             revision, token, cache_dir, local_files_only: For a Hub repo id.
             verify_checksums: Check the graph against the sha256 its export recorded and `tokenizer.json` against
                 `config.tokenizer_fingerprint` (see `export/checksums.py`); `False` for files you changed on purpose.
+            backend: `"onnxruntime"`, or `"openvino"` (the `openvino` extra): the same graph on OpenVINO's CPU
+                runtime, whose bf16 kernels (AVX-512 BF16 / AMX) onnxruntime lacks. `provider` and `session_options`
+                are onnxruntime's.
+            dtype: The precision the backend runs the graph in: onnxruntime `"float32"` (int8 is a graph of its own);
+                OpenVINO `"bfloat16"` (the default; float32 where the CPU has no bf16) or `"float32"`. Judge what
+                bf16 costs with `onnx_check.judge_graph(..., backend="openvino")`, the int8 gate.
         """
         file_name = file_name or f"{ONNX_SUBFOLDER}/{ONNX_FILE_NAME}"
         folder = resolve_folder(model_name_or_path, file_name, revision, token, cache_dir, local_files_only)
@@ -157,7 +165,7 @@ class MultiTaskSTOnnxModel:
         if verify_checksums:
             check_artifacts(folder / ONNX_SUBFOLDER / EXPORT_REPORT_NAME, [model_path])
             check_tokenizer(config, tokenizer.get_vocab(with_added_tokens=True), folder / "tokenizer.json")
-        session = open_session(model_path, provider, threads, session_options)
+        session = open_session(model_path, provider, threads, session_options, backend, dtype)
         pair_session = None
         if pair_head_tasks(task_kinds_of(config, config_tasks(config))):
             pair_path = folder / ONNX_SUBFOLDER / PAIR_HEADS_FILE_NAME
@@ -168,7 +176,7 @@ class MultiTaskSTOnnxModel:
                 )
             if verify_checksums:
                 check_artifacts(folder / ONNX_SUBFOLDER / EXPORT_REPORT_NAME, [pair_path])
-            pair_session = open_session(pair_path, provider, threads, session_options)
+            pair_session = open_session(pair_path, provider, threads, session_options, backend, dtype)
         return cls(session, tokenizer, config, model_path, pair_session)
 
     # ------------------------------------------------------------------ inference (the engine, as the PyTorch model)

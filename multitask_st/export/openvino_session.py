@@ -1,0 +1,91 @@
+"""The exported ONNX graph on OpenVINO's runtime, behind the few calls `MultiTaskSTOnnxModel` makes of an onnxruntime
+session (`get_inputs`, `get_outputs`, `get_modelmeta`, `run`), so the same runtime API (`from_pretrained`, `encode`,
+`predict`, `*_chunks`) runs our whole graph, embedding and every head, on OpenVINO.
+
+Why: OpenVINO's CPU plugin runs the graph in bf16 where the CPU has AVX-512 BF16 or AMX (its `INFERENCE_PRECISION_HINT`),
+which onnxruntime's CPU kernels do not. OpenVINO reads the fused graph `export_onnx` writes as it is (its ONNX frontend
+knows onnxruntime's `Attention`, `EmbedLayerNormalization`, `SkipLayerNormalization`, `BiasGelu`). bf16 costs accuracy
+like int8 does, so it is judged by the same gate (`onnx_check.judge_graph(..., backend="openvino")`). No torch here.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+
+# `dtype` -> OpenVINO's inference precision on CPU.
+OPENVINO_PRECISIONS = {"float32": "f32", "bfloat16": "bf16"}
+
+
+@dataclass(frozen=True)
+class _Node:
+    name: str
+    shape: list
+
+
+@dataclass(frozen=True)
+class _Metadata:
+    custom_metadata_map: dict
+
+
+class OpenVINOSession:
+    """An onnxruntime-like session over an OpenVINO compiled model (CPU), safe from several threads at once (one infer
+    request per thread: a request is not thread-safe, the compiled model is)."""
+
+    def __init__(self, model_path: str | Path, threads: int | None = None, dtype: str = "bfloat16"):
+        try:
+            import openvino
+        except ImportError as error:
+            raise ImportError(
+                "backend='openvino' needs OpenVINO: pip install 'multitask-st[openvino]' (or pip install openvino)."
+            ) from error
+        if dtype not in OPENVINO_PRECISIONS:
+            raise ValueError(f"`dtype` must be one of {list(OPENVINO_PRECISIONS)} on OpenVINO, got {dtype!r}.")
+        self.model_path = Path(model_path)
+        core = openvino.Core()
+        try:
+            model = core.read_model(str(model_path))
+        except RuntimeError as error:
+            raise ValueError(f"OpenVINO cannot read {model_path} ({str(error).splitlines()[0]}).") from None
+        config = {"INFERENCE_PRECISION_HINT": OPENVINO_PRECISIONS[dtype], "PERFORMANCE_HINT": "LATENCY"}
+        if threads is not None:
+            config["INFERENCE_NUM_THREADS"] = threads
+        self.compiled = core.compile_model(model, "CPU", config)
+        # What the CPU plugin settled on: bf16 is asked for, and granted only where the CPU has it.
+        self.precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        self._inputs = [_Node(port.get_any_name(), _dims(port)) for port in self.compiled.inputs]
+        self._outputs = [_Node(port.get_any_name(), _dims(port)) for port in self.compiled.outputs]
+        self._metadata = _Metadata(_onnx_metadata(self.model_path))
+        self._local = threading.local()
+
+    def get_inputs(self) -> list[_Node]:
+        return self._inputs
+
+    def get_outputs(self) -> list[_Node]:
+        return self._outputs
+
+    def get_modelmeta(self) -> _Metadata:
+        return self._metadata
+
+    def run(self, output_names: list[str], feeds: dict) -> list:
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self.compiled.create_infer_request()
+        results = request.infer(feeds)  # copies out of the request's buffers (share_outputs=False)
+        return [results[name] for name in output_names]
+
+
+def _dims(port) -> list:
+    return [dim.get_length() if dim.is_static else None for dim in port.get_partial_shape()]
+
+
+def _onnx_metadata(path: Path) -> dict:
+    """The graph's metadata (its tasks and normalisation, which `check_graph` compares with config.json); OpenVINO does
+    not keep ONNX metadata, so it is read with `onnx` where that is installed (else nothing is compared)."""
+    try:
+        import onnx
+    except ImportError:
+        return {}
+    return {prop.key: prop.value for prop in onnx.load(str(path), load_external_data=False).metadata_props}
