@@ -1,15 +1,19 @@
-"""CPU inference, every backend in one run: multitask-st PyTorch / ONNX fp32 / ONNX int8 against sentence-transformers'
-PyTorch, `backend="onnx"` and its own int8 export, on the same texts, batch size, truncation and thread count.
+"""CPU inference, every backend in one run: multitask-st PyTorch (fp32 and bf16 autocast) / ONNX fp32 / ONNX int8
+against sentence-transformers' PyTorch, `backend="onnx"`, its own ONNX int8 export, `backend="openvino"` and its static
+int8 OpenVINO export, on the same texts, batch size, truncation and thread count.
 
-    bash bench/peer_venv.sh /work/peer-onnx-venv              # once: sentence-transformers[onnx] in a venv of its own
-    python bench/onnx_encode.py --model-dir outputs/multitask-st --peer-python /work/peer-onnx-venv/bin/python
+    bash bench/peer_venv.sh /work/peer-onnx-venv onnx             # once: sentence-transformers[onnx], a venv of its own
+    bash bench/peer_venv.sh /work/peer-openvino-venv openvino     # once: sentence-transformers[openvino], another
+    python bench/onnx_encode.py --model-dir outputs/multitask-st --peer-python /work/peer-onnx-venv/bin/python \
+        --openvino-peer-python /work/peer-openvino-venv/bin/python
 
 `--model-dir` is a trained model on the packaged MiniLM (mean pooling); its onnx/ folder is exported (with the
-export's checks) when missing. sentence-transformers runs in a worker process in the peer venv (bench/st_peer_worker.py)
-that times one chunk per request, so both sides alternate chunk by chunk in one schedule (rotating order, several
-rounds) and background load hits all of them alike; the table reports medians over rounds. The fp32 matmul ceiling of
-the machine (a large sgemm) is measured in the same run, before and after, and each contender's rate is given as the
-fraction of it that its arithmetic reaches (encoder FLOPs of the texts' real token counts).
+export's checks) when missing. sentence-transformers runs in worker processes in the peer venvs (bench/st_peer_worker.py)
+that time one chunk per request, so every side alternates chunk by chunk in one schedule (rotating order, several
+rounds) and background load hits all of them alike; the table reports the best and the median round. The machine's
+matmul ceilings (fp32 sgemm, bf16 and int8 GEMM through PyTorch's oneDNN/MKL kernels, 2048 x 2048) are measured in the
+same run, before and after, and each contender's rate is given as the fraction of the bf16 ceiling (and the fp32 one)
+that its arithmetic reaches (encoder FLOPs of the texts' real token counts).
 """
 
 from __future__ import annotations
@@ -43,13 +47,30 @@ def rotten_tomatoes_texts(count: int) -> list[str]:
     return [texts[order[i % len(texts)]] for i in range(count)]
 
 
-def matmul_gflops(threads: int, size: int = 2048, repeats: int = 5) -> float:
-    """The machine's fp32 matmul rate: the best of `repeats` (size x size) @ (size x size) products, in GFLOP/s."""
+def matmul_gflops(threads: int, dtype: str = "fp32", size: int = 2048, repeats: int = 5) -> float:
+    """The machine's matmul rate in `dtype` (fp32, bf16, int8): the best of `repeats` (size x size) @ (size x size)
+    products, in GFLOP/s (GOP/s for int8: `torch._int_mm`, int8 x int8 -> int32)."""
     torch.set_num_threads(threads)
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    a @ b
-    best = min(_seconds(lambda: a @ b) for _ in range(repeats))
+    if dtype == "int8":
+        a = torch.randint(-128, 127, (size, size), dtype=torch.int8)
+        b = torch.randint(-128, 127, (size, size), dtype=torch.int8)
+
+        def product():
+            return torch._int_mm(a, b)
+    else:
+        kind = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
+        a, b = torch.randn(size, size, dtype=kind), torch.randn(size, size, dtype=kind)
+
+        def product():
+            return a @ b
+
+    product()
+    best = min(_seconds(product) for _ in range(repeats))
     return 2 * size**3 / best / 1e9
+
+
+CEILINGS = ("fp32", "bf16", "int8")
+CALIBRATION_TEXTS = 300  # what the static int8 OpenVINO peer calibrates on (as in issue 19's first measurement)
 
 
 def encoder_flops(token_counts: list[int], config) -> float:
@@ -71,14 +92,19 @@ def _seconds(run) -> float:
 class Peer:
     """The sentence-transformers worker process (bench/st_peer_worker.py in the peer venv)."""
 
-    def __init__(self, python: str, chunks: list[list[str]], backbone: str, args):
+    def __init__(self, python: str, chunks: list[list[str]], backbone: str, args, backends: str = "onnx"):
         self.texts_file = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
         json.dump(chunks, self.texts_file)
         self.texts_file.close()
+        # Static int8 calibrates on texts outside the timed ones: Rotten Tomatoes snippets past them in the same order.
+        self.calibration_file = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
+        json.dump(rotten_tomatoes_texts(args.texts + CALIBRATION_TEXTS)[args.texts :], self.calibration_file)
+        self.calibration_file.close()
         command = [
             python, str(Path(__file__).with_name("st_peer_worker.py")), "--backbone", backbone,
             "--texts", self.texts_file.name, "--batch-size", str(args.batch_size), "--max-length",
-            str(args.max_length), "--threads", str(args.threads), "--arch", args.arch,
+            str(args.max_length), "--threads", str(args.threads), "--arch", args.arch, "--backends", backends,
+            "--calibration", self.calibration_file.name,
         ]  # fmt: skip
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false"}
         env.pop("PYTHONPATH", None)
@@ -102,12 +128,16 @@ class Peer:
         self.process.stdin.close()
         self.process.wait(timeout=60)
         os.unlink(self.texts_file.name)
+        os.unlink(self.calibration_file.name)
 
 
 def main(argv: list[str] | None = None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", required=True, help="A trained multitask-st model on the packaged MiniLM.")
-    parser.add_argument("--peer-python", required=True, help="python of the venv bench/peer_venv.sh built")
+    parser.add_argument("--peer-python", required=True, help="python of the venv `bench/peer_venv.sh DIR onnx` built")
+    parser.add_argument(
+        "--openvino-peer-python", help="python of the venv `bench/peer_venv.sh DIR openvino` built (else no OpenVINO)"
+    )
     parser.add_argument("--texts", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=None, help="default: the model's (256 for MiniLM)")
@@ -115,8 +145,10 @@ def main(argv: list[str] | None = None):
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--chunk", type=int, default=500, help="texts per timed call (default: 500)")
     parser.add_argument("--arch", default=host_arch())
+    parser.add_argument("--only", nargs="*", help="run only the contenders whose names contain one of these words")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    load = os.getloadavg()
 
     model_dir = Path(args.model_dir)
     int8_name = int8_file_name(args.arch)
@@ -133,33 +165,47 @@ def main(argv: list[str] | None = None):
     texts = rotten_tomatoes_texts(args.texts)
     chunks = [texts[i : i + args.chunk] for i in range(0, len(texts), args.chunk)]
     common = {"batch_size": args.batch_size, "max_length": args.max_length}
+    bf16 = {**common, "dtype": torch.bfloat16}
     ours = {
         "multitask-st PyTorch encode": lambda c: model.encode(c, tokenizer, show_progress_bar=False, **common),
+        "multitask-st PyTorch bf16 encode": lambda c: model.encode(c, tokenizer, show_progress_bar=False, **bf16),
+        "multitask-st PyTorch bf16 predict (all heads)": lambda c: model.predict(
+            c, tokenizer, show_progress_bar=False, **bf16
+        ),  # fmt: skip
         "multitask-st ONNX fp32 encode": lambda c: fp32.encode(c, **common),
         "multitask-st ONNX int8 encode": lambda c: int8.encode(c, **common),
         "multitask-st ONNX int8 predict (all heads)": lambda c: int8.predict(c, **common),
     }
-    peer = Peer(args.peer_python, chunks, backbone_path(None), args)
+    peers = [Peer(args.peer_python, chunks, backbone_path(None), args, "onnx")]
     theirs = {
-        "sentence-transformers PyTorch encode": "st-torch",
-        "sentence-transformers ONNX encode": "st-onnx",
-        f"sentence-transformers ONNX int8 ({args.arch}) encode": "st-onnx-int8",
+        "sentence-transformers PyTorch encode": (peers[0], "st-torch"),
+        "sentence-transformers ONNX encode": (peers[0], "st-onnx"),
+        f"sentence-transformers ONNX int8 ({args.arch}) encode": (peers[0], "st-onnx-int8"),
     }
+    if args.openvino_peer_python:
+        peers.append(Peer(args.openvino_peer_python, chunks, backbone_path(None), args, "openvino"))
+        theirs["sentence-transformers OpenVINO encode"] = (peers[1], "st-openvino")
+        theirs["sentence-transformers OpenVINO static int8 encode"] = (peers[1], "st-openvino-int8")
+    if args.only:
+        ours = {name: run for name, run in ours.items() if any(word in name for word in args.only)}
+        theirs = {name: key for name, key in theirs.items() if any(word in name for word in args.only)}
     names = [*ours, *theirs]
 
-    # Warm-up (every contender over all texts once), and the embeddings' agreement.
-    reference = np.concatenate([ours["multitask-st PyTorch encode"](c) for c in chunks])
+    # Warm-up (every contender over all texts once), and the embeddings' agreement with each side's fp32 PyTorch.
+    reference = np.concatenate([model.encode(c, tokenizer, show_progress_bar=False, **common) for c in chunks])
     agreement = {}
-    for name in list(ours)[1:3]:
-        agreement[name] = _cosine(np.concatenate([ours[name](c) for c in chunks]), reference)
-    for c in chunks:
-        ours["multitask-st ONNX int8 predict (all heads)"](c)
-    st_fp32 = np.load(peer.ask({"embed": "st-torch"})["path"])
-    for name, key in theirs.items():
+    for name, run in ours.items():
+        if "encode" in name and name != "multitask-st PyTorch encode":
+            agreement[name] = _cosine(np.concatenate([run(c) for c in chunks]), reference)
+        else:
+            for c in chunks:
+                run(c)
+    st_fp32 = np.load(peers[0].ask({"embed": "st-torch"})["path"])
+    for name, (peer, key) in theirs.items():
         if key != "st-torch":
             agreement[name] = _cosine(np.load(peer.ask({"embed": key})["path"]), st_fp32)
 
-    ceiling = [matmul_gflops(args.threads)]
+    ceilings = {dtype: [matmul_gflops(args.threads, dtype)] for dtype in CEILINGS}
     times = {name: [0.0] * args.rounds for name in names}
     for round_ in range(args.rounds):
         for index, chunk in enumerate(chunks):
@@ -168,41 +214,53 @@ def main(argv: list[str] | None = None):
                 if name in ours:
                     times[name][round_] += _seconds(lambda: ours[name](chunk))  # noqa: B023
                 else:
-                    times[name][round_] += peer.ask({"contender": theirs[name], "chunk": index})["seconds"]
-    ceiling.append(matmul_gflops(args.threads))
-    peer.close()
+                    peer, key = theirs[name]
+                    times[name][round_] += peer.ask({"contender": key, "chunk": index})["seconds"]
+    for dtype in CEILINGS:
+        ceilings[dtype].append(matmul_gflops(args.threads, dtype))
+    for peer in peers:
+        peer.close()
 
     token_counts = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=args.max_length)["input_ids"]]
     flops = encoder_flops(token_counts, model.config.backbone_config)
     medians = {name: statistics.median(values) for name, values in times.items()}
-    peak = statistics.median(ceiling)
-    st_names = list(theirs)
-    print(f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {args.threads} threads each")
-    print(f"ours: torch {torch.__version__}, onnxruntime {_version('onnxruntime')}; peer: {peer.ready['versions']}")
+    best = {name: min(values) for name, values in times.items()}
+    peak = {dtype: max(values) for dtype, values in ceilings.items()}
+    fastest_st = min(theirs, key=lambda name: best[name])
+    print(f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {args.threads} threads each; "
+          f"load average before/after: {load[0]:.1f}/{os.getloadavg()[0]:.1f}")  # fmt: skip
+    print(f"ours: torch {torch.__version__}, onnxruntime {_version('onnxruntime')}")
+    for peer in peers:
+        print(f"peer: {peer.ready['versions']}")
     print(
         f"{len(texts)} Rotten Tomatoes snippets ({sum(token_counts):,} tokens, mean {np.mean(token_counts):.1f}), batch "
         f"size {args.batch_size}, max length {args.max_length}, {args.rounds} rounds, {args.chunk} texts per call"
     )
-    print(
-        f"fp32 matmul ceiling: {peak:.0f} GFLOP/s (sgemm 2048, before/after: {ceiling[0]:.0f}/{ceiling[1]:.0f}); "
-        f"encoder work: {flops / len(texts) / 1e9:.3f} GFLOP per text"
-    )
+    for dtype, values in ceilings.items():
+        print(
+            f"{dtype} matmul ceiling: {peak[dtype]:.0f} GFLOP/s (2048, before/after: {values[0]:.0f}/{values[1]:.0f})"
+        )
+    print(f"encoder work: {flops / len(texts) / 1e9:.3f} GFLOP per text")
     for name, cosine in agreement.items():
         print(f"embedding cosine to its fp32 PyTorch, {name}: mean {cosine.mean():.5f}, min {cosine.min():.5f}")
     if "int8" in report:
         entry = report["int8"]
-        deltas = ", ".join(f"{task} {row.get('delta_points', 'n/a')}" for task, row in entry["tasks"].items())
+        flips = ", ".join(
+            f"{task} {row['flips']['flips']}/{row['flips']['texts']}" for task, row in entry["tasks"].items()
+        )
         print(
-            f"int8 export check: accuracy delta (points) {deltas}; STS-B Spearman delta "
-            f"{entry['stsb_spearman']['delta_points']}; mean cosine {entry['mean_cosine']:.5f}"
+            f"int8 export gate: passed {entry.get('passed')}; labels changed {flips}; STS-B Spearman delta "
+            f"{entry['stsb_spearman']['delta_points']:+.2f}; mean cosine {entry['mean_cosine']:.5f}"
         )
     print()
-    print("| contender | median s | texts/s | vs ST PyTorch | vs ST ONNX | vs ST int8 | of fp32 ceiling |")
+    print(f"| contender | best s | median s | texts/s (best) | vs {fastest_st} | of bf16 ceiling | of fp32 ceiling |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name in names:
-        rate = len(texts) / medians[name]
-        ratios = " | ".join(f"{medians[other] / medians[name]:.2f}x" for other in st_names)
-        print(f"| {name} | {medians[name]:.2f} | {rate:.0f} | {ratios} | {flops / medians[name] / 1e9 / peak:.0%} |")
+        rate = len(texts) / best[name]
+        print(
+            f"| {name} | {best[name]:.2f} | {medians[name]:.2f} | {rate:.0f} | {best[fastest_st] / best[name]:.2f}x | "
+            f"{flops / best[name] / 1e9 / peak['bf16']:.0%} | {flops / best[name] / 1e9 / peak['fp32']:.0%} |"
+        )
     print()
     for name, values in times.items():
         print(f"rounds, {name} (s): {' '.join(f'{value:.2f}' for value in values)}")
