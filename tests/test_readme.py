@@ -132,6 +132,11 @@ COMMANDS: dict[str, tuple[str, object]] = {
         "test_bulk.py::test_ray_data_actor_pool_gives_the_same_shards_and_numbers (torch), "
         "test_onnx_runtime_writes_the_same_layout_with_its_numbers (onnx)",
     ),
+    # The gate scores thousands of built-in texts with MiniLM (minutes); the command runs on a tiny model there.
+    "multitask-st gate outputs/multitask-st --dtype bfloat16": (
+        "elsewhere",
+        "test_precision.py::test_the_gate_command_prints_the_evidence_and_the_verdict",
+    ),
 }
 INT8_REDUCTION = ("--quantize int8 ", "")
 # `python X.py ARGS` in a checkout is `multitask_st.cli.<module>.main(ARGS)` (the scripts are shims).
