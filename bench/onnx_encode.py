@@ -1,4 +1,4 @@
-"""CPU inference, every backend in one run: multitask-st PyTorch (fp32 and bf16 autocast) / ONNX fp32 / ONNX int8
+"""CPU inference, every backend in one run: multitask-st PyTorch (fp32, bf16 autocast) / ONNX fp32 / int8 / OpenVINO bf16
 against sentence-transformers' PyTorch, `backend="onnx"`, its own ONNX int8 export, `backend="openvino"` and its static
 int8 OpenVINO export, on the same texts, batch size, truncation and thread count.
 
@@ -19,6 +19,7 @@ that its arithmetic reaches (encoder FLOPs of the texts' real token counts).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -176,6 +177,11 @@ def main(argv: list[str] | None = None):
         "multitask-st ONNX int8 encode": lambda c: int8.encode(c, **common),
         "multitask-st ONNX int8 predict (all heads)": lambda c: int8.predict(c, **common),
     }
+    if importlib.util.find_spec("openvino") is not None:  # the `openvino` extra: the same fp32 graph, bf16 kernels
+        openvino = MultiTaskSTOnnxModel.from_pretrained(model_dir, backend="openvino", threads=args.threads)
+        print(f"our OpenVINO backend runs the graph in {openvino.session.precision}")
+        ours["multitask-st OpenVINO bf16 encode"] = lambda c: openvino.encode(c, **common)
+        ours["multitask-st OpenVINO bf16 predict (all heads)"] = lambda c: openvino.predict(c, **common)
     peers = [Peer(args.peer_python, chunks, backbone_path(None), args, "onnx")]
     theirs = {
         "sentence-transformers PyTorch encode": (peers[0], "st-torch"),
