@@ -16,6 +16,7 @@ from transformers.models.auto.configuration_auto import AutoConfig
 from transformers.utils import cached_file, logging
 
 from .inference_multitask_st import (  # noqa: F401  (vocabulary_fingerprint: named here for its docs)
+    CALIBRATION_TEMPERATURE,
     EMBEDDING,
     EMBEDDING_CONTRASTIVE,
     KIND_ALIASES,
@@ -78,7 +79,7 @@ LABEL_WIDTHS.update(
     dict.fromkeys((PAIR_CLASSIFICATION, PAIR_REGRESSION, EMBEDDING, EMBEDDING_CONTRASTIVE), LABEL_WIDTHS[SINGLE_LABEL])
 )
 # Per key of `task_calibration[task]` (what is tuned after training), the kinds it applies to.
-CALIBRATION_KINDS = {"thresholds": (MULTI_LABEL,)}
+CALIBRATION_KINDS = {"thresholds": (MULTI_LABEL,), CALIBRATION_TEMPERATURE: (SINGLE_LABEL,)}
 
 DEFAULT_BACKBONE_MODEL_TYPE = "bert"
 DEFAULT_TASKS = {
@@ -195,8 +196,11 @@ class MultiTaskSTConfig(PretrainedConfig):
             Per regression task, `{"mean": [...], "std": [...]}` (one per output) of its training targets: the head
             predicts `mean + std * z`, so predictions come back in the data's units. Set by `MultiTaskTrainer`.
         task_calibration (`dict[str, dict]`, *optional*):
-            Per task, what is tuned after training: `{"thresholds": [one per label]}` for a multi-label task (the
-            probability at or above which `predict` gives a label; 0.5 until tuned, overridable per call).
+            Per task, what is tuned on the validation split after training (keys: `CALIBRATION_KINDS`):
+            `{"thresholds": [one per label]}` for a multi-label task (the probability at or above which `predict`
+            gives a label; 0.5 until tuned, overridable per call); `{"temperature": t}` for a classification head
+            (its logits are divided by `t` before the softmax in every door, see `MultiTaskTrainer.calibrate`;
+            1 until fitted).
         task_loss_weights (`dict[str, float]`, *optional*):
             Weight of each task's loss in the total loss; tasks left out weigh 1.0.
         max_seq_length (`int`, *optional*):
@@ -206,6 +210,11 @@ class MultiTaskSTConfig(PretrainedConfig):
             A hash of the vocabulary of the tokenizer the model was trained with (set by `MultiTaskTrainer`, see
             `vocabulary_fingerprint`): `encode`/`predict` warn when given another one, the ONNX runtime refuses a
             folder whose `tokenizer.json` is another one.
+        lineage (`list[dict]`, *optional*):
+            What happened to the tasks after the model was first trained, in order: one entry per change made with
+            `MultiTaskSTModel.add_task` / `remove_task` / `rename_labels` / `add_labels`, each naming the change
+            (`"change"`), the task, and the model it was made to (`"base_model"`: a Hub id, None for a local folder;
+            `"base_revision"`: its commit, or the sha256 of its weights). Empty for a model trained in one run.
 
     Example:
         >>> from transformers import BertConfig
@@ -242,6 +251,7 @@ class MultiTaskSTConfig(PretrainedConfig):
         task_calibration: Mapping[str, Mapping] | None = None,
         max_seq_length: int | None = None,
         tokenizer_fingerprint: str | None = None,
+        lineage: Sequence[Mapping] | None = None,
         **kwargs,
     ):
         if backbone_config is None:
@@ -287,6 +297,7 @@ class MultiTaskSTConfig(PretrainedConfig):
         self.task_loss_options = normalize_task_loss_options(task_loss_options, self.tasks, self.task_kinds)
         self.task_target_scaling = normalize_task_target_scaling(task_target_scaling, self.tasks, self.task_kinds)
         self.task_calibration = normalize_task_calibration(task_calibration, self.tasks, self.task_kinds)
+        self.lineage = normalize_lineage(lineage)
         self.max_seq_length = None if max_seq_length is None else _positive_int("max_seq_length", max_seq_length)
         limit = getattr(backbone_config, "max_position_embeddings", None)
         if self.max_seq_length is not None and isinstance(limit, int) and self.max_seq_length > limit:
@@ -476,7 +487,8 @@ def normalize_task_calibration(
     calibration: Mapping[str, Mapping] | None, tasks: Mapping[str, list[str]], kinds: Mapping[str, str]
 ) -> dict[str, dict]:
     """`{task: {key: value}}` of what is tuned after training (keys: `CALIBRATION_KINDS`), each key for its kinds:
-    `"thresholds"`, one number in [0, 1] per label of a multi-label task."""
+    `"thresholds"`, one number in [0, 1] per label of a multi-label task; `"temperature"`, a finite number > 0 for a
+    classification head."""
     calibration = dict(calibration or {})
     _check_task_names("task_calibration", calibration, tasks)
     normalized = {}
@@ -492,13 +504,42 @@ def normalize_task_calibration(
                 raise ValueError(
                     f"`{name}` applies to {list(CALIBRATION_KINDS[key])} tasks; {task!r} is a {kinds[task]} task."
                 )
-            # thresholds (the one key so far; another key adds its check here)
+            if key == CALIBRATION_TEMPERATURE:
+                if (
+                    isinstance(value, bool)
+                    or not isinstance(value, (int, float))
+                    or not (math.isfinite(value) and value > 0)
+                ):
+                    raise ValueError(f"`{name}` must be a finite number > 0, got {value!r}.")
+                checked[key] = float(value)
+                continue
             if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != len(tasks[task]):
                 raise ValueError(
                     f"`{name}` must hold one number per label ({len(tasks[task])}: {tasks[task]}), got {value!r}."
                 )
             checked[key] = [check_threshold(f"{name}[{i}]", v) for i, v in enumerate(value)]
         normalized[task] = checked
+    return normalized
+
+
+# The changes `lineage` records (`MultiTaskSTModel.add_task`, ...).
+LINEAGE_CHANGES = ("add_task", "remove_task", "rename_labels", "add_labels")
+
+
+def normalize_lineage(lineage: Sequence[Mapping] | None) -> list[dict]:
+    """The list of changes made to the tasks after the first training, each a JSON-ready mapping with a known
+    `"change"` (see `LINEAGE_CHANGES`)."""
+    if lineage is None:
+        return []
+    if isinstance(lineage, (str, Mapping)) or not isinstance(lineage, Sequence):
+        raise ValueError(f"`lineage` must be a list of mappings, got {lineage!r}.")
+    normalized = []
+    for index, entry in enumerate(lineage):
+        if not isinstance(entry, Mapping) or entry.get("change") not in LINEAGE_CHANGES:
+            raise ValueError(
+                f"`lineage[{index}]` must be a mapping whose 'change' is one of {list(LINEAGE_CHANGES)}, got {entry!r}."
+            )
+        normalized.append(copy.deepcopy(dict(entry)))
     return normalized
 
 

@@ -65,6 +65,10 @@ def pair_head_tasks(task_kinds: Mapping[str, str]) -> list[str]:
 # A multi-label head's decision threshold on a label's probability until one is tuned (`config.task_calibration`).
 DEFAULT_THRESHOLD = 0.5
 
+# The key of a head's fitted temperature in `config.task_calibration[task]`: its logits are divided by it before the
+# softmax, in every door (`task_temperature`).
+CALIBRATION_TEMPERATURE = "temperature"
+
 # ---------------------------------------------------------------------------------------------------- doors' files
 
 # The task name the pipeline is declared under in config.json. It is the Hub's `pipeline_tag` too, so the snippet the
@@ -507,6 +511,17 @@ def check_threshold(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or not 0.0 <= value <= 1.0:
         raise ValueError(f"`{name}` must be a number in [0, 1], got {value!r}.")
     return float(value)
+
+
+def task_temperature(task_calibration: Mapping | None, task: str, calibrated: bool = True) -> float:
+    """The temperature a door divides `task`'s logits by before the softmax: the one fitted after training
+    (`config.task_calibration[task]["temperature"]`), 1 when none was or when `calibrated` is False (the raw softmax).
+    Every door asks here, so the same config gives the same probabilities everywhere."""
+    if not isinstance(calibrated, bool):
+        raise TypeError(f"`calibrated` must be True or False, got {calibrated!r}.")
+    if not calibrated:
+        return 1.0
+    return float(((task_calibration or {}).get(task) or {}).get(CALIBRATION_TEMPERATURE, 1.0))
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -359,6 +359,26 @@ def inference_precision(device: torch.device, dtype: torch.dtype | None) -> cont
     return torch.autocast(device.type, dtype=dtype)
 
 
+def append_output_rows(head: nn.Module, count: int, init: Callable[[nn.Module], None]):
+    """Give a classification head `count` more outputs: its last Linear becomes one with `count` more rows, the old
+    rows (weights and biases) copied as they are, the new ones initialised by `init`."""
+    parent, name, old = None, None, None
+    for module in head.modules():
+        for child_name, child in module.named_children():
+            if isinstance(child, nn.Linear):
+                parent, name, old = module, child_name, child
+    if old is None:
+        raise ValueError(f"The head {head} has no Linear output layer to give more labels.")
+    new = nn.Linear(old.in_features, old.out_features + count, bias=old.bias is not None)
+    new = new.to(device=old.weight.device, dtype=old.weight.dtype)
+    init(new)
+    with torch.no_grad():
+        new.weight[: old.out_features] = old.weight
+        if old.bias is not None:
+            new.bias[: old.out_features] = old.bias
+    setattr(parent, name, new)
+
+
 def eval_twin(module: nn.Module) -> nn.Module:
     """A copy of the module tree in eval mode that shares every parameter and buffer with `module`.
 

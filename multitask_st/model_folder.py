@@ -6,6 +6,7 @@
     training_summary.json                                the training record (`multitask_st.training.record`)
     training_loss.png  evaluation_metrics.png  confusion_matrix_<task>.png       the training plots
     label_f1_<task>.png  predicted_vs_true_<task>.png                          (multi-label, regression heads)
+    reliability_diagram_<task>.png                       each calibrated classification head, before and after
     onnx/model.onnx  onnx/model_qint8_<cpu>.onnx  onnx/export_report.json        an ONNX export (`multitask_st.export`)
     README.md                                            the model card (rendered when staged: `multitask_st.sharing`)
 
@@ -41,10 +42,14 @@ EVALUATION_METRICS_PLOT = "evaluation_metrics.png"
 CONFUSION_MATRIX_PLOT = "confusion_matrix_{task}.png"
 LABEL_F1_PLOT = "label_f1_{task}.png"  # a multi-label head's per-label F1
 PREDICTED_VS_TRUE_PLOT = "predicted_vs_true_{task}.png"  # a regression head's predictions against the targets
+RELIABILITY_DIAGRAM_PLOT = "reliability_diagram_{task}.png"  # a calibrated head's accuracy against confidence
 PLOT_PATTERNS = (
     TRAINING_LOSS_PLOT,
     EVALUATION_METRICS_PLOT,
-    *(name.format(task="*") for name in (CONFUSION_MATRIX_PLOT, LABEL_F1_PLOT, PREDICTED_VS_TRUE_PLOT)),
+    *(
+        name.format(task="*")
+        for name in (CONFUSION_MATRIX_PLOT, LABEL_F1_PLOT, PREDICTED_VS_TRUE_PLOT, RELIABILITY_DIAGRAM_PLOT)
+    ),
 )
 
 # An ONNX export (`multitask_st.export.onnx`): its graphs and what the export measured against PyTorch.

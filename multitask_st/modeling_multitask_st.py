@@ -8,8 +8,10 @@ text checks, label rows) lives in `inference_multitask_st.py`; this file holds t
 
 from __future__ import annotations
 
+import datetime
+import hashlib
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,10 +20,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoModel, PreTrainedModel
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, logging
 
 from .configuration_multitask_st import (
     MultiTaskSTConfig,
+    normalize_task_calibration,
+    normalize_task_kinds,
+    normalize_task_loss_weights,
+    normalize_tasks,
     sentence_transformers_max_seq_length,
 )
 from .inference_multitask_st import (
@@ -31,6 +37,8 @@ from .inference_multitask_st import (
     MODEL_INPUTS,
     MULTI_LABEL,
     PAIR_KINDS,
+    REGRESSION,
+    SINGLE_LABEL,
     check_input_tasks,
     check_max_length,
     check_out,
@@ -50,6 +58,7 @@ from .inference_multitask_st import (
     run_chunks,
     run_in_length_order,
     sentence_transformers_files,
+    task_temperature,
     tokenize,
     tokenizer_fingerprint,  # noqa: F401  (the trainer imports it from here)
 )
@@ -62,6 +71,7 @@ from .layers_multitask_st import (  # noqa: F401  (IGNORE_INDEX: training import
     TASK_SCORES,
     MultiTaskSTPooler,
     TaskInputs,
+    append_output_rows,
     backbone_init_kwargs,
     build_projection,
     check_inference_dtype,
@@ -79,6 +89,9 @@ from .parts_multitask_st import (  # noqa: F401  (parse_part, non_finite_paramet
     resolve_parts,
     set_trainable,
 )
+
+
+logger = logging.get_logger(__name__)
 
 
 @dataclass
@@ -464,6 +477,114 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
         """The part names (see `parameter_parts`) that freeze targets select, in model order."""
         return resolve_parts(list(self.parameter_parts()), targets)
 
+    # ------------------------------------------------------------------ tasks after training
+
+    def add_task(
+        self, name: str, labels: Sequence[str] | Mapping, kind: str = SINGLE_LABEL, loss_weight: float = 1.0
+    ) -> MultiTaskSTModel:
+        """Add a head for a new task (after the others, freshly initialised); everything else, and every other head's
+        output, stays as it is. Train it without the old tasks' data, their heads held by distillation:
+        `multitask-st train --init_model MODEL_DIR --tasks NAME=DATASET` (README: "Add a task later").
+        Returns the model, so calls chain.
+
+        Example:
+            >>> model.add_task("newsgroup", ["comp.graphics", "rec.autos", "sci.space"])
+        """
+        if isinstance(name, str) and name in self.config.tasks:
+            raise ValueError(
+                f"Task {name!r} exists already (this model's tasks are {self.config.task_names}); use `add_labels` to "
+                "give it more labels, or `remove_task` first."
+            )
+        tasks = normalize_tasks({**self.config.tasks, name: labels})  # checks the name and the labels
+        kinds = normalize_task_kinds({**self.config.task_kinds, name: kind}, tasks)
+        weights = normalize_task_loss_weights({**self.config.task_loss_weights, name: loss_weight}, tasks)
+        before = (self.config.tasks, self.config.task_kinds, self.config.task_loss_weights)
+        self.config.tasks, self.config.task_kinds, self.config.task_loss_weights = tasks, kinds, weights
+        try:  # a head is built from the config's entry for its task
+            head = TASK_HEADS[kinds[name]](self.config, name)
+        except Exception:
+            self.config.tasks, self.config.task_kinds, self.config.task_loss_weights = before
+            raise
+        head.apply(self._init_weights)
+        # In the model's mode: a new module is in train mode, and its dropout would run inside an eval model's predict.
+        self.heads[name] = head.to(device=self.device, dtype=self.dtype).train(self.training)
+        self._record_change("add_task", name, labels=list(tasks[name]), kind=kinds[name])
+        return self
+
+    def remove_task(self, name: str) -> MultiTaskSTModel:
+        """Remove a task's head (and its loss weight and calibration); the other heads are unchanged."""
+        self.config.labels_of(name)  # names the task's absence
+        if len(self.config.tasks) == 1:
+            raise ValueError(f"Cannot remove {name!r}, the model's only task: a model needs at least one head.")
+        del self.heads[name]
+        for field in (
+            "tasks", "task_kinds", "task_loss_weights", "task_loss_options", "task_target_scaling", "task_calibration"
+        ):  # fmt: skip
+            getattr(self.config, field).pop(name, None)
+        self._record_change("remove_task", name)
+        return self
+
+    def rename_labels(self, task: str, names: Sequence[str] | Mapping[str, str]) -> MultiTaskSTModel:
+        """Rename a task's labels without retraining: a list of the new names in id order, or `{old: new}` for some.
+        The head, its weights and its calibration stay; only the names `predict` and every door give change."""
+        labels = self.config.labels_of(task)
+        if isinstance(names, Mapping):
+            unknown = sorted(set(names) - set(labels), key=str)
+            if unknown:
+                raise ValueError(f"Task {task!r} has no label(s) {unknown} to rename; its labels are {labels}.")
+            names = [names.get(label, label) for label in labels]
+        elif isinstance(names, str) or not isinstance(names, Sequence) or len(names) != len(labels):
+            raise ValueError(
+                f"`names` must be {len(labels)} new names for the labels {labels} of task {task!r}, in id order, or an "
+                f"{{old: new}} mapping; got {names!r}."
+            )
+        renamed = normalize_tasks({**self.config.tasks, task: list(names)})
+        changes = {old: new for old, new in zip(labels, renamed[task], strict=True) if old != new}
+        self.config.tasks = renamed
+        self._record_change("rename_labels", task, renamed=changes)
+        return self
+
+    def add_labels(self, task: str, names: Sequence[str]) -> MultiTaskSTModel:
+        """Give a classification head more labels, after its others: its output layer gains freshly initialised rows
+        and keeps the old rows as they are (train it on data with the new labels, the old heads held by
+        distillation). The task's fitted temperature is dropped: it no longer describes the head."""
+        labels = self.config.labels_of(task)
+        if self.config.task_kinds[task] == REGRESSION:
+            raise ValueError(f"Task {task!r} is a regression task: its outputs are not labels to add to.")
+        if isinstance(names, str) or not isinstance(names, Sequence) or not names:
+            raise ValueError(f"`names` must be a non-empty list of new labels for task {task!r}, got {names!r}.")
+        extended = normalize_tasks({**self.config.tasks, task: [*labels, *names]})  # names a repeated label
+        append_output_rows(self.heads[task], len(names), self._init_weights)
+        self.config.tasks = extended
+        if self.config.task_calibration.pop(task, None):
+            logger.warning(f"Task {task!r} has new labels: its calibration was dropped; calibrate again.")
+        self.config.task_loss_options.pop(task, None)  # class weights / pos_weight are one per label
+        self.config.task_calibration = normalize_task_calibration(
+            self.config.task_calibration, self.config.tasks, self.config.task_kinds
+        )
+        self._record_change("add_labels", task, labels=list(names))
+        return self
+
+    def _record_change(self, change: str, task: str, **details):
+        """Append one entry to `config.lineage`: the change, and the model it was made to (its name when that is a Hub
+        id, not a local path, and its revision: the Hub commit, else the sha256 of its weights file)."""
+        name = getattr(self.config, "_name_or_path", None) or None
+        is_local = name is not None and os.path.isdir(name)
+        revision = getattr(self.config, "_commit_hash", None)
+        if revision is None and is_local and os.path.isfile(os.path.join(name, "model.safetensors")):
+            digest = hashlib.sha256()
+            with open(os.path.join(name, "model.safetensors"), "rb") as file:
+                for block in iter(lambda: file.read(1 << 20), b""):
+                    digest.update(block)
+            revision = "sha256:" + digest.hexdigest()[:16]
+        entry = {"change": change, "task": task, **details}
+        entry.update(
+            base_model=None if is_local else name,
+            base_revision=revision,
+            date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
+        )
+        self.config.lineage = [*self.config.lineage, entry]
+
     # ------------------------------------------------------------------ inference: thin doors onto the engine
 
     def encode(
@@ -537,6 +658,7 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
         tokenizer,
         tasks: str | list[str] | None = None,
         thresholds: float | Mapping | None = None,
+        calibrated: bool = True,
         **kwargs,
     ):
         """Run every head (or those in `tasks`) on sentences, from one forward pass per batch.
@@ -547,8 +669,11 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
         `{"values": {output: number}}` for a regression task, in the data's units. A dict for a single string, a list
         of them for any iterable of strings. `thresholds` replaces the multi-label thresholds of the config
         (`config.task_calibration`, 0.5 until tuned) for this call: a number for every label, or per task a number, a
-        list (one per label) or `{label: number}`. `kwargs`: `batch_size`, `show_progress_bar`, `device`,
-        `max_length`, `chunk_size`, `dtype` (e.g. `torch.bfloat16`), as in [`encode`].
+        list (one per label) or `{label: number}`. A classification head's probabilities are calibrated: its logits
+        are divided by the temperature fitted on the validation split after training (`config.task_calibration`, see
+        `MultiTaskTrainer.calibrate`) before the softmax; `calibrated=False` gives the raw softmax (the label is the
+        same either way). `kwargs`: `batch_size`, `show_progress_bar`, `device`, `max_length`, `chunk_size`, `dtype`
+        (e.g. `torch.bfloat16`), as in [`encode`].
 
         Pair and embedding tasks take `(text, text_pair)` pairs instead (one pair, or an iterable of them): each text
         is embedded once, as `encode` embeds it; `{"label", "score", "probabilities"}` for a pair classifier,
@@ -556,7 +681,7 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
         the two texts' embeddings. Texts run the single-text tasks, pairs the pair tasks.
         """
         single, _, items = peek_pairs(sentences)
-        chunks = self.predict_chunks(items, tokenizer, tasks, thresholds, **kwargs)
+        chunks = self.predict_chunks(items, tokenizer, tasks, thresholds, calibrated, **kwargs)
         predictions = [prediction for chunk in chunks for prediction in chunk]
         return predictions[0] if single else predictions
 
@@ -566,6 +691,7 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
         tokenizer,
         tasks: str | list[str] | None = None,
         thresholds: float | Mapping | None = None,
+        calibrated: bool = True,
         **kwargs,
     ):
         """The streaming form of [`predict`]: yields the predictions of each `chunk_size` texts, in input order."""
@@ -573,37 +699,69 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
         _, pairs, sentences = peek_pairs(sentences)
         task_names = check_input_tasks(tasks, config.task_kinds, pairs)
         calibration = resolve_calibration(config.task_calibration, config.tasks, config.task_kinds, thresholds)
-        chunks = self.score_chunks(sentences, tokenizer, task_names, **kwargs)
+        chunks = self.score_chunks(sentences, tokenizer, task_names, calibrated=calibrated, **kwargs)
         return (label_rows(scores, config.tasks, task_names, config.task_kinds, calibration) for scores in chunks)
 
-    def score_chunks(self, sentences, tokenizer, tasks=None, with_embeddings: bool = False, **kwargs):
+    def score_chunks(self, sentences, tokenizer, tasks=None, with_embeddings: bool = False, calibrated: bool = True,
+                     **kwargs):  # fmt: skip
         """What `predict` formats, per `chunk_size` inputs (texts, or `(text, text_pair)` pairs): `score_batch`'s float32
         rows, in input order (`kwargs` as in `predict`). The pipeline formats the same rows."""
         _, pairs, sentences = peek_pairs(sentences)
         tasks = check_input_tasks(tasks, self.config.task_kinds, pairs)
-        return self._run(sentences, tokenizer, lambda model, inputs: model.score_batch(inputs, tasks, with_embeddings),
+        self.task_temperatures(tasks, calibrated)  # checks `calibrated` now, not at the first batch
+        return self._run(sentences, tokenizer,
+                         lambda model, inputs: model.score_batch(inputs, tasks, with_embeddings, calibrated),
                          "Predicting", pairs=pairs, **kwargs)  # fmt: skip
 
-    def score_batch(self, inputs: Mapping[str, torch.Tensor], tasks: list[str], with_embeddings: bool = False):
+    def score_batch(
+        self, inputs: Mapping[str, torch.Tensor], tasks: list[str], with_embeddings: bool = False, calibrated=True
+    ):
         """One forward pass over a tokenised batch, dropout off whatever the mode: every label's score of `tasks`
-        (probabilities for classification), task after task, then (if asked) the embedding: `(batch, columns)`."""
+        (probabilities for classification, calibrated unless `calibrated=False`), task after task, then (if asked) the
+        embedding: `(batch, columns)`."""
         if self.training:
-            return eval_twin(self).score_batch(inputs, tasks, with_embeddings)
+            return eval_twin(self).score_batch(inputs, tasks, with_embeddings, calibrated)
+        temperatures = self.task_temperatures(tasks, calibrated)
         with torch.inference_mode():
             output = self.forward(**inputs, tasks=tasks, return_dict=True)
-            columns = [TASK_SCORES[self.config.task_kinds[task]](output.logits[task]) for task in tasks]
+            columns = [
+                TASK_SCORES[self.config.task_kinds[task]](output.logits[task].float() / temperature)
+                for task, temperature in zip(tasks, temperatures, strict=True)
+            ]
             return torch.cat([*columns, output.embeddings.float()] if with_embeddings else columns, dim=-1)
+
+    def task_temperatures(self, tasks: list[str], calibrated: bool = True) -> list[float]:
+        """The temperature each of `tasks` divides its logits by before the softmax (see `task_temperature`)."""
+        return [task_temperature(self.config.task_calibration, task, calibrated) for task in tasks]
 
     def pooled_output(self, encodings: Mapping[str, list], tokenizer, batch_size: int = 64, show_progress_bar=False):
         """The pooled output `(n, backbone_hidden_size)`, before the projection, of texts tokenised already (unpadded
         `input_ids` lists, ...), in order, batched as `encode` does: what embedding distillation holds."""
-        progress = progress_bar(len(encodings["input_ids"]), "Pooled outputs", show_progress_bar)
+        return self.teacher_outputs(encodings, tokenizer, (), batch_size, show_progress_bar)[0]
+
+    def teacher_outputs(
+        self, encodings: Mapping[str, list], tokenizer, tasks: Sequence[str] = (), batch_size: int = 64,
+        show_progress_bar=False,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # fmt: skip
+        """What distillation holds, from one pass over texts tokenised already (unpadded `input_ids` lists, ...), in
+        order: the pooled output `(n, backbone_hidden_size)` and the raw logits `(n, num_labels)` of each of `tasks`."""
+        tasks = check_tasks(tasks, self.config.task_names) if tasks else []
+        widths = [self.config.backbone_hidden_size, *(self.config.num_labels_of(task) for task in tasks)]
+
+        def run_batch(model, inputs):
+            pooled = model.pool(**inputs)[0]
+            if not tasks:
+                return pooled
+            projected = model.projection(pooled)
+            return torch.cat([pooled, *(model.heads[task](projected).float() for task in tasks)], dim=-1)
+
+        progress = progress_bar(len(encodings["input_ids"]), "Teacher outputs", show_progress_bar)
         try:
-            pooled = self._run_tokenized(encodings, tokenizer, lambda model, inputs: model.pool(**inputs)[0],
-                                         batch_size, progress)  # fmt: skip
+            rows = self._run_tokenized(encodings, tokenizer, run_batch, batch_size, progress)
         finally:
             progress is not None and progress.close()
-        return torch.from_numpy(pooled).to(self.device)
+        pooled, *logits = torch.from_numpy(rows).to(self.device).split(widths, dim=-1)
+        return pooled, dict(zip(tasks, logits, strict=True))
 
     def _run(self, sentences, tokenizer, run_batch, description, batch_size=DEFAULT_BATCH_SIZE, show_progress_bar=None,
              device=None, max_length=None, chunk_size=DEFAULT_CHUNK_SIZE, pairs=False,
@@ -661,12 +819,14 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
 
     # ------------------------------------------------------------------ the other doors: pipeline(), sentence-transformers
 
-    def head_view(self, task: str) -> PreTrainedModel:
+    def head_view(self, task: str, calibrated: bool = True) -> PreTrainedModel:
         """One head as an ordinary sequence classifier sharing this model's weights, for the stock pipelines:
-        `pipeline("text-classification", model=model.head_view("sentiment"), tokenizer=tokenizer)`."""
+        `pipeline("text-classification", model=model.head_view("sentiment"), tokenizer=tokenizer)`. Its logits are
+        divided by the head's fitted temperature (unless `calibrated=False`), so the pipeline's softmax gives
+        `predict`'s probabilities."""
         from .pipeline_multitask_st import MultiTaskSTHeadView
 
-        return MultiTaskSTHeadView(self, check_tasks(task, self.config.task_names)[0])
+        return MultiTaskSTHeadView(self, check_tasks(task, self.config.task_names)[0], calibrated)
 
     def to_sentence_transformer(self, tokenizer):
         """This model (weights shared) as a `SentenceTransformer`, for libraries that take one (needs

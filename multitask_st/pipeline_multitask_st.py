@@ -62,6 +62,8 @@ class MultiTaskSTPipeline(Pipeline):
         dtype (`torch.dtype` or `str`, *optional*, per call): run the forward pass in this precision under autocast
             (`torch.bfloat16`), the weights left as loaded: `predict(..., dtype=...)`'s numbers. (`pipeline(...,
             dtype=...)` at construction is transformers' own: the precision the weights are loaded in.)
+        calibrated (`bool`, *optional*, defaults to `True`): scores from the temperatures fitted after training
+            (`config.task_calibration`), as `predict` gives them; `False`: the raw softmax.
         batch_size (`int`, *optional*, defaults to 32).
 
     Example:
@@ -77,12 +79,20 @@ class MultiTaskSTPipeline(Pipeline):
     _load_tokenizer = True
 
     def _sanitize_parameters(
-        self, tasks=None, top_k=1, return_embedding=None, max_length=None, thresholds=None, dtype=None, **kwargs
+        self,
+        tasks=None,
+        top_k=1,
+        return_embedding=None,
+        max_length=None,
+        thresholds=None,
+        dtype=None,
+        calibrated=None,
+        **kwargs,
     ):
         if kwargs:
             raise TypeError(
                 f"Unexpected argument(s) {sorted(kwargs)}; this pipeline takes `tasks`, `top_k`, `return_embedding`, "
-                "`max_length`, `thresholds`, `dtype`, `batch_size` and `num_workers`."
+                "`max_length`, `thresholds`, `dtype`, `calibrated`, `batch_size` and `num_workers`."
             )
         preprocess, forward, postprocess = {}, {}, {}
         if thresholds is not None:
@@ -101,6 +111,9 @@ class MultiTaskSTPipeline(Pipeline):
             if return_embedding and EMBEDDING_KEY in self.model.config.tasks:
                 raise ValueError(f"A task is named {EMBEDDING_KEY!r}, so `return_embedding=True` would overwrite it.")
             forward["return_embedding"] = postprocess["return_embedding"] = return_embedding
+        if calibrated is not None:
+            self.model.task_temperatures(self.model.config.task_names, calibrated)  # checks it
+            forward["calibrated"] = calibrated
         if top_k != 1:
             if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
                 raise ValueError(f"`top_k` must be a positive integer or None (every label), got {top_k!r}.")
@@ -133,7 +146,7 @@ class MultiTaskSTPipeline(Pipeline):
         if return_embedding and pairs:
             raise ValueError("`return_embedding=True` takes single texts; embed each text of a pair with them.")
         chunks = self.model.score_chunks(
-            inputs, self.tokenizer, tasks, return_embedding, batch_size=batch_size,
+            inputs, self.tokenizer, tasks, return_embedding, forward.get("calibrated", True), batch_size=batch_size,
             max_length=preprocess.get("max_length"), show_progress_bar=False, dtype=forward.get("dtype"),
         )  # fmt: skip
         top_k, thresholds = postprocess.get("top_k", 1), postprocess.get("thresholds")
@@ -147,10 +160,10 @@ class MultiTaskSTPipeline(Pipeline):
         max_length = max_length or self.model.default_max_length(self.tokenizer)
         return tokenize(self.tokenizer, text, max_length, return_tensors="pt")
 
-    def _forward(self, model_inputs, tasks=None, return_embedding=False, dtype=None):
+    def _forward(self, model_inputs, tasks=None, return_embedding=False, dtype=None, calibrated=True):
         tasks = check_input_tasks(tasks, self.model.config.task_kinds, pairs=False)
         with inference_precision(self.model.device, dtype):
-            rows = self.model.score_batch(dict(model_inputs), tasks, with_embeddings=return_embedding)
+            rows = self.model.score_batch(dict(model_inputs), tasks, return_embedding, calibrated)
         return {"rows": rows}
 
     def postprocess(self, model_outputs, tasks=None, top_k=1, return_embedding=False, thresholds=None):
@@ -232,14 +245,16 @@ class MultiTaskSTHeadView(PreTrainedModel):
     It shares every weight with the model it views (nothing is copied), runs the encoder and that head only, and
     returns `SequenceClassifierOutput(logits=...)` with the head's `id2label`, so that
     `pipeline("text-classification", model=model.head_view("sentiment"), tokenizer=tokenizer)` works unchanged,
-    `top_k` and `function_to_apply` included. Build it with `MultiTaskSTModel.head_view(task)`.
+    `top_k` and `function_to_apply` included. Build it with `MultiTaskSTModel.head_view(task)`. Its logits are the
+    head's divided by the head's fitted temperature (`calibrated=False`: as the head gives them), so the pipeline's
+    softmax gives `predict`'s probabilities.
     """
 
     config_class = PretrainedConfig
     base_model_prefix = "multitask_model"
     main_input_name = "input_ids"
 
-    def __init__(self, multitask_model: PreTrainedModel, task: str):
+    def __init__(self, multitask_model: PreTrainedModel, task: str, calibrated: bool = True):
         labels = multitask_model.config.labels_of(task)
         kind = multitask_model.config.task_kinds[task]
         config = PretrainedConfig(
@@ -257,6 +272,8 @@ class MultiTaskSTHeadView(PreTrainedModel):
         _declare_sequence_classifier()
         self.multitask_model = multitask_model  # a submodule: its parameters are the view's, shared
         self.task = task
+        self.calibrated = calibrated
+        multitask_model.task_temperatures([task], calibrated)  # checks it
         # No `post_init()`: it would initialise weights, and every weight here is the viewed model's, trained.
 
     def forward(
@@ -270,4 +287,6 @@ class MultiTaskSTHeadView(PreTrainedModel):
         output = self.multitask_model(
             input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, tasks=[self.task]
         )
-        return SequenceClassifierOutput(logits=output.logits[self.task])
+        # The temperature is read at each call: a model calibrated after the view was made is seen calibrated.
+        (temperature,) = self.multitask_model.task_temperatures([self.task], self.calibrated)
+        return SequenceClassifierOutput(logits=output.logits[self.task] / temperature)

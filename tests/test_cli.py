@@ -23,10 +23,10 @@ def test_the_console_script_is_the_dispatcher():
 
 def test_usage_and_an_unknown_command(capsys):
     assert cli.main([]) == 2 and cli.main(["--help"]) == 0
-    assert capsys.readouterr().out.count("usage: multitask-st {train,push,export,app,embed,gate} ...") == 2
+    assert capsys.readouterr().out.count("usage: multitask-st {train,push,export,app,embed,gate,calibrate} ...") == 2
     assert cli.main(["serve"]) == 2
     assert capsys.readouterr().err.endswith(
-        "multitask-st: error: unknown command 'serve'; choose from train, push, export, app, embed, gate.\n"
+        "multitask-st: error: unknown command 'serve'; choose from train, push, export, app, embed, gate, calibrate.\n"
     )
 
 

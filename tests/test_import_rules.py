@@ -149,6 +149,6 @@ def test_the_rules_catch_a_circle_and_a_forbidden_import(monkeypatch):
     monkeypatch.setitem(GRAPH, "multitask_st.sharing.model_card", ["multitask_st.training.plots"])
     with pytest.raises(AssertionError, match=r"training\) imports \['sharing'\]"):
         test_each_part_imports_only_what_it_may("multitask_st.training.plots")
-    assert ["multitask_st.sharing.model_card", "multitask_st.training.plots", "multitask_st.sharing.model_card"] in (
-        _circles(set(MODULES) - {"multitask_st"})
-    )
+    # The circle is found from whichever of its modules the walk reaches first.
+    circle = {"multitask_st.sharing.model_card", "multitask_st.training.plots"}
+    assert any(set(found) == circle and len(found) == 3 for found in _circles(set(MODULES) - {"multitask_st"}))

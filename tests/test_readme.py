@@ -137,6 +137,11 @@ COMMANDS: dict[str, tuple[str, object]] = {
         "elsewhere",
         "test_precision.py::test_the_gate_command_prints_the_evidence_and_the_verdict",
     ),
+    "python -m multitask_st train --init_model outputs/multitask-st --tasks newsgroup=20newsgroups "
+    "--output_dir outputs/v2": (
+        "elsewhere",
+        "tests/test_add_task.py: the --init_model path (held heads, frozen heads) on a tiny model and its own data",
+    ),
 }
 INT8_REDUCTION = ("--quantize int8 ", "")
 # `python X.py ARGS` in a checkout is `multitask_st.cli.<module>.main(ARGS)` (the scripts are shims).

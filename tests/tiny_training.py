@@ -35,8 +35,9 @@ def _rows(cues: dict[str, str], count: int, rng: random.Random) -> list[str]:
     return rows
 
 
-def train_tiny_model(root: Path, tokenizer, max_steps: int = 60) -> Path:
-    """Train with `multitask-st train` (evaluating every 15 steps, distillation on) and return the output folder."""
+def train_tiny_model(root: Path, tokenizer, max_steps: int = 60, extra_args: tuple[str, ...] = ()) -> Path:
+    """Train with `multitask-st train` (evaluating every 15 steps, distillation on, calibrated at the end) and return
+    the output folder; `extra_args` are more command-line arguments."""
     backbone = root / "backbone"
     BertModel(tiny_backbone_config(), add_pooling_layer=False).save_pretrained(backbone)
     tokenizer.save_pretrained(backbone)
@@ -51,7 +52,7 @@ def train_tiny_model(root: Path, tokenizer, max_steps: int = 60) -> Path:
             "--max_seq_length", "16", "--max_steps", str(max_steps), "--learning_rate", "2e-3",
             "--per_device_train_batch_size", "16", "--logging_steps", "5", "--eval_strategy", "steps",
             "--eval_steps", "15", "--save_strategy", "no", "--load_best_model_at_end", "false", "--stsb_eval", "false",
-            "--use_cpu", "--disable_tqdm", "true", "--output_dir", str(output_dir),
+            "--use_cpu", "--disable_tqdm", "true", "--output_dir", str(output_dir), *extra_args,
         ]
     )  # fmt: skip
     return output_dir

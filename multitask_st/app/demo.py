@@ -263,6 +263,7 @@ class MultiTaskDemo:
             gr.Markdown(
                 f"# {self.title}\nOne sentence encoder with a head per task: {heads}."
                 + (f" Tasks over a pair of texts: {pairs}." if pairs else "")
+                + self._calibration_note()
             )
             with gr.Tab("Classify", id="classify"):
                 text = gr.Textbox(label="Text", lines=3, placeholder="Type a sentence…", elem_id="classify-text")
@@ -300,6 +301,17 @@ class MultiTaskDemo:
                 for trigger in (search_button.click, query.submit):
                     trigger(self.search, inputs=query, outputs=results)
         return blocks
+
+    def _calibration_note(self) -> str:
+        """Which heads' probabilities are calibrated (the model's `predict` applies the temperatures)."""
+        calibration = getattr(self.model.config, "task_calibration", None) or {}
+        calibrated = [f"`{task}`" for task in self.tasks if "temperature" in calibration.get(task, {})]
+        if not calibrated:
+            return " Probabilities are the heads' raw softmax (not calibrated)."
+        return (
+            f" Probabilities of {', '.join(calibrated)} are calibrated (one temperature per head, fitted on the "
+            "validation split): read them as confidence on text like the training data."
+        )
 
     def classify_outputs(self, text: str | None):
         probabilities = self.classify(text)

@@ -6,6 +6,7 @@
     multitask-st app [MODEL_DIR]                   serve it in the browser
     multitask-st embed MODEL_DIR CORPUS --output D embed and classify a corpus into Parquet shards
     multitask-st gate MODEL_DIR --dtype bfloat16   judge PyTorch in bf16 against fp32 (the int8 gate's statistics)
+    multitask-st calibrate MODEL_DIR               fit its heads' temperatures on the validation split (after the fact)
 
 `python -m multitask_st ...` is the same command, and so are `python train.py` / `push_to_hub.py` / `export.py` /
 `app.py` in a checkout. Each subcommand imports only what it needs, when it runs.
@@ -27,6 +28,7 @@ COMMANDS = {
     "app": ("app", "Serve a trained model in the browser (the Gradio demo).", False),
     "embed": ("embed", "Embed and classify a corpus into Parquet shards with a manifest (resumable).", True),
     "gate": ("gate", "Judge PyTorch in bf16 (autocast) against fp32 with the int8 gate's statistics.", False),
+    "calibrate": ("calibrate", "Fit a trained model's per-head temperatures on its validation split.", False),
 }
 
 

@@ -5,6 +5,7 @@
     multitask-st train --tasks topic=ag_news sentiment=stanfordnlp/sst2 --text_columns sentiment=sentence --bf16
     multitask-st train --tasks tags=20newsgroups_tags spread=election_tweets \
         --task_kinds tags=multi_label spread=regression --pos_weight tags=balanced
+    multitask-st train --init_model outputs/multitask-st --tasks newsgroup=20newsgroups   # add a task later
     accelerate launch -m multitask_st train ...       # several GPUs / processes (or torchrun --nproc_per_node N -m ...)
 
 Arguments: the three dataclasses below plus every `TrainingArguments` flag (`multitask-st train --help`).
@@ -30,6 +31,7 @@ from multitask_st.data.corpora import stsb
 from multitask_st.data.resources import resolve_backbone
 from multitask_st.data.task_datasets import label_names_of, load_task_dataset, output_names, subsample
 from multitask_st.inference_multitask_st import EMBEDDING, EMBEDDING_CONTRASTIVE, PAIR_KINDS, PAIR_REGRESSION
+from multitask_st.model_folder import load_training_summary
 from multitask_st.training.output_dir import check_free_space, checkpoint_bytes, prepare_output_dir
 from multitask_st.training.processes import check_one_job
 from multitask_st.training.record import dataset_record
@@ -39,6 +41,7 @@ from multitask_st.training.training_args import MultiTaskTrainingArguments
 
 
 PROG = "multitask-st train"
+logger = logging.get_logger("multitask_st.cli.train")
 
 # What `multitask-st train` runs with no arguments: sized to finish in about 15 minutes on 2 CPU cores.
 DEFAULT_TRAINING_ARGS = {
@@ -86,6 +89,14 @@ EXAMPLE_PAIRS = [
 
 @dataclass
 class ModelArguments:
+    init_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "Start from a trained multitask-st model (a folder or Hub id) instead of a backbone: the tasks in "
+            "--tasks it lacks get new heads, and its heads without data in --tasks keep their predictions by "
+            "distillation of its own outputs on the incoming texts (--head_distillation_weight): no old data needed."
+        },
+    )
     backbone: str | None = field(
         default=None,
         metadata={
@@ -350,24 +361,16 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     resuming = bool(training_args.resume_from_checkpoint)
     if training_args.should_save:  # before the data, the model or step 1: see multitask_st.training.output_dir
         prepare_output_dir(training_args.output_dir, training_args.overwrite_output_dir, resuming)
-    backbone, base_model = resolve_backbone(model_args.backbone)
     task_data = load_tasks(data_args, training_args.seed)
     tasks = task_labels(data_args, task_data)
-    model = MultiTaskSTModel.from_backbone(
-        backbone,
-        tasks=tasks,
-        task_kinds=kinds,
-        task_loss_options=task_loss_options(model_args),
-        attn_implementation=model_args.attn_implementation,
-        pooling_mode=model_args.pooling_mode,
-        projection=model_args.projection,
-        embedding_dim=model_args.embedding_dim,
-        normalize_embeddings=model_args.normalize_embeddings,
-        head_hidden_size=model_args.head_hidden_size,
-        head_dropout=model_args.head_dropout,
-        max_seq_length=model_args.max_seq_length,
-    )
-    tokenizer = AutoTokenizer.from_pretrained(backbone)
+    dataset_records = {
+        task: dataset_record(name, task_data[task]) for task, name in _pairs(data_args.tasks, "tasks").items()
+    }
+    if model_args.init_model:
+        model, tokenizer, base_model = start_from_trained_model(model_args, tasks, kinds)
+        dataset_records = {**held_dataset_records(model_args.init_model, model, tasks), **dataset_records}
+    else:
+        model, tokenizer, base_model = start_from_backbone(model_args, tasks, kinds)
     if training_args.should_save:
         check_free_space(training_args.output_dir, checkpoint_bytes(model, training_args.save_strategy != "no"))
     max_length = model.default_max_length(tokenizer)
@@ -390,13 +393,71 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         stsb_dataset=sts["validation"] if sts else None,
         callbacks=callbacks,
         base_model=base_model,
-        dataset_records={
-            task: dataset_record(name, task_data[task]) for task, name in _pairs(data_args.tasks, "tasks").items()
-        },
+        dataset_records=dataset_records,
     )
     train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model()  # the best model when load_best_model_at_end, with the tokenizer, payload files and record
+    return finish(trainer, train_result, tokenized, sts, tokenizer, training_args)
 
+
+# The architecture arguments a trained model already fixes: `--init_model` refuses them when set.
+ARCHITECTURE_ARGS = ("backbone", "pooling_mode", "projection", "embedding_dim", "normalize_embeddings",
+                     "head_hidden_size", "head_dropout", "attn_implementation")  # fmt: skip
+
+
+def start_from_trained_model(model_args: ModelArguments, tasks: dict[str, list[str]], kinds: dict[str, str]):
+    """The trained model `--init_model` names, with a new head for each task of `tasks` it lacks; its tokenizer; and
+    the name the record credits as the base model."""
+    defaults = ModelArguments()
+    given = [name for name in ARCHITECTURE_ARGS if getattr(model_args, name) != getattr(defaults, name)]
+    if given:
+        raise ValueError(
+            f"--init_model {model_args.init_model} starts from a trained model, whose architecture is fixed; "
+            f"leave out {', '.join('--' + name for name in given)}."
+        )
+    model = MultiTaskSTModel.from_pretrained(model_args.init_model)
+    for task, labels in tasks.items():
+        if task not in model.config.tasks:
+            model.add_task(task, labels, kind=kinds.get(task, SINGLE_LABEL))
+        elif model.config.tasks[task] != labels:
+            raise ValueError(
+                f"Task {task!r} of --init_model {model_args.init_model} has labels {model.config.tasks[task]}, but "
+                f"its data has {labels}: use another task name, or `rename_labels` / `add_labels` on the model first."
+            )
+    held = [task for task in model.config.task_names if task not in tasks]
+    logger.info(f"Starting from {model_args.init_model}: training {list(tasks)}; holding {held} by distillation.")
+    return model, AutoTokenizer.from_pretrained(model_args.init_model), model_args.init_model
+
+
+def held_dataset_records(init_model: str, model: MultiTaskSTModel, tasks: dict) -> dict[str, dict]:
+    """The starting model's own records of the datasets its held heads were trained on (a local folder's), so the
+    card keeps crediting them."""
+    previous = load_training_summary(init_model).get("datasets") or {} if Path(init_model).is_dir() else {}
+    return {task: previous[task] for task in model.config.task_names if task not in tasks and task in previous}
+
+
+def start_from_backbone(model_args: ModelArguments, tasks: dict[str, list[str]], kinds: dict[str, str]):
+    """A new model on the `--backbone` encoder with one head per task; its tokenizer; the base model's name."""
+    backbone, base_model = resolve_backbone(model_args.backbone)
+    model = MultiTaskSTModel.from_backbone(
+        backbone,
+        tasks=tasks,
+        task_kinds=kinds,
+        task_loss_options=task_loss_options(model_args),
+        attn_implementation=model_args.attn_implementation,
+        pooling_mode=model_args.pooling_mode,
+        projection=model_args.projection,
+        embedding_dim=model_args.embedding_dim,
+        normalize_embeddings=model_args.normalize_embeddings,
+        head_hidden_size=model_args.head_hidden_size,
+        head_dropout=model_args.head_dropout,
+        max_seq_length=model_args.max_seq_length,
+    )
+    return model, AutoTokenizer.from_pretrained(backbone), base_model
+
+
+def finish(trainer: MultiTaskTrainer, train_result, tokenized: dict, sts, tokenizer, training_args) -> int:
+    """After training: the validation and test metrics into the record, the examples and where to look printed."""
     # The trainer adds these metrics to training_summary.json; predicting the test split draws the confusion matrices.
     validation_metrics = trainer.evaluate()
     trainer.stsb_dataset = sts["test"] if sts else None  # the test split's pairs, all of them

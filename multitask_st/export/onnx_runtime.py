@@ -36,6 +36,7 @@ from ..inference_multitask_st import (
     resolve_calibration,
     run_chunks,
     run_in_length_order,
+    task_temperature,
     text_head_tasks,
 )
 from ..model_folder import (  # noqa: F401  (PAIR_HEADS_FILE_NAME: the checks import it from here)
@@ -232,7 +233,12 @@ class MultiTaskSTOnnxModel:
             yield embeddings.astype(np.float32, copy=False)
 
     def predict(
-        self, sentences: str | Iterable[str], tasks: str | Iterable[str] | None = None, thresholds=None, **kwargs
+        self,
+        sentences: str | Iterable[str],
+        tasks: str | Iterable[str] | None = None,
+        thresholds=None,
+        calibrated: bool = True,
+        **kwargs,
     ):
         """Run every head (or those in `tasks`) on sentences from one graph run per batch.
 
@@ -240,11 +246,12 @@ class MultiTaskSTOnnxModel:
         "probabilities": {name: p}}}` for a classification task, the labels at or above their `thresholds` for a
         multi-label one, `{"values": ...}` for a regression one); a dict for a single string, a list of them
         otherwise. `(text, text_pair)` pairs go to the pair heads (the pair heads' graph on the two texts' encoder-graph
-        embeddings) and the embedding tasks (the cosine of the two embeddings). `kwargs`: `batch_size`,
-        `show_progress_bar`, `max_length`, `chunk_size`.
+        embeddings) and the embedding tasks (the cosine of the two embeddings). A classification head's probabilities
+        are calibrated by its temperature in config.json unless `calibrated=False` (the raw softmax), as in PyTorch.
+        `kwargs`: `batch_size`, `show_progress_bar`, `max_length`, `chunk_size`.
         """
         single, _, items = peek_pairs(sentences)
-        chunks = self.predict_chunks(items, tasks, thresholds, **kwargs)
+        chunks = self.predict_chunks(items, tasks, thresholds, calibrated, **kwargs)
         predictions = [prediction for chunk in chunks for prediction in chunk]
         return predictions[0] if single else predictions
 
@@ -253,6 +260,7 @@ class MultiTaskSTOnnxModel:
         sentences: Iterable[str],
         tasks: str | Iterable[str] | None = None,
         thresholds=None,
+        calibrated: bool = True,
         batch_size: int = DEFAULT_BATCH_SIZE,
         show_progress_bar: bool | None = None,
         max_length: int | None = None,
@@ -267,7 +275,7 @@ class MultiTaskSTOnnxModel:
             chunks = self._pair_scores(sentences, task_names, batch_size, show_progress_bar, max_length, chunk_size)
         else:
             chunks = self.score_chunks(sentences, task_names, False, batch_size, show_progress_bar, max_length,
-                                       chunk_size)  # fmt: skip
+                                       chunk_size, calibrated)  # fmt: skip
         for scores in chunks:
             yield label_rows(scores, self.tasks, task_names, kinds, calibration)
 
@@ -284,19 +292,23 @@ class MultiTaskSTOnnxModel:
         show_progress_bar: bool | None = None,
         max_length: int | None = None,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
+        calibrated: bool = True,
     ) -> Iterator[np.ndarray]:
         """What `predict` formats, per `chunk_size` texts, as `MultiTaskSTModel.score_chunks` gives it: float32 rows of
-        each task's score columns (per its kind: probabilities, or a regression's values), task after task, then (if
-        asked) the embedding, from one graph run per batch, in input order."""
+        each task's score columns (per its kind: probabilities, calibrated unless `calibrated=False`, or a
+        regression's values), task after task, then (if asked) the embedding, from one graph run per batch, in input
+        order."""
         kinds = self.task_kinds()
         task_names = check_input_tasks(tasks, kinds, pairs=False)  # texts: the single-text heads
+        # The graph gives the raw logits; the temperatures come from config.json, through the engine as in PyTorch.
+        temperatures = [task_temperature(self.config.get("task_calibration"), task, calibrated) for task in task_names]
         outputs = [LOGITS_PREFIX + task for task in task_names] + ([EMBEDDING_OUTPUT] if with_embeddings else [])
         chunks = self._run(outputs, sentences, batch_size, show_progress_bar, max_length, chunk_size, "Predicting")
         for arrays in chunks:
             logits = arrays[: len(task_names)]  # the embedding, if asked, comes last
             columns = [
-                NUMPY_SCORES[kinds[task]](output.astype(np.float32))
-                for task, output in zip(task_names, logits, strict=True)
+                NUMPY_SCORES[kinds[task]](output.astype(np.float32) / np.float32(temperature))
+                for task, output, temperature in zip(task_names, logits, temperatures, strict=True)
             ]
             if with_embeddings:
                 columns.append(arrays[-1].astype(np.float32, copy=False))

@@ -21,6 +21,7 @@ from ..model_folder import (
     EVALUATION_METRICS_PLOT,
     LABEL_F1_PLOT,
     PREDICTED_VS_TRUE_PLOT,
+    RELIABILITY_DIAGRAM_PLOT,
     TRAINING_LOSS_PLOT,
     read_export_report,
 )
@@ -242,6 +243,13 @@ def _card_context(folder: ModelDir) -> dict[str, Any]:
         "metric_splits": metric_splits,
         "stsb_spearman": stsb[1] if stsb else None,
         "datasets": _dataset_rows(config, summary),
+        "calibration": _calibration_rows(config, summary),
+        "lineage": _lineage_rows(config),
+        "held_tasks": list(run.get("held_tasks") or []),
+        "trained_tasks": [task for task in config.task_names if task not in (run.get("held_tasks") or [])],
+        "calibrated_tasks": [
+            task for task in config.task_names if "temperature" in config.task_calibration.get(task, {})
+        ],
         "plots": _plots(folder),
         "onnx": _onnx_exports(folder),
         "task_loss_weights": training.get("task_loss_weights") or config.task_loss_weights,
@@ -286,7 +294,63 @@ def _plots(folder: ModelDir) -> dict[str, Any]:
         "label_f1": per_task(LABEL_F1_PLOT),
         "predicted_vs_true": per_task(PREDICTED_VS_TRUE_PLOT),
         "confusion_split": "test",
+        "reliability_diagrams": per_task(RELIABILITY_DIAGRAM_PLOT),
     }
+
+
+def _lineage_rows(config: MultiTaskSTConfig) -> list[dict[str, str]]:
+    """`config.lineage` as table rows: each change, its details, and the model it was made to."""
+    rows = []
+    for entry in config.lineage:
+        details = {
+            key: value
+            for key, value in entry.items()
+            if key not in ("change", "task", "base_model", "base_revision", "date")
+        }
+        if isinstance(details.get("labels"), list) and len(details["labels"]) > 6:
+            details["labels"] = f"{len(details['labels'])} labels: {', '.join(details['labels'][:3])}, ..."
+        base = as_hub_id(entry.get("base_model"))
+        rows.append(
+            {
+                "change": entry["change"],
+                "task": entry.get("task", ""),
+                "details": "; ".join(f"{key}: {_format_plain(value)}" for key, value in details.items()) or "",
+                "base_model": f"[{base}](https://huggingface.co/{base})" if base else "not a Hub model",
+                "base_revision": f"`{entry['base_revision']}`" if entry.get("base_revision") else NOT_RECORDED,
+                "date": entry.get("date", NOT_RECORDED),
+            }
+        )
+    return rows
+
+
+def _calibration_rows(config: MultiTaskSTConfig, summary: dict) -> list[dict[str, str]]:
+    """One row per calibrated head and split: the temperature config.json holds (what every door applies) and the
+    ECE/NLL before and after that the record measured with it."""
+    recorded = summary.get("calibration") or {}
+    rows = []
+    for task in config.task_names:
+        temperature = config.task_calibration.get(task, {}).get("temperature")
+        entry = recorded.get(task) or {}
+        if temperature is None:
+            continue
+        for split in ("validation", "test"):
+            stats = entry.get(split)
+            if not isinstance(stats, dict):
+                continue
+            rows.append(
+                {
+                    "task": task,
+                    "temperature": f"{temperature:.3f}",
+                    "split": split,
+                    "examples": _format_plain(stats.get("examples", NOT_RECORDED)),
+                    **{
+                        key: f"{100 * stats[key]:.2f}%" if is_number(stats.get(key)) else NOT_RECORDED
+                        for key in ("ece_before", "ece_after")
+                    },
+                    **{key: _format_metric(stats.get(key)) for key in ("nll_before", "nll_after")},
+                }
+            )
+    return rows
 
 
 def _onnx_exports(folder: ModelDir) -> list[dict[str, str]]:

@@ -17,6 +17,8 @@ from ..modeling_multitask_st import IGNORE_INDEX
 SECOND_TEXT_PREFIXES = ("pair_", "negative_")
 # The column holding each example's starting-encoder embedding (see `multitask_st.training.distillation`).
 TEACHER_COLUMN = "teacher_embedding"
+# The starting model's raw logits of the heads a run holds (no training data for them), task after task.
+TEACHER_LOGITS_COLUMN = "teacher_logits"
 
 
 @dataclass
@@ -28,7 +30,8 @@ class MultiTaskDataCollator:
     `label` (an example labelled for one task, as the task datasets give: an id, or the task's columns as a list), or
     `labels`, a full row. A feature with neither is unlabelled. Batches may hold one task or several. Features that
     carry a `teacher_embedding` (see `multitask_st.training.distillation`) also give `teacher_embeddings`,
-    `(batch, hidden)`.
+    `(batch, hidden)`, and those that carry `teacher_logits` give `teacher_logits`, `(batch, labels of the held
+    heads)`.
 
     Args:
         tokenizer: gives the pad id and padding side.
@@ -77,6 +80,10 @@ class MultiTaskDataCollator:
         if TEACHER_COLUMN in features[0]:  # the starting encoder's embeddings, for MultiTaskTrainer's distillation
             batch["teacher_embeddings"] = torch.tensor(
                 np.stack([feature[TEACHER_COLUMN] for feature in features]), dtype=torch.float32
+            )
+        if TEACHER_LOGITS_COLUMN in features[0]:  # the held heads' logits, for learning without forgetting
+            batch["teacher_logits"] = torch.tensor(
+                np.stack([feature[TEACHER_LOGITS_COLUMN] for feature in features]), dtype=torch.float32
             )
         return batch
 

@@ -13,6 +13,12 @@ model in memory and no extra forward pass per step. The target is the backbone's
 with the default square linear projection (identity at the start) the loss starts at zero; with a fresh projection of
 another width or an MLP it starts above zero and pulls that projection towards the backbone's geometry. Continuing
 from a fine-tuned model, the target is that model's pooled output.
+
+Adding a task to a trained model (`MultiTaskSTModel.add_task`, `multitask-st train --init_model`), the run has data for
+the new task only. The heads with no training example in the run (the *held* heads) keep their predictions by learning
+without forgetting (Li & Hoiem, 2017): on the incoming texts, each held head's softmax should stay what the starting
+model's gave (a KL divergence at temperature 2, computed from the starting model's logits, which come from the same
+single teacher pass as the embeddings and travel as a `teacher_logits` column). No old data is needed.
 """
 
 from __future__ import annotations
@@ -26,10 +32,14 @@ from transformers.utils import logging
 
 from ..inference_multitask_st import MODEL_INPUTS
 from ..modeling_multitask_st import MultiTaskSTModel
-from .collator import TEACHER_COLUMN
+from .collator import TEACHER_COLUMN, TEACHER_LOGITS_COLUMN
 
 
 logger = logging.get_logger(__name__)
+
+# Softens both distributions in the held heads' loss, as Li & Hoiem (2017) and Hinton et al. (2015) do: the student
+# also learns the teacher's ranking of the unlikely labels, which a near one-hot softmax hides.
+HEAD_DISTILLATION_TEMPERATURE = 2.0
 
 
 def similarity_distillation_loss(embeddings: torch.Tensor, teacher_embeddings: torch.Tensor) -> torch.Tensor:
@@ -49,6 +59,20 @@ def similarity_distillation_loss(embeddings: torch.Tensor, teacher_embeddings: t
     size = embeddings.shape[0]
     # A few small kernels and no host-device sync: on a GPU with a small backbone, every extra op shows per step.
     return difference.square().sum() / max(size * (size - 1), 1)
+
+
+def head_distillation_loss(
+    logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = HEAD_DISTILLATION_TEMPERATURE
+) -> torch.Tensor:
+    """KL(teacher || student) between the softmaxes at `temperature`, times `temperature ** 2` (which keeps its
+    gradient's scale that of a cross-entropy), averaged over the batch: 0 when the head gives what the teacher gave."""
+    if logits.shape != teacher_logits.shape:
+        raise ValueError(
+            f"Got logits of shape {tuple(logits.shape)} but teacher logits of shape {tuple(teacher_logits.shape)}."
+        )
+    student = F.log_softmax(logits.float() / temperature, dim=-1)
+    teacher = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    return F.kl_div(student, teacher, log_target=True, reduction="batchmean") * temperature**2
 
 
 def compute_teacher_embeddings(
@@ -77,14 +101,34 @@ def add_teacher_embeddings(
     tokenizer: PreTrainedTokenizerBase,
     batch_size: int = 64,
     show_progress_bar: bool = True,
+    held_tasks: list[str] = (),
 ) -> datasets.Dataset:
-    """`dataset` with a `teacher_embedding` column computed by `compute_teacher_embeddings` (kept if present)."""
-    if TEACHER_COLUMN in dataset.column_names:
+    """`dataset` with a `teacher_embedding` column (the model's pooled output, as `compute_teacher_embeddings`) and,
+    given `held_tasks`, a `teacher_logits` column (those heads' raw logits, task after task), from one pass of the model
+    as it is now. Columns already present are kept."""
+    held_tasks = list(held_tasks)
+    wanted = [TEACHER_COLUMN, *([TEACHER_LOGITS_COLUMN] if held_tasks else [])]
+    if all(column in dataset.column_names for column in wanted):
         return dataset
-    logger.info(f"Computing the starting encoder's embeddings of {len(dataset)} training examples (once).")
-    embeddings = compute_teacher_embeddings(model, dataset, tokenizer, batch_size, show_progress_bar)
-    feature = datasets.Sequence(datasets.Value("float32"), length=embeddings.shape[1])
-    dataset = dataset.add_column(TEACHER_COLUMN, list(embeddings), feature=feature)
-    if dataset.format["type"] is None:  # rows give this column as an array, not a list of Python floats (collating)
-        dataset = dataset.with_format("numpy", columns=[TEACHER_COLUMN], output_all_columns=True)
+    if "input_ids" not in dataset.column_names or len(dataset) == 0:
+        raise ValueError(
+            f"Teacher outputs need tokenised examples; the dataset has {len(dataset)} rows and columns "
+            f"{dataset.column_names}."
+        )
+    held = f" and the outputs of the held head(s) {held_tasks}" if held_tasks else ""
+    logger.info(f"Computing the starting model's embeddings{held} for {len(dataset)} training examples (once).")
+    encodings = dataset.select_columns([key for key in MODEL_INPUTS if key in dataset.column_names]).to_dict()
+    pooled, logits = model.teacher_outputs(encodings, tokenizer, held_tasks, batch_size, show_progress_bar)
+    columns = {
+        TEACHER_COLUMN: pooled,
+        TEACHER_LOGITS_COLUMN: torch.cat(list(logits.values()), dim=-1) if logits else None,
+    }
+    for column in wanted:
+        if column in dataset.column_names:
+            continue
+        values = columns[column].float().cpu().numpy()
+        feature = datasets.Sequence(datasets.Value("float32"), length=values.shape[1])
+        dataset = dataset.add_column(column, list(values), feature=feature)
+    if dataset.format["type"] is None:  # rows give these columns as arrays, not lists of Python floats (collating)
+        dataset = dataset.with_format("numpy", columns=wanted, output_all_columns=True)
     return dataset

@@ -8,6 +8,8 @@ model card shows them):
     confusion_matrix_<task>.png  per classification head on the test split, normalised per row (true label)
     label_f1_<task>.png          per multi-label head: each label's F1 on the test split at the tuned thresholds
     predicted_vs_true_<task>.png per regression head: predictions against targets on the test split, per output
+    reliability_diagram_<task>.png  per calibrated classification head on the test split: accuracy against
+                                 confidence per bin, before and after its temperature (`training.calibration`)
 
 matplotlib is optional and imported only here, lazily. Figures are drawn with `matplotlib.figure.Figure` on the Agg
 canvas, never through `pyplot`: no window opens and the caller's own matplotlib backend stays untouched. Without
@@ -33,8 +35,10 @@ from ..model_folder import (
     EVALUATION_METRICS_PLOT,
     LABEL_F1_PLOT,
     PREDICTED_VS_TRUE_PLOT,
+    RELIABILITY_DIAGRAM_PLOT,
     TRAINING_LOSS_PLOT,
 )
+from .calibration import ECE_BINS, expected_calibration_error, reliability_bins, scaled_softmax
 from .metrics import multi_label_f1
 
 
@@ -270,6 +274,66 @@ def save_test_plots(
         title = f"{task} head: {split} split, {int(labelled.sum())} examples"
         path = draw(np.asarray(logits[task])[labelled], columns[labelled], config, task,
                     Path(output_dir) / file_name.format(task=task), title)  # fmt: skip
+        if path is None:
+            break  # matplotlib is missing (already said once)
+        written.append(path)
+    return written
+
+
+def plot_reliability_diagram(
+    panels: Sequence[tuple[str, np.ndarray, np.ndarray, float]], path: str | os.PathLike, title: str
+) -> Path | None:
+    """One panel per `(name, confidence, correct, ece)`: the accuracy of each of the 15 confidence bins as a bar at
+    the bin, the diagonal a calibrated head would follow, the gap shaded, and each bin's share of the examples."""
+    figure = _figure(4.6 * len(panels), 4.4)
+    if figure is None:
+        return None
+    edges = np.linspace(0.0, 1.0, ECE_BINS + 1)
+    centres, width = (edges[:-1] + edges[1:]) / 2, 1.0 / ECE_BINS
+    for axis, (name, confidence, correct, ece) in zip(
+        figure.subplots(1, len(panels), squeeze=False)[0], panels, strict=True
+    ):
+        counts, accuracy, mean_confidence = reliability_bins(confidence, correct, ECE_BINS)
+        filled = counts > 0
+        axis.bar(centres[filled], accuracy[filled], width=width, color="C0", edgecolor="white", label="accuracy")
+        axis.bar(
+            centres[filled], mean_confidence[filled] - accuracy[filled], bottom=accuracy[filled], width=width,
+            color="C3", alpha=0.35, edgecolor="C3", label="gap to confidence",
+        )  # fmt: skip
+        axis.plot([0, 1], [0, 1], color="0.3", linestyle="--", linewidth=1, label="calibrated")
+        share = axis.twinx()
+        share.plot(centres[filled], counts[filled] / counts.sum(), color="C2", marker=".", linewidth=1)
+        share.set_ylabel("share of examples", color="C2")
+        share.set_ylim(0, 1)
+        axis.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (highest probability)", ylabel="accuracy")
+        axis.set_title(f"{name}: ECE {100 * ece:.2f}%")
+        axis.legend(fontsize="small", loc="upper left")
+        axis.grid(alpha=0.3)
+    figure.suptitle(title)
+    return _save(figure, Path(path))
+
+
+def save_reliability_diagrams(
+    pairs: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    temperatures: Mapping[str, float],
+    output_dir: str | os.PathLike,
+    split: str = "test",
+) -> list[Path]:
+    """One `reliability_diagram_<task>.png` per head in `temperatures`: its raw softmax and its softmax at the fitted
+    temperature, side by side. `pairs`: per task, `(logits, labels)` of its labelled rows (see
+    `calibration.labelled_logits`)."""
+    written = []
+    for task, temperature in temperatures.items():
+        if task not in pairs:
+            continue
+        logits, labels = pairs[task]
+        panels = []
+        for name, scale in (("raw softmax", 1.0), (f"temperature {temperature:.2f}", temperature)):
+            probabilities = scaled_softmax(logits, scale)
+            ece = expected_calibration_error(probabilities, labels)
+            panels.append((name, probabilities.max(axis=-1), probabilities.argmax(axis=-1) == labels, ece))
+        title = f"{task} head: {split} split, {len(labels)} examples, before and after calibration"
+        path = plot_reliability_diagram(panels, Path(output_dir) / RELIABILITY_DIAGRAM_PLOT.format(task=task), title)
         if path is None:
             break  # matplotlib is missing (already said once)
         written.append(path)

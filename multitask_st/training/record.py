@@ -11,6 +11,9 @@ optimizer groups, whether distillation applied), the datasets and the metrics; t
                  "other": {"stsb_spearman": {"validation": 0.85, "test": 0.81}, "loss": {...}, ...}},
      "training_args": {every argument but paths and tokens}, "non_default_args": ["learning_rate", ...],
      "run": {"global_steps": 100, "freeze": [...], "optimizer_groups": [...], ...},
+     "calibration": {"topic": {"temperature": 1.6, "validation": {"ece_before": 0.05, "ece_after": 0.01,
+                                "nll_before": ..., "nll_after": ..., "accuracy": ..., "examples": 1000},
+                               "test": {...}}, ...},
      "framework_versions": {"transformers": "5.24.0", ...}}
 """
 
@@ -26,8 +29,9 @@ from transformers.utils import logging
 
 from ..data.corpora import BUILTIN_DATASETS
 from ..model_folder import save_training_summary
+from .calibration import calibration_stats, labelled_logits
 from .parameter_groups import build_parameter_groups
-from .plots import save_test_plots
+from .plots import save_reliability_diagrams, save_test_plots
 
 
 logger = logging.get_logger(__name__)
@@ -52,6 +56,7 @@ def training_record(
     datasets: dict[str, dict] | None = None,
     metrics: dict[str, dict[str, float]] | None = None,
     train_metrics: dict[str, float] | None = None,
+    calibration: dict[str, dict] | None = None,
 ) -> dict:
     """The record of a finished run of a `MultiTaskTrainer` (see the module docstring for its layout).
 
@@ -61,6 +66,8 @@ def training_record(
         datasets: Per task, where its data comes from (see [`dataset_record`]).
         metrics: Per split (`"validation"`, `"test"`), what `trainer.evaluate` returned for it.
         train_metrics: What `trainer.train()` returned (`train_runtime`, ...).
+        calibration: Per calibrated head, its temperature and ECE/NLL before and after, per split (see
+            `MultiTaskTrainer.calibrate`).
     """
     import accelerate
     import datasets as datasets_library
@@ -92,6 +99,9 @@ def training_record(
             "task_loss_weights": model.config.task_loss_weights,
             # what the run applied (0 when it could not, see `MultiTaskTrainer._distillation_applies`)
             "embedding_distillation_weight": args.embedding_distillation_weight if trainer.distilling else 0.0,
+            # the heads without training data in this run, held to the starting model's outputs
+            "held_tasks": list(trainer.held_tasks),
+            "head_distillation_weight": args.head_distillation_weight if trainer.held_tasks else 0.0,
             "freeze": sorted(trainer.unfreezing.frozen),
             "unfreeze_stages": trainer.unfreezing.stages or None,
             "optimizer_groups": [
@@ -107,6 +117,7 @@ def training_record(
             "train_samples_per_second": train_metrics.get("train_samples_per_second"),
             "best_metric": trainer.state.best_metric,
         },
+        "calibration": calibration or {},
         "framework_versions": {
             "multitask_st": version("multitask-st"),  # = multitask_st.__version__ (pyproject reads it)
             "transformers": transformers.__version__,
@@ -215,11 +226,12 @@ class TrainingRecordCallback(TrainerCallback):
         self.datasets = datasets or {}
         self.train_metrics: dict | None = None  # None until training has ended
         self.metrics: dict[str, dict] = {}  # split -> what evaluate()/predict() returned for the trained model
+        self.calibration: dict[str, dict] = {}  # task -> temperature and, per split, ECE/NLL before and after
         self.folders: list[str] = []
 
     def train_ended(self, train_metrics: dict):
         """Training ended with these metrics (`trainer.train()`'s, over the whole run): start the record afresh."""
-        self.train_metrics, self.metrics = dict(train_metrics), {}
+        self.train_metrics, self.metrics, self.calibration = dict(train_metrics), {}, {}
         self.folders = [self.trainer.args.output_dir]
         self.save()
 
@@ -242,14 +254,29 @@ class TrainingRecordCallback(TrainerCallback):
         self.metrics[split] = dict(metrics)
         self.save()
 
+    def calibrated(self, report: dict[str, dict]):
+        """`trainer.calibrate()` fitted these temperatures (with their validation ECE/NLL): recorded from now on."""
+        if self.train_metrics is None:
+            return
+        self.calibration = {task: dict(entry) for task, entry in report.items()}
+        self.save()
+
     def predicted(self, output, metric_key_prefix: str):
-        """`trainer.predict` returned `output`: a labelled test split gives the heads' plots (`args.save_plots`)."""
+        """`trainer.predict` returned `output`: a labelled test split gives the heads' plots and, for each calibrated
+        head, its test ECE/NLL before and after and its reliability diagram (`args.save_plots`)."""
         if self.train_metrics is None or metric_key_prefix != SPLIT_PREFIXES["test"] or output.label_ids is None:
             return
+        config = self.trainer.accelerator.unwrap_model(self.trainer.model).config
+        pairs = labelled_logits(output.predictions[0], output.label_ids, config)
+        temperatures = {task: self.calibration[task]["temperature"] for task in self.calibration if task in pairs}
+        for task, temperature in temperatures.items():
+            self.calibration[task]["test"] = calibration_stats(*pairs[task], temperature)
+        if temperatures:
+            self.save()
         if self.trainer.args.save_plots and self.trainer.is_world_process_zero():
-            config = self.trainer.accelerator.unwrap_model(self.trainer.model).config
             for folder in self.folders:
                 save_test_plots(output.predictions[0], output.label_ids, config, folder)
+                save_reliability_diagrams(pairs, temperatures, folder)
 
     def record(self) -> dict:
         """The record as it stands (see the module docstring)."""
@@ -259,6 +286,7 @@ class TrainingRecordCallback(TrainerCallback):
             datasets=self.datasets,
             metrics=self.metrics,
             train_metrics=self.train_metrics,
+            calibration=self.calibration,
         )
 
     def save(self):

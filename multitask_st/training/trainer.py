@@ -17,15 +17,16 @@ from ..configuration_multitask_st import (
     REGRESSION,
     SINGLE_LABEL,
     MultiTaskSTConfig,
+    normalize_task_calibration,
     normalize_task_loss_options,
     normalize_task_loss_weights,
 )
-from ..inference_multitask_st import sigmoid
+from ..inference_multitask_st import CALIBRATION_TEMPERATURE, sigmoid
 from ..modeling_multitask_st import MultiTaskSTModel, labelled_rows, tokenizer_fingerprint
-from .calibration import tune_thresholds
+from .calibration import fit_task_temperatures, labelled_logits, tune_thresholds
 from .callbacks import UnfreezingCallback
-from .collator import TEACHER_COLUMN, MultiTaskDataCollator
-from .distillation import add_teacher_embeddings, similarity_distillation_loss
+from .collator import TEACHER_COLUMN, TEACHER_LOGITS_COLUMN, MultiTaskDataCollator
+from .distillation import add_teacher_embeddings, head_distillation_loss, similarity_distillation_loss
 from .metrics import build_compute_metrics, stsb_spearman
 from .parameter_groups import build_parameter_groups
 from .plots import TrainingPlotsCallback
@@ -83,6 +84,10 @@ class MultiTaskTrainer(Trainer):
     folder `save_model` writes the trained model to: at the end of training, then with the metrics of each later
     `evaluate()` and `predict()`; predicting a labelled test split also draws one confusion matrix per head. Pass
     `base_model` (the encoder's Hub id) and `dataset_records` (per task, [`dataset_record`]) for the card to credit.
+
+    After training, with `args.calibrate` (the default) and an `eval_dataset`, `calibrate()` fits one temperature per
+    classification head on it and stores it in the model's config (see `training/calibration.py`); the record holds
+    each head's ECE and NLL before and after, on the validation and (after `predict`) the test split.
 
     Example:
         >>> trainer = MultiTaskTrainer(
@@ -205,6 +210,7 @@ class MultiTaskTrainer(Trainer):
         self._task_loss_totals = {True: {}, False: {}}  # training? -> task -> [sum of loss x examples, examples]
         self.distilling = False  # set by `train()`
         self.processes: list[dict] = []  # set by `train()`: the job's processes and devices, for the record
+        self.held_tasks: list[str] = []  # set by `train()`: heads without training data, held by distillation
 
     # ------------------------------------------------------------------ data
 
@@ -212,7 +218,7 @@ class MultiTaskTrainer(Trainer):
         super()._set_signature_columns_if_needed()
         # The collator turns `task_id` + `label` into the `labels` matrix (and passes the teacher embeddings on):
         # keep them when unused columns are dropped.
-        for column in ("task_id", "label", TEACHER_COLUMN):
+        for column in ("task_id", "label", TEACHER_COLUMN, TEACHER_LOGITS_COLUMN):
             if column not in self._signature_columns:
                 self._signature_columns.append(column)
 
@@ -264,7 +270,8 @@ class MultiTaskTrainer(Trainer):
             # right after (`on_train_begin`), and DDP's unused-parameter search copes with the frozen ones.
             self.model.unfreeze("all")
         self.distilling = self._distillation_applies()
-        if self.distilling:
+        self.held_tasks = self._held_tasks()
+        if self.distilling or self.held_tasks:
             # From the model as it is now, before any step (on resume: the fresh model, not the checkpoint's).
             self.train_dataset = add_teacher_embeddings(
                 self.model,
@@ -274,6 +281,7 @@ class MultiTaskTrainer(Trainer):
                 # runs where the model is: Trainer does not place it yet for e.g. `bf16_full_eval`
                 batch_size=max(64, self.args.per_device_eval_batch_size),
                 show_progress_bar=not self.args.disable_tqdm,
+                held_tasks=self.held_tasks,
             )
         output = super().train(resume_from_checkpoint, *args, **kwargs)
         if self.args.tune_thresholds:
@@ -283,6 +291,8 @@ class MultiTaskTrainer(Trainer):
         total_batch_size = self.args.train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size
         metrics = whole_run_metrics(output.metrics, clock.seconds_before, self.state.global_step, total_batch_size)
         self.record.train_ended(metrics)
+        if self.args.calibrate and self.eval_dataset is not None:
+            self.calibrate()
         return output._replace(metrics=metrics)
 
     def tune_thresholds(self, eval_dataset=None) -> dict[str, list[float]]:
@@ -319,6 +329,51 @@ class MultiTaskTrainer(Trainer):
                                                                           "thresholds": tuned[task]}}  # fmt: skip
             logger.info(f"Thresholds of {task!r} tuned on {int(labelled.sum())} validation rows: {tuned[task]}")
         return tuned
+
+    def calibrate(self, eval_dataset=None) -> dict[str, dict]:
+        """Fit one temperature per classification head on `eval_dataset` (default: the trainer's, the validation
+        split; a `{task: dataset}` dict or a tokenised dataset) by minimising the NLL of its labels, and store it in
+        `model.config.task_calibration` (other fitted values there are kept). Every argmax stays as it was.
+
+        Returns, per head with labelled examples, `{"temperature": t, "validation": {"ece_before", "ece_after",
+        "nll_before", "nll_after", "accuracy", "examples"}}` (also in the record).
+        """
+        dataset = self.eval_dataset if eval_dataset is None else eval_dataset
+        if dataset is None:
+            raise ValueError("`calibrate()` needs labelled examples: pass `eval_dataset` or give the trainer one.")
+        model = self.accelerator.unwrap_model(self.model)
+        pairs = self.labelled_logits(dataset)
+        if not pairs:
+            logger.warning("No head has labelled examples to calibrate on: the model stays uncalibrated.")
+            return {}
+        report = fit_task_temperatures(pairs)
+        calibration = {task: dict(entry) for task, entry in model.config.task_calibration.items()}
+        for task, entry in report.items():
+            calibration.setdefault(task, {})[CALIBRATION_TEMPERATURE] = entry[CALIBRATION_TEMPERATURE]
+            stats = entry["validation"]
+            logger.info(
+                f"Calibrated head {task!r} on {stats['examples']} examples: temperature "
+                f"{entry[CALIBRATION_TEMPERATURE]:.3f}, ECE {stats['ece_before']:.4f} -> {stats['ece_after']:.4f}, "
+                f"NLL {stats['nll_before']:.4f} -> {stats['nll_after']:.4f}."
+            )
+        model.config.task_calibration = normalize_task_calibration(
+            calibration, model.config.tasks, model.config.task_kinds
+        )
+        self.record.calibrated(report)
+        return report
+
+    def labelled_logits(self, dataset) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per classification head, `(logits, labels)` of the examples of `dataset` labelled for it (a `{task:
+        dataset}` dict or a tokenised dataset), from one prediction pass without the STS-B evaluation."""
+        config = self.accelerator.unwrap_model(self.model).config
+        if isinstance(dataset, dict):
+            dataset, _ = concatenate_task_datasets(dataset, config.task_names, config)
+        stsb_dataset, self.stsb_dataset = self.stsb_dataset, None
+        try:  # Trainer's own predict: this pass is not a test split for the record
+            output = Trainer.predict(self, dataset, metric_key_prefix="calibration")
+        finally:
+            self.stsb_dataset = stsb_dataset
+        return labelled_logits(output.predictions[0], output.label_ids, config)
 
     def _check_checkpoint(self, resume_from_checkpoint: str | bool):
         """Refuses, before any step, a checkpoint of another model: its weights would load partly (a head the run
@@ -360,8 +415,28 @@ class MultiTaskTrainer(Trainer):
             return False
         return True
 
+    def _held_tasks(self) -> list[str]:
+        """The heads this run holds by distillation of the starting model's outputs (learning without forgetting): those
+        with no training example, when `args.head_distillation_weight` > 0. Says why not when it cannot."""
+        if self.args.head_distillation_weight == 0 or self.task_sizes is None:
+            return []
+        task_names = self.accelerator.unwrap_model(self.model).config.task_names
+        held = [task for task, size in zip(task_names, self.task_sizes, strict=True) if size == 0]
+        reason = None
+        if held and not isinstance(self.data_collator, MultiTaskDataCollator):
+            reason = f"the data collator ({type(self.data_collator).__name__}) is not a MultiTaskDataCollator"
+        elif held and (self.is_deepspeed_enabled or self.is_fsdp_enabled):
+            reason = "the teacher pass needs the whole model on one device (DeepSpeed/FSDP shard it)"
+        if reason:
+            logger.warning(f"The heads {held} have no training data and are not held: {reason}. They may drift.")
+            return []
+        if held:
+            logger.info(f"Heads without training data, held by distillation of their starting outputs: {held}.")
+        return held
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         teacher_embeddings = inputs.pop("teacher_embeddings", None)
+        teacher_logits = inputs.pop("teacher_logits", None)
         outputs = model(**inputs, return_dict=True)
         labels = inputs.get("labels")
         losses = dict(outputs.task_losses or {})
@@ -371,6 +446,16 @@ class MultiTaskTrainer(Trainer):
             distillation = similarity_distillation_loss(outputs.embeddings, teacher_embeddings)
             losses["embedding_distillation"] = distillation
             weighted = self.args.embedding_distillation_weight * distillation
+            loss = weighted if loss is None else loss + weighted
+        if teacher_logits is not None and model.training and self.held_tasks:
+            config = self.accelerator.unwrap_model(model).config
+            widths = [config.num_labels_of(task) for task in self.held_tasks]
+            held = [
+                head_distillation_loss(outputs.logits[task], teacher)
+                for task, teacher in zip(self.held_tasks, teacher_logits.split(widths, dim=-1), strict=True)
+            ]
+            losses["head_distillation"] = torch.stack(held).mean()
+            weighted = self.args.head_distillation_weight * losses["head_distillation"]
             loss = weighted if loss is None else loss + weighted
         if model.training:
             self._step_losses = losses  # device tensors; read only when the step's loss is not finite

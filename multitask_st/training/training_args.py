@@ -62,8 +62,19 @@ class MultiTaskTrainingArguments(TrainingArguments):
         overwrite_output_dir (`bool`, defaults to `False`):
             `train.py` refuses a non-empty `output_dir` unless this is set (the old run's `checkpoint-*` folders are
             then removed) or the run resumes from a checkpoint. transformers 5 dropped the flag; it is back here.
+        head_distillation_weight (`float`, defaults to 1.0):
+            Weight of a loss that holds the predictions of the heads with no training data in the run (a task added to
+            a trained model is trained alone; the old heads are held): on the incoming texts, each such head's softmax
+            should stay what the starting model gave (learning without forgetting, see
+            `multitask_st.training.distillation`). Its logits come from the same single teacher pass as the embeddings.
+            0 turns it off; it costs nothing in a run with data for every head.
         stsb_eval_pairs (`int`, defaults to 500):
             STS-B validation pairs scored at each evaluation (`eval_stsb_spearman`); 0 turns it off.
+        calibrate (`bool`, defaults to `True`):
+            When training ends, fit one temperature per classification head on the validation split (`eval_dataset`)
+            by minimising its negative log-likelihood, and store it in `config.task_calibration`: `predict`, the
+            pipeline, the ONNX runtime and the app then give calibrated probabilities (see
+            `multitask_st.training.calibration`). Nothing happens without an `eval_dataset`.
         save_plots (`bool`, defaults to `True`):
             When training ends, write `training_loss.png` and `evaluation_metrics.png` into `output_dir` (see
             `multitask_st.training.plots`; needs matplotlib, else a one-line note).
@@ -105,7 +116,13 @@ class MultiTaskTrainingArguments(TrainingArguments):
     embedding_distillation_weight: float = field(
         default=10.0, metadata={"help": "Weight of the similarity-preserving embedding loss; 0 = off."}
     )
+    head_distillation_weight: float = field(
+        default=1.0, metadata={"help": "Weight of holding the heads without training data to their outputs; 0 = off."}
+    )
     stsb_eval_pairs: int = field(default=500, metadata={"help": "STS-B pairs scored per evaluation; 0 = off."})
+    calibrate: bool = field(
+        default=True, metadata={"help": "Fit a temperature per head on the validation split after training."}
+    )
     save_plots: bool = field(default=True, metadata={"help": "Write loss and metric plots (PNG) to output_dir."})
     tune_thresholds: bool = field(
         default=True, metadata={"help": "After training, tune multi-label thresholds on the validation set."}
@@ -162,5 +179,7 @@ class MultiTaskTrainingArguments(TrainingArguments):
             raise ValueError(
                 f"`embedding_distillation_weight` must be >= 0, got {self.embedding_distillation_weight!r}."
             )
+        if not self.head_distillation_weight >= 0:
+            raise ValueError(f"`head_distillation_weight` must be >= 0, got {self.head_distillation_weight!r}.")
         if self.stsb_eval_pairs < 0:
             raise ValueError(f"`stsb_eval_pairs` must be >= 0, got {self.stsb_eval_pairs}.")

