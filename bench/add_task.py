@@ -65,11 +65,17 @@ def main():
     parser.add_argument("--newsgroup-train", type=int, default=2000, help="Newsgroup training examples.")
     parser.add_argument("--epochs", type=float, default=2.0)
     parser.add_argument("--runs", nargs="+", default=["held", "naive", "frozen", "joint"])
+    parser.add_argument("--eval-samples", type=int, default=EVAL_CAP, help="Newsgroup validation/test examples.")
+    parser.add_argument(
+        "--start-from-record", action="store_true",
+        help="Take the starting model's test scores from its training_summary.json (same splits) instead of scoring it.",
+    )  # fmt: skip
     parser.add_argument("--output", default=None, help="Write the numbers as JSON here.")
     args = parser.parse_args()
 
     work = Path(args.work)
-    common = ["--num_train_epochs", str(args.epochs), "--max_eval_samples", str(EVAL_CAP), "--overwrite_output_dir"]
+    common = ["--num_train_epochs", str(args.epochs), "--max_eval_samples", str(args.eval_samples),
+              "--overwrite_output_dir"]  # fmt: skip
     new = f"{NEW_TASK[0]}={NEW_TASK[1]}"
     budget = f"{NEW_TASK[0]}={args.newsgroup_train}"
     runs = {
