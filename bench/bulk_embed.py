@@ -44,8 +44,10 @@ def model_folder(model: str | None, folder: Path) -> str:
     return str(folder)
 
 
-def run_embed(prefix: list[str], model: str, source: Path, output: Path, extra: list[str], env: dict) -> dict:
-    command = [*prefix, "embed", model, str(source), "--output", str(output), "--shard_size", "500", *extra]
+def run_embed(
+    prefix: list[str], model: str, source: Path, output: Path, extra: list[str], env: dict, shard_size: int
+) -> dict:
+    command = [*prefix, "embed", model, str(source), "--output", str(output), "--shard_size", str(shard_size), *extra]
     started = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - started
@@ -63,6 +65,7 @@ def run_embed(prefix: list[str], model: str, source: Path, output: Path, extra: 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="A trained model folder (default: MiniLM with fresh heads: same speed).")
+    parser.add_argument("--shard_size", type=int, default=500)
     parser.add_argument("--texts", type=int, default=4000)
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--skip", nargs="*", default=[], help="Runs to leave out: encode, one, two, ray.")
@@ -72,10 +75,18 @@ def main():
     model = model_folder(args.model, work / "model")
     source = work / "corpus.txt"
     texts = corpus(source, args.texts)
-    print(f"{machine()}; {len(texts)} Rotten Tomatoes texts, batch {args.batch_size}, shards of 500; model {model}")
+    print(f"{machine()}; {len(texts)} Rotten Tomatoes texts, batch {args.batch_size}, shards of {args.shard_size}; model {model}",
+          flush=True)  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     python_m = [sys.executable, "-m", "multitask_st"]
     results = {}
+
+    def report(name: str, speed: float):  # printed as measured: a long run stopped half-way keeps what it measured
+        results[name] = speed
+        baseline = results.get("plain encode (1 process, in-process)")
+        print(f"| {name} | {speed:.1f} | {f'{speed / baseline:.2f}x' if baseline else '-'} |", flush=True)
+
+    print("| run | texts/s | vs plain encode |\n|---|---:|---:|", flush=True)
     if "encode" not in args.skip:
         import torch
         from transformers import AutoTokenizer
@@ -88,11 +99,11 @@ def main():
         loaded.encode(texts[:64], tokenizer)  # warm-up
         started = time.perf_counter()
         loaded.encode(texts, tokenizer, batch_size=args.batch_size)
-        results["plain encode (1 process, in-process)"] = len(texts) / (time.perf_counter() - started)
+        report("plain encode (1 process, in-process)", len(texts) / (time.perf_counter() - started))
         started = time.perf_counter()
         loaded.encode(texts, tokenizer, batch_size=args.batch_size)
         loaded.predict(texts, tokenizer, batch_size=args.batch_size)
-        results["encode + predict (2 passes, in-process)"] = len(texts) / (time.perf_counter() - started)
+        report("encode + predict (2 passes, in-process)", len(texts) / (time.perf_counter() - started))
     runs = {
         "one": ("embed, 1 process", python_m, [], {"OMP_NUM_THREADS": str(cores)}, 1),
         "two": ("embed, 2 processes (torchrun)",
@@ -105,15 +116,10 @@ def main():
         if key in args.skip:
             continue
         measured = run_embed(prefix, model, source, work / key, ["--batch_size", str(args.batch_size), *extra],
-                             {**env, **variables})  # fmt: skip
-        results[f"{name}: wall (start-up included)"] = measured["rows"] / measured["wall"]
+                             {**env, **variables}, args.shard_size)  # fmt: skip
+        report(f"{name}: wall (start-up included)", measured["rows"] / measured["wall"])
         parallel = min(workers, measured["shards"])  # workers that had a shard to write
-        results[f"{name}: busy in shards"] = measured["rows"] / (measured["shard_seconds"] / parallel)
-    baseline = results.get("plain encode (1 process, in-process)")
-    print("| run | texts/s | vs plain encode |\n|---|---:|---:|")
-    for name, speed in results.items():
-        ratio = f"{speed / baseline:.2f}x" if baseline else "-"
-        print(f"| {name} | {speed:.0f} | {ratio} |")
+        report(f"{name}: busy in shards", measured["rows"] / (measured["shard_seconds"] / parallel))
 
 
 if __name__ == "__main__":
