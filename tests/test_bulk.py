@@ -216,6 +216,25 @@ def test_multi_label_and_regression_heads_get_their_own_columns(tmp_path, tiny_t
                                atol=1e-5)  # fmt: skip
 
 
+def test_pair_and_embedding_tasks_are_left_out_and_named_if_asked_for(tmp_path, tiny_tokenizer):
+    tasks = {"topic": ["world", "sports"], "nli": ["yes", "no"], "sts": ["cosine_similarity"]}
+    model, folder = save_tiny(tmp_path, tiny_tokenizer, tasks=tasks, task_kinds={"nli": "pair_classification",
+                                                                                   "sts": "embedding"})  # fmt: skip
+    (tmp_path / "corpus.txt").write_text("\n".join(TEXTS) + "\n")
+    settings = EmbedSettings(source=str(tmp_path / "corpus.txt"), model=str(folder))
+    embed_corpus(open_corpus(settings.source), settings, tmp_path / "out")
+    table = read_output(tmp_path / "out")
+    assert table.column_names == ["row", "embedding", "topic", "topic_score", "topic_probabilities"]
+    assert table["topic"].to_pylist() == [p["topic"]["label"] for p in model.predict(TEXTS, tiny_tokenizer)]
+    settings = EmbedSettings(source=str(tmp_path / "corpus.txt"), model=str(folder), outputs=["embedding", "nli"])
+    with pytest.raises(
+        ValueError,
+        match=r"^Output\(s\) \['nli'\] read pairs of texts \(pair_classification\); a "
+        r"corpus gives one text per row: choose from \['embedding', 'topic'\]\.$",
+    ):
+        embed_corpus(open_corpus(settings.source), settings, tmp_path / "pairs")
+
+
 def test_onnx_runtime_writes_the_same_layout_with_its_numbers(tmp_path, model_dir, corpus_csv):
     from multitask_st.export.onnx import export_onnx
     from multitask_st.export.onnx_runtime import MultiTaskSTOnnxModel

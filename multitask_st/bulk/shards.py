@@ -41,6 +41,7 @@ from ..inference_multitask_st import (
     label_rows,
     progress_bar,
     resolve_calibration,
+    text_head_tasks,
 )
 from .corpus import column_batches
 
@@ -142,15 +143,31 @@ class ShardModel:
             chunks = self.model.score_chunks(texts, self.tokenizer, tasks, with_embeddings=True, **options)
         return np.concatenate(list(chunks))
 
+    def embed_rows(self, texts: list[str], batch_size: int, max_length: int | None) -> np.ndarray:
+        """`(len(texts), embedding_dim)` float32: `encode`'s embeddings, in input order."""
+        options = {"batch_size": batch_size, "max_length": max_length, "chunk_size": max(len(texts), 1),
+                   "show_progress_bar": False}  # fmt: skip
+        if self.runtime == "onnx":
+            return np.concatenate(list(self.model.encode_chunks(texts, **options)))
+        return np.concatenate(list(self.model.encode_chunks(texts, self.tokenizer, **options)))
 
-def output_tasks(settings: EmbedSettings, tasks: dict[str, list[str]]) -> tuple[bool, list[str]]:
-    """Whether the embedding is written, and the heads whose predictions are (all of them by default)."""
+
+def output_tasks(settings: EmbedSettings, model: ShardModel) -> tuple[bool, list[str]]:
+    """Whether the embedding is written, and the heads whose predictions are (by default every head that reads one
+    text; a pair or embedding task needs two texts per row, which a corpus of texts does not have)."""
+    heads = text_head_tasks(model.kinds)
     if not settings.outputs:
-        return True, list(tasks)
-    unknown = [name for name in settings.outputs if name != EMBEDDING_COLUMN and name not in tasks]
+        return True, heads
+    pair_tasks = [name for name in settings.outputs if name in model.tasks and name not in heads]
+    if pair_tasks:
+        raise ValueError(
+            f"Output(s) {pair_tasks} read pairs of texts ({', '.join(model.kinds[name] for name in pair_tasks)}); a "
+            f"corpus gives one text per row: choose from {[EMBEDDING_COLUMN, *heads]}."
+        )
+    unknown = [name for name in settings.outputs if name != EMBEDDING_COLUMN and name not in heads]
     if unknown:
-        raise ValueError(f"Unknown output(s) {unknown}; choose from {[EMBEDDING_COLUMN, *tasks]} (default: all).")
-    return EMBEDDING_COLUMN in settings.outputs, [name for name in tasks if name in settings.outputs]
+        raise ValueError(f"Unknown output(s) {unknown}; choose from {[EMBEDDING_COLUMN, *heads]} (default: all).")
+    return EMBEDDING_COLUMN in settings.outputs, [name for name in heads if name in settings.outputs]
 
 
 def shard_table(
@@ -162,15 +179,16 @@ def shard_table(
 ) -> pa.Table:
     """One shard's output table from its input `columns` (the text column and those kept), rows from `first_row`."""
     texts = columns[settings.text_column]
-    with_embedding, tasks = output_tasks(settings, model.tasks)
+    with_embedding, tasks = output_tasks(settings, model)
     valid = [index for index, text in enumerate(texts) if isinstance(text, str) and has_content(text)]
     width = sum(len(model.tasks[task]) for task in tasks)
     rows = np.zeros((0, width + model.embedding_dim), dtype=np.float32)
     if valid:
-        rows = model.score_rows([texts[index] for index in valid], tasks or list(model.tasks)[:1], batch_size,
-                                settings.max_length)  # fmt: skip
-        if not tasks:  # embedding only: the head that ran alongside is dropped
-            rows = rows[:, -model.embedding_dim :]
+        inputs = [texts[index] for index in valid]
+        if tasks:
+            rows = model.score_rows(inputs, tasks, batch_size, settings.max_length)
+        else:  # the embedding alone: `encode`'s own path, no head
+            rows = model.embed_rows(inputs, batch_size, settings.max_length)
     size = len(texts)
     mask = np.ones(size, dtype=bool)
     mask[valid] = False  # null where the text has no content
@@ -248,7 +266,7 @@ def start_manifest(output_dir: str | os.PathLike, settings: EmbedSettings, model
     """Checks that `output_dir` is new, empty, or holds a run with the same settings (then it continues); the first
     process writes the manifest of a new run. Returns the folder."""
     output_dir = Path(output_dir)
-    output_tasks(settings, model.tasks)  # an unknown output is named before anything is written
+    output_tasks(settings, model)  # an unknown output is named before anything is written
     if rank != 0:  # process 0 checks the folder and writes the manifest of a new run: wait for it
         _wait_for(output_dir / MANIFEST_NAME)
     existing = read_manifest(output_dir)
