@@ -27,6 +27,7 @@ from .configuration_multitask_st import (
     normalize_task_calibration,
     normalize_task_kinds,
     normalize_task_loss_weights,
+    normalize_task_target_scaling,
     normalize_tasks,
     sentence_transformers_max_seq_length,
 )
@@ -807,6 +808,17 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
         with torch.inference_mode(), inference_precision(device, dtype):
             rows, inverse = run_in_length_order(lengths, batch_size, run, progress)
             return torch.cat(rows).cpu().numpy()[inverse]
+
+    def set_target_scaling(self, task: str, mean: list[float], std: list[float]):
+        """A regression task's target scaling (see `config.task_target_scaling`): the head then predicts
+        `mean + std * z`. `MultiTaskTrainer` sets it from the training targets before the first step."""
+        scaling = {**self.config.task_target_scaling, task: {"mean": list(mean), "std": list(std)}}
+        self.config.task_target_scaling = normalize_task_target_scaling(
+            scaling, self.config.tasks, self.config.task_kinds
+        )
+        head = self.heads[task]
+        head.target_mean.copy_(torch.tensor(self.config.task_target_scaling[task]["mean"]))
+        head.target_std.copy_(torch.tensor(self.config.task_target_scaling[task]["std"]))
 
     def default_max_length(self, tokenizer) -> int:
         """Tokens kept per text when no `max_length` is given (see `inference_multitask_st.default_max_length`)."""
