@@ -100,8 +100,16 @@ def assert_same_predictions(got, expected, where):
                                        err_msg=where)  # fmt: skip
 
 
-@pytest.mark.parametrize("projection", PROJECTIONS)
-@pytest.mark.parametrize("pooling_mode", POOLING_MODES)
+# Each pooling mode once, each projection at least once: the table's cases are the doors' own code (text rule,
+# streaming, chunking, argument checks), the same for every configuration; every one of the 12 pooling x projection
+# cells is compared with `model.encode/predict` door by door in test_pipeline.py, test_sentence_transformers_door.py,
+# test_onnx_export.py and (save, load, `AutoModel`) test_modeling.py.
+CONFIGURATIONS = [("mean", "linear"), ("cls", "mlp"), ("max", "none"), ("attention", "mlp")]
+assert {pooling for pooling, _ in CONFIGURATIONS} == set(POOLING_MODES)
+assert {projection for _, projection in CONFIGURATIONS} == set(PROJECTIONS)
+
+
+@pytest.mark.parametrize(("pooling_mode", "projection"), CONFIGURATIONS)
 def test_every_door_gives_the_same_outputs_and_errors(tmp_path, tiny_tokenizer, pooling_mode, projection):
     model, folder, onnx_folder = folder_with_every_door(
         tmp_path, tiny_tokenizer, pooling_mode=pooling_mode, projection=projection
