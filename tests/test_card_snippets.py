@@ -3,7 +3,8 @@
 The card is rendered for a Hub id; the test swaps in the staged folder's path and runs each fenced block in a fresh
 process: without multitask-st (blocked in `sys.modules`) unless the block itself imports it, and with stdin left open
 so that transformers' "Do you wish to run the custom code?" prompt would hang and fail the test instead of reading
-an end-of-file as "no".
+an end-of-file as "no". The same block of two cards (two model configurations) shares one process, each in a
+namespace of its own: an interpreter start and `import torch` cost more than the block itself.
 """
 
 import json
@@ -28,7 +29,7 @@ def staged_card(tmp_path, tokenizer, **overrides) -> tuple:
     model = MultiTaskSTModel(tiny_config(**overrides)).eval()
     model.save_pretrained(tmp_path / "model")
     tokenizer.save_pretrained(tmp_path / "model")
-    stage = tmp_path / "staged"
+    stage = tmp_path / f"staged-{tmp_path.name}"  # remote code of two cards in one process: two module names
     stage_model_dir(tmp_path / "model", stage, repo_id=REPO_ID)
     card = ModelCard((stage / "README.md").read_text())
     return stage, card
@@ -38,16 +39,30 @@ def python_blocks(card: ModelCard) -> list[str]:
     return FENCED_PYTHON.findall(card.text)
 
 
-def run_snippet(code: str, folder, cwd, timeout: int = 300) -> str:
-    """Runs `code` with the folder's path for the repo id; returns its output. stdin stays open the whole time."""
-    code = code.replace(json.dumps(REPO_ID), json.dumps(str(folder)))
+SNIPPET_START = "--- snippet {} ---"
+
+
+def run_snippets(snippets: list[tuple[str, object]], cwd, timeout: int = 300) -> list[str]:
+    """Runs each `(code, folder)`, the folder's path for the repo id, one after the other in one fresh process, each
+    in a namespace of its own (a snippet that forgets an import still fails); returns each one's standard output
+    (the process's standard error goes with the last). stdin stays open the whole time."""
+    codes = [code.replace(json.dumps(REPO_ID), json.dumps(str(folder))) for code, folder in snippets]
+    uses_package = {"multitask_st" in code for code in codes}
+    assert len(uses_package) == 1, "run the snippets that import multitask_st apart from those that do not"
+    runner = (
+        f"for index, code in enumerate({codes!r}):\n"
+        f"    print({SNIPPET_START!r}.format(index), flush=True)\n"
+        "    exec(compile(code, f'<snippet {index}>', 'exec'), {'__name__': '__main__'})\n"
+    )
     # a reader without the package, unless the snippet imports it
-    result = run_python(code, cwd, block=() if "multitask_st" in code else ("multitask_st",), timeout=timeout)
+    result = run_python(runner, cwd, block=() if uses_package.pop() else ("multitask_st",), timeout=timeout)
     text = result.stdout + result.stderr
-    process = result
-    assert PROMPT not in text, f"the snippet stopped at transformers' remote-code prompt:\n{code}\n{text}"
-    assert process.returncode == 0, f"snippet failed (exit {process.returncode}):\n{code}\n{text[-3000:]}"
-    return text
+    shown = "\n# ----\n".join(codes)
+    assert PROMPT not in text, f"a snippet stopped at transformers' remote-code prompt:\n{shown}\n{text}"
+    assert result.returncode == 0, f"snippet failed (exit {result.returncode}):\n{shown}\n{text[-3000:]}"
+    outputs = [result.stdout.split(SNIPPET_START.format(index), 1)[1] for index in range(len(codes))]
+    outputs = [output.split(SNIPPET_START.format(index + 1), 1)[0] for index, output in enumerate(outputs)]
+    return [*outputs[:-1], outputs[-1] + result.stderr]
 
 
 def test_card_tells_the_truth_about_its_doors(tmp_path, tiny_tokenizer):
@@ -75,17 +90,22 @@ def test_card_tells_the_truth_about_its_doors(tmp_path, tiny_tokenizer):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "overrides",
-    [
-        {"pooling_mode": "mean", "projection": "none"},  # every door, TEI-ready export
-        {"pooling_mode": "attention", "projection": "mlp", "normalize_embeddings": True},  # no plain export
-    ],
-)
-def test_every_card_snippet_runs_without_a_prompt(tmp_path, tiny_tokenizer, overrides):
-    stage, card = staged_card(tmp_path, tiny_tokenizer, **overrides)
-    blocks = python_blocks(card)
-    assert blocks
-    outputs = [run_snippet(block, stage, tmp_path) for block in blocks]
-    assert "sentiment" in outputs[1] and "topic" in outputs[1]  # the pipeline printed every head
-    assert "You are using a model of type" not in "".join(outputs)  # no config loaded as the wrong class
+def test_every_card_snippet_runs_without_a_prompt(tmp_path, tiny_tokenizer):
+    cards = [
+        staged_card(tmp_path / "plain", tiny_tokenizer, pooling_mode="mean", projection="none"),  # every door, TEI
+        # no plain export, another pooling, projection and normalisation through the same snippets
+        staged_card(tmp_path / "attention", tiny_tokenizer, pooling_mode="attention", projection="mlp",
+                    normalize_embeddings=True),
+    ]  # fmt: skip
+    blocks = [python_blocks(card) for _, card in cards]
+    assert [len(card_blocks) for card_blocks in blocks] == [5, 4]
+    outputs = []
+    for index in range(len(blocks[0])):
+        # the same block of each card that has it
+        snippets = [(card_blocks[index], stage) for card_blocks, (stage, _) in zip(blocks, cards, strict=True)
+                    if index < len(card_blocks)]  # fmt: skip
+        assert len({code.splitlines()[0] for code, _ in snippets}) == 1, snippets  # the same section of the card
+        outputs.append(run_snippets(snippets, tmp_path))
+    for printed in outputs[1][:2]:
+        assert "sentiment" in printed and "topic" in printed  # the pipeline printed every head, on each card
+    assert "You are using a model of type" not in "".join(sum(outputs, []))  # no config loaded as the wrong class
