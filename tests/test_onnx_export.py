@@ -531,10 +531,13 @@ def _export_py(*args: str, timeout: int = 300):
     )  # fmt: skip
 
 
-@pytest.mark.slow  # five runs of export.py, each a fresh interpreter
-def test_export_py_onnx_as_a_command(tmp_path, tiny_tokenizer):
+@pytest.mark.slow  # two runs of export.py, each a fresh interpreter
+def test_export_py_onnx_as_a_command(tmp_path, tiny_tokenizer, capsys):
+    from multitask_st.cli import export
+
     model, model_dir = save_tiny(tmp_path, tiny_tokenizer)
     out = tmp_path / "out"
+    # As a command: the script's exit status, its report on stdout, its error named after it on stderr.
     first = _export_py(str(model_dir), "--format", "onnx", "--output", str(out))
     assert first.returncode == 0, first.stderr
     line = next(line for line in first.stdout.splitlines() if line.startswith("onnx/model.onnx: "))
@@ -548,17 +551,23 @@ def test_export_py_onnx_as_a_command(tmp_path, tiny_tokenizer):
         again.stderr.startswith("export.py: error: `output_dir`")
         and "pass overwrite=True (--overwrite)" in again.stderr
     )
+
+    # The rest is the same `main` the script calls (exit status returned, errors on stderr): run in this process.
+    def export_py(*args: str) -> tuple[int, str]:
+        code = export.main(list(args), prog="export.py")
+        return code, capsys.readouterr().err
+
     (out / "onnx" / "model.onnx").write_bytes(b"stale")
-    replaced = _export_py(str(model_dir), "--format", "onnx", "--output", str(out), "--overwrite")
-    assert replaced.returncode == 0, replaced.stderr
+    code, error = export_py(str(model_dir), "--format", "onnx", "--output", str(out), "--overwrite")
+    assert code == 0, error
     assert MultiTaskSTOnnxModel.from_pretrained(out).encode(TEXTS).shape == (len(TEXTS), 32)
 
-    wrong = _export_py(
+    code, error = export_py(
         str(model_dir), "--format", "sentence-transformers", "--output", str(tmp_path / "st"), "--quantize", "int8"
     )
-    assert wrong.returncode == 1 and "--quantize applies to --format onnx only." in wrong.stderr
-    missing = _export_py(str(tmp_path / "nope"), "--format", "onnx", "--output", str(tmp_path / "x"))
-    assert missing.returncode == 1 and "does not exist or is not a directory" in missing.stderr
+    assert code == 1 and "export.py: error: --quantize applies to --format onnx only." in error
+    code, error = export_py(str(tmp_path / "nope"), "--format", "onnx", "--output", str(tmp_path / "x"))
+    assert code == 1 and "does not exist or is not a directory" in error
 
 
 def test_export_py_int8_miss_exits_1_and_writes_nothing(tmp_path, tiny_tokenizer, monkeypatch, capsys):
