@@ -8,9 +8,11 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
-from conftest import train_arguments
+from conftest import tiny_backbone_config, train_arguments
+from transformers import BertModel
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,27 +50,42 @@ def _run(driver: Path, kill_at: int, arguments: list[str], interrupt_at: int = 0
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
 
 
-@pytest.mark.slow
-def test_killed_and_resumed_run_matches_an_uninterrupted_one(tmp_path, tiny_backbone_dir):
-    driver = tmp_path / "driver.py"
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, tiny_tokenizer) -> SimpleNamespace:
+    """The 6-step run (a checkpoint every 2 steps) that each test interrupts and resumes, run once uninterrupted for
+    both: the same backbone (saved once: its weights are random) and data files, only the output folder differs."""
+    folder = tmp_path_factory.mktemp("resume")
+    backbone = folder / "backbone"
+    BertModel(tiny_backbone_config(), add_pooling_layer=False).save_pretrained(backbone)
+    tiny_tokenizer.save_pretrained(backbone)
+    driver = folder / "driver.py"
     driver.write_text(DRIVER)
-    arguments = train_arguments(tmp_path, tiny_backbone_dir)
+    arguments = train_arguments(folder, backbone)
     arguments[arguments.index("--save_strategy") + 1] = "steps"
     arguments[arguments.index("--max_steps") + 1] = "6"
     arguments += ["--save_steps", "2", "--save_total_limit", "10", "--learning_rate", "1e-3"]
-    out = arguments.index("--output_dir") + 1
-
-    arguments[out] = str(tmp_path / "whole")
+    arguments[arguments.index("--output_dir") + 1] = str(folder / "whole")
     assert _run(driver, 0, arguments).returncode == 0
-    arguments[out] = str(tmp_path / "killed")
-    killed = _run(driver, 4, arguments)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    assert not (tmp_path / "killed" / "model.safetensors").exists()
-    checkpoint = tmp_path / "killed" / "checkpoint-4"
+    return SimpleNamespace(driver=driver, arguments=arguments, whole=folder / "whole")
+
+
+def _into(arguments: list[str], output_dir: Path) -> list[str]:
+    arguments = list(arguments)
+    arguments[arguments.index("--output_dir") + 1] = str(output_dir)
+    return arguments
+
+
+@pytest.mark.slow
+def test_killed_and_resumed_run_matches_an_uninterrupted_one(tmp_path, uninterrupted):
+    driver, whole, killed = uninterrupted.driver, uninterrupted.whole, tmp_path / "killed"
+    arguments = _into(uninterrupted.arguments, killed)
+    killed_run = _run(driver, 4, arguments)
+    assert killed_run.returncode == -signal.SIGKILL, killed_run.stderr[-2000:]
+    assert not (killed / "model.safetensors").exists()
+    checkpoint = killed / "checkpoint-4"
     resumed = _run(driver, 0, [*arguments, "--resume_from_checkpoint", str(checkpoint)])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
-    whole, killed = tmp_path / "whole", tmp_path / "killed"
     for name in ["checkpoint-2", "checkpoint-4", "checkpoint-6", "."]:
         assert (whole / name / "model.safetensors").read_bytes() == (killed / name / "model.safetensors").read_bytes()
     # The resumed run's speed covers the whole run: the time trained before the kill (recorded in checkpoint-4) is in.
@@ -81,27 +98,17 @@ def test_killed_and_resumed_run_matches_an_uninterrupted_one(tmp_path, tiny_back
 
 
 @pytest.mark.slow
-def test_ctrl_c_mid_run_then_resume_matches_an_uninterrupted_one(tmp_path, tiny_backbone_dir):
-    driver = tmp_path / "driver.py"
-    driver.write_text(DRIVER)
-    arguments = train_arguments(tmp_path, tiny_backbone_dir)
-    arguments[arguments.index("--save_strategy") + 1] = "steps"
-    arguments[arguments.index("--max_steps") + 1] = "6"
-    arguments += ["--save_steps", "2", "--save_total_limit", "10", "--learning_rate", "1e-3"]
-    out = arguments.index("--output_dir") + 1
-    arguments[out] = str(tmp_path / "whole")
-    assert _run(driver, 0, arguments).returncode == 0
-
-    arguments[out] = str(tmp_path / "interrupted")
+def test_ctrl_c_mid_run_then_resume_matches_an_uninterrupted_one(tmp_path, uninterrupted):
+    driver, folder = uninterrupted.driver, tmp_path / "interrupted"
+    arguments = _into(uninterrupted.arguments, folder)
     interrupted = _run(driver, 0, arguments, interrupt_at=5)  # after checkpoint-4, before checkpoint-6
     # Python's default SIGINT handling: KeyboardInterrupt, then the process ends by SIGINT; nothing half-finished
     assert interrupted.returncode == -signal.SIGINT, interrupted.stderr[-2000:]
     assert "KeyboardInterrupt" in interrupted.stderr
-    folder = tmp_path / "interrupted"
     assert sorted(path.name for path in folder.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
     assert not (folder / "model.safetensors").exists() and not (folder / "training_summary.json").exists()
     resumed = _run(driver, 0, [*arguments, "--resume_from_checkpoint", str(folder / "checkpoint-4")])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     for name in ["checkpoint-6", "."]:
-        whole = tmp_path / "whole" / name / "model.safetensors"
+        whole = uninterrupted.whole / name / "model.safetensors"
         assert whole.read_bytes() == (folder / name / "model.safetensors").read_bytes()
