@@ -34,8 +34,9 @@ demo: setup
 app: setup
 	$(PY) app.py
 
+# --durations: the slowest tests in every CI log, so a test that eats the 10-minute budget shows where it is added.
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 # Mutation testing of the modules where a wrong number hides easily (tests/mutation/mutate.py says which, and why
 # mutmut), fast tests only, one module at a time: `make mutate` or `make mutate MODULES="metrics sampling"`. Not part of
