@@ -248,3 +248,107 @@ def test_push_uses_the_token_and_creates_only_a_missing_branch(trained, online, 
     assert api.token == "hf_secret" and api.library_name == "multitask-st"
     assert create_branch.called is branch_created
     assert upload_folder.call_args.kwargs["revision"] == revision
+
+
+# ---------------------------------------------------------------------------------------------------- what staging says and keeps
+
+
+def _log_lines(logger_name: str) -> tuple[list[str], object]:
+    """The messages a package logger emits at INFO, whatever the root logger's and the CLI's settings."""
+    import logging
+
+    lines = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: lines.append(record.getMessage())
+    logger = logging.getLogger(logger_name)
+    logger.addHandler(handler)
+    previous = logger.level
+    logger.setLevel(logging.INFO)
+    return lines, lambda: (logger.removeHandler(handler), logger.setLevel(previous))
+
+
+def test_staging_names_what_it_leaves_out_and_copies_the_files_a_user_may_edit(trained, tmp_path):
+    import os
+
+    folder = shutil.copytree(trained.model_dir, tmp_path / "model")
+    (folder / "README.md").write_text("the directory's own card")
+    lines, restore = _log_lines("multitask_st.sharing.staging")
+    try:
+        staged = stage_model_dir(folder, tmp_path / "stage")
+    finally:
+        restore()
+    left_out = (
+        "all_results.json, checkpoint-5/, optimizer.pt, rng_state.pth, runs/, trainer_state.json, training_args.bin"
+    )
+    assert lines == [
+        "The directory's own README.md is replaced by the rendered card.",
+        f"Not uploading these entries of {folder}: {left_out}.",
+        f"Staged {len(staged)} files in {tmp_path / 'stage'}.",
+    ]
+    # Weights are hard-linked (gigabytes, never edited in place); every other file is a copy, so editing the staged
+    # card or config leaves the model folder as it was.
+    for name in staged:
+        linked = os.path.samefile(tmp_path / "stage" / name, folder / name) if (folder / name).exists() else False
+        assert linked is name.endswith(".safetensors"), name
+
+
+def test_the_license_language_and_template_reach_the_staged_card(trained, tmp_path):
+    from conftest import REPO_ROOT
+
+    template = tmp_path / "template.md"
+    template.write_text((REPO_ROOT / "model_card.md").read_text() + "\nA line only this template has.\n")
+    stage_model_dir(
+        trained.model_dir, tmp_path / "stage", license="mit", language=["fr", "de"], template_path=template
+    )
+    card = ModelCard((tmp_path / "stage" / "README.md").read_text())
+    assert (card.data.license, card.data.language) == ("mit", ["fr", "de"])
+    assert "A line only this template has." in card.text
+
+
+def test_push_keeps_the_stage_dir_passes_the_card_settings_and_checks_first(trained, tmp_path, online):
+    commit = SimpleNamespace(commit_url="https://hf.co/org/m/commit/1", pr_url="https://hf.co/org/m/discussions/1")
+    cards = []
+
+    def upload_folder(self, *, folder_path, **kwargs):
+        cards.append(ModelCard((Path(folder_path) / "README.md").read_text()))
+        return commit
+
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "file").write_text("x")
+    with (
+        mock.patch.object(HfApi, "create_repo", autospec=True, return_value=RepoUrl("https://huggingface.co/org/m")) as create_repo,
+        mock.patch.object(HfApi, "create_branch", autospec=True),
+        mock.patch.object(HfApi, "upload_folder", autospec=True, side_effect=upload_folder),
+    ):  # fmt: skip
+        with pytest.raises(ValueError, match=r"`stage_dir` '.*taken' must be an empty directory or not exist yet"):
+            push_model_dir(trained.model_dir, "org/m", token="hf_test", stage_dir=tmp_path / "taken")
+        create_repo.assert_not_called()
+        # A pull request against "main" by name is the default branch's.
+        push_model_dir(trained.model_dir, "org/m", token="hf_test", stage_dir=tmp_path / "kept", create_pr=True,
+                       revision="main", license="mit", language="fr")  # fmt: skip
+    kept = sorted(p.relative_to(tmp_path / "kept").as_posix() for p in (tmp_path / "kept").rglob("*"))
+    assert kept == trained.expected_files  # the staged folder stays where it was asked to be
+    assert (cards[0].data.license, cards[0].data.language) == ("mit", "fr")
+
+
+def test_push_errors_say_what_to_do(trained, monkeypatch, tmp_path):
+    with pytest.raises(OfflineModeIsEnabled) as error:
+        push_model_dir(trained.model_dir, "org/multitask-st", token="hf_test")
+    assert str(error.value) == (
+        "Cannot push to the Hub: offline mode is enabled (HF_HUB_OFFLINE=1). Unset HF_HUB_OFFLINE, or only stage "
+        "the files with `stage_model_dir`."
+    )
+    with pytest.raises(ValueError) as error:
+        push_model_dir(trained.model_dir, "org/multitask-st", revision="v1", create_pr=True, token="hf_test")
+    assert str(error.value) == (
+        "`create_pr` opens a pull request against the default branch; it cannot target revision 'v1'. "
+        "Pass one of the two."
+    )
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    with mock.patch("multitask_st.sharing.staging.get_token", return_value=None), pytest.raises(
+        LocalTokenNotFoundError
+    ) as error:  # fmt: skip
+        push_model_dir(trained.model_dir, "org/multitask-st")
+    assert str(error.value) == (
+        "No Hugging Face token: run `hf auth login`, set the HF_TOKEN environment variable or pass `token`."
+    )
