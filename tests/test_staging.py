@@ -323,15 +323,26 @@ def test_push_keeps_the_stage_dir_passes_the_card_settings_and_checks_first(trai
         with pytest.raises(ValueError, match=r"`stage_dir` '.*taken' must be an empty directory or not exist yet"):
             push_model_dir(trained.model_dir, "org/m", token="hf_test", stage_dir=tmp_path / "taken")
         create_repo.assert_not_called()
-        # A pull request against "main" by name is the default branch's.
-        push_model_dir(trained.model_dir, "org/m", token="hf_test", stage_dir=tmp_path / "kept", create_pr=True,
-                       revision="main", license="mit", language="fr")  # fmt: skip
+        lines, restore = _log_lines("multitask_st.sharing.staging")
+        try:  # a pull request against "main" by name is the default branch's
+            push_model_dir(trained.model_dir, "org/m", token="hf_test", stage_dir=tmp_path / "kept", create_pr=True,
+                           revision="main", license="mit", language="fr")  # fmt: skip
+        finally:
+            restore()
     kept = sorted(p.relative_to(tmp_path / "kept").as_posix() for p in (tmp_path / "kept").rglob("*"))
     assert kept == trained.expected_files  # the staged folder stays where it was asked to be
     assert (cards[0].data.license, cards[0].data.language) == ("mit", "fr")
+    assert lines[-2:] == [
+        f"Uploading {len(kept)} files to org/m: {', '.join(kept)}.",
+        "Pushed org/m: https://hf.co/org/m/discussions/1",  # the pull request, when there is one
+    ]
 
 
 def test_push_errors_say_what_to_do(trained, monkeypatch, tmp_path):
+    from huggingface_hub.errors import HFValidationError
+
+    with pytest.raises(HFValidationError, match="'org/bad--id'"):  # checked here too, not only by the CLI
+        push_model_dir(trained.model_dir, "org/bad--id", token="hf_test")
     with pytest.raises(OfflineModeIsEnabled) as error:
         push_model_dir(trained.model_dir, "org/multitask-st", token="hf_test")
     assert str(error.value) == (
