@@ -95,3 +95,46 @@ def test_bad_counts_and_levels_are_refused():
         clopper_pearson(11, 10)
     with pytest.raises(ValueError, match=r"`confidence` must lie strictly between 0 and 1, got 95"):
         clopper_pearson(1, 10, 95)
+
+
+def test_the_evidence_records_on_edge_counts_and_at_the_bounds():
+    """What mutation testing found unpinned: the report's every key, the no-text branches, one trial, a confidence
+    other than the default passed through, the interval's upper end with texts both ways, a bound met exactly."""
+    assert clopper_pearson(0, 1) == pytest.approx((0.0, 0.975))  # one trial: not the no-trial answer (0, 1)
+    assert flip_rate_evidence(0, 0, 0.02, 0.95) == {
+        "texts": 0, "flips": 0, "flip_rate": 0.0, "flip_rate_interval": [0.0, 1.0], "max_flip_rate": 0.02,
+        "refused": False,
+    }  # fmt: skip
+    assert accuracy_evidence(0, 0, 0, 0, 0.5, 0.95) == {
+        "texts": 0, "accuracy_pytorch": 0.0, "accuracy_graph": 0.0, "pytorch_right_graph_wrong": 0,
+        "pytorch_wrong_graph_right": 0, "drop_points": 0.0, "drop_points_interval": [0.0, 0.0],
+        "mcnemar_p_value": 1.0, "max_drop_points": 0.5, "refused": False,
+    }  # fmt: skip
+    # 90% passed on, not the default 95%.
+    assert flip_rate_evidence(3, 40, 0.02, 0.9)["flip_rate_interval"] == list(clopper_pearson(3, 40, 0.9))
+    low, high = clopper_pearson(6, 7, 0.9)
+    evidence = accuracy_evidence(6, 1, 100, 80, 0.5, 0.9)
+    assert evidence["drop_points_interval"] == pytest.approx([7 * (2 * low - 1), 7 * (2 * high - 1)])
+    assert (evidence["pytorch_right_graph_wrong"], evidence["pytorch_wrong_graph_right"]) == (6, 1)
+    with pytest.raises(ValueError, match=r"A count must lie in \[0, 10\]"):
+        accuracy_evidence(8, 5, 10, 7, 0.5, 0.95)  # 13 discordant texts of 10
+    # A bound met exactly does not refuse: only an interval wholly beyond it does.
+    at_bound = accuracy_evidence(50, 0, 1000, 800, 0.5, 0.95)["drop_points_interval"][0]
+    assert accuracy_evidence(50, 0, 1000, 800, at_bound, 0.95)["refused"] is False
+    rng = np.random.default_rng(1)
+    scores = rng.uniform(0, 5, size=200)
+    reference = scores + rng.normal(0, 1, size=200)
+    noisy = reference + rng.normal(0, 3, size=200)
+    first = spearman_delta_evidence(reference, noisy, scores, 0.5, 0.9)
+    assert first == spearman_delta_evidence(reference, noisy, scores, 0.5, 0.9)  # seeded: the same interval
+    assert (
+        first["delta_points_interval"]
+        != spearman_delta_evidence(reference, noisy, scores, 0.5, 0.95)["delta_points_interval"]
+    )  # the confidence reaches the bootstrap
+    assert set(first) == {"pairs", "pytorch", "graph", "delta_points", "delta_points_interval", "max_drop_points",
+                          "refused"}  # fmt: skip
+    met = -first["delta_points_interval"][1]
+    assert spearman_delta_evidence(reference, noisy, scores, met, 0.9)["refused"] is False
+    for confidence in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match="`confidence` must lie strictly between 0 and 1"):
+            clopper_pearson(1, 10, confidence)
