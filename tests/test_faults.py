@@ -4,6 +4,7 @@ import errno
 import json
 import math
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from transformers import AutoModel, TrainerCallback
 from multitask_st import MultiTaskSTConfig, MultiTaskSTModel
 from multitask_st.cli import push as push_cli
 from multitask_st.cli import train
+from multitask_st.data.corpora import BUILTIN_DATASETS
 from multitask_st.data.task_datasets import load_task_dataset
 from multitask_st.modeling_multitask_st import tokenizer_fingerprint
 from multitask_st.sharing.staging import stage_model_dir
@@ -297,7 +299,10 @@ def test_a_typo_in_a_built_in_name_lists_the_built_ins_before_the_hub(monkeypatc
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: pytest.fail("went to the Hub"))
     with pytest.raises(
         ValueError,
-        match=r"'rotten_tomatos' is not a built-in dataset \(did you mean 'rotten_tomatoes'\?\); the built-ins are \['bbc_news', 'rotten_tomatoes', 'stsb'\]",
+        match=re.escape(
+            f"'rotten_tomatos' is not a built-in dataset (did you mean 'rotten_tomatoes'?); the built-ins are "
+            f"{sorted(BUILTIN_DATASETS)}. Anything else is read as a local file or folder, or a Hub dataset id."
+        ),
     ):
         load_task_dataset("rotten_tomatos")
 
