@@ -651,7 +651,7 @@ class MultiTaskSTModel(MultiTaskSTPreTrainedModel):
             return model.finish_embedding(model.projection(model.pool(**inputs)[0]), normalize_embeddings)
 
         return self._run(sentences, tokenizer, embed_batch, "Encoding", batch_size, show_progress_bar, device,
-                         max_length, chunk_size, dtype)  # fmt: skip
+                         max_length, chunk_size, dtype=dtype)  # fmt: skip
 
     def predict(
         self,
