@@ -117,7 +117,12 @@ def load_openvino(args, work: str) -> tuple[dict, dict]:
         )
 
     OVQuantizer.get_calibration_dataset = calibration_dataset  # the Hub's SST-2 -> our calibration texts
-    export_static_quantized_openvino_model(model, OVQuantizationConfig(num_samples=len(calibration)), model_dir)
+    # A model of its own to quantise: the quantiser works on the model object it is given, and the bf16 contender must
+    # stay the bf16 graph (a run that quantised `model` itself gave both contenders the same embeddings).
+    to_quantize = SentenceTransformer(
+        model_dir, device="cpu", backend="openvino", model_kwargs={"ov_config": ov_config}
+    )
+    export_static_quantized_openvino_model(to_quantize, OVQuantizationConfig(num_samples=len(calibration)), model_dir)
     int8 = SentenceTransformer(
         model_dir,
         device="cpu",
