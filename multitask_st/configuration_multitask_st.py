@@ -78,8 +78,6 @@ LABEL_WIDTHS[REGRESSION] = LABEL_WIDTHS[MULTI_LABEL]
 LABEL_WIDTHS.update(
     dict.fromkeys((PAIR_CLASSIFICATION, PAIR_REGRESSION, EMBEDDING, EMBEDDING_CONTRASTIVE), LABEL_WIDTHS[SINGLE_LABEL])
 )
-# Per key of `task_calibration[task]` (what is tuned after training), the kinds it applies to.
-CALIBRATION_KINDS = {"thresholds": (MULTI_LABEL,), CALIBRATION_TEMPERATURE: (SINGLE_LABEL,)}
 
 DEFAULT_BACKBONE_MODEL_TYPE = "bert"
 DEFAULT_TASKS = {
@@ -196,7 +194,7 @@ class MultiTaskSTConfig(PretrainedConfig):
             Per regression task, `{"mean": [...], "std": [...]}` (one per output) of its training targets: the head
             predicts `mean + std * z`, so predictions come back in the data's units. Set by `MultiTaskTrainer`.
         task_calibration (`dict[str, dict]`, *optional*):
-            Per task, what is tuned on the validation split after training (keys: `CALIBRATION_KINDS`):
+            Per task, what is tuned on the validation split after training (keys: `CALIBRATION_KEYS`):
             `{"thresholds": [one per label]}` for a multi-label task (the probability at or above which `predict`
             gives a label; 0.5 until tuned, overridable per call); `{"temperature": t}` for a classification head
             (its logits are divided by `t` before the softmax in every door, see `MultiTaskTrainer.calibrate`;
@@ -483,10 +481,31 @@ def normalize_task_target_scaling(
     return normalized
 
 
+def _check_thresholds(name: str, value, labels: list[str]) -> list[float]:
+    if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != len(labels):
+        raise ValueError(f"`{name}` must hold one number per label ({len(labels)}: {labels}), got {value!r}.")
+    return [check_threshold(f"{name}[{i}]", v) for i, v in enumerate(value)]
+
+
+def _check_temperature(name: str, value, labels: list[str]) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+        raise ValueError(f"`{name}` must be a finite number > 0, got {value!r}.")
+    return float(value)
+
+
+# Per key of `task_calibration[task]` (what is tuned after training and saved with the model): the kinds of task it
+# applies to, and its check `(name for errors, value, the task's labels) -> the value to store`. A new key adds an
+# entry here.
+CALIBRATION_KEYS = {
+    "thresholds": ((MULTI_LABEL,), _check_thresholds),
+    CALIBRATION_TEMPERATURE: ((SINGLE_LABEL,), _check_temperature),
+}
+
+
 def normalize_task_calibration(
     calibration: Mapping[str, Mapping] | None, tasks: Mapping[str, list[str]], kinds: Mapping[str, str]
 ) -> dict[str, dict]:
-    """`{task: {key: value}}` of what is tuned after training (keys: `CALIBRATION_KINDS`), each key for its kinds:
+    """`{task: {key: value}}` of what is tuned after training (keys: `CALIBRATION_KEYS`), each key for its kinds:
     `"thresholds"`, one number in [0, 1] per label of a multi-label task; `"temperature"`, a finite number > 0 for a
     classification head."""
     calibration = dict(calibration or {})
@@ -498,26 +517,12 @@ def normalize_task_calibration(
         checked = {}
         for key, value in given.items():
             name = f"task_calibration[{task!r}][{key!r}]"
-            if key not in CALIBRATION_KINDS:
-                raise ValueError(f"`{name}` is not a calibration key; the keys are {list(CALIBRATION_KINDS)}.")
-            if kinds[task] not in CALIBRATION_KINDS[key]:
-                raise ValueError(
-                    f"`{name}` applies to {list(CALIBRATION_KINDS[key])} tasks; {task!r} is a {kinds[task]} task."
-                )
-            if key == CALIBRATION_TEMPERATURE:
-                if (
-                    isinstance(value, bool)
-                    or not isinstance(value, (int, float))
-                    or not (math.isfinite(value) and value > 0)
-                ):
-                    raise ValueError(f"`{name}` must be a finite number > 0, got {value!r}.")
-                checked[key] = float(value)
-                continue
-            if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != len(tasks[task]):
-                raise ValueError(
-                    f"`{name}` must hold one number per label ({len(tasks[task])}: {tasks[task]}), got {value!r}."
-                )
-            checked[key] = [check_threshold(f"{name}[{i}]", v) for i, v in enumerate(value)]
+            if key not in CALIBRATION_KEYS:
+                raise ValueError(f"`{name}` is not a calibration key; the keys are {list(CALIBRATION_KEYS)}.")
+            applies_to, check = CALIBRATION_KEYS[key]
+            if kinds[task] not in applies_to:
+                raise ValueError(f"`{name}` applies to {list(applies_to)} tasks; {task!r} is a {kinds[task]} task.")
+            checked[key] = check(name, value, tasks[task])
         normalized[task] = checked
     return normalized
 

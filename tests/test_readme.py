@@ -84,6 +84,12 @@ COMMANDS: dict[str, tuple[str, object]] = {
         "tests/test_pair_kinds.py::test_train_script_trains_every_kind_and_records_their_metrics (pair tasks through "
         "train.py on local files)",
     ),
+    "python train.py --tasks topic=bbc_news sentiment=rotten_tomatoes tags=20newsgroups_tags spread=election_tweets "
+    "--task_kinds tags=multi_label spread=regression --pos_weight tags=balanced --max_train_samples tags=2000 "
+    "spread=2000": (
+        "elsewhere",
+        "tests/test_task_kinds.py::test_train_script_with_every_kind (the same kinds and flags on small CSV files)",
+    ),
     "accelerate launch train.py ...": (
         "elsewhere",
         "tests/test_trainer.py::test_two_process_data_parallel_run_on_cpu (two processes under torchrun)",
