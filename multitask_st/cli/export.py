@@ -69,7 +69,15 @@ def _gate_texts(value: str) -> int | None:
 
 
 # The int8 gate's options: GateBounds' fields, and how many texts per built-in set.
-GATE_FLAGS = ("max_flip_rate", "max_accuracy_drop", "max_spearman_drop", "min_mean_cosine", "confidence", "gate_texts")
+GATE_FLAGS = (
+    "max_flip_rate",
+    "max_accuracy_drop",
+    "max_spearman_drop",
+    "min_mean_cosine",
+    "max_regression_difference",
+    "confidence",
+    "gate_texts",
+)
 
 # --format value -> exporter(args) returning the lines to print. Another format is one entry here.
 EXPORTERS: dict[str, Callable[[argparse.Namespace], list[str]]] = {
@@ -86,6 +94,11 @@ def add_gate_arguments(group: argparse._ArgumentGroup):
     )
     group.add_argument("--max_spearman_drop", type=float, help="STS-B Spearman drop in points (default 0.5).")
     group.add_argument("--min_mean_cosine", type=float, help="Mean embedding cosine to PyTorch (default 0.99).")
+    group.add_argument(
+        "--max_regression_difference",
+        type=float,
+        help="A regression head's mean difference to PyTorch, in target standard deviations (default 0.05).",
+    )
     group.add_argument("--confidence", type=float, help="Confidence level of the intervals (default 0.95).")
     group.add_argument(
         "--gate_texts", help="Texts per built-in set, sampled from every split, or 'all' (default 2000)."

@@ -155,7 +155,7 @@ def accuracy_aware_int8(
                 **{key: settings[key] for key in ("reduce_range", "per_channel")},
                 "nodes_kept_fp32": len(keep_fp32),
                 "passed": evidence["passed"],
-                "flips": {task: row["flips"]["flips"] for task, row in evidence["tasks"].items()},
+                "flips": {task: row["flips"]["flips"] for task, row in evidence["tasks"].items() if "flips" in row},
                 "refusals": evidence["refusals"],
                 "texts_per_second": evidence["texts_per_second"],
             }
@@ -177,7 +177,8 @@ def accuracy_aware_int8(
 
     def badness(item):
         evidence = item[1]
-        return len(evidence["refusals"]), sum(row["flips"]["flips"] for row in evidence["tasks"].values())
+        flips = sum(row["flips"]["flips"] for row in evidence["tasks"].values() if "flips" in row)  # not regression
+        return len(evidence["refusals"]), flips
 
     options = min(tried, key=badness)[0]
     nodes = quantizable_nodes(source)
