@@ -184,9 +184,13 @@ def test_an_output_that_is_a_file_is_refused_before_exporting(tmp_path, tiny_tok
 
 STALLED_EXPORT = textwrap.dedent(
     """
-    import pathlib, sys, time
+    import pathlib, signal, sys, time
     from multitask_st.cli import export
     from multitask_st.export import onnx_check
+
+    # A shell's background job (`make test &`) starts with SIGINT ignored, and Python keeps it so: a Ctrl-C is the
+    # point here, so the process takes SIGINT as an interactive one does.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def stalled(*args, **kwargs):  # the graph is written; the check would run now
         pathlib.Path({ready!r}).write_text("exporting")

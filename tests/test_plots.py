@@ -126,7 +126,8 @@ def test_multitask_trainer_writes_the_plots_unless_told_not_to(
 @TRAINED
 def test_train_script_plots_are_staged_and_shown_by_the_card(trained_tiny_model_dir, tmp_path):
     expected = {
-        "training_loss.png", "evaluation_metrics.png", "confusion_matrix_topic.png", "confusion_matrix_sentiment.png"
+        "training_loss.png", "evaluation_metrics.png", "confusion_matrix_topic.png", "confusion_matrix_sentiment.png",
+        "reliability_diagram_topic.png", "reliability_diagram_sentiment.png",  # calibration on, as by default
     }  # fmt: skip
     assert {path.name for path in trained_tiny_model_dir.glob("*.png")} == expected
     for name in expected:
@@ -139,6 +140,7 @@ def test_train_script_plots_are_staged_and_shown_by_the_card(trained_tiny_model_
     assert all((tmp_path / "staged" / name).is_file() for name in linked)  # only files that exist in the staged folder
     evaluation, training = card.split("## Evaluation", 1)[1].split("## Training Details", 1)
     assert "confusion_matrix_topic.png" in evaluation and "evaluation_metrics.png" in evaluation
+    assert "reliability_diagram_sentiment.png" in evaluation.split("### Calibration", 1)[1]
     assert "training_loss.png" in training
 
 

@@ -23,6 +23,9 @@ DRIVER = textwrap.dedent(
     from transformers import TrainerCallback
 
     kill_at, interrupt_at = int(sys.argv[1]), int(sys.argv[2])
+    # A shell's background job (`make test &`) starts with SIGINT ignored, and Python keeps it so: a Ctrl-C is the
+    # point of one test, so the process takes SIGINT as an interactive one does.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     class KillAfterCheckpoint(TrainerCallback):
         def on_save(self, args, state, control, **kwargs):  # the checkpoint is complete on disk
