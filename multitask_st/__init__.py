@@ -22,7 +22,7 @@ _LAZY_IMPORTS = {
     "MultiTaskSTConfig": "configuration_multitask_st",
     "MultiTaskSTModel": "modeling_multitask_st",
     "MultiTaskSTOutput": "modeling_multitask_st",
-    "MultiTaskSTPooler": "modeling_multitask_st",
+    "MultiTaskSTPooler": "layers_multitask_st",
     "MultiTaskSTPipeline": "pipeline_multitask_st",
     "export_sentence_transformers": "export.sentence_transformers_folder",
     "MultiTaskTrainer": "training.trainer",
@@ -70,7 +70,8 @@ if TYPE_CHECKING:
     from .data.corpora import BUILTIN_DATASETS
     from .data.task_datasets import load_task_dataset, subsample
     from .export.sentence_transformers_folder import export_sentence_transformers
-    from .modeling_multitask_st import MultiTaskSTModel, MultiTaskSTOutput, MultiTaskSTPooler
+    from .layers_multitask_st import MultiTaskSTPooler
+    from .modeling_multitask_st import MultiTaskSTModel, MultiTaskSTOutput
     from .pipeline_multitask_st import MultiTaskSTPipeline
     from .sharing.model_card import render_model_card
     from .sharing.model_dir import read_model_dir

@@ -16,7 +16,6 @@ from transformers.models.auto.configuration_auto import AutoConfig
 from transformers.utils import cached_file, logging
 
 from .inference_multitask_st import (  # noqa: F401  (vocabulary_fingerprint: named here for its docs)
-    CALIBRATION_TEMPERATURE,
     EMBEDDING,
     EMBEDDING_CONTRASTIVE,
     KIND_ALIASES,
@@ -25,9 +24,9 @@ from .inference_multitask_st import (  # noqa: F401  (vocabulary_fingerprint: na
     PAIR_REGRESSION,
     REGRESSION,
     SINGLE_LABEL,
-    check_threshold,
     vocabulary_fingerprint,
 )
+from .scores_multitask_st import CALIBRATION_TEMPERATURE, check_threshold
 
 
 logger = logging.get_logger(__name__)
@@ -37,7 +36,7 @@ PROJECTIONS = ("linear", "mlp", "none")
 # The activations every head and the MLP projection may use; a closed list so a typo fails at config time.
 ACTIVATIONS = ("gelu", "relu", "tanh", "silu")
 # The kinds of task a head can serve. Each has a head builder and a loss (`modeling_multitask_st.TASK_HEADS`,
-# `TASK_LOSSES`, `TASK_SCORES`) and a label-row formatter (`inference_multitask_st.LABEL_ROW_FORMATTERS`).
+# `TASK_LOSSES`, `TASK_SCORES`) and a label-row formatter (`scores_multitask_st.LABEL_ROW_FORMATTERS`).
 TASK_KINDS = (
     SINGLE_LABEL,
     MULTI_LABEL,

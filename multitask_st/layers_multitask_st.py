@@ -1,8 +1,9 @@
-"""The layers around the backbone: pooling, the projection, and per kind of task its head, loss and scores.
+"""The layers around the backbone: pooling, the projection, and per kind of task its head, output and scores.
 
 This file is part of the Hub payload (copied next to the weights by `save_pretrained`); it imports only torch,
 transformers and the payload files next to it. A new kind of task (see `configuration_multitask_st.TASK_KINDS`) adds
-its head builder, loss and scores to the three tables here, and a label-row formatter to the inference engine.
+its head builder, output and scores to the tables here, its loss to `losses_multitask_st.TASK_LOSSES`, and a
+label-row formatter to the inference engine.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from torch import nn
 from transformers.activations import ACT2FN
 from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
-from .configuration_multitask_st import BALANCED, MultiTaskSTConfig
+from .configuration_multitask_st import MultiTaskSTConfig
 from .inference_multitask_st import (
     EMBEDDING,
     EMBEDDING_CONTRASTIVE,
@@ -29,9 +30,6 @@ from .inference_multitask_st import (
     REGRESSION,
     SINGLE_LABEL,
 )
-
-
-IGNORE_INDEX = -100  # label value for "this example has no label for this task"
 
 
 class MultiTaskSTPooler(nn.Module):
@@ -102,88 +100,6 @@ class RegressionHead(nn.Sequential):
         return super().forward(embeddings) * self.target_std + self.target_mean
 
 
-def labelled_rows(labels: torch.Tensor, kind: str) -> torch.Tensor:
-    """`(batch,)` bool: which rows of a task's label columns `(batch, width)` hold a label (NaN, or -100 in an id
-    column, mark "no label"); a regression row counts when any of its outputs has a target. Works on numpy too."""
-    present = labels == labels  # NaN != NaN
-    if kind not in (REGRESSION, PAIR_REGRESSION, EMBEDDING):
-        present = present & (labels != IGNORE_INDEX)
-        return present.all(-1)
-    return present.any(-1)
-
-
-def _class_weights(option, num_labels: int, task: str, name: str, device) -> torch.Tensor | None:
-    if option is None:
-        return None
-    if option == BALANCED:
-        raise ValueError(
-            f"`task_loss_options[{task!r}][{name!r}]` is 'balanced', which `MultiTaskTrainer` turns into numbers "
-            "from the training labels; train with it, or give the numbers."
-        )
-    return torch.tensor(option, dtype=torch.float32, device=device)
-
-
-def _single_label_loss(logits: torch.Tensor, labels: torch.Tensor, config: MultiTaskSTConfig, task: str):
-    # Sum then divide by the labelled count (weighted: by the labelled examples' weights, as torch's "mean"): a task
-    # absent from the batch gives exactly 0 (not NaN), and its head still takes part in the graph (zero gradient),
-    # which distributed training needs.
-    options = config.task_loss_options.get(task, {})
-    labels = labels[:, 0]
-    labelled = labelled_rows(labels[:, None], SINGLE_LABEL)
-    ids = torch.where(labelled, labels, torch.full_like(labels, IGNORE_INDEX)).long()
-    weight = _class_weights(options.get("class_weights"), logits.shape[-1], task, "class_weights", logits.device)
-    loss = F.cross_entropy(
-        logits.float(),
-        ids,
-        weight=weight,
-        ignore_index=IGNORE_INDEX,
-        reduction="sum",
-        label_smoothing=options.get("label_smoothing", 0.0),
-    )
-    total = labelled.sum() if weight is None else weight[ids.clamp(min=0)][labelled].sum()
-    return loss / total.clamp(min=1) if weight is None else loss / total.clamp(min=1e-12)
-
-
-def _multi_label_loss(logits: torch.Tensor, labels: torch.Tensor, config: MultiTaskSTConfig, task: str):
-    # Binary cross-entropy per label, averaged over the labelled rows' labels; unlabelled rows weigh 0 (masked, not
-    # dropped: the head stays in the graph), so an absent task gives exactly 0.
-    options = config.task_loss_options.get(task, {})
-    labelled = labelled_rows(labels, MULTI_LABEL)
-    targets = torch.where(labelled[:, None], labels.float(), torch.zeros_like(labels, dtype=torch.float32))
-    smoothing = options.get("label_smoothing", 0.0)
-    if smoothing:
-        targets = targets * (1.0 - smoothing) + 0.5 * smoothing
-    pos_weight = _class_weights(options.get("pos_weight"), logits.shape[-1], task, "pos_weight", logits.device)
-    losses = F.binary_cross_entropy_with_logits(logits.float(), targets, pos_weight=pos_weight, reduction="none")
-    mask = labelled[:, None].to(losses.dtype)
-    return (losses * mask).sum() / (mask.sum() * logits.shape[-1]).clamp(min=1)
-
-
-_REGRESSION_LOSSES = {
-    "mse": lambda error: error.square(),
-    "l1": lambda error: error.abs(),
-    "huber": lambda error: F.huber_loss(error, torch.zeros_like(error), reduction="none", delta=1.0),
-}
-
-
-def _regression_loss(outputs: torch.Tensor, labels: torch.Tensor, config: MultiTaskSTConfig, task: str):
-    # The head predicts in the data's units (`RegressionHead`); the error is divided by the targets' std, which is
-    # the error between the standardised target and the head's standardised output. Missing targets (NaN) weigh 0.
-    options = config.task_loss_options.get(task, {})
-    present = labels == labels
-    std = torch.tensor(
-        config.task_target_scaling.get(task, {}).get("std", [1.0] * outputs.shape[-1]), device=outputs.device
-    )
-    error = (outputs.float() - torch.where(present, labels.float(), outputs.detach().float())) / std
-    losses = _REGRESSION_LOSSES[options.get("loss", "mse")](error)
-    mask = present.to(losses.dtype)
-    return (losses * mask).sum() / mask.sum().clamp(min=1)
-
-
-# Scale of the cosine similarities in the embedding losses (sentence-transformers' CoSENT and in-batch negatives use 20).
-SIMILARITY_SCALE = 20.0
-
-
 def _pair_head(config: MultiTaskSTConfig, task: str) -> nn.Module:
     # Reads the pair features (u, v, |u - v|, u * v) of the two texts' shared embeddings (Sentence-BERT's classifier).
     return _classification_head(config, task, input_size=4 * config.embedding_dim)
@@ -250,48 +166,15 @@ def split_contrastive_output(output: torch.Tensor) -> tuple[torch.Tensor, torch.
     return output[:, :dim], output[:, dim : 2 * dim], output[:, 2 * dim : 3 * dim], output[:, -1] > 0.5
 
 
-def _pair_regression_loss(outputs: torch.Tensor, labels: torch.Tensor, config: MultiTaskSTConfig, task: str):
-    # Mean squared error over the labelled rows (NaN: no label); an absent task gives exactly 0.
-    present = labels[:, 0] == labels[:, 0]
-    errors = (outputs[:, 0].float() - torch.where(present, labels[:, 0].float(), outputs[:, 0].detach().float())) ** 2
-    return (errors * present).sum() / present.sum().clamp(min=1)
-
-
-def _cosent_loss(cosines: torch.Tensor, labels: torch.Tensor, config: MultiTaskSTConfig, task: str):
-    """CoSENT (Su, 2022): `log(1 + sum over pairs (i, j) with score_i > score_j of exp(s (cos_j - cos_i)))` over the
-    labelled rows, so only the order of the similarities is trained. Fewer than two labelled rows (or all scores equal)
-    give exactly 0."""
-    scores = labels[:, 0].float()
-    labelled = scores == scores
-    scaled = cosines[:, 0].float() * SIMILARITY_SCALE
-    # (i, j) where i should be more similar than j: both labelled, score_i > score_j (NaN compares False).
-    ordered = labelled.unsqueeze(1) & labelled.unsqueeze(0) & (scores.unsqueeze(1) > scores.unsqueeze(0))
-    differences = (scaled.unsqueeze(0) - scaled.unsqueeze(1)).masked_fill(~ordered, float("-inf"))  # cos_j - cos_i
-    with_zero = torch.cat([scaled.new_zeros(1), differences.flatten()])  # the 1 in log(1 + ...)
-    return torch.logsumexp(with_zero, dim=0)
-
-
-def _contrastive_loss(output: torch.Tensor, labels: torch.Tensor, config: MultiTaskSTConfig, task: str):
-    """In-batch negatives (MultipleNegativesRankingLoss): each labelled anchor's positive must be the most similar of
-    every labelled row's positive and hard negative. No labelled row gives exactly 0."""
-    anchor, positive, negative, has_negative = split_contrastive_output(output)
-    labelled = labelled_rows(labels, EMBEDDING_CONTRASTIVE)
-    candidates = torch.cat([positive[labelled], negative[labelled & has_negative]])
-    similarities = anchor[labelled] @ candidates.T * SIMILARITY_SCALE  # (anchors, candidates)
-    targets = torch.arange(similarities.shape[0], device=similarities.device)
-    loss = F.cross_entropy(similarities, targets, reduction="sum")  # 0 with no labelled row
-    return loss / labelled.sum().clamp(min=1) + 0.0 * output.sum()  # the task keeps its place in the graph
-
-
 def _contrastive_scores(output: torch.Tensor) -> torch.Tensor:
     anchor, positive, _, _ = split_contrastive_output(output)
     return (anchor * positive).sum(dim=-1, keepdim=True)
 
 
 # Per kind of task (`config.task_kinds`, see `configuration_multitask_st.TASK_KINDS`): its head (built from the config
-# and the task's name), its loss (the head's outputs, the task's columns of `labels` (`config.label_slices()`), the
-# config and the task's name) and the scores `predict` reports. A new kind adds an entry to each, its label width
-# (`configuration_multitask_st.LABEL_WIDTHS`) and a label-row formatter in the inference engine.
+# and the task's name) and the scores `predict` reports. A new kind adds an entry to each, its loss
+# (`losses_multitask_st.TASK_LOSSES`), its label width (`configuration_multitask_st.LABEL_WIDTHS`) and a label-row
+# formatter in the inference engine.
 TASK_HEADS: dict[str, Callable[[MultiTaskSTConfig, str], nn.Module] | None] = {
     SINGLE_LABEL: _classification_head,
     MULTI_LABEL: _classification_head,
@@ -312,15 +195,6 @@ TASK_OUTPUTS: dict[str, Callable[[str, nn.Module | None, TaskInputs], torch.Tens
     EMBEDDING: _cosine_output,
     EMBEDDING_CONTRASTIVE: _contrastive_output,
 }
-TASK_LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor, MultiTaskSTConfig, str], torch.Tensor]] = {
-    SINGLE_LABEL: _single_label_loss,
-    MULTI_LABEL: _multi_label_loss,
-    REGRESSION: _regression_loss,
-    PAIR_CLASSIFICATION: _single_label_loss,
-    PAIR_REGRESSION: _pair_regression_loss,
-    EMBEDDING: _cosent_loss,
-    EMBEDDING_CONTRASTIVE: _contrastive_loss,
-}
 TASK_SCORES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     SINGLE_LABEL: lambda logits: logits.float().softmax(-1),
     MULTI_LABEL: lambda logits: logits.float().sigmoid(),
@@ -330,10 +204,6 @@ TASK_SCORES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     EMBEDDING: lambda cosines: cosines.float(),
     EMBEDDING_CONTRASTIVE: _contrastive_scores,
 }
-# The kinds whose label column holds class ids.
-CLASS_ID_KINDS = (SINGLE_LABEL, PAIR_CLASSIFICATION)
-
-
 # What `encode`/`predict`/the pipeline take as `dtype`: the precision their matmuls run in, under `torch.autocast` (bf16
 # runs through oneDNN's AVX-512 BF16 / AMX kernels on CPU). The weights stay as loaded (no copy, nothing changes for
 # another thread), and the outputs come back float32. float32 (or None) runs the model as loaded, without autocast.

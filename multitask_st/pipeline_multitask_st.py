@@ -32,12 +32,11 @@ from .inference_multitask_st import (  # noqa: F401  (PIPELINE_*, custom_pipelin
     check_tasks,
     check_texts,
     custom_pipelines_entry,
-    label_rows,
     peek_pairs,
-    resolve_calibration,
     tokenize,
 )
 from .layers_multitask_st import check_inference_dtype, inference_precision
+from .scores_multitask_st import label_rows, resolve_calibration
 
 
 EMBEDDING_KEY = "embedding"

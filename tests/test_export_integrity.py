@@ -28,7 +28,7 @@ from multitask_st.cli import export as export_cli  # noqa: E402
 from multitask_st.export import onnx as onnx_export  # noqa: E402
 from multitask_st.export.onnx import export_onnx  # noqa: E402
 from multitask_st.export.onnx_runtime import MultiTaskSTOnnxModel  # noqa: E402
-from multitask_st.modeling_multitask_st import tokenizer_fingerprint  # noqa: E402
+from multitask_st.inference_multitask_st import tokenizer_fingerprint  # noqa: E402
 from multitask_st.sharing.staging import stage_model_dir  # noqa: E402
 
 

@@ -20,7 +20,7 @@ from multitask_st.cli import push as push_cli
 from multitask_st.cli import train
 from multitask_st.data.corpora import BUILTIN_DATASETS
 from multitask_st.data.task_datasets import load_task_dataset
-from multitask_st.modeling_multitask_st import tokenizer_fingerprint
+from multitask_st.inference_multitask_st import tokenizer_fingerprint
 from multitask_st.sharing.staging import stage_model_dir
 from multitask_st.training import output_dir as output_dir_module
 from multitask_st.training.training_args import MultiTaskTrainingArguments

@@ -10,7 +10,7 @@ import pytest
 from conftest import LONG_TEXTS, TEXTS, WORDS, make_model, word_tokenizer
 from transformers import BertTokenizerFast
 
-from multitask_st.modeling_multitask_st import tokenizer_fingerprint
+from multitask_st.inference_multitask_st import tokenizer_fingerprint
 
 
 def many_texts(count: int, seed: int = 0) -> list[str]:

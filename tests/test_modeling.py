@@ -30,8 +30,12 @@ PACKAGE_DIR = Path(multitask_st.__file__).parent
 PAYLOAD_FILES = (
     "configuration_multitask_st.py",
     "modeling_multitask_st.py",
+    "encoding_multitask_st.py",
+    "task_editing_multitask_st.py",
     "inference_multitask_st.py",
+    "scores_multitask_st.py",
     "layers_multitask_st.py",
+    "losses_multitask_st.py",
     "parts_multitask_st.py",
     "pipeline_multitask_st.py",
     "sentence_transformers_multitask_st.py",
@@ -773,7 +777,7 @@ def test_encode_matches_sentence_transformers(minilm):
 
 
 def test_parse_part_reads_every_part_name(tiny_model):
-    from multitask_st.modeling_multitask_st import parse_part
+    from multitask_st.parts_multitask_st import parse_part
 
     parsed = {part: parse_part(part) for part in tiny_model.parameter_parts()}
     assert parsed == {
@@ -805,8 +809,10 @@ def test_distilbert_backbone_names_come_through_its_attribute_map():
 
 def test_heads_are_built_from_each_tasks_kind(tmp_path):
     from multitask_st.configuration_multitask_st import LABEL_WIDTHS, TASK_KINDS
-    from multitask_st.inference_multitask_st import LABEL_ROW_FORMATTERS, NUMPY_SCORES, SINGLE_LABEL
-    from multitask_st.layers_multitask_st import TASK_HEADS, TASK_LOSSES, TASK_OUTPUTS, TASK_SCORES
+    from multitask_st.inference_multitask_st import SINGLE_LABEL
+    from multitask_st.layers_multitask_st import TASK_HEADS, TASK_OUTPUTS, TASK_SCORES
+    from multitask_st.losses_multitask_st import TASK_LOSSES
+    from multitask_st.scores_multitask_st import LABEL_ROW_FORMATTERS, NUMPY_SCORES
     from multitask_st.training.metrics import MAIN_METRIC, TASK_METRICS
     from multitask_st.training.tokenization import LABEL_ENCODERS
 

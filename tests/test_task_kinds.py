@@ -14,7 +14,7 @@ from transformers import AutoModel
 
 from multitask_st import MultiTaskSTModel
 from multitask_st.data.task_datasets import load_task_dataset
-from multitask_st.inference_multitask_st import resolve_calibration
+from multitask_st.scores_multitask_st import resolve_calibration
 from multitask_st.training.calibration import tune_thresholds
 from multitask_st.training.collator import MultiTaskDataCollator
 from multitask_st.training.metrics import multitask_classification_metrics

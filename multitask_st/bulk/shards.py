@@ -38,11 +38,10 @@ from ..inference_multitask_st import (
     MULTI_LABEL,
     REGRESSION,
     has_content,
-    label_rows,
     progress_bar,
-    resolve_calibration,
     text_head_tasks,
 )
+from ..scores_multitask_st import label_rows, resolve_calibration
 from .corpus import column_batches
 
 

@@ -31,8 +31,7 @@ from ..configuration_multitask_st import (
     SINGLE_LABEL,
     TASK_KINDS,
 )
-from ..inference_multitask_st import PAIR_KINDS
-from ..modeling_multitask_st import has_content
+from ..inference_multitask_st import PAIR_KINDS, has_content
 from .corpora import BUILTIN_DATASETS
 from .files import LOCAL_FORMATS, read_data_file
 from .splitting import SPLITS, _check_sizes, _column, split_indices

@@ -29,8 +29,9 @@ from transformers.utils import logging
 
 from ..configuration_multitask_st import MULTI_LABEL, REGRESSION, SINGLE_LABEL
 from ..data.corpora import BUILTIN_DATASETS, stsb
-from ..inference_multitask_st import DEFAULT_THRESHOLD, label_rows, resolve_calibration, sigmoid, text_head_tasks
+from ..inference_multitask_st import text_head_tasks
 from ..model_folder import load_training_summary
+from ..scores_multitask_st import DEFAULT_THRESHOLD, label_rows, resolve_calibration, sigmoid
 from .gate_statistics import accuracy_evidence, flip_rate_evidence, spearman_delta_evidence
 from .onnx_runtime import EMBEDDING_OUTPUT, LOGITS_PREFIX, PAIR_HEADS_FILE_NAME, MultiTaskSTOnnxModel
 

@@ -21,7 +21,6 @@ from ..inference_multitask_st import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_CHUNK_SIZE,
     KIND_ALIASES,
-    NUMPY_SCORES,
     SINGLE_LABEL,
     check_input_tasks,
     check_max_length,
@@ -29,14 +28,11 @@ from ..inference_multitask_st import (
     default_max_length,
     fill_rows,
     finish_embeddings,
-    label_rows,
     length_hint,
     pair_head_tasks,
     peek_pairs,
-    resolve_calibration,
     run_chunks,
     run_in_length_order,
-    task_temperature,
     text_head_tasks,
 )
 from ..model_folder import (  # noqa: F401  (PAIR_HEADS_FILE_NAME: the checks import it from here)
@@ -45,6 +41,7 @@ from ..model_folder import (  # noqa: F401  (PAIR_HEADS_FILE_NAME: the checks im
     ONNX_SUBFOLDER,
     PAIR_HEADS_FILE_NAME,
 )
+from ..scores_multitask_st import NUMPY_SCORES, label_rows, resolve_calibration, task_temperature
 from .checksums import check_artifacts, check_tokenizer
 from .onnx_loading import (  # noqa: F401  (the graph's names: the exporter and the checks import them from here)
     EMBEDDING_OUTPUT,

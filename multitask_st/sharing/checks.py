@@ -10,7 +10,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from transformers import AutoTokenizer
 
-from ..modeling_multitask_st import MultiTaskSTModel, non_finite_parameters
+from ..modeling_multitask_st import MultiTaskSTModel
+from ..parts_multitask_st import non_finite_parameters
 
 
 def check_weight_files(files: list[Path]):

@@ -7,7 +7,7 @@ scaling (Guo et al., 2017, "On Calibration of Modern Neural Networks") divides a
 before the softmax, chosen to minimise the negative log-likelihood of the validation labels. Dividing every logit of a
 row by the same positive number keeps their order, so every argmax (and the accuracy) stays what it was; only the
 probabilities change. The fitted temperature is stored in `config.task_calibration[task]["temperature"]`, which every
-door reads through `inference_multitask_st.task_temperature`.
+door reads through `scores_multitask_st.task_temperature`.
 
 How well the probabilities read as confidence is measured by the expected calibration error over 15 equal-width
 confidence bins (ECE: the gap between accuracy and mean confidence in each bin, weighted by the bin's share of the
@@ -24,8 +24,9 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 
-from ..inference_multitask_st import CALIBRATION_TEMPERATURE, DEFAULT_THRESHOLD, SINGLE_LABEL
-from ..layers_multitask_st import labelled_rows
+from ..inference_multitask_st import SINGLE_LABEL
+from ..losses_multitask_st import labelled_rows
+from ..scores_multitask_st import CALIBRATION_TEMPERATURE, DEFAULT_THRESHOLD
 
 
 ECE_BINS = 15

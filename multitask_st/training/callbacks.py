@@ -11,7 +11,7 @@ import math
 from transformers import TrainerCallback
 from transformers.utils import logging
 
-from ..modeling_multitask_st import parse_part
+from ..parts_multitask_st import parse_part
 
 
 logger = logging.get_logger(__name__)

@@ -10,7 +10,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from ..inference_multitask_st import MODEL_INPUTS
-from ..modeling_multitask_st import IGNORE_INDEX
+from ..losses_multitask_st import IGNORE_INDEX
 
 
 # The prefixes of the second texts' model inputs (`pair_input_ids`, ...), see `training.tokenization`.

@@ -20,8 +20,8 @@ from ..configuration_multitask_st import (
     REGRESSION,
     SINGLE_LABEL,
 )
-from ..inference_multitask_st import DEFAULT_THRESHOLD, sigmoid
-from ..layers_multitask_st import labelled_rows
+from ..losses_multitask_st import labelled_rows
+from ..scores_multitask_st import DEFAULT_THRESHOLD, sigmoid
 
 
 # Shipped inside the package and loaded by path: works offline, unlike `evaluate.load("accuracy")`.

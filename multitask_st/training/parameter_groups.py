@@ -4,7 +4,8 @@ with layer-wise learning-rate decay. Pure functions: the trainer builds its opti
 
 from __future__ import annotations
 
-from ..modeling_multitask_st import MultiTaskSTModel, parse_part
+from ..modeling_multitask_st import MultiTaskSTModel
+from ..parts_multitask_st import parse_part
 
 
 def learning_rate_scale(

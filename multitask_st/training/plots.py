@@ -28,8 +28,7 @@ from transformers import TrainerCallback
 from transformers.utils import logging
 
 from ..configuration_multitask_st import MULTI_LABEL, PAIR_CLASSIFICATION, PAIR_REGRESSION, REGRESSION, SINGLE_LABEL
-from ..inference_multitask_st import DEFAULT_THRESHOLD, sigmoid
-from ..layers_multitask_st import labelled_rows
+from ..losses_multitask_st import labelled_rows
 from ..model_folder import (
     CONFUSION_MATRIX_PLOT,
     EVALUATION_METRICS_PLOT,
@@ -38,6 +37,7 @@ from ..model_folder import (
     RELIABILITY_DIAGRAM_PLOT,
     TRAINING_LOSS_PLOT,
 )
+from ..scores_multitask_st import DEFAULT_THRESHOLD, sigmoid
 from .calibration import ECE_BINS, expected_calibration_error, reliability_bins, scaled_softmax
 from .metrics import multi_label_f1
 

@@ -21,8 +21,10 @@ from ..configuration_multitask_st import (
     normalize_task_loss_options,
     normalize_task_loss_weights,
 )
-from ..inference_multitask_st import CALIBRATION_TEMPERATURE, sigmoid
-from ..modeling_multitask_st import MultiTaskSTModel, labelled_rows, tokenizer_fingerprint
+from ..inference_multitask_st import tokenizer_fingerprint
+from ..losses_multitask_st import labelled_rows
+from ..modeling_multitask_st import MultiTaskSTModel
+from ..scores_multitask_st import CALIBRATION_TEMPERATURE, sigmoid
 from .calibration import fit_task_temperatures, labelled_logits, tune_thresholds
 from .callbacks import UnfreezingCallback
 from .collator import TEACHER_COLUMN, TEACHER_LOGITS_COLUMN, MultiTaskDataCollator

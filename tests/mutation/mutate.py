@@ -37,8 +37,8 @@ BUILD = ROOT / "build" / "mutation"
 TRAINER = "multitask_st.training.trainer"
 MODULES: dict[str, tuple[list[str], list[str] | None, list[str]]] = {
     "loss": (
-        ["multitask_st/modeling_multitask_st.py"],
-        ["multitask_st.modeling_multitask_st.xǁMultiTaskSTModelǁ_multitask_loss__mutmut_*"],
+        ["multitask_st/losses_multitask_st.py"],
+        None,
         ["tests/test_modeling.py", "-k", "loss or labels"],
     ),
     "task_logging": (
