@@ -75,6 +75,7 @@ SENTENCE_TRANSFORMERS_FILES = ("modules.json", "config_sentence_transformers.jso
 # relative imports of the model file; `tests/test_modeling.py` checks the two agree).
 PAYLOAD_FILES = (
     "configuration_multitask_st.py",
+    "task_fields_multitask_st.py",
     "modeling_multitask_st.py",
     "encoding_multitask_st.py",
     "task_editing_multitask_st.py",

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from .configuration_multitask_st import BALANCED, MultiTaskSTConfig
+from .configuration_multitask_st import MultiTaskSTConfig
 from .inference_multitask_st import (
     EMBEDDING,
     EMBEDDING_CONTRASTIVE,
@@ -24,6 +24,7 @@ from .inference_multitask_st import (
     SINGLE_LABEL,
 )
 from .layers_multitask_st import TaskInputs, split_contrastive_output
+from .task_fields_multitask_st import BALANCED
 
 
 IGNORE_INDEX = -100  # label value for "this example has no label for this task"

@@ -21,11 +21,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers.utils import ModelOutput, logging
 
-from .configuration_multitask_st import (
-    MultiTaskSTConfig,
-    normalize_task_target_scaling,
-    sentence_transformers_max_seq_length,
-)
+from .configuration_multitask_st import MultiTaskSTConfig, sentence_transformers_max_seq_length
 from .encoding_multitask_st import MultiTaskSTEncodingMixin
 from .inference_multitask_st import check_tasks, custom_pipelines_entry, sentence_transformers_files
 from .layers_multitask_st import (
@@ -46,6 +42,7 @@ from .parts_multitask_st import (
     set_trainable,
 )
 from .task_editing_multitask_st import MultiTaskSTTaskEditingMixin
+from .task_fields_multitask_st import normalize_task_target_scaling
 
 
 logger = logging.get_logger(__name__)

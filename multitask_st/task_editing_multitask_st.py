@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING
 
 from transformers.utils import logging
 
-from .configuration_multitask_st import (
+from .inference_multitask_st import REGRESSION, SINGLE_LABEL
+from .layers_multitask_st import TASK_HEADS, append_output_rows
+from .task_fields_multitask_st import (
     normalize_task_calibration,
     normalize_task_kinds,
     normalize_task_loss_weights,
     normalize_tasks,
 )
-from .inference_multitask_st import REGRESSION, SINGLE_LABEL
-from .layers_multitask_st import TASK_HEADS, append_output_rows
 
 
 if TYPE_CHECKING:

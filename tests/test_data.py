@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
-from multitask_st.configuration_multitask_st import DEFAULT_TASKS
 from multitask_st.data import corpora, resources, task_datasets
 from multitask_st.data.corpora import (
     BUILTIN_DATASETS,
@@ -26,6 +25,7 @@ from multitask_st.data.task_datasets import (
     subsample,
     validate_task_dataset,
 )
+from multitask_st.task_fields_multitask_st import DEFAULT_TASKS
 
 
 def package_dir(module: str) -> Path:

@@ -3,7 +3,7 @@ against scipy's own implementations of the same tests."""
 
 import numpy as np
 import pytest
-from scipy.stats import binomtest
+from scipy.stats import binomtest, spearmanr
 
 from multitask_st.export.gate_statistics import (
     accuracy_evidence,
@@ -11,6 +11,7 @@ from multitask_st.export.gate_statistics import (
     flip_rate_evidence,
     mcnemar_exact,
     spearman_delta_evidence,
+    spearman_points,
 )
 
 
@@ -88,6 +89,15 @@ def test_spearman_delta_evidence():
     worse = spearman_delta_evidence(reference, noisy, scores, 0.5, 0.95)
     assert worse["delta_points"] < -5 and worse["delta_points_interval"][1] < -0.5 and worse["refused"] is True
     assert worse["pairs"] == 400
+
+
+def test_spearman_points_is_scipys_spearman_per_resample():
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 6, size=(5, 50)).astype(float)  # ties, as STS-B's scores have
+    y = x + rng.normal(0, 2, size=(5, 50))
+    expected = [100 * spearmanr(row_x, row_y).statistic for row_x, row_y in zip(x, y, strict=True)]
+    assert spearman_points(x, y) == pytest.approx(expected, rel=1e-12)
+    assert spearman_points(x[0], y[0]) == pytest.approx(expected[0], rel=1e-12)
 
 
 def test_bad_counts_and_levels_are_refused():

@@ -23,12 +23,13 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, Trainer, Training
 
 import multitask_st
 from multitask_st import MultiTaskSTConfig, MultiTaskSTModel
-from multitask_st.configuration_multitask_st import DEFAULT_TASKS
+from multitask_st.task_fields_multitask_st import DEFAULT_TASKS
 
 
 PACKAGE_DIR = Path(multitask_st.__file__).parent
 PAYLOAD_FILES = (
     "configuration_multitask_st.py",
+    "task_fields_multitask_st.py",
     "modeling_multitask_st.py",
     "encoding_multitask_st.py",
     "task_editing_multitask_st.py",
@@ -808,11 +809,11 @@ def test_distilbert_backbone_names_come_through_its_attribute_map():
 
 
 def test_heads_are_built_from_each_tasks_kind(tmp_path):
-    from multitask_st.configuration_multitask_st import LABEL_WIDTHS, TASK_KINDS
     from multitask_st.inference_multitask_st import SINGLE_LABEL
     from multitask_st.layers_multitask_st import TASK_HEADS, TASK_OUTPUTS, TASK_SCORES
     from multitask_st.losses_multitask_st import TASK_LOSSES
     from multitask_st.scores_multitask_st import LABEL_ROW_FORMATTERS, NUMPY_SCORES
+    from multitask_st.task_fields_multitask_st import LABEL_WIDTHS, TASK_KINDS
     from multitask_st.training.metrics import MAIN_METRIC, TASK_METRICS
     from multitask_st.training.tokenization import LABEL_ENCODERS
 

@@ -26,12 +26,18 @@ from transformers import AutoTokenizer, EarlyStoppingCallback, HfArgumentParser,
 from transformers.utils import logging
 
 from multitask_st import MultiTaskSTModel
-from multitask_st.configuration_multitask_st import BALANCED, SINGLE_LABEL
 from multitask_st.data.corpora import stsb
 from multitask_st.data.resources import resolve_backbone
 from multitask_st.data.task_datasets import label_names_of, load_task_dataset, output_names, subsample
-from multitask_st.inference_multitask_st import EMBEDDING, EMBEDDING_CONTRASTIVE, PAIR_KINDS, PAIR_REGRESSION
+from multitask_st.inference_multitask_st import (
+    EMBEDDING,
+    EMBEDDING_CONTRASTIVE,
+    PAIR_KINDS,
+    PAIR_REGRESSION,
+    SINGLE_LABEL,
+)
 from multitask_st.model_folder import load_training_summary
+from multitask_st.task_fields_multitask_st import BALANCED
 from multitask_st.training.output_dir import check_free_space, checkpoint_bytes, prepare_output_dir
 from multitask_st.training.processes import check_one_job
 from multitask_st.training.record import dataset_record

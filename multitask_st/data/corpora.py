@@ -17,7 +17,8 @@ from datasets import ClassLabel, Dataset, DatasetDict, DatasetInfo, Features, Va
 from datasets import Sequence as SequenceFeature
 from transformers.utils import logging
 
-from ..configuration_multitask_st import DEFAULT_TASKS, MULTI_LABEL, REGRESSION, SINGLE_LABEL
+from ..inference_multitask_st import MULTI_LABEL, REGRESSION, SINGLE_LABEL
+from ..task_fields_multitask_st import DEFAULT_TASKS
 from .resources import package_dir
 from .splitting import _build_splits, split_indices
 

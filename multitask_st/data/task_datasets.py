@@ -20,18 +20,19 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 from datasets import Sequence as SequenceFeature
 from transformers.utils import logging
 
-from ..configuration_multitask_st import (
+from ..inference_multitask_st import (
     EMBEDDING,
     EMBEDDING_CONTRASTIVE,
     KIND_ALIASES,
     MULTI_LABEL,
     PAIR_CLASSIFICATION,
+    PAIR_KINDS,
     PAIR_REGRESSION,
     REGRESSION,
     SINGLE_LABEL,
-    TASK_KINDS,
+    has_content,
 )
-from ..inference_multitask_st import PAIR_KINDS, has_content
+from ..task_fields_multitask_st import TASK_KINDS
 from .corpora import BUILTIN_DATASETS
 from .files import LOCAL_FORMATS, read_data_file
 from .splitting import SPLITS, _check_sizes, _column, split_indices

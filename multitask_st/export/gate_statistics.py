@@ -14,7 +14,7 @@ A gate refuses only when the whole interval lies beyond the bound: the evidence 
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import beta, binomtest, bootstrap, spearmanr
+from scipy.stats import beta, binomtest, bootstrap, rankdata
 
 
 def clopper_pearson(successes: int, trials: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -97,16 +97,16 @@ def spearman_delta_evidence(
     reference_similarity, graph_similarity = np.asarray(reference_similarity), np.asarray(graph_similarity)
     scores = np.asarray(scores, dtype=float)
 
-    def delta(reference, graph, gold):
-        return 100 * (spearmanr(graph, gold).statistic - spearmanr(reference, gold).statistic)
+    def delta(reference, graph, gold, axis=-1):
+        return spearman_points(graph, gold) - spearman_points(reference, gold)
 
-    spearman_reference = 100 * float(spearmanr(reference_similarity, scores).statistic)
-    spearman_graph = 100 * float(spearmanr(graph_similarity, scores).statistic)
+    spearman_reference = float(spearman_points(reference_similarity, scores))
+    spearman_graph = float(spearman_points(graph_similarity, scores))
     interval = bootstrap(
         (reference_similarity, graph_similarity, scores),
         delta,
         paired=True,
-        vectorized=False,
+        vectorized=True,  # every resample at once: ~100x faster than a spearmanr call per resample
         n_resamples=resamples,
         confidence_level=confidence,
         method="percentile",
@@ -122,6 +122,14 @@ def spearman_delta_evidence(
         "max_drop_points": max_drop_points,
         "refused": high < -max_drop_points,
     }
+
+
+def spearman_points(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Spearman's rank correlation x 100 along the last axis (the Pearson correlation of the average ranks, as
+    `scipy.stats.spearmanr` computes it, ties included), for one sample or a stack of resamples at once."""
+    x, y = rankdata(x, axis=-1), rankdata(y, axis=-1)
+    x, y = x - x.mean(axis=-1, keepdims=True), y - y.mean(axis=-1, keepdims=True)
+    return 100 * (x * y).sum(axis=-1) / np.sqrt((x * x).sum(axis=-1) * (y * y).sum(axis=-1))
 
 
 def _check_counts(count: int, total: int):

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from ..configuration_multitask_st import MultiTaskSTConfig, vocabulary_fingerprint
+from ..configuration_multitask_st import MultiTaskSTConfig
+from ..inference_multitask_st import vocabulary_fingerprint
 
 
 def load_model_tokenizer(

@@ -27,9 +27,8 @@ import numpy as np
 from datasets import concatenate_datasets
 from transformers.utils import logging
 
-from ..configuration_multitask_st import MULTI_LABEL, REGRESSION, SINGLE_LABEL
 from ..data.corpora import BUILTIN_DATASETS, stsb
-from ..inference_multitask_st import text_head_tasks
+from ..inference_multitask_st import MULTI_LABEL, REGRESSION, SINGLE_LABEL, text_head_tasks
 from ..model_folder import load_training_summary
 from ..scores_multitask_st import DEFAULT_THRESHOLD, label_rows, resolve_calibration, sigmoid
 from .gate_statistics import accuracy_evidence, flip_rate_evidence, spearman_delta_evidence
@@ -428,7 +427,7 @@ def _config_view(config: dict):
     """The fields of a folder's config.json the decisions read, as attributes (the ONNX model holds the JSON)."""
     from types import SimpleNamespace
 
-    from ..configuration_multitask_st import KIND_ALIASES
+    from ..inference_multitask_st import KIND_ALIASES
 
     tasks = dict(config["tasks"])
     kinds = {task: KIND_ALIASES.get(kind, kind) for task, kind in (config.get("task_kinds") or {}).items()}

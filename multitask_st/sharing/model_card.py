@@ -13,9 +13,9 @@ from huggingface_hub import ModelCard, ModelCardData
 from torch import nn
 from transformers.utils import logging
 
-from ..configuration_multitask_st import EMBEDDING, EMBEDDING_CONTRASTIVE, MultiTaskSTConfig
+from ..configuration_multitask_st import MultiTaskSTConfig
 from ..export.sentence_transformers_folder import plain_export_plan
-from ..inference_multitask_st import PAIR_KINDS, text_head_tasks
+from ..inference_multitask_st import EMBEDDING, EMBEDDING_CONTRASTIVE, PAIR_KINDS, text_head_tasks
 from ..model_folder import (
     CONFUSION_MATRIX_PLOT,
     EVALUATION_METRICS_PLOT,

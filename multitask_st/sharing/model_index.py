@@ -13,7 +13,8 @@ from huggingface_hub import EvalResult
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
-from ..configuration_multitask_st import (
+from ..configuration_multitask_st import MultiTaskSTConfig
+from ..inference_multitask_st import (
     EMBEDDING,
     EMBEDDING_CONTRASTIVE,
     MULTI_LABEL,
@@ -21,7 +22,6 @@ from ..configuration_multitask_st import (
     PAIR_REGRESSION,
     REGRESSION,
     SINGLE_LABEL,
-    MultiTaskSTConfig,
 )
 
 

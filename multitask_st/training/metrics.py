@@ -11,7 +11,7 @@ import numpy as np
 from scipy.stats import pearsonr, spearmanr
 from transformers import EvalPrediction
 
-from ..configuration_multitask_st import (
+from ..inference_multitask_st import (
     EMBEDDING,
     EMBEDDING_CONTRASTIVE,
     MULTI_LABEL,

@@ -27,7 +27,7 @@ import numpy as np
 from transformers import TrainerCallback
 from transformers.utils import logging
 
-from ..configuration_multitask_st import MULTI_LABEL, PAIR_CLASSIFICATION, PAIR_REGRESSION, REGRESSION, SINGLE_LABEL
+from ..inference_multitask_st import MULTI_LABEL, PAIR_CLASSIFICATION, PAIR_REGRESSION, REGRESSION, SINGLE_LABEL
 from ..losses_multitask_st import labelled_rows
 from ..model_folder import (
     CONFUSION_MATRIX_PLOT,

@@ -17,17 +17,17 @@ from datasets import DatasetDict
 from datasets.fingerprint import Hasher
 from transformers import PreTrainedTokenizerBase
 
-from ..configuration_multitask_st import (
+from ..inference_multitask_st import (
     EMBEDDING,
     EMBEDDING_CONTRASTIVE,
-    LABEL_WIDTHS,
+    MODEL_INPUTS,
     MULTI_LABEL,
     PAIR_CLASSIFICATION,
     PAIR_REGRESSION,
     REGRESSION,
     SINGLE_LABEL,
 )
-from ..inference_multitask_st import MODEL_INPUTS
+from ..task_fields_multitask_st import LABEL_WIDTHS
 
 
 # Bump when the tokenised layout changes, so stale cache files are not picked up.

@@ -11,20 +11,17 @@ from transformers import Trainer
 from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging
 
-from ..configuration_multitask_st import (
+from ..configuration_multitask_st import MultiTaskSTConfig
+from ..inference_multitask_st import MULTI_LABEL, REGRESSION, SINGLE_LABEL, tokenizer_fingerprint
+from ..losses_multitask_st import labelled_rows
+from ..modeling_multitask_st import MultiTaskSTModel
+from ..scores_multitask_st import CALIBRATION_TEMPERATURE, sigmoid
+from ..task_fields_multitask_st import (
     BALANCED,
-    MULTI_LABEL,
-    REGRESSION,
-    SINGLE_LABEL,
-    MultiTaskSTConfig,
     normalize_task_calibration,
     normalize_task_loss_options,
     normalize_task_loss_weights,
 )
-from ..inference_multitask_st import tokenizer_fingerprint
-from ..losses_multitask_st import labelled_rows
-from ..modeling_multitask_st import MultiTaskSTModel
-from ..scores_multitask_st import CALIBRATION_TEMPERATURE, sigmoid
 from .calibration import fit_task_temperatures, labelled_logits, tune_thresholds
 from .callbacks import UnfreezingCallback
 from .collator import TEACHER_COLUMN, TEACHER_LOGITS_COLUMN, MultiTaskDataCollator

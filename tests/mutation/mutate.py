@@ -75,13 +75,18 @@ MODULES: dict[str, tuple[list[str], list[str] | None, list[str]]] = {
         ["tests/test_trainer.py", "-k", "unfreez or stage or frozen or freeze"],
     ),
     "distillation": (["multitask_st/training/distillation.py"], None, ["tests/test_distillation.py"]),
-    # The int8 gate in two parts: its statistics (pure functions, tested in seconds) and its verdict on a graph
-    # (each test exports and runs one); quantize.py's graph search is tested by its outcome only.
+    # The int8 gate in two parts, each tested in seconds on constructed numbers: its statistics, and its verdict on a
+    # candidate's outputs (`judge_outputs` and the decisions it compares; `judge_graph` only runs a graph to get them,
+    # which test_onnx_export.py covers on real graphs). quantize.py's graph search is tested by its outcome only.
     "gate_statistics": (["multitask_st/export/gate_statistics.py"], None, ["tests/test_gate_statistics.py"]),
     "int8_gate": (
         ["multitask_st/export/onnx_check.py"],
-        ["multitask_st.export.onnx_check.x_judge_graph__mutmut_*"],
-        ["tests/test_onnx_export.py", "-k", "gate or int8 or miss"],
+        [
+            f"multitask_st.export.onnx_check.x_{name}__mutmut_*"
+            for name in ("judge_outputs", "decisions_of_outputs", "decisions_of_predictions", "_target_std",
+                         "_config_view", "_cosine")
+        ],  # fmt: skip
+        ["tests/test_gate_verdict.py"],
     ),
     "staging": (
         ["multitask_st/sharing/staging.py"],
