@@ -83,8 +83,14 @@ MODULES: dict[str, tuple[list[str], list[str] | None, list[str]]] = {
         ["multitask_st/export/onnx_check.py"],
         [
             f"multitask_st.export.onnx_check.x_{name}__mutmut_*"
-            for name in ("judge_outputs", "decisions_of_outputs", "decisions_of_predictions", "_target_std",
-                         "_config_view", "_cosine")
+            for name in (
+                "judge_outputs",
+                "decisions_of_outputs",
+                "decisions_of_predictions",
+                "_target_std",
+                "_config_view",
+                "_cosine",
+            )
         ],  # fmt: skip
         ["tests/test_gate_verdict.py"],
     ),
