@@ -21,6 +21,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from .inference_multitask_st import (  # noqa: F401  (PIPELINE_*, custom_pipelines_entry: named here for readers)
     DEFAULT_BATCH_SIZE,
     MULTI_LABEL,
+    PAIR_KINDS,
     PIPELINE_CLASS_REF,
     PIPELINE_TASK,
     REGRESSION,
@@ -245,7 +246,9 @@ class MultiTaskSTHeadView(PreTrainedModel):
     `pipeline("text-classification", model=model.head_view("sentiment"), tokenizer=tokenizer)` works unchanged,
     `top_k` and `function_to_apply` included. Build it with `MultiTaskSTModel.head_view(task)`. Its logits are the
     head's divided by the head's fitted temperature (`calibrated=False`: as the head gives them), so the pipeline's
-    softmax gives `predict`'s probabilities.
+    softmax gives `predict`'s probabilities. A multi-label head's view gives each label's probability (the stock
+    pipeline's sigmoid) without the tuned thresholds `predict` applies; a regression head's gives its values. A pair
+    or embedding task has no view: it takes two texts.
     """
 
     config_class = PretrainedConfig
@@ -255,6 +258,12 @@ class MultiTaskSTHeadView(PreTrainedModel):
     def __init__(self, multitask_model: PreTrainedModel, task: str, calibrated: bool = True):
         labels = multitask_model.config.labels_of(task)
         kind = multitask_model.config.task_kinds[task]
+        if kind in PAIR_KINDS:
+            raise ValueError(
+                f"Task {task!r} ({kind}) takes pairs of texts, and a stock pipeline gives its model one text per "
+                "input: use the model's own pipeline (`pipeline(model=folder, trust_remote_code=True)`, pairs as "
+                "tuples) or `predict` with `(text, text_pair)` tuples."
+            )
         config = PretrainedConfig(
             id2label=dict(enumerate(labels)),
             label2id={label: index for index, label in enumerate(labels)},

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from transformers.utils import logging
 
-from .inference_multitask_st import REGRESSION, SINGLE_LABEL
+from .inference_multitask_st import MULTI_LABEL, PAIR_CLASSIFICATION, SINGLE_LABEL
 from .layers_multitask_st import TASK_HEADS, append_output_rows
 from .task_fields_multitask_st import (
     normalize_task_calibration,
@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from .modeling_multitask_st import MultiTaskSTModel
 
 logger = logging.get_logger(__name__)
+
+# The kinds whose head gives one output per label, so `add_labels` can give it more.
+LABELLED_KINDS = (SINGLE_LABEL, MULTI_LABEL, PAIR_CLASSIFICATION)
 
 
 class MultiTaskSTTaskEditingMixin:
@@ -55,14 +58,17 @@ class MultiTaskSTTaskEditingMixin:
         weights = normalize_task_loss_weights({**self.config.task_loss_weights, name: loss_weight}, tasks)
         before = (self.config.tasks, self.config.task_kinds, self.config.task_loss_weights)
         self.config.tasks, self.config.task_kinds, self.config.task_loss_weights = tasks, kinds, weights
+        build = TASK_HEADS[kinds[name]]  # None for an embedding task: the embedding is its output, no head
         try:  # a head is built from the config's entry for its task
-            head = TASK_HEADS[kinds[name]](self.config, name)
+            head = None if build is None else build(self.config, name)
         except Exception:
             self.config.tasks, self.config.task_kinds, self.config.task_loss_weights = before
             raise
-        head.apply(self._init_weights)
-        # In the model's mode: a new module is in train mode, and its dropout would run inside an eval model's predict.
-        self.heads[name] = head.to(device=self.device, dtype=self.dtype).train(self.training)
+        if head is not None:
+            head.apply(self._init_weights)
+            # In the model's mode: a new module is in train mode, and its dropout would run inside an eval model's
+            # predict.
+            self.heads[name] = head.to(device=self.device, dtype=self.dtype).train(self.training)
         self._record_change("add_task", name, labels=list(tasks[name]), kind=kinds[name])
         return self
 
@@ -71,7 +77,8 @@ class MultiTaskSTTaskEditingMixin:
         self.config.labels_of(name)  # names the task's absence
         if len(self.config.tasks) == 1:
             raise ValueError(f"Cannot remove {name!r}, the model's only task: a model needs at least one head.")
-        del self.heads[name]
+        if name in self.heads:  # an embedding task has none
+            del self.heads[name]
         for field in (
             "tasks", "task_kinds", "task_loss_weights", "task_loss_options", "task_target_scaling", "task_calibration"
         ):  # fmt: skip
@@ -103,9 +110,12 @@ class MultiTaskSTTaskEditingMixin:
         """Give a classification head more labels, after its others: its output layer gains freshly initialised rows
         and keeps the old rows as they are (train it on data with the new labels, the old heads held by
         distillation). The task's fitted temperature is dropped: it no longer describes the head."""
-        labels = self.config.labels_of(task)
-        if self.config.task_kinds[task] == REGRESSION:
-            raise ValueError(f"Task {task!r} is a regression task: its outputs are not labels to add to.")
+        labels, kind = self.config.labels_of(task), self.config.task_kinds[task]
+        if kind not in LABELLED_KINDS:
+            raise ValueError(
+                f"Task {task!r} is a {kind} task: its outputs are not labels to add to (labels can be added to "
+                f"{', '.join(LABELLED_KINDS)} tasks)."
+            )
         if isinstance(names, str) or not isinstance(names, Sequence) or not names:
             raise ValueError(f"`names` must be a non-empty list of new labels for task {task!r}, got {names!r}.")
         extended = normalize_tasks({**self.config.tasks, task: [*labels, *names]})  # names a repeated label

@@ -110,6 +110,11 @@ def test_add_labels_keeps_the_old_rows(tmp_path, tiny_tokenizer, caplog):
         (lambda m: m.rename_labels("sentiment", ["bad", "bad"]), "Labels of task 'sentiment' must be unique"),
         (lambda m: m.add_labels("sentiment", ["positive"]), "Labels of task 'sentiment' must be unique"),
         (lambda m: m.add_labels("sentiment", "neutral"), "`names` must be a non-empty list of new labels"),
+        (lambda m: m.add_task("score", ["value"], kind="regression").add_labels("score", ["other"]), "Task 'score' is "
+         "a regression task: its outputs are not labels to add to (labels can be added to classification, "
+         "multi_label, pair_classification tasks)."),
+        (lambda m: m.add_task("pr", ["value"], kind="pair_regression").add_labels("pr", ["x"]), "Task 'pr' is a "
+         "pair_regression task: its outputs are not labels to add to"),
     ],
 )  # fmt: skip
 def test_bad_changes_are_named_and_change_nothing(change, message):
@@ -118,8 +123,24 @@ def test_bad_changes_are_named_and_change_nothing(change, message):
     with pytest.raises(ValueError) as error:
         change(model)
     assert message in str(error.value)
-    if "only task" not in message:  # that one removed 'topic' first, as asked
+    if "only task" not in message and "not labels to add to" not in message:  # those changed the model first, as asked
         assert model.config.to_dict() == config and list(model.heads) == ["topic", "sentiment"]
+
+
+def test_an_embedding_task_is_added_and_removed_without_a_head(tmp_path, tiny_tokenizer):
+    model = make_model()
+    before = probabilities(model, tiny_tokenizer)
+    model.add_task("similar", ["similarity"], kind="embedding")
+    assert list(model.heads) == ["topic", "sentiment"] and model.config.task_kinds["similar"] == "embedding"
+    loaded = AutoModel.from_pretrained(saved(model, tiny_tokenizer, tmp_path / "model")).eval()
+    assert loaded.config.task_names == ["topic", "sentiment", "similar"]
+    (row,) = loaded.predict([("a text", "a text")], tiny_tokenizer, tasks="similar")
+    assert row["similar"]["values"]["similarity"] == pytest.approx(1.0, abs=1e-5)
+    loaded.remove_task("similar")
+    assert loaded.config.task_names == ["topic", "sentiment"]
+    after = probabilities(loaded, tiny_tokenizer)
+    for task in ("topic", "sentiment"):
+        np.testing.assert_allclose(after[task], before[task], rtol=0, atol=1e-6)
 
 
 def test_every_door_sees_the_new_head(tmp_path, tiny_tokenizer):
@@ -263,3 +284,27 @@ def test_head_distillation_loss():
     assert student.grad[0].argmin() == 0  # descending the gradient raises the teacher's favourite label
     with pytest.raises(ValueError, match=r"Got logits of shape \(2, 2\) but teacher logits of shape \(2, 3\)"):
         head_distillation_loss(torch.zeros(2, 2), teacher)
+
+
+def test_held_heads_of_every_kind_with_a_head_are_held():
+    """A multi-label head is held label by label (a shift every softmax would ignore still costs), a regression head by
+    its outputs in target std; a kind without a head to run on single texts is refused, naming it."""
+    from multitask_st.training.distillation import head_distillation_loss
+
+    teacher = torch.tensor([[2.0, -1.0], [0.5, 0.0]])
+    assert head_distillation_loss(teacher.clone(), teacher, kind="multi_label").item() == pytest.approx(0.0, abs=1e-7)
+    shifted = head_distillation_loss(teacher + 10, teacher, kind="multi_label")
+    p, q = torch.sigmoid(teacher / 2), torch.sigmoid((teacher + 10) / 2)  # per-label Bernoulli KL at temperature 2
+    by_hand = (p * (p / q).log() + (1 - p) * ((1 - p) / (1 - q)).log()).mean() * 4
+    assert shifted.item() == pytest.approx(by_hand.item(), rel=1e-5) and shifted.item() > 1.0
+    assert head_distillation_loss(teacher + 10, teacher, kind="classification").item() == pytest.approx(0.0, abs=1e-6)
+
+    values, start = torch.tensor([[5.0], [-3.0]]), torch.tensor([[0.0], [1.0]])
+    std = torch.tensor([2.0])
+    assert head_distillation_loss(values, start, kind="regression", target_std=std).item() == pytest.approx(
+        ((5 / 2) ** 2 + (4 / 2) ** 2) / 2
+    )
+    with pytest.raises(
+        ValueError, match=r"A 'pair_classification' head cannot be held by distillation; kinds that can: "
+    ):
+        head_distillation_loss(teacher, teacher, kind="pair_classification")

@@ -137,6 +137,14 @@ def test_predict_refuses_a_task_of_the_other_input_and_a_bad_pair(tiny_tokenizer
         only_pairs.predict("the movie", tiny_tokenizer)
 
 
+@pytest.mark.parametrize("task", ["nli", "similar", "sts", "para"])
+def test_a_pair_task_has_no_single_text_head_view(task):
+    with pytest.raises(
+        ValueError, match=rf"^Task '{task}' \({KINDS[task]}\) takes pairs of texts, and a stock pipeline"
+    ):
+        kinds_model().head_view(task)
+
+
 def labelled_batch(tokenizer):
     rows = [
         features(tokenizer, "the movie", 0, 1.0),

@@ -16,9 +16,11 @@ from a fine-tuned model, the target is that model's pooled output.
 
 Adding a task to a trained model (`MultiTaskSTModel.add_task`, `multitask-st train --init_model`), the run has data for
 the new task only. The heads with no training example in the run (the *held* heads) keep their predictions by learning
-without forgetting (Li & Hoiem, 2017): on the incoming texts, each held head's softmax should stay what the starting
-model's gave (a KL divergence at temperature 2, computed from the starting model's logits, which come from the same
-single teacher pass as the embeddings and travel as a `teacher_logits` column). No old data is needed.
+without forgetting (Li & Hoiem, 2017): on the incoming texts, each held head's outputs should stay what the starting
+model's were (for a classification head a KL divergence of the softmaxes at temperature 2; per kind, see
+`HEAD_DISTILLATION_LOSSES`), from the starting model's outputs, which come from the same single teacher pass as the
+embeddings and travel as a `teacher_logits` column. No old data is needed. A pair head or an embedding task without
+data is not run on the incoming single texts: it reads the shared embedding, which the embedding distillation holds.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedTokenizerBase
 from transformers.utils import logging
 
-from ..inference_multitask_st import MODEL_INPUTS
+from ..inference_multitask_st import MODEL_INPUTS, MULTI_LABEL, REGRESSION, SINGLE_LABEL
 from ..modeling_multitask_st import MultiTaskSTModel
 from .collator import TEACHER_COLUMN, TEACHER_LOGITS_COLUMN
 
@@ -61,18 +63,66 @@ def similarity_distillation_loss(embeddings: torch.Tensor, teacher_embeddings: t
     return difference.square().sum() / max(size * (size - 1), 1)
 
 
-def head_distillation_loss(
-    logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = HEAD_DISTILLATION_TEMPERATURE
+def _softmax_distillation(
+    logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float, scale
 ) -> torch.Tensor:
-    """KL(teacher || student) between the softmaxes at `temperature`, times `temperature ** 2` (which keeps its
-    gradient's scale that of a cross-entropy), averaged over the batch: 0 when the head gives what the teacher gave."""
+    # KL(teacher || student) between the softmaxes at `temperature`, times `temperature ** 2` (which keeps its
+    # gradient's scale that of a cross-entropy), averaged over the batch.
+    student = F.log_softmax(logits.float() / temperature, dim=-1)
+    teacher = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    return F.kl_div(student, teacher, log_target=True, reduction="batchmean") * temperature**2
+
+
+def _sigmoid_distillation(
+    logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float, scale
+) -> torch.Tensor:
+    # Each label is its own yes/no: the KL between the two Bernoulli distributions at `temperature`, per label,
+    # averaged over labels and batch, times `temperature ** 2`.
+    student, teacher = logits.float() / temperature, teacher_logits.float() / temperature
+    p = torch.sigmoid(teacher)
+    kl = p * (F.logsigmoid(teacher) - F.logsigmoid(student)) + (1 - p) * (
+        F.logsigmoid(-teacher) - F.logsigmoid(-student)
+    )
+    return kl.mean() * temperature**2
+
+
+def _regression_distillation(
+    outputs: torch.Tensor, teacher_outputs: torch.Tensor, temperature: float, scale
+) -> torch.Tensor:
+    # The squared difference in target standard deviations (the outputs are in the data's units), as the regression
+    # loss measures its error; the temperature has no meaning here.
+    return (((outputs.float() - teacher_outputs.float()) / scale) ** 2).mean()
+
+
+# Per kind of head: how far its outputs are from the starting model's (0 when equal). Pair heads and embedding tasks
+# are not here: the incoming texts have no second text to run them on (the embedding distillation holds what they read).
+HEAD_DISTILLATION_LOSSES = {
+    SINGLE_LABEL: _softmax_distillation,
+    MULTI_LABEL: _sigmoid_distillation,
+    REGRESSION: _regression_distillation,
+}
+
+
+def head_distillation_loss(
+    logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float = HEAD_DISTILLATION_TEMPERATURE,
+    kind: str = SINGLE_LABEL,
+    target_std: torch.Tensor | float = 1.0,
+) -> torch.Tensor:
+    """How far a held head's outputs are from the starting model's on the same texts, by its kind
+    (`HEAD_DISTILLATION_LOSSES`): a softmax KL at `temperature` for a classification head, a per-label Bernoulli KL for
+    a multi-label head, the mean squared difference in target std (`target_std`) for a regression head. Exactly 0 when
+    the head gives what the teacher gave."""
     if logits.shape != teacher_logits.shape:
         raise ValueError(
             f"Got logits of shape {tuple(logits.shape)} but teacher logits of shape {tuple(teacher_logits.shape)}."
         )
-    student = F.log_softmax(logits.float() / temperature, dim=-1)
-    teacher = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
-    return F.kl_div(student, teacher, log_target=True, reduction="batchmean") * temperature**2
+    if kind not in HEAD_DISTILLATION_LOSSES:
+        raise ValueError(
+            f"A {kind!r} head cannot be held by distillation; kinds that can: {list(HEAD_DISTILLATION_LOSSES)}."
+        )
+    return HEAD_DISTILLATION_LOSSES[kind](logits, teacher_logits, temperature, target_std)
 
 
 def compute_teacher_embeddings(

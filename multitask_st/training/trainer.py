@@ -25,7 +25,12 @@ from ..task_fields_multitask_st import (
 from .calibration import fit_task_temperatures, labelled_logits, tune_thresholds
 from .callbacks import UnfreezingCallback
 from .collator import TEACHER_COLUMN, TEACHER_LOGITS_COLUMN, MultiTaskDataCollator
-from .distillation import add_teacher_embeddings, head_distillation_loss, similarity_distillation_loss
+from .distillation import (
+    HEAD_DISTILLATION_LOSSES,
+    add_teacher_embeddings,
+    head_distillation_loss,
+    similarity_distillation_loss,
+)
 from .metrics import build_compute_metrics, stsb_spearman
 from .parameter_groups import build_parameter_groups
 from .plots import TrainingPlotsCallback
@@ -419,8 +424,15 @@ class MultiTaskTrainer(Trainer):
         with no training example, when `args.head_distillation_weight` > 0. Says why not when it cannot."""
         if self.args.head_distillation_weight == 0 or self.task_sizes is None:
             return []
-        task_names = self.accelerator.unwrap_model(self.model).config.task_names
-        held = [task for task, size in zip(task_names, self.task_sizes, strict=True) if size == 0]
+        config = self.accelerator.unwrap_model(self.model).config
+        idle = [task for task, size in zip(config.task_names, self.task_sizes, strict=True) if size == 0]
+        held = [task for task in idle if config.task_kinds[task] in HEAD_DISTILLATION_LOSSES]
+        unheld = [task for task in idle if task not in held]
+        if unheld:
+            logger.warning(
+                f"The pair/embedding tasks {unheld} have no training data: their heads are not run on the incoming "
+                "single texts, so only the embedding distillation (if on) holds the embedding they read."
+            )
         reason = None
         if held and not isinstance(self.data_collator, MultiTaskDataCollator):
             reason = f"the data collator ({type(self.data_collator).__name__}) is not a MultiTaskDataCollator"
@@ -450,7 +462,12 @@ class MultiTaskTrainer(Trainer):
             config = self.accelerator.unwrap_model(model).config
             widths = [config.num_labels_of(task) for task in self.held_tasks]
             held = [
-                head_distillation_loss(outputs.logits[task], teacher)
+                head_distillation_loss(
+                    outputs.logits[task],
+                    teacher,
+                    kind=config.task_kinds[task],
+                    target_std=teacher.new_tensor(config.task_target_scaling.get(task, {}).get("std", 1.0)),
+                )
                 for task, teacher in zip(self.held_tasks, teacher_logits.split(widths, dim=-1), strict=True)
             ]
             losses["head_distillation"] = torch.stack(held).mean()
