@@ -3,6 +3,7 @@ resumable after a crash, the same files from one process, two (torchrun) or a Ra
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -131,6 +132,60 @@ def test_a_crash_mid_way_resumes_to_exactly_the_rows_of_an_uninterrupted_run(tmp
     written.clear()
     result = embed_corpus(open_corpus(str(corpus_csv)), settings, tmp_path / "crashed", model, batch_size=4)
     assert result["written"] == [] and result["complete"] and written == []
+
+
+def test_a_rerun_refuses_a_changed_corpus_or_model_instead_of_mixing_them(tmp_path, model_dir, corpus_csv):
+    """Resume keeps a shard only if it holds the rows the corpus gives now, from the same model and calibration: a
+    corpus that grew, shrank or was edited, or a model retrained or recalibrated in place, is refused by name."""
+    settings = settings_for(model_dir, corpus_csv)
+    model = ShardModel(str(model_dir))
+    rows = corpus_rows()
+
+    def run(corpus_rows_now, run_model=model):
+        pd.DataFrame(corpus_rows_now).to_csv(corpus_csv, index=False)
+        return embed_corpus(open_corpus(str(corpus_csv)), settings, tmp_path / "run", run_model, batch_size=4)
+
+    run(rows[:15])  # shards of 9 and 6 rows
+    grown = rows[:15] + [{"id": f"new-{i}", "text": f"another text {i}"} for i in range(10)]
+    with pytest.raises(
+        ValueError, match=r"^Shard 1 in .* was written from other rows \(\{'first_row': 9, 'num_rows': 6"
+    ):
+        run(grown)  # shard 1 would now hold 9 rows: its 6 old ones are not kept as if they were all
+    edited = [dict(row) for row in rows[:15]]
+    edited[3]["text"] = "an edited text"
+    with pytest.raises(ValueError, match=r"^Shard 0 in .* was written from other rows .*the corpus changed since"):
+        run(edited)
+    with pytest.raises(ValueError, match=r"holds shard\(s\) \['part-00001.parquet'\] beyond the corpus's 1 shard"):
+        run(rows[:9])  # shard 0 as before, shard 1 no more
+    assert run(rows[:15])["skipped"] == [0, 1]  # the same corpus again: nothing rewritten
+
+    recalibrated = tmp_path / "recalibrated"
+    shutil.copytree(model_dir, recalibrated)
+    config = json.loads((recalibrated / "config.json").read_text())
+    config["task_calibration"] = {"topic": {"temperature": 3.0}}
+    (recalibrated / "config.json").write_text(json.dumps(config))
+    other = ShardModel(str(recalibrated))
+    assert other.fingerprint != model.fingerprint and other.fingerprint.startswith("sha256:")
+    with pytest.raises(ValueError, match=r"other settings \(model: .*; the model's weights or calibration changed"):
+        embed_corpus(open_corpus(str(corpus_csv)), settings_for(recalibrated, corpus_csv), tmp_path / "run", other)
+
+
+def test_kept_columns_that_an_output_would_overwrite_and_a_bad_length_are_refused_first(tmp_path, model_dir):
+    path = tmp_path / "gold.csv"
+    pd.DataFrame([{"text": text, "topic": "gold"} for text in TEXTS[:4]]).to_csv(path, index=False)
+    model = ShardModel(str(model_dir))
+    with pytest.raises(ValueError, match=r"^`keep_columns` \['topic'\] would be overwritten by the output columns"):
+        embed_corpus(
+            open_corpus(str(path)), settings_for(model_dir, path, keep_columns=["topic"]), tmp_path / "a", model
+        )
+    with pytest.raises(ValueError, match=r"^`max_length` must be an integer in 1\.\.64 .*got 0"):
+        embed_corpus(open_corpus(str(path)), settings_for(model_dir, path, keep_columns=[], max_length=0), tmp_path / "b",
+                     model)  # fmt: skip
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # nothing written: a rerun may fix it
+    # Kept, not overwritten, when the outputs leave that head out.
+    settings = settings_for(model_dir, path, keep_columns=["topic"], outputs=["embedding", "sentiment"])
+    embed_corpus(open_corpus(str(path)), settings, tmp_path / "c", model)
+    assert read_output(tmp_path / "c").column("topic").to_pylist() == ["gold"] * 4
 
 
 def test_streaming_and_each_corpus_format_give_the_same_shards(tmp_path, model_dir, corpus_csv):

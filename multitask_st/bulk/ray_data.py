@@ -21,6 +21,8 @@ from .shards import (
     ShardModel,
     ShardTask,
     check_columns,
+    check_shard_count,
+    check_written_shard,
     finish_manifest,
     plan_shards,
     shard_name,
@@ -79,11 +81,11 @@ def embed_corpus_on_ray(
     for task in plan_shards(dataset, settings):
         num_shards = task.index + 1
         if (output_dir / shard_name(task.index)).is_file():
+            check_written_shard(output_dir, task, settings)
             skipped.append(task.index)
         else:
             pending.append({"index": task.index, "first_row": task.first_row, "columns": task.columns})
-    if num_shards == 0:
-        raise ValueError(f"The corpus {settings.source!r} has no rows.")
+    check_shard_count(output_dir, num_shards, settings)
     written = []
     if pending:
         if not ray.is_initialized():

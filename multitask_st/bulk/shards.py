@@ -21,6 +21,7 @@ of crashed processes are removed.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -37,6 +38,7 @@ from ..inference_multitask_st import (
     DEFAULT_BATCH_SIZE,
     MULTI_LABEL,
     REGRESSION,
+    check_max_length,
     has_content,
     progress_bar,
     text_head_tasks,
@@ -86,6 +88,22 @@ class EmbedSettings:
             raise ValueError(f"`keep_columns` {clashes} would clash with the output columns {sorted(reserved)}.")
 
 
+def model_fingerprint(weights_file: str | os.PathLike, calibration) -> str:
+    """What identifies the outputs a model gives: the sha256 of its weights file and its calibration (temperatures and
+    thresholds change the rows without touching the weights). A resumed run must have the same."""
+    digest = hashlib.sha256()
+    with open(weights_file, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    digest.update(json.dumps(calibration or {}, sort_keys=True).encode())
+    return "sha256:" + digest.hexdigest()
+
+
+def text_digest(texts: list) -> str:
+    """A shard's input texts, as a short hash: a rerun over an edited corpus is told apart from a resume."""
+    return hashlib.sha256(json.dumps(texts, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
 class ShardModel:
     """The model a bulk run holds, PyTorch or ONNX, behind the engine's `score_chunks`: one forward pass (or graph
     run) per batch gives every head's probabilities and the embedding.
@@ -109,7 +127,8 @@ class ShardModel:
             self.kinds: dict[str, str] = self.model.task_kinds()
             self.calibration = resolve_calibration(self.model.config.get("task_calibration"), self.tasks, self.kinds)
             self.embedding_dim = self.model.embedding_dim
-            self.max_length = self.model.max_length
+            self.max_length, self.position_limit = self.model.max_length, self.model.position_limit
+            self.fingerprint = model_fingerprint(self.model.model_path, self.model.config.get("task_calibration"))
             return
         if runtime != "torch":
             raise ValueError(f"`runtime` must be one of {list(RUNTIMES)}, got {runtime!r}.")
@@ -129,7 +148,16 @@ class ShardModel:
         self.kinds = dict(config.task_kinds)
         self.calibration = resolve_calibration(config.task_calibration, self.tasks, self.kinds)
         self.embedding_dim = self.model.config.embedding_dim
-        self.max_length = self.model.default_max_length(self.tokenizer)
+        self.max_length, self.position_limit = (
+            self.model.default_max_length(self.tokenizer),
+            self.model.position_limit(),
+        )
+        weights = Path(model) / "model.safetensors"
+        self.fingerprint = (
+            model_fingerprint(weights, config.task_calibration)
+            if weights.is_file()
+            else f"{model}@{getattr(config, '_commit_hash', None)}"  # a Hub id: its commit
+        )
 
     def score_rows(self, texts: list[str], tasks: list[str], batch_size: int, max_length: int | None) -> np.ndarray:
         """`(len(texts), columns)` float32: each task's score columns (probabilities, or a regression's values),
@@ -265,7 +293,18 @@ def start_manifest(output_dir: str | os.PathLike, settings: EmbedSettings, model
     """Checks that `output_dir` is new, empty, or holds a run with the same settings (then it continues); the first
     process writes the manifest of a new run. Returns the folder."""
     output_dir = Path(output_dir)
-    output_tasks(settings, model)  # an unknown output is named before anything is written
+    # Before anything is written: an unknown output, a kept column an output would overwrite, a bad length.
+    with_embedding, tasks = output_tasks(settings, model)
+    produced = {ROW_COLUMN, *([EMBEDDING_COLUMN] if with_embedding else [])}
+    for task in tasks:
+        produced |= {task, f"{task}_score", f"{task}_probabilities"}
+    clashes = sorted(produced & set(settings.keep_columns))
+    if clashes:
+        raise ValueError(
+            f"`keep_columns` {clashes} would be overwritten by the output columns of the same name(s); rename them in "
+            "the corpus, or leave them out."
+        )
+    check_max_length(settings.max_length, model.max_length, model.position_limit)
     if rank != 0:  # process 0 checks the folder and writes the manifest of a new run: wait for it
         _wait_for(output_dir / MANIFEST_NAME)
     existing = read_manifest(output_dir)
@@ -273,6 +312,11 @@ def start_manifest(output_dir: str | os.PathLike, settings: EmbedSettings, model
         theirs, ours = existing.get("settings", {}), asdict(settings)
         differences = [f"{key}: {theirs.get(key)!r} there, {value!r} now" for key, value in ours.items()
                        if theirs.get(key) != value]  # fmt: skip
+        if existing.get("model_fingerprint") != model.fingerprint:
+            differences.append(
+                f"the model's weights or calibration changed ({existing.get('model_fingerprint')} there, "
+                f"{model.fingerprint} now)"
+            )
         if differences:
             raise ValueError(
                 f"{str(output_dir)!r} holds a bulk run with other settings ({'; '.join(differences)}): continuing "
@@ -290,7 +334,7 @@ def start_manifest(output_dir: str | os.PathLike, settings: EmbedSettings, model
         write_manifest(output_dir, {
             "format": MANIFEST_FORMAT, "settings": asdict(settings), "tasks": model.tasks, "task_kinds": model.kinds,
             "embedding_dim": model.embedding_dim, "max_length": settings.max_length or model.max_length,
-            "complete": False,
+            "model_fingerprint": model.fingerprint, "complete": False,
         })  # fmt: skip
     return output_dir
 
@@ -358,7 +402,7 @@ def write_shard(model: ShardModel, settings: EmbedSettings, output_dir: Path, ta
     if empty:
         logger.warning(f"Shard {task.index}: {empty} text(s) without content got null outputs (see the manifest).")
     metadata = {"index": task.index, "first_row": task.first_row, "num_rows": len(texts), "num_empty_texts": empty,
-                "seconds": round(time.perf_counter() - started, 3)}  # fmt: skip
+                "texts_sha256": text_digest(texts), "seconds": round(time.perf_counter() - started, 3)}  # fmt: skip
     write_atomically(table, output_dir / shard_name(task.index), metadata)
     return metadata
 
@@ -390,6 +434,7 @@ def embed_corpus(
             rows = len(task.columns[settings.text_column])
             if task.index % world_size == rank:
                 if (output_dir / shard_name(task.index)).is_file():
+                    check_written_shard(output_dir, task, settings)
                     skipped.append(task.index)
                 else:
                     write_shard(model, settings, output_dir, task, batch_size)
@@ -399,12 +444,38 @@ def embed_corpus(
     finally:
         if progress is not None:
             progress.close()
-    if num_shards == 0:
-        raise ValueError(f"The corpus {settings.source!r} has no rows.")
+    check_shard_count(output_dir, num_shards, settings)
     if skipped:
         logger.info(f"Process {rank}: {len(skipped)} shard(s) were written by an earlier run and kept.")
     complete = finish_manifest(output_dir, num_shards)
     return {"written": written, "skipped": skipped, "num_shards": num_shards, "complete": complete}
+
+
+def check_written_shard(output_dir: Path, task: ShardTask, settings: EmbedSettings):
+    """A shard an earlier run wrote is kept only if it holds the rows it would hold now (the same first row, count
+    and texts); otherwise the corpus changed since the run began, and keeping it would mix two corpora."""
+    written = json.loads(pq.read_schema(output_dir / shard_name(task.index)).metadata[b"multitask_st"])
+    texts = task.columns[settings.text_column]
+    now = {"first_row": task.first_row, "num_rows": len(texts), "texts_sha256": text_digest(texts)}
+    then = {key: written.get(key) for key in now}
+    if then != now:
+        raise ValueError(
+            f"Shard {task.index} in {str(output_dir)!r} was written from other rows ({then}) than the corpus gives now "
+            f"({now}): the corpus changed since the run began. Embed it into a new folder."
+        )
+
+
+def check_shard_count(output_dir: Path, num_shards: int, settings: EmbedSettings):
+    """The corpus gave shards, and no more were written by an earlier run than it gives now."""
+    if num_shards == 0:
+        raise ValueError(f"The corpus {settings.source!r} has no rows.")
+    beyond = sorted(path.name for path in (output_dir / SHARDS_FOLDER).glob("part-*.parquet")
+                    if int(path.stem.removeprefix("part-")) >= num_shards)  # fmt: skip
+    if beyond:
+        raise ValueError(
+            f"{str(output_dir)!r} holds shard(s) {beyond} beyond the corpus's {num_shards} shard(s): the corpus "
+            "shrank since the run began. Embed it into a new folder."
+        )
 
 
 def _wait_for(path: Path, timeout: float = 600.0):
