@@ -159,6 +159,9 @@ def is_pair(item) -> bool:
     return isinstance(item, (tuple, list)) and len(item) == 2 and all(isinstance(text, str) for text in item)
 
 
+_NOTHING = object()
+
+
 def peek_pairs(sentences) -> tuple[bool, bool, Iterable]:
     """`(single, pairs, items)` for a `predict` input: one text, one pair, or an iterable of either (the kind of its
     first item decides; a generator's first item is put back)."""
@@ -170,8 +173,8 @@ def peek_pairs(sentences) -> tuple[bool, bool, Iterable]:
     if isinstance(sentences, Sequence):
         return False, len(sentences) > 0 and is_pair(sentences[0]), sentences
     iterator = iter(sentences)
-    first = next(iterator, None)
-    if first is None:
+    first = next(iterator, _NOTHING)
+    if first is _NOTHING:  # not `None`: a first item that is None is named by the text checks, not called "empty"
         return False, False, []
     return False, is_pair(first), itertools.chain([first], iterator)
 

@@ -150,13 +150,17 @@ def check_threshold(name: str, value) -> float:
     return float(value)
 
 
+def check_calibrated(calibrated) -> bool:
+    if not isinstance(calibrated, bool):
+        raise TypeError(f"`calibrated` must be True or False, got {calibrated!r}.")
+    return calibrated
+
+
 def task_temperature(task_calibration: Mapping | None, task: str, calibrated: bool = True) -> float:
     """The temperature a door divides `task`'s logits by before the softmax: the one fitted after training
     (`config.task_calibration[task]["temperature"]`), 1 when none was or when `calibrated` is False (the raw softmax).
     Every door asks here, so the same config gives the same probabilities everywhere."""
-    if not isinstance(calibrated, bool):
-        raise TypeError(f"`calibrated` must be True or False, got {calibrated!r}.")
-    if not calibrated:
+    if not check_calibrated(calibrated):
         return 1.0
     return float(((task_calibration or {}).get(task) or {}).get(CALIBRATION_TEMPERATURE, 1.0))
 

@@ -36,6 +36,8 @@ EXPECTED_ERRORS = {
     "a bad text late in a generator": ("ValueError", f"`sentences[{len(TEXTS)}]` is '\\u200b': empty, whitespace or "
                                        "only control/format characters; every text needs content to embed."),
     "an empty list": ("ValueError", "`sentences` is empty: pass at least one string."),
+    "None first in a generator": ("TypeError", "`sentences[0]` must be a string, got NoneType: None."),
+    "calibrated='no'": ("TypeError", "`calibrated` must be True or False, got 'no'."),
     "bytes": ("TypeError", "`sentences` must be a string or an iterable of strings, got bytes."),
     "a dict": ("TypeError", "`sentences` must be a string or an iterable of strings, got dict."),
     "an unknown task": ("ValueError", "Unknown task(s) ['colour']; this model's tasks are ['topic', 'sentiment']."),
@@ -118,7 +120,7 @@ def test_every_door_gives_the_same_outputs_and_errors(tmp_path, tiny_tokenizer, 
     assert_parity(results)
     # Every door ran every case it takes (the table is not silently skipped).
     assert {key.split("/")[2] for key in results} == set(DOORS)
-    assert sum(key.endswith("/model") for key in results) == 51
+    assert sum(key.endswith("/model") for key in results) == 54
 
 
 @pytest.mark.slow

@@ -370,6 +370,14 @@ def test_every_door_gives_predicts_numbers_for_pairs(exported_kinds, tiny_tokeni
     assert_same(classifier(iter(PAIRS), tasks=["sts"]), [{"sts": row["sts"]} for row in expected])
     with pytest.raises(ValueError, match=r"^Task\(s\) \['topic'\] do not take pairs of texts"):
         classifier(PAIRS, tasks="topic")
+    doors = (
+        lambda **kw: model.predict(PAIRS, tiny_tokenizer, **kw),
+        lambda **kw: onnx_model.predict(PAIRS, **kw),
+        lambda **kw: classifier(PAIRS, **kw),
+    )
+    for door in doors:
+        with pytest.raises(TypeError, match=r"^`calibrated` must be True or False, got 'no'\.$"):
+            door(calibrated="no")
     # The sentence-transformers door embeds; an embedding task's score is the cosine of those embeddings.
     st = pytest.importorskip("sentence_transformers").SentenceTransformer(str(model_dir), trust_remote_code=True)
     first, second = st.encode([pair[0] for pair in PAIRS]), st.encode([pair[1] for pair in PAIRS])

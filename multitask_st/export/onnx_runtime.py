@@ -41,7 +41,7 @@ from ..model_folder import (  # noqa: F401  (PAIR_HEADS_FILE_NAME: the checks im
     ONNX_SUBFOLDER,
     PAIR_HEADS_FILE_NAME,
 )
-from ..scores_multitask_st import NUMPY_SCORES, label_rows, resolve_calibration, task_temperature
+from ..scores_multitask_st import NUMPY_SCORES, check_calibrated, label_rows, resolve_calibration, task_temperature
 from .checksums import check_artifacts, check_tokenizer
 from .onnx_loading import (  # noqa: F401  (the graph's names: the exporter and the checks import them from here)
     EMBEDDING_OUTPUT,
@@ -268,7 +268,8 @@ class MultiTaskSTOnnxModel:
         _, pairs, sentences = peek_pairs(sentences)
         task_names = check_input_tasks(tasks, kinds, pairs)
         calibration = resolve_calibration(self.config.get("task_calibration"), self.tasks, kinds, thresholds)
-        if pairs:
+        if pairs:  # pair heads have no temperature (only classification heads are calibrated), but the same checks
+            check_calibrated(calibrated)
             chunks = self._pair_scores(sentences, task_names, batch_size, show_progress_bar, max_length, chunk_size)
         else:
             chunks = self.score_chunks(sentences, task_names, False, batch_size, show_progress_bar, max_length,
