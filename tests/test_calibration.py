@@ -252,6 +252,23 @@ def test_calibrate_command_fits_what_training_fits(tiny_trained, tmp_path):
     assert set(summary["calibration"]["topic"]) == {"temperature", "validation", "test"}
 
 
+def test_calibrate_command_leaves_other_kinds_alone_and_says_so(tiny_trained, tmp_path):
+    from transformers import AutoTokenizer
+
+    from multitask_st.cli import calibrate
+
+    model = MultiTaskSTModel.from_pretrained(tiny_trained).add_task("score", ["value"], kind="regression")
+    model.save_pretrained(tmp_path / "model")
+    AutoTokenizer.from_pretrained(tiny_trained).save_pretrained(tmp_path / "model")
+    with pytest.raises(ValueError, match=r"^Only classification heads get a temperature; \{'score': 'regression'\} "):
+        calibrate.main([str(tmp_path / "model"), "--tasks", "score=scores.csv"])
+    model.remove_task("topic").remove_task("sentiment").save_pretrained(tmp_path / "only-score")
+    with pytest.raises(
+        ValueError, match=r"has no classification head to calibrate \(its kinds: \{'score': 'regression'"
+    ):
+        calibrate.main([str(tmp_path / "only-score")])
+
+
 def test_the_app_shows_calibrated_probabilities(tiny_tokenizer):
     pytest.importorskip("gradio")
     from multitask_st.app.demo import MultiTaskDemo

@@ -4,7 +4,8 @@
     multitask-st calibrate outputs/multitask-st --output_dir calibrated/   # a calibrated copy; the folder is untouched
     multitask-st calibrate outputs/multitask-st --tasks topic=bbc_news --max_eval_samples 1000
 
-What training does at its end (`MultiTaskTrainer.calibrate`, the same code): one temperature per classification head,
+What training does at its end (`MultiTaskTrainer.calibrate`, the same code): one temperature per classification head
+(the heads of other kinds are left as they are: a multi-label head's thresholds are tuned by training only),
 fitted on the validation split by minimising its negative log-likelihood, stored in config.json
 (`task_calibration`); the test split's ECE and NLL before and after go into training_summary.json (`calibration`) and
 one `reliability_diagram_<task>.png` per head into the folder. A model trained with `--calibrate false`, or before
@@ -26,7 +27,7 @@ from transformers import AutoTokenizer, HfArgumentParser
 from multitask_st import MultiTaskSTModel
 from multitask_st.cli.train import DataArguments, load_tasks, show_logs
 from multitask_st.model_folder import IGNORE_PATTERNS, load_training_summary, save_training_summary
-from multitask_st.training.calibration import calibration_stats
+from multitask_st.training.calibration import CALIBRATED_KINDS, calibration_stats
 from multitask_st.training.plots import save_reliability_diagrams
 from multitask_st.training.tokenization import tokenize_task_dataset
 from multitask_st.training.trainer import MultiTaskTrainer
@@ -60,6 +61,10 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     calibrate_args, data_args, tasks_given = parse_arguments(sys.argv[1:] if argv is None else argv, prog)
     show_logs(True)
     source = Path(calibrate_args.model_dir)
+    model = MultiTaskSTModel.from_pretrained(source)
+    kinds = model.config.task_kinds
+    if not any(kind in CALIBRATED_KINDS for kind in kinds.values()):
+        raise ValueError(f"{source} has no {' or '.join(CALIBRATED_KINDS)} head to calibrate (its kinds: {kinds}).")
     summary = load_training_summary(source)
     if not tasks_given:  # the datasets the record names, so the validation split is the training run's own
         recorded = {task: entry.get("name") for task, entry in (summary.get("datasets") or {}).items()}
@@ -72,8 +77,16 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     if seed is None:
         seed = (summary.get("training_args") or {}).get("seed", 0)
 
-    model = MultiTaskSTModel.from_pretrained(source)
     tokenizer = AutoTokenizer.from_pretrained(source)
+    # Temperatures are for classification heads: the other kinds' data are not loaded (nor read as classes).
+    named = {spec.split("=", 1)[0]: spec for spec in data_args.tasks}
+    others = {task: kinds[task] for task in named if task in kinds and kinds[task] not in CALIBRATED_KINDS}
+    if others and tasks_given:
+        raise ValueError(
+            f"Only {', '.join(CALIBRATED_KINDS)} heads get a temperature; {others} cannot be calibrated: leave them "
+            "out of --tasks."
+        )
+    data_args.tasks = [spec for task, spec in named.items() if task not in others]
     task_data = load_tasks(data_args, seed)
     for task, dataset in task_data.items():
         names = dataset["validation"].features["label"].names
