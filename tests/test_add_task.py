@@ -258,7 +258,10 @@ def test_frozen_encoder_and_old_heads_keep_their_outputs_exactly(starting_model,
 
 
 def test_old_heads_are_held_by_distillation_without_old_data(starting_model, tmp_path, tiny_tokenizer):
-    output = add_task_run(tmp_path, starting_model)
+    output = add_task_run(tmp_path, starting_model, "--label_smoothing", "newsgroup=0.1", "--max_seq_length", "32")
+    config = MultiTaskSTConfig.from_pretrained(output)
+    # The loss and length flags apply to a trained model as to a new one (they were silently dropped).
+    assert config.task_loss_options == {"newsgroup": {"label_smoothing": 0.1}} and config.max_seq_length == 32
     summary = json.loads((output / "training_summary.json").read_text())
     assert summary["run"]["held_tasks"] == ["topic", "sentiment"] and summary["run"]["head_distillation_weight"] == 1.0
     assert set(summary["datasets"]) == {"topic", "sentiment", "newsgroup"}  # the held heads' data still credited
@@ -268,6 +271,20 @@ def test_old_heads_are_held_by_distillation_without_old_data(starting_model, tmp
     assert set(config.task_calibration) == {"topic", "sentiment", "newsgroup"}
     before = MultiTaskSTConfig.from_pretrained(starting_model).task_calibration
     assert config.task_calibration["topic"] == before["topic"]
+
+
+def test_a_trained_heads_kind_is_not_changed_by_task_kinds(starting_model, tmp_path):
+    from multitask_st.cli import train
+
+    rows = [f"text {index},{['world', 'sports', 'business'][index % 3]}" for index in range(30)]
+    (tmp_path / "topics.csv").write_text("\n".join(["text,label", *rows]) + "\n")
+    with pytest.raises(ValueError, match=r"^Task 'topic' of --init_model .* is a classification task, but --task_kinds "
+                       r"makes it multi_label: a trained head keeps its kind"):  # fmt: skip
+        train.main([
+            "--init_model", str(starting_model), "--tasks", f"topic={tmp_path / 'topics.csv'}", "--task_kinds",
+            "topic=multi_label", "--task_label_names", "topic=world,sports,business", "--max_steps", "1",
+            "--use_cpu", "--output_dir", str(tmp_path / "out"),
+        ])  # fmt: skip
 
 
 def test_head_distillation_loss():

@@ -32,12 +32,14 @@ from multitask_st.data.task_datasets import label_names_of, load_task_dataset, o
 from multitask_st.inference_multitask_st import (
     EMBEDDING,
     EMBEDDING_CONTRASTIVE,
+    KIND_ALIASES,
     PAIR_KINDS,
     PAIR_REGRESSION,
     SINGLE_LABEL,
+    check_max_length,
 )
 from multitask_st.model_folder import load_training_summary
-from multitask_st.task_fields_multitask_st import BALANCED
+from multitask_st.task_fields_multitask_st import BALANCED, normalize_task_loss_options
 from multitask_st.training.output_dir import check_free_space, checkpoint_bytes, prepare_output_dir
 from multitask_st.training.processes import check_one_job
 from multitask_st.training.record import dataset_record
@@ -422,14 +424,26 @@ def start_from_trained_model(model_args: ModelArguments, tasks: dict[str, list[s
             f"leave out {', '.join('--' + name for name in given)}."
         )
     model = MultiTaskSTModel.from_pretrained(model_args.init_model)
+    config = model.config
     for task, labels in tasks.items():
-        if task not in model.config.tasks:
+        if task not in config.tasks:
             model.add_task(task, labels, kind=kinds.get(task, SINGLE_LABEL))
-        elif model.config.tasks[task] != labels:
+        elif config.tasks[task] != labels:
             raise ValueError(
-                f"Task {task!r} of --init_model {model_args.init_model} has labels {model.config.tasks[task]}, but "
+                f"Task {task!r} of --init_model {model_args.init_model} has labels {config.tasks[task]}, but "
                 f"its data has {labels}: use another task name, or `rename_labels` / `add_labels` on the model first."
             )
+        elif KIND_ALIASES.get(kinds.get(task), kinds.get(task, config.task_kinds[task])) != config.task_kinds[task]:
+            raise ValueError(
+                f"Task {task!r} of --init_model {model_args.init_model} is a {config.task_kinds[task]} task, but "
+                f"--task_kinds makes it {kinds[task]}: a trained head keeps its kind; use another task name."
+            )
+    # What the loss and length flags say applies to the trained model as it would to a new one (checked by the config).
+    config.task_loss_options = normalize_task_loss_options(
+        {**config.task_loss_options, **task_loss_options(model_args)}, config.tasks, config.task_kinds
+    )
+    if model_args.max_seq_length is not None:
+        config.max_seq_length = check_max_length(model_args.max_seq_length, None, model.position_limit())
     held = [task for task in model.config.task_names if task not in tasks]
     logger.info(f"Starting from {model_args.init_model}: training {list(tasks)}; holding {held} by distillation.")
     return model, AutoTokenizer.from_pretrained(model_args.init_model), model_args.init_model
