@@ -55,9 +55,13 @@ class MultiTaskSTOutput(ModelOutput):
     Args:
         loss (`torch.FloatTensor` of shape `()`, returned when `labels` is given):
             Sum over tasks of `task_loss_weights[task] * task_losses[task]`.
-        logits (`dict[str, torch.FloatTensor]`): per task, `(batch_size, num_labels_of_task)` scores.
+        logits (`dict[str, torch.FloatTensor]`): per task, its output (`layers_multitask_st.TASK_OUTPUTS`): a head's
+            `(batch_size, num_labels_of_task)` logits (a regression head's values, in the data's units), a pair's
+            cosine `(batch_size, 1)` for an `embedding` task, `(batch_size, 3 * embedding_dim + 1)` for an
+            `embedding_contrastive` one (anchor, positive, negative, has-negative).
         task_losses (`dict[str, torch.FloatTensor]`, returned when `labels` is given):
-            Per task, the mean cross-entropy over the examples labelled for it (exactly 0 when none is).
+            Per task, its kind's loss (`losses_multitask_st.TASK_LOSSES`) over the examples labelled for it (exactly
+            0 when none is).
         embeddings (`torch.FloatTensor` of shape `(batch_size, embedding_dim)`):
             The sentence embeddings (L2-normalised when `config.normalize_embeddings`).
         hidden_states (`tuple(torch.FloatTensor)`, returned with `output_hidden_states=True`): the backbone's.
@@ -109,10 +113,11 @@ class MultiTaskSTPreTrainedModel(PreTrainedModel):
 
 
 class MultiTaskSTModel(MultiTaskSTEncodingMixin, MultiTaskSTTaskEditingMixin, MultiTaskSTPreTrainedModel):
-    r"""A shared encoder with pooling and a projection to a sentence embedding, and one classification head per task.
+    r"""A shared encoder with pooling and a projection to a sentence embedding, and one head per task of its kind
+    (classification, multi-label, regression, pair heads; embedding tasks have none: the embedding is their output).
 
-    `forward` takes token ids (tokenise in the collator, never here) and optional `labels` of shape
-    `(batch_size, num_tasks)` holding `-100` wherever an example has no label for a task.
+    `forward` takes token ids (tokenise in the collator, never here) and optional `labels` with each task's columns
+    (`config.label_slices()`), NaN (or -100 in a class-id column) wherever an example has no label for a task.
 
     Example:
         >>> from transformers import AutoTokenizer

@@ -501,3 +501,21 @@ def test_yaml_names_kinds_and_loss_options_like_the_command_line(tmp_path):
     model_args.label_smoothing, data_args.task_kinds = [], ["colour=regression"]
     with pytest.raises(ValueError, match=r"`--task_kinds` names task\(s\) \['colour'\] not in --tasks"):
         train.check_task_options(data_args, model_args)
+
+
+def test_target_scaling_skips_missing_targets_and_names_an_output_without_any():
+    import datasets
+
+    from multitask_st.training.trainer import fit_to_training_labels
+
+    score = list(TASKS).index("score")
+    rows = {"task_id": [score] * 3, "label": [[1.0, NAN], [3.0, 4.0], [5.0, 8.0]]}
+    model = kinds_model()
+    fit_to_training_labels(model, datasets.Dataset.from_dict(rows))
+    scaling = model.config.task_target_scaling["score"]
+    assert scaling["mean"] == pytest.approx([3.0, 6.0]) and scaling["std"] == pytest.approx([np.std([1, 3, 5]), 2.0])
+    rows["label"] = [[1.0, NAN], [3.0, NAN], [5.0, NAN]]
+    with pytest.raises(
+        ValueError, match=r"^Regression task 'score' has no training target for output\(s\) \['y'\]\.$"
+    ):
+        fit_to_training_labels(kinds_model(), datasets.Dataset.from_dict(rows))

@@ -32,7 +32,13 @@ from ..inference_multitask_st import MULTI_LABEL, REGRESSION, SINGLE_LABEL, text
 from ..model_folder import load_training_summary
 from ..scores_multitask_st import DEFAULT_THRESHOLD, label_rows, resolve_calibration, sigmoid
 from .gate_statistics import accuracy_evidence, flip_rate_evidence, spearman_delta_evidence
-from .onnx_runtime import EMBEDDING_OUTPUT, LOGITS_PREFIX, PAIR_HEADS_FILE_NAME, MultiTaskSTOnnxModel
+from .onnx_runtime import (
+    EMBEDDING_OUTPUT,
+    LOGITS_PREFIX,
+    PAIR_HEADS_FILE_NAME,
+    MultiTaskSTOnnxModel,
+    task_kinds_of,
+)
 
 
 logger = logging.get_logger(__name__)
@@ -427,13 +433,10 @@ def _config_view(config: dict):
     """The fields of a folder's config.json the decisions read, as attributes (the ONNX model holds the JSON)."""
     from types import SimpleNamespace
 
-    from ..inference_multitask_st import KIND_ALIASES
-
     tasks = dict(config["tasks"])
-    kinds = {task: KIND_ALIASES.get(kind, kind) for task, kind in (config.get("task_kinds") or {}).items()}
     return SimpleNamespace(
         tasks=tasks,
-        task_kinds={task: kinds.get(task, SINGLE_LABEL) for task in tasks},
+        task_kinds=task_kinds_of(config, tasks),
         task_calibration=config.get("task_calibration") or {},
         task_target_scaling=config.get("task_target_scaling") or {},
     )

@@ -605,8 +605,12 @@ def fit_to_training_labels(model: MultiTaskSTModel, train_dataset: datasets.Data
                 (len(rows) - positives) / np.maximum(positives, 1), positives, task, names
             )
         elif kind == REGRESSION:
-            std = values.std(axis=0)
-            model.set_target_scaling(task, values.mean(axis=0).tolist(), np.where(std > 0, std, 1.0).tolist())
+            present = ~np.isnan(values)  # a row may leave an output without a target (NaN), as the loss allows
+            if not present.any(axis=0).all():
+                missing = [name for name, has in zip(names, present.any(axis=0), strict=True) if not has]
+                raise ValueError(f"Regression task {task!r} has no training target for output(s) {missing}.")
+            std = np.nanstd(values, axis=0)
+            model.set_target_scaling(task, np.nanmean(values, axis=0).tolist(), np.where(std > 0, std, 1.0).tolist())
             logger.info(
                 f"Targets of {task!r} scaled by their training mean and std: {config.task_target_scaling[task]}"
             )
