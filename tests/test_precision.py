@@ -265,3 +265,18 @@ def test_backend_and_dtype_are_checked(exported):
         MultiTaskSTOnnxModel.from_pretrained(folder, backend="openvino", dtype="float16")
     with pytest.raises(ValueError, match=r"`provider` and `session_options` are onnxruntime's"):
         MultiTaskSTOnnxModel.from_pretrained(folder, backend="openvino", provider="CPUExecutionProvider")
+
+
+def test_a_callers_session_options_are_used_as_given(exported):
+    import onnxruntime as ort
+
+    from multitask_st.export.onnx_runtime import MultiTaskSTOnnxModel
+
+    _, _, folder = exported
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.intra_op_num_threads = 1
+    MultiTaskSTOnnxModel.from_pretrained(folder, session_options=options)
+    assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # not overridden
+    with pytest.raises(ValueError, match=r"^Pass `threads` or `session_options` \(set its intra_op_num_threads\)"):
+        MultiTaskSTOnnxModel.from_pretrained(folder, session_options=options, threads=2)

@@ -519,3 +519,15 @@ def test_target_scaling_skips_missing_targets_and_names_an_output_without_any():
         ValueError, match=r"^Regression task 'score' has no training target for output\(s\) \['y'\]\.$"
     ):
         fit_to_training_labels(kinds_model(), datasets.Dataset.from_dict(rows))
+
+
+def test_a_checkpoint_of_other_kinds_is_not_resumed():
+    from multitask_st.training.trainer import checkpoint_mismatches
+
+    ours = kinds_model().config
+    theirs = kinds_model(task_kinds={"tags": "multi_label", "score": "regression", "topic": "classification"}).config
+    assert checkpoint_mismatches(theirs, ours) == []
+    other = MultiTaskSTModel(tiny_config(tasks=TASKS, task_kinds={"score": "regression"})).config  # tags: classes
+    assert checkpoint_mismatches(other, ours) == [
+        f"task_kinds: checkpoint {other.task_kinds!r}, this run {ours.task_kinds!r}"
+    ]

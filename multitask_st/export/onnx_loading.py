@@ -159,8 +159,13 @@ def open_session(
         return OpenVINOSession(model_path, threads, dtype)
     import onnxruntime as ort
 
-    options = session_options or ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # The caller's options are theirs (their optimisation level included); ours go on a fresh object only.
+    options = session_options
+    if options is None:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    elif threads is not None:
+        raise ValueError("Pass `threads` or `session_options` (set its intra_op_num_threads), not both.")
     if threads is not None:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1

@@ -118,7 +118,8 @@ def _reported_task_metrics(summary: dict, task: str, kind: str) -> tuple[str, di
 
 def eval_results(config: MultiTaskSTConfig, summary: dict) -> list[EvalResult]:
     """One model-index result per task and metric (its kind's `REPORTED_METRICS`, test split else validation), plus
-    STS-B if measured. Every kind is a `text-classification` task type on the Hub (GLUE's STS-B regression is too)."""
+    STS-B if measured. Embedding tasks are `sentence-similarity` on the Hub (`TASK_TYPES`); every other kind is
+    `text-classification`, the type the Hub gives regression too (GLUE's STS-B)."""
     datasets = summary.get("datasets") if isinstance(summary.get("datasets"), dict) else {}
     results, seen = [], {}
     for task in config.task_names:

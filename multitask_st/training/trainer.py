@@ -47,7 +47,7 @@ logger = logging.get_logger(__name__)
 
 # What a checkpoint must share with the run that resumes it: the settings that decide which parameters exist and what
 # they mean. Anything else (loss weights, the tokenizer fingerprint) may change between sessions.
-RESUME_SETTINGS = ("pooling_mode", "projection", "embedding_dim", "head_hidden_size", "head_activation")
+RESUME_SETTINGS = ("pooling_mode", "projection", "embedding_dim", "head_hidden_size", "head_activation", "task_kinds")
 BACKBONE_RESUME_SETTINGS = ("model_type", "hidden_size", "num_hidden_layers", "vocab_size")
 
 
