@@ -10,7 +10,6 @@ import datetime
 import hashlib
 import os
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
 
 from transformers.utils import logging
 
@@ -24,9 +23,6 @@ from .task_fields_multitask_st import (
 )
 
 
-if TYPE_CHECKING:
-    from .modeling_multitask_st import MultiTaskSTModel
-
 logger = logging.get_logger(__name__)
 
 # The kinds whose head gives one output per label, so `add_labels` can give it more.
@@ -39,7 +35,7 @@ class MultiTaskSTTaskEditingMixin:
 
     def add_task(
         self, name: str, labels: Sequence[str] | Mapping, kind: str = SINGLE_LABEL, loss_weight: float = 1.0
-    ) -> MultiTaskSTModel:
+    ) -> MultiTaskSTTaskEditingMixin:
         """Add a head for a new task (after the others, freshly initialised); everything else, and every other head's
         output, stays as it is. Train it without the old tasks' data, their heads held by distillation:
         `multitask-st train --init_model MODEL_DIR --tasks NAME=DATASET` (README: "Add a task later").
@@ -72,7 +68,7 @@ class MultiTaskSTTaskEditingMixin:
         self._record_change("add_task", name, labels=list(tasks[name]), kind=kinds[name])
         return self
 
-    def remove_task(self, name: str) -> MultiTaskSTModel:
+    def remove_task(self, name: str) -> MultiTaskSTTaskEditingMixin:
         """Remove a task's head (and its loss weight and calibration); the other heads are unchanged."""
         self.config.labels_of(name)  # names the task's absence
         if len(self.config.tasks) == 1:
@@ -86,7 +82,7 @@ class MultiTaskSTTaskEditingMixin:
         self._record_change("remove_task", name)
         return self
 
-    def rename_labels(self, task: str, names: Sequence[str] | Mapping[str, str]) -> MultiTaskSTModel:
+    def rename_labels(self, task: str, names: Sequence[str] | Mapping[str, str]) -> MultiTaskSTTaskEditingMixin:
         """Rename a task's labels without retraining: a list of the new names in id order, or `{old: new}` for some.
         The head, its weights and its calibration stay; only the names `predict` and every door give change."""
         labels = self.config.labels_of(task)
@@ -106,7 +102,7 @@ class MultiTaskSTTaskEditingMixin:
         self._record_change("rename_labels", task, renamed=changes)
         return self
 
-    def add_labels(self, task: str, names: Sequence[str]) -> MultiTaskSTModel:
+    def add_labels(self, task: str, names: Sequence[str]) -> MultiTaskSTTaskEditingMixin:
         """Give a classification head more labels, after its others: its output layer gains freshly initialised rows
         and keeps the old rows as they are (train it on data with the new labels, the old heads held by
         distillation). The task's fitted temperature is dropped: it no longer describes the head."""

@@ -148,6 +148,25 @@ def minilm() -> Path:
     return Path(path)
 
 
+@pytest.fixture(scope="session")
+def minilm_exported(tmp_path_factory, minilm) -> SimpleNamespace:
+    """MiniLM with fresh topic/sentiment heads behind an MLP projection (the widest graph), saved and exported to ONNX
+    once for the real-backbone tests of every door (MiniLM's export is most of each such test's time). Read it only:
+    `model_dir`, `onnx_dir`, the export `report`; load a model of your own with `MultiTaskSTModel.from_pretrained`."""
+    require_module("onnxruntime")
+    from transformers import AutoTokenizer
+
+    from multitask_st.export.onnx import export_onnx
+
+    root = tmp_path_factory.mktemp("minilm")
+    torch.manual_seed(0)
+    model = MultiTaskSTModel.from_backbone(str(minilm), tasks=TINY_TASKS, projection="mlp")
+    model.save_pretrained(root / "model")
+    AutoTokenizer.from_pretrained(minilm).save_pretrained(root / "model")
+    report = export_onnx(root / "model", root / "onnx", check_texts=60)
+    return SimpleNamespace(model_dir=root / "model", onnx_dir=root / "onnx", report=report)
+
+
 def make_task_dataset(tokenizer, num_examples: int, num_labels: int, seed: int):
     """A tokenised task dataset of random word sequences with random labels (`input_ids`, ..., `label`)."""
     import random

@@ -127,18 +127,14 @@ def test_streaming_inputs_from_eight_threads(doors, door):
 
 
 @pytest.mark.slow
-def test_eight_threads_on_real_minilm(tmp_path, minilm):
+def test_eight_threads_on_real_minilm(minilm_exported):
     from transformers import AutoTokenizer
 
     from multitask_st.data.corpora import rotten_tomatoes
 
-    model = MultiTaskSTModel.from_backbone(str(minilm), tasks=TINY_TASKS)  # in train mode, dropout 0.1
-    assert model.training
-    tokenizer = AutoTokenizer.from_pretrained(minilm)
-    model.save_pretrained(tmp_path / "model")
-    tokenizer.save_pretrained(tmp_path / "model")
-    export_onnx(tmp_path / "model", tmp_path / "onnx", check_texts=8)
-    doors = Doors(tmp_path / "model", model, tokenizer, tmp_path / "onnx")
+    model = MultiTaskSTModel.from_pretrained(minilm_exported.model_dir).train()  # in train mode, dropout 0.1
+    tokenizer = AutoTokenizer.from_pretrained(minilm_exported.model_dir)
+    doors = Doors(minilm_exported.model_dir, model, tokenizer, minilm_exported.onnx_dir)
     # The tiny model's tests above run every call 3 rounds on every door; here the real backbone and tokenizer (longer
     # forward passes, so the 8 threads' calls overlap the more) need one round on 16 reviews: 8x less work than 3
     # rounds on 48, the same 8 threads x 6 mixed calls in flight at once.

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from conftest import LONG_TEXTS, POOLING_MODES, PROJECTIONS, TEXTS, make_model, run_python
 from doors import DOORS, Doors, batch_local, run_table
 
@@ -154,21 +153,17 @@ def test_doors_without_the_package_match_the_installed_model(tmp_path, tiny_toke
 
 
 @pytest.mark.slow
-def test_every_door_on_real_minilm(tmp_path, minilm):
+def test_every_door_on_real_minilm(minilm_exported):
     from transformers import AutoTokenizer
 
     from multitask_st import MultiTaskSTModel
 
-    torch.manual_seed(0)
-    model = MultiTaskSTModel.from_backbone(str(minilm), tasks={"topic": ["a", "b", "c"], "sentiment": ["n", "p"]})
-    tokenizer = AutoTokenizer.from_pretrained(minilm)
-    model.eval().save_pretrained(tmp_path / "model")
-    tokenizer.save_pretrained(tmp_path / "model")
-    export_onnx(tmp_path / "model", tmp_path / "onnx", check_texts=8)
+    model = MultiTaskSTModel.from_pretrained(minilm_exported.model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(minilm_exported.model_dir)
     texts = TEXTS + LONG_TEXTS + ["Shares fell sharply after the results.", "A warm, funny film."]
     long_text = " ".join(["the markets rallied as investors cheered the news"] * 80)  # > 256 tokens
-    results = run_table(Doors(tmp_path / "model", model, tokenizer, tmp_path / "onnx"), DOORS, texts, long_text,
-                        "sentiment")  # fmt: skip
+    results = run_table(Doors(minilm_exported.model_dir, model, tokenizer, minilm_exported.onnx_dir), DOORS, texts,
+                        long_text, "sentiment")  # fmt: skip
     limit = "`max_length` must be an integer in 1..512 (the backbone's `max_position_embeddings`), got {}."
     expected = {**EXPECTED_ERRORS, "a bad text late in a generator": (
         "ValueError", f"`sentences[{len(texts)}]` is '\\u200b': empty, whitespace or only control/format characters; "

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from conftest import CHECK_TEXTS, require_module, run_python, save_tiny, tiny_config
+from conftest import CHECK_TEXTS, require_module, run_python, save_tiny
 from conftest import EXPORT_TEXTS as TEXTS
 
 
@@ -497,22 +496,19 @@ print(json.dumps({{"embeddings": model.encode({TEXTS!r}).tolist(), "predictions"
 
 
 @pytest.mark.slow
-def test_runtime_equals_pytorch_on_minilm(tmp_path, minilm):
+def test_runtime_equals_pytorch_on_minilm(minilm_exported):
     from transformers import AutoTokenizer
 
     from multitask_st.data.corpora import rotten_tomatoes
 
-    torch.manual_seed(0)
-    model = MultiTaskSTModel.from_backbone(str(minilm), tasks=tiny_config().tasks, projection="mlp").eval()
-    tokenizer = AutoTokenizer.from_pretrained(minilm)
-    model.save_pretrained(tmp_path / "model")
-    tokenizer.save_pretrained(tmp_path / "model")
-    report = export_onnx(tmp_path / "model", tmp_path / "out", check_texts=60)
-    assert report["fp32"]["min_cosine"] >= 0.99999
+    model = MultiTaskSTModel.from_pretrained(minilm_exported.model_dir).eval()
+    assert model.config.projection == "mlp"
+    tokenizer = AutoTokenizer.from_pretrained(minilm_exported.model_dir)
+    assert minilm_exported.report["fp32"]["min_cosine"] >= 0.99999
 
     texts = list(rotten_tomatoes()["test"]["text"][:200])
-    runtime = MultiTaskSTOnnxModel.from_pretrained(tmp_path / "out", threads=2)
-    graph = onnx.load(str(tmp_path / "out/onnx/model.onnx"), load_external_data=False)
+    runtime = MultiTaskSTOnnxModel.from_pretrained(minilm_exported.onnx_dir, threads=2)
+    graph = onnx.load(str(minilm_exported.onnx_dir / "onnx/model.onnx"), load_external_data=False)
     assert {"Attention", "EmbedLayerNormalization", "SkipLayerNormalization"} <= {n.op_type for n in graph.graph.node}
     np.testing.assert_allclose(runtime.encode(texts), model.encode(texts, tokenizer), atol=2e-5)
     assert_same_predictions(runtime.predict(texts), model.predict(texts, tokenizer))

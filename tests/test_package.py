@@ -58,7 +58,12 @@ def test_import_is_lazy_and_auto_classes_still_work(tmp_path):
     run = run_python(script, tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(run.stdout.strip().splitlines()[-1])
-    assert report["loaded"] == ["multitask_st.configuration_multitask_st", "multitask_st.inference_multitask_st"]
+    assert report["loaded"] == [
+        "multitask_st.configuration_multitask_st",
+        "multitask_st.inference_multitask_st",
+        "multitask_st.scores_multitask_st",
+        "multitask_st.task_fields_multitask_st",
+    ]
     assert report["heavy"] == []
     assert report["config"] == MultiTaskSTConfig.__name__
     assert report["model"] == "multitask_st.modeling_multitask_st.MultiTaskSTModel"
