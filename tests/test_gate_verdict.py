@@ -138,6 +138,12 @@ def test_a_regression_head_is_judged_by_its_mean_difference_in_target_std():
     refused = judge(ref, decisions, max_regression_difference=0.15)
     assert refused["refusals"] == ["head 'score' differs from PyTorch by 0.200 target std on average (bound 0.15)"]
     assert "flips" not in refused["tasks"]["score"]
+    # At the bound exactly it passes (refused only beyond it): 0.25 and 0.75 average to 0.5 exactly.
+    decisions["score"] = same_decisions(ref)["score"] + np.asarray([0.25, -0.75])
+    assert judge(ref, decisions, max_regression_difference=0.5)["passed"]
+    # A regression head judged first leaves the next heads judged too.
+    first = {"score": decisions["score"], "topic": decisions["topic"]}
+    assert set(judge(ref, first, max_regression_difference=0.5)["tasks"]) == {"score", "topic"}
 
 
 def test_stsb_and_embedding_agreement_refuse_on_their_own():
@@ -154,9 +160,12 @@ def test_stsb_and_embedding_agreement_refuse_on_their_own():
     opposite = judge(ref, same_decisions(ref), -ref.embeddings, min_mean_cosine=0.5, max_spearman_drop=200.0)
     assert opposite["mean_cosine"] == pytest.approx(-1.0) and opposite["min_cosine"] == pytest.approx(-1.0)
     assert opposite["refusals"] == [f"mean embedding cosine to PyTorch {opposite['mean_cosine']:.4f} < 0.5"]
-    # A graph within every bound but the cosine one is refused for that alone; at the bound it passes.
-    scaled = ref.embeddings * 3.0  # the cosine ignores the norm
-    assert judge(ref, same_decisions(ref), scaled, min_mean_cosine=1.0 - 1e-12)["passed"]
+    # The cosine ignores the norm; a mean cosine at the bound exactly passes.
+    scaled = ref.embeddings * 3.0
+    tilted = scaled.copy()
+    tilted[-1] = [1.0, 1.0, 1.0, 0.0]
+    mean = float(onnx_check._cosine(tilted, ref.embeddings).mean())
+    assert mean < 1.0 and judge(ref, same_decisions(ref), tilted, min_mean_cosine=mean)["passed"]
 
 
 def test_decisions_from_raw_outputs_and_from_predict_agree_per_kind():
@@ -193,18 +202,24 @@ def test_the_config_view_reads_a_folders_config_json():
             "tasks": [["topic", ["a", "b"]], ["tags", ["x", "y"]]],
             "task_kinds": {"tags": "multi_label_classification"},
             "task_calibration": {"tags": {"thresholds": [0.2, 0.4]}},
+            "task_target_scaling": {"topic": {"mean": [0.0], "std": [2.0]}},
         }
     )
     assert view.tasks == {"topic": ["a", "b"], "tags": ["x", "y"]}
     assert view.task_kinds == {"topic": "classification", "tags": "multi_label"}
-    assert view.task_calibration == {"tags": {"thresholds": [0.2, 0.4]}} and view.task_target_scaling == {}
+    assert view.task_calibration == {"tags": {"thresholds": [0.2, 0.4]}}
+    assert view.task_target_scaling == {"topic": {"mean": [0.0], "std": [2.0]}}
     bare = onnx_check._config_view({"tasks": {"topic": ["a", "b"]}, "task_kinds": None})
     assert bare.task_kinds == {"topic": "classification"} and bare.task_calibration == {}
+    assert bare.task_target_scaling == {}
 
 
 def test_cosine_is_exact_in_float64_and_ignores_norms():
     a = np.asarray([[1.0, 0.0], [3.0, 4.0], [0.0, 0.0]], dtype=np.float32)
     b = np.asarray([[2.0, 0.0], [-4.0, 3.0], [1.0, 0.0]], dtype=np.float32)
     assert onnx_check._cosine(a, b).tolist() == [1.0, 0.0, 0.0]
-    nearly = np.asarray([[1.0, 1e-4]])
-    assert onnx_check._cosine(nearly, np.asarray([[1.0, 0.0]]))[0] < 1.0  # float32 would round it to 1
+    short = np.asarray([[0.5, 0.0]], dtype=np.float32)  # norms below 1 are not clipped
+    assert onnx_check._cosine(short, short).tolist() == [1.0]
+    nearly, axis = np.asarray([[1.0, 1e-4]], dtype=np.float32), np.asarray([[1.0, 0.0]], dtype=np.float32)
+    assert onnx_check._cosine(nearly, axis)[0] < 1.0  # float32 arithmetic would round it to 1: each side in float64
+    assert onnx_check._cosine(axis, nearly)[0] < 1.0
