@@ -39,7 +39,8 @@ MODULES: dict[str, tuple[list[str], list[str] | None, list[str]]] = {
     "loss": (
         ["multitask_st/losses_multitask_st.py"],
         None,
-        ["tests/test_modeling.py", "-k", "loss or labels"],
+        # every kind's loss: the classification tests, the other kinds' hand computations, the held-head losses
+        ["tests/test_modeling.py", "tests/test_task_kinds.py", "tests/test_pair_kinds.py", "-k", "loss or labels"],
     ),
     "task_logging": (
         ["multitask_st/training/trainer.py"],
