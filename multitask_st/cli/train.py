@@ -119,7 +119,11 @@ class ModelArguments:
     head_hidden_size: int | None = field(default=None, metadata={"help": "Hidden size of each head."})
     head_dropout: float = field(default=0.1, metadata={"help": "Dropout inside each head."})
     max_seq_length: int | None = field(
-        default=128, metadata={"help": "Tokens kept per text (the demo's 128 keeps CPU runs short)."}
+        default=128,
+        metadata={
+            "help": "Tokens kept per text (the demo's 128 keeps CPU runs short); with --init_model, the starting "
+            "model's own unless another value is given."
+        },
     )
     attn_implementation: str | None = field(default=None, metadata={"help": "eager, sdpa, flash_attention_2..."})
     class_weights: list[str] = field(
@@ -442,7 +446,7 @@ def start_from_trained_model(model_args: ModelArguments, tasks: dict[str, list[s
     config.task_loss_options = normalize_task_loss_options(
         {**config.task_loss_options, **task_loss_options(model_args)}, config.tasks, config.task_kinds
     )
-    if model_args.max_seq_length is not None:
+    if model_args.max_seq_length not in (None, defaults.max_seq_length):  # the demo's default is not a choice
         config.max_seq_length = check_max_length(model_args.max_seq_length, None, model.position_limit())
     held = [task for task in model.config.task_names if task not in tasks]
     logger.info(f"Starting from {model_args.init_model}: training {list(tasks)}; holding {held} by distillation.")
