@@ -5,6 +5,7 @@ are held."""
 import json
 import logging
 import random
+import shutil
 import textwrap
 
 import numpy as np
@@ -285,6 +286,40 @@ def test_a_trained_heads_kind_is_not_changed_by_task_kinds(starting_model, tmp_p
             "topic=multi_label", "--task_label_names", "topic=world,sports,business", "--max_steps", "1",
             "--use_cpu", "--output_dir", str(tmp_path / "out"),
         ])  # fmt: skip
+
+
+def test_the_record_scores_held_heads_on_their_built_in_splits(starting_model, tmp_path, tiny_tokenizer):
+    """The before/after of adding a task comes from the two records: a held head whose starting record names a built-in
+    dataset is scored again on the same validation and test texts (the starting run's seed and split sizes)."""
+    from multitask_st.data.task_datasets import load_task_dataset, subsample
+
+    starting = tmp_path / "start"
+    shutil.copytree(starting_model, starting)
+    record_path = starting / "training_summary.json"
+    record = json.loads(record_path.read_text())
+    # As if the sentiment head had been trained on Rotten Tomatoes (same labels) with 40/30 validation/test texts.
+    record["datasets"]["sentiment"] = {"name": "rotten_tomatoes", "num_validation": 40, "num_test": 30}
+    record["training_args"]["seed"] = 3
+    record_path.write_text(json.dumps(record))
+    output = add_task_run(tmp_path, starting)
+
+    summary = json.loads((output / "training_summary.json").read_text())
+    # topic's data is a CSV file of the starting run: not scored; sentiment's is built in: scored on both splits.
+    assert set(summary["metrics"]["tasks"]) == {"sentiment", "newsgroup"}
+    assert set(summary["metrics"]["tasks"]["sentiment"]) == {"validation", "test"}
+    test = subsample(load_task_dataset("rotten_tomatoes", seed=3), {"test": 30}, seed=3)["test"]
+    model = MultiTaskSTModel.from_pretrained(output).eval()
+    rows = model.predict(list(test["text"]), tiny_tokenizer, tasks="sentiment", calibrated=False)
+    names = model.config.tasks["sentiment"]
+    predicted = np.asarray([names.index(row["sentiment"]["label"]) for row in rows])
+    labels = test["label"]
+    picked = np.asarray([row["sentiment"]["probabilities"][names[y]] for row, y in zip(rows, labels, strict=True)])
+    assert summary["metrics"]["tasks"]["sentiment"]["test"]["accuracy"] == pytest.approx(
+        np.mean(predicted == np.asarray(test["label"]))
+    )
+    # The loss pins the very texts (a toy head's accuracy is much the same on any sample with the same label mix).
+    assert summary["metrics"]["other"]["sentiment_loss"]["test"] == pytest.approx(-np.log(picked).mean(), rel=1e-4)
+    assert summary["run"]["held_tasks"] == ["topic", "sentiment"]  # held in training all the same
 
 
 def test_head_distillation_loss():

@@ -22,11 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from datasets import DatasetDict
 from transformers import AutoTokenizer, EarlyStoppingCallback, HfArgumentParser, TrainingArguments, set_seed
 from transformers.utils import logging
 
 from multitask_st import MultiTaskSTModel
-from multitask_st.data.corpora import stsb
+from multitask_st.data.corpora import BUILTIN_DATASETS, stsb
 from multitask_st.data.resources import resolve_backbone
 from multitask_st.data.task_datasets import label_names_of, load_task_dataset, output_names, subsample
 from multitask_st.inference_multitask_st import (
@@ -378,9 +379,11 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     dataset_records = {
         task: dataset_record(name, task_data[task]) for task, name in _pairs(data_args.tasks, "tasks").items()
     }
+    held_data = {}
     if model_args.init_model:
         model, tokenizer, base_model = start_from_trained_model(model_args, tasks, kinds)
         dataset_records = {**held_dataset_records(model_args.init_model, model, tasks), **dataset_records}
+        held_data = held_evaluation_data(model_args.init_model, model, tasks)
     else:
         model, tokenizer, base_model = start_from_backbone(model_args, tasks, kinds)
     if training_args.should_save:
@@ -390,6 +393,10 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         tokenized = {
             task: tokenize_task_dataset(dataset, tokenizer, max_length=max_length)
             for task, dataset in task_data.items()
+        }
+        held_tokenized = {
+            task: tokenize_task_dataset(dataset, tokenizer, max_length=max_length)
+            for task, dataset in held_data.items()
         }
     sts = stsb() if data_args.stsb_eval else None
 
@@ -409,7 +416,8 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     )
     train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model()  # the best model when load_best_model_at_end, with the tokenizer, payload files and record
-    return finish(trainer, train_result, tokenized, sts, tokenizer, training_args)
+    # The held heads are scored on their own splits only at the end, for the record: training never sees old data.
+    return finish(trainer, train_result, {**held_tokenized, **tokenized}, sts, tokenizer, training_args)
 
 
 # The architecture arguments a trained model already fixes: `--init_model` refuses them when set.
@@ -460,6 +468,33 @@ def held_dataset_records(init_model: str, model: MultiTaskSTModel, tasks: dict) 
     return {task: previous[task] for task in model.config.task_names if task not in tasks and task in previous}
 
 
+def held_evaluation_data(init_model: str, model: MultiTaskSTModel, tasks: dict) -> dict:
+    """Per held head whose starting record names a built-in dataset, that dataset's validation and test splits as the
+    starting run scored them (its seed, its split sizes), so this run's record scores the old heads on the same texts
+    after training: the before/after of adding a task, from the two records. A head whose labels or kind no longer
+    match the data (renamed, appended), or whose data is not built in, is not scored (said in the log)."""
+    if not Path(init_model).is_dir():
+        return {}
+    previous = load_training_summary(init_model)
+    records, seed = previous.get("datasets") or {}, (previous.get("training_args") or {}).get("seed", 0)
+    config, data = model.config, {}
+    for task in [task for task in config.task_names if task not in tasks and task in records]:
+        record = records[task]
+        builtin = BUILTIN_DATASETS.get(record.get("name"))
+        if builtin is None or builtin.kind != config.task_kinds[task] or builtin.label_names != config.tasks[task]:
+            logger.info(
+                f"Held head {task!r} is not scored after training: its data {record.get('name')!r} is not a built-in "
+                f"dataset with its kind {config.task_kinds[task]!r} and labels {config.tasks[task]}."
+            )
+            continue
+        splits = load_task_dataset(record["name"], kind=builtin.kind, seed=seed)
+        sizes = {split: record.get(f"num_{split}") for split in ("validation", "test") if split in splits}
+        data[task] = subsample(DatasetDict({split: splits[split] for split in sizes}), sizes, seed=seed)
+    if data:
+        logger.info(f"The held heads {list(data)} are scored after training on their starting record's splits.")
+    return data
+
+
 def start_from_backbone(model_args: ModelArguments, tasks: dict[str, list[str]], kinds: dict[str, str]):
     """A new model on the `--backbone` encoder with one head per task; its tokenizer; the base model's name."""
     backbone, base_model = resolve_backbone(model_args.backbone)
@@ -481,9 +516,12 @@ def start_from_backbone(model_args: ModelArguments, tasks: dict[str, list[str]],
 
 
 def finish(trainer: MultiTaskTrainer, train_result, tokenized: dict, sts, tokenizer, training_args) -> int:
-    """After training: the validation and test metrics into the record, the examples and where to look printed."""
+    """After training: the validation and test metrics of every task in `tokenized` (the run's, and the held heads'
+    with known data) into the record, the examples and where to look printed."""
     # The trainer adds these metrics to training_summary.json; predicting the test split draws the confusion matrices.
-    validation_metrics = trainer.evaluate()
+    validation_metrics = trainer.evaluate(
+        {task: dataset["validation"] for task, dataset in tokenized.items() if "validation" in dataset}
+    )
     trainer.stsb_dataset = sts["test"] if sts else None  # the test split's pairs, all of them
     test_metrics = trainer.predict({task: dataset["test"] for task, dataset in tokenized.items()}).metrics
     trainer.log_metrics("train", train_result.metrics)
