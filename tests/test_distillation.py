@@ -92,6 +92,25 @@ def test_teacher_column_is_added_once_and_collated(tiny_model, tiny_tokenizer):
     assert tiny_model.training is False  # the model's mode is restored
 
 
+def test_holding_heads_the_teacher_embedding_is_the_models_own_embedding(tiny_tokenizer):
+    """Adding a task to a trained model, the embedding held is what the model gave (its trained projection's output),
+    not the backbone's pooled output under it: the distillation starts at zero and keeps what `encode` gave."""
+    torch.manual_seed(0)
+    model = MultiTaskSTModel(tiny_config()).eval()
+    torch.nn.init.normal_(model.projection[0].weight, std=0.3)  # a trained projection: far from the identity
+    dataset = make_task_dataset(tiny_tokenizer, 7, 2, seed=3).add_column("task_id", [1] * 7)
+    held = add_teacher_embeddings(model, dataset, tiny_tokenizer, show_progress_bar=False, held_tasks=["topic"])
+    fresh = add_teacher_embeddings(model, dataset, tiny_tokenizer, show_progress_bar=False)
+    for index, example in enumerate(dataset):
+        ids = torch.tensor([example["input_ids"]])
+        with torch.no_grad():
+            pooled, _ = model.pool(ids, torch.ones_like(ids), torch.tensor([example["token_type_ids"]]))
+            embedding = model.finish_embedding(model.projection(pooled))
+        np.testing.assert_allclose(held[index][TEACHER_COLUMN], embedding[0].numpy(), atol=1e-5)
+        np.testing.assert_allclose(fresh[index][TEACHER_COLUMN], pooled[0].numpy(), atol=1e-5)
+    assert not np.allclose(held[0][TEACHER_COLUMN], fresh[0][TEACHER_COLUMN], atol=1e-3)
+
+
 # ---------------------------------------------------------------- in training
 
 

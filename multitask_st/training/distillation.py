@@ -12,7 +12,9 @@ training, in one inference pass over the training data, and travel with the exam
 model in memory and no extra forward pass per step. The target is the backbone's own geometry, not the projection's:
 with the default square linear projection (identity at the start) the loss starts at zero; with a fresh projection of
 another width or an MLP it starts above zero and pulls that projection towards the backbone's geometry. Continuing
-from a fine-tuned model, the target is that model's pooled output.
+from a fine-tuned model, the target is that model's pooled output, except when the run holds heads (below): then it is
+the starting model's *embedding* (its trained projection's output, what `encode` gave and the held heads read), so the
+loss starts at exactly zero and holds what users of the embedding had, not the backbone's geometry under it.
 
 Adding a task to a trained model (`MultiTaskSTModel.add_task`, `multitask-st train --init_model`), the run has data for
 the new task only. The heads with no training example in the run (the *held* heads) keep their predictions by learning
@@ -155,7 +157,8 @@ def add_teacher_embeddings(
 ) -> datasets.Dataset:
     """`dataset` with a `teacher_embedding` column (the model's pooled output, as `compute_teacher_embeddings`) and,
     given `held_tasks`, a `teacher_logits` column (those heads' raw logits, task after task), from one pass of the model
-    as it is now. Columns already present are kept."""
+    as it is now; given `held_tasks`, the embedding column holds the model's embedding (projected) instead of the
+    pooled output. Columns already present are kept."""
     held_tasks = list(held_tasks)
     wanted = [TEACHER_COLUMN, *([TEACHER_LOGITS_COLUMN] if held_tasks else [])]
     if all(column in dataset.column_names for column in wanted):
@@ -169,6 +172,9 @@ def add_teacher_embeddings(
     logger.info(f"Computing the starting model's embeddings{held} for {len(dataset)} training examples (once).")
     encodings = dataset.select_columns([key for key in MODEL_INPUTS if key in dataset.column_names]).to_dict()
     pooled, logits = model.teacher_outputs(encodings, tokenizer, held_tasks, batch_size, show_progress_bar)
+    if held_tasks:  # a trained model goes on: hold its own embedding (see the module docstring)
+        with torch.inference_mode():
+            pooled = model.finish_embedding(model.projection(pooled.to(model.dtype)))
     columns = {
         TEACHER_COLUMN: pooled,
         TEACHER_LOGITS_COLUMN: torch.cat(list(logits.values()), dim=-1) if logits else None,
