@@ -301,7 +301,7 @@ def test_the_record_scores_held_heads_on_their_built_in_splits(starting_model, t
     record["datasets"]["sentiment"] = {"name": "rotten_tomatoes", "num_validation": 40, "num_test": 30}
     record["training_args"]["seed"] = 3
     record_path.write_text(json.dumps(record))
-    output = add_task_run(tmp_path, starting)
+    output = add_task_run(tmp_path, starting, "--max_seq_length", "16")
 
     summary = json.loads((output / "training_summary.json").read_text())
     # topic's data is a CSV file of the starting run: not scored; sentiment's is built in: scored on both splits.
