@@ -89,6 +89,30 @@ def test_card_tells_the_truth_about_its_doors(tmp_path, tiny_tokenizer):
     assert "It is **not TEI-ready**: the projection's LayerNorm module is not one TEI applies" in linear_card.text
 
 
+PAIR_ONLY = {  # a model whose every task takes pairs: no head reads a single text
+    "tasks": {"nli": ["entailment", "neutral", "contradiction"], "sts": ["similarity"]},
+    "task_kinds": {"nli": "pair_classification", "sts": "embedding"},
+}
+
+
+def test_a_card_for_pair_tasks_only(tmp_path, tiny_tokenizer):
+    # The snippets show pairs where a model has no single-text head, and never index a head it lacks.
+    _, card = staged_card(tmp_path, tiny_tokenizer, pooling_mode="mean", projection="none", **PAIR_ONLY)
+    assert "and 2\ntasks (`nli`, `sts`) take pairs of texts, each embedded once." in card.text
+    assert "- **Tasks:** 2\n" in card.text
+    blocks = python_blocks(card)
+    assert len(blocks) == 5
+    remote_code, pipeline_block = blocks[:2]
+    assert "model.predict(sentences" not in remote_code and "for prediction in model.predict(pairs" in remote_code
+    assert "head_view" not in pipeline_block and "print(classifier(pair))" in pipeline_block
+    assert "Each head only knows its own labels" not in card.text
+    # An embedding task alone: no head at all.
+    _, embedding_card = staged_card(
+        tmp_path / "embedding", tiny_tokenizer, tasks={"sts": ["similarity"]}, task_kinds={"sts": "embedding"}
+    )
+    assert "and 1\ntask (`sts`) takes pairs of texts" in embedding_card.text
+
+
 @pytest.mark.slow
 def test_every_card_snippet_runs_without_a_prompt(tmp_path, tiny_tokenizer):
     cards = [
@@ -96,9 +120,10 @@ def test_every_card_snippet_runs_without_a_prompt(tmp_path, tiny_tokenizer):
         # no plain export, another pooling, projection and normalisation through the same snippets
         staged_card(tmp_path / "attention", tiny_tokenizer, pooling_mode="attention", projection="mlp",
                     normalize_embeddings=True),
+        staged_card(tmp_path / "pairs", tiny_tokenizer, pooling_mode="mean", projection="none", **PAIR_ONLY),
     ]  # fmt: skip
     blocks = [python_blocks(card) for _, card in cards]
-    assert [len(card_blocks) for card_blocks in blocks] == [5, 4]
+    assert [len(card_blocks) for card_blocks in blocks] == [5, 4, 5]
     outputs = []
     for index in range(len(blocks[0])):
         # the same block of each card that has it
@@ -108,4 +133,6 @@ def test_every_card_snippet_runs_without_a_prompt(tmp_path, tiny_tokenizer):
         outputs.append(run_snippets(snippets, tmp_path))
     for printed in outputs[1][:2]:
         assert "sentiment" in printed and "topic" in printed  # the pipeline printed every head, on each card
+    for printed in (outputs[0][2], outputs[1][2]):  # remote code and pipeline of the pair-only card: every pair task
+        assert "'label'" in printed and "'values'" in printed
     assert "You are using a model of type" not in "".join(sum(outputs, []))  # no config loaded as the wrong class
