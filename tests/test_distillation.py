@@ -10,9 +10,11 @@ from transformers import TrainerCallback
 from multitask_st import MultiTaskSTModel
 from multitask_st.training.collator import MultiTaskDataCollator
 from multitask_st.training.distillation import (
+    DEFAULT_EMBEDDING_DISTILLATION_WEIGHT,
     TEACHER_COLUMN,
     add_teacher_embeddings,
     compute_teacher_embeddings,
+    embedding_distillation_weight,
     similarity_distillation_loss,
 )
 from multitask_st.training.record import training_record
@@ -195,7 +197,7 @@ def test_distillation_that_cannot_apply_is_skipped_with_a_warning(
     assert TEACHER_COLUMN not in trainer.train_dataset.column_names
     record = training_record(trainer)
     assert record["run"]["embedding_distillation_weight"] == 0.0  # what the run applied...
-    assert record["training_args"]["embedding_distillation_weight"] == 10.0  # ...and what it was asked
+    assert record["training_args"]["embedding_distillation_weight"] is None  # ...and what it was asked: the default
 
 
 def test_distillation_off_adds_no_column_and_no_loss(tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer):
@@ -231,6 +233,16 @@ def test_distillation_keeps_the_embedding_geometry_closer_to_the_start(tmp_path,
         ).train()  # fmt: skip
         drift[weight] = _similarity_drift(model, start, tiny_task_datasets[0]["sentiment"], tiny_tokenizer)
     assert drift[20.0] < 0.5 * drift[0.0], drift
+
+
+def test_the_default_weight_holds_the_embedding_unless_a_task_trains_it():
+    heads = {"topic": "classification", "tags": "multi_label"}
+    assert embedding_distillation_weight(None, heads) == DEFAULT_EMBEDDING_DISTILLATION_WEIGHT == 10.0
+    for kind in ("embedding", "embedding_contrastive"):
+        assert embedding_distillation_weight(None, {**heads, "sts": kind}) == 0.0  # the task moves the embedding
+        assert embedding_distillation_weight(2.5, {**heads, "sts": kind}) == 2.5  # asked for: applied
+    assert embedding_distillation_weight(0, heads) == 0.0
+    assert embedding_distillation_weight(None, {"nli": "pair_classification"}) == 10.0  # a pair head: a head
 
 
 def test_negative_weight_is_refused(tmp_path):

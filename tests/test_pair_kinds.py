@@ -321,6 +321,7 @@ def test_train_script_trains_every_kind_and_records_their_metrics(tmp_path, tiny
     summary = json.loads((out / "training_summary.json").read_text())
     assert set(summary["metrics"]["tasks"]["sts"]["test"]) == {"pearson", "spearman"}
     assert set(summary["metrics"]["tasks"]["nli"]["test"]) == {"accuracy", "f1"}
+    assert summary["run"]["embedding_distillation_weight"] == 0.0  # the default: off, as `sts` trains the embedding
     # The card: model-index results with each kind's task type and metrics, the pair tasks described.
     from huggingface_hub import ModelCard
 

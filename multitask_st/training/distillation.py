@@ -16,6 +16,10 @@ from a fine-tuned model, the target is that model's pooled output, except when t
 the starting model's *embedding* (its trained projection's output, what `encode` gave and the held heads read), so the
 loss starts at exactly zero and holds what users of the embedding had, not the backbone's geometry under it.
 
+A task that trains the embedding itself (`embedding`, `embedding_contrastive`) asks the geometry to move, which holding
+the in-batch similarities where they started would fight: with such a task the default weight is 0
+(`embedding_distillation_weight`); a run that asks for a weight gets it.
+
 Adding a task to a trained model (`MultiTaskSTModel.add_task`, `multitask-st train --init_model`), the run has data for
 the new task only. The heads with no training example in the run (the *held* heads) keep their predictions by learning
 without forgetting (Li & Hoiem, 2017): on the incoming texts, each held head's outputs should stay what the starting
@@ -27,6 +31,8 @@ data is not run on the incoming single texts: it reads the shared embedding, whi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import datasets
 import numpy as np
 import torch
@@ -34,12 +40,37 @@ import torch.nn.functional as F
 from transformers import PreTrainedTokenizerBase
 from transformers.utils import logging
 
-from ..inference_multitask_st import MODEL_INPUTS, MULTI_LABEL, REGRESSION, SINGLE_LABEL
+from ..inference_multitask_st import (
+    EMBEDDING,
+    EMBEDDING_CONTRASTIVE,
+    MODEL_INPUTS,
+    MULTI_LABEL,
+    REGRESSION,
+    SINGLE_LABEL,
+)
 from ..modeling_multitask_st import MultiTaskSTModel
 from .collator import TEACHER_COLUMN, TEACHER_LOGITS_COLUMN
 
 
 logger = logging.get_logger(__name__)
+
+# The embedding distillation's weight when the run's arguments leave it unset and no task trains the embedding itself.
+DEFAULT_EMBEDDING_DISTILLATION_WEIGHT = 10.0
+
+
+def embedding_distillation_weight(weight: float | None, task_kinds: Mapping[str, str]) -> float:
+    """The embedding distillation weight a run applies: `weight` when set; unset, `DEFAULT_EMBEDDING_DISTILLATION_WEIGHT`,
+    or 0 when a task trains the embedding itself (`embedding`, `embedding_contrastive`): holding the in-batch
+    similarities where they started would work against the very change such a task asks for."""
+    if weight is not None:
+        return float(weight)
+    return 0.0 if embedding_tasks(task_kinds) else DEFAULT_EMBEDDING_DISTILLATION_WEIGHT
+
+
+def embedding_tasks(task_kinds: Mapping[str, str]) -> list[str]:
+    """The tasks that train the embedding itself (no head: the embedding is their output)."""
+    return [task for task, kind in task_kinds.items() if kind in (EMBEDDING, EMBEDDING_CONTRASTIVE)]
+
 
 # Softens both distributions in the held heads' loss, as Li & Hoiem (2017) and Hinton et al. (2015) do: the student
 # also learns the teacher's ranking of the unlikely labels, which a near one-hot softmax hides.

@@ -28,6 +28,8 @@ from .collator import TEACHER_COLUMN, TEACHER_LOGITS_COLUMN, MultiTaskDataCollat
 from .distillation import (
     HEAD_DISTILLATION_LOSSES,
     add_teacher_embeddings,
+    embedding_distillation_weight,
+    embedding_tasks,
     head_distillation_loss,
     similarity_distillation_loss,
 )
@@ -213,6 +215,7 @@ class MultiTaskTrainer(Trainer):
             )
         self._task_loss_totals = {True: {}, False: {}}  # training? -> task -> [sum of loss x examples, examples]
         self.distilling = False  # set by `train()`
+        self.embedding_distillation_weight = 0.0  # set by `train()`: the weight the run applies (0: none)
         self.processes: list[dict] = []  # set by `train()`: the job's processes and devices, for the record
         self.held_tasks: list[str] = []  # set by `train()`: heads without training data, held by distillation
 
@@ -273,7 +276,8 @@ class MultiTaskTrainer(Trainer):
             # would silently train apart on each process. Wrap with everything trainable; the callback re-freezes
             # right after (`on_train_begin`), and DDP's unused-parameter search copes with the frozen ones.
             self.model.unfreeze("all")
-        self.distilling = self._distillation_applies()
+        self.embedding_distillation_weight = self._applied_distillation_weight()
+        self.distilling = self.embedding_distillation_weight > 0
         self.held_tasks = self._held_tasks()
         if self.distilling or self.held_tasks:
             # From the model as it is now, before any step (on resume: the fresh model, not the checkpoint's).
@@ -400,10 +404,20 @@ class MultiTaskTrainer(Trainer):
                 "without --resume_from_checkpoint."
             )
 
-    def _distillation_applies(self) -> bool:
-        """Whether this run can use embedding distillation; says why not when it was asked for but cannot."""
-        if self.args.embedding_distillation_weight == 0 or self.train_dataset is None:
-            return False
+    def _applied_distillation_weight(self) -> float:
+        """The embedding distillation weight this run applies (0: none): `args.embedding_distillation_weight`, or when
+        unset the default for the model's tasks; says why not when it was asked for but cannot apply."""
+        if self.train_dataset is None:
+            return 0.0
+        task_kinds = self.accelerator.unwrap_model(self.model).config.task_kinds
+        weight = embedding_distillation_weight(self.args.embedding_distillation_weight, task_kinds)
+        if weight == 0:
+            if self.args.embedding_distillation_weight is None:
+                logger.info(
+                    f"The task(s) {embedding_tasks(task_kinds)} train the embedding itself: embedding distillation "
+                    "is off (set embedding_distillation_weight to also hold the in-batch similarities near the start)."
+                )
+            return 0.0
         reason = None
         if not isinstance(self.data_collator, MultiTaskDataCollator):
             reason = f"the data collator ({type(self.data_collator).__name__}) is not a MultiTaskDataCollator"
@@ -413,11 +427,11 @@ class MultiTaskTrainer(Trainer):
             reason = "the teacher pass needs the whole model on one device (DeepSpeed/FSDP shard it)"
         if reason:
             logger.warning(
-                f"embedding_distillation_weight={self.args.embedding_distillation_weight} is ignored: {reason}. "
+                f"embedding_distillation_weight={weight} is ignored: {reason}. "
                 "The run trains without embedding distillation."
             )
-            return False
-        return True
+            return 0.0
+        return weight
 
     def _held_tasks(self) -> list[str]:
         """The heads this run holds by distillation of the starting model's outputs (learning without forgetting): those
@@ -456,7 +470,7 @@ class MultiTaskTrainer(Trainer):
         if teacher_embeddings is not None and model.training and self.distilling:
             distillation = similarity_distillation_loss(outputs.embeddings, teacher_embeddings)
             losses["embedding_distillation"] = distillation
-            weighted = self.args.embedding_distillation_weight * distillation
+            weighted = self.embedding_distillation_weight * distillation
             loss = weighted if loss is None else loss + weighted
         if teacher_logits is not None and model.training and self.held_tasks:
             config = self.accelerator.unwrap_model(model).config

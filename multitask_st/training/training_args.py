@@ -50,12 +50,14 @@ class MultiTaskTrainingArguments(TrainingArguments):
             `temperature` (task probability proportional to size^(1/T)).
         sampling_temperature (`float`, defaults to 2.0): T of the `temperature` strategy.
         mixed_task_batches (`bool`, defaults to `True`): `False` keeps every batch to a single task.
-        embedding_distillation_weight (`float`, defaults to 10.0):
+        embedding_distillation_weight (`float`, *optional*):
             Weight of a loss that keeps the cosine similarities between the examples of each training batch close to
             what the model gave them before training (see `multitask_st.training.distillation`): it keeps the embedding good
             for similarity search and STS while the heads fine-tune the shared encoder. Costs one inference pass over
             the training data before the first step (on every process, each over the whole training set), plus one
-            batch-by-batch similarity matrix per step. 0 turns it off.
+            batch-by-batch similarity matrix per step. 0 turns it off. Unset (the default): 10.0, or 0 when the model
+            has a task that trains the embedding itself (`embedding`, `embedding_contrastive`), which holding the
+            embedding still would work against; set it to hold the embedding in such a run as well.
         use_cpu (`bool`, defaults to `False`):
             As in `TrainingArguments`; turned on by itself when a launcher (torchrun, `accelerate launch`) starts
             several processes on a machine without a GPU, so they train one model together (DDP over gloo).
@@ -113,8 +115,12 @@ class MultiTaskTrainingArguments(TrainingArguments):
     )
     sampling_temperature: float = field(default=2.0, metadata={"help": "T of the 'temperature' strategy."})
     mixed_task_batches: bool = field(default=True, metadata={"help": "False: every batch holds one task."})
-    embedding_distillation_weight: float = field(
-        default=10.0, metadata={"help": "Weight of the similarity-preserving embedding loss; 0 = off."}
+    embedding_distillation_weight: float | None = field(
+        default=None,
+        metadata={
+            "help": "Weight of the similarity-preserving embedding loss; 0 = off. Default: 10, or 0 when a task "
+            "trains the embedding itself (embedding, embedding_contrastive)."
+        },
     )
     head_distillation_weight: float = field(
         default=1.0, metadata={"help": "Weight of holding the heads without training data to their outputs; 0 = off."}
@@ -175,7 +181,7 @@ class MultiTaskTrainingArguments(TrainingArguments):
         for name, value in positive.items():
             if not value > 0:
                 raise ValueError(f"`{name}` must be > 0, got {value!r}.")
-        if not self.embedding_distillation_weight >= 0:
+        if self.embedding_distillation_weight is not None and not self.embedding_distillation_weight >= 0:
             raise ValueError(
                 f"`embedding_distillation_weight` must be >= 0, got {self.embedding_distillation_weight!r}."
             )
