@@ -155,3 +155,15 @@ def test_best_model_is_kept_and_early_stopping_ends_the_run(tmp_path, tiny_backb
     assert not all(torch.equal(saved[key], last[key]) for key in saved)  # training went on after the best
     summary = json.loads((out / "training_summary.json").read_text())
     assert summary["run"]["global_steps"] == stop
+
+
+@pytest.mark.parametrize("config", sorted(Path(__file__).parent.parent.glob("configs/*.yaml")), ids=lambda p: p.name)
+def test_example_configs_name_built_in_data_and_known_kinds(config):
+    # What `train.py configs/<file>` checks before loading anything; the full runs are in BENCHMARKS.md.
+    from multitask_st.configuration_multitask_st import TASK_KINDS
+    from multitask_st.data.corpora import BUILTIN_DATASETS
+
+    model_args, data_args, _ = train.parse_arguments([str(config)])
+    datasets_by_task = train.check_task_options(data_args, model_args)
+    assert set(datasets_by_task.values()) <= set(BUILTIN_DATASETS)  # offline: packaged data only
+    assert set(train._pairs(data_args.task_kinds, "task_kinds").values()) <= set(TASK_KINDS)
