@@ -245,6 +245,22 @@ def test_the_default_weight_holds_the_embedding_unless_a_task_trains_it():
     assert embedding_distillation_weight(None, {"nli": "pair_classification"}) == 10.0  # a pair head: a head
 
 
+def test_an_embedding_task_without_data_in_the_run_leaves_the_embedding_held(
+    tmp_path, tiny_task_datasets, tiny_tokenizer
+):
+    # Heads trained next to a model's embedding task that has no data here: nothing trains the embedding, so the default
+    # holds it, as for any run of heads.
+    torch.manual_seed(0)
+    tasks = {"topic": ["a", "b", "c"], "sentiment": ["neg", "pos"], "sts": ["cosine_similarity"]}
+    model = MultiTaskSTModel(tiny_config(tasks=tasks, task_kinds={"sts": "embedding"}))
+    trainer = make_trainer(
+        tmp_path, model, tiny_task_datasets, tiny_tokenizer, max_steps=1, head_distillation_weight=0
+    )
+    trainer.train()
+    assert trainer.embedding_distillation_weight == DEFAULT_EMBEDDING_DISTILLATION_WEIGHT
+    assert TEACHER_COLUMN in trainer.train_dataset.column_names
+
+
 def test_negative_weight_is_refused(tmp_path):
     with pytest.raises(ValueError, match="embedding_distillation_weight.*-1"):
         MultiTaskTrainingArguments(str(tmp_path), embedding_distillation_weight=-1, report_to=[])

@@ -60,8 +60,9 @@ DEFAULT_EMBEDDING_DISTILLATION_WEIGHT = 10.0
 
 def embedding_distillation_weight(weight: float | None, task_kinds: Mapping[str, str]) -> float:
     """The embedding distillation weight a run applies: `weight` when set; unset, `DEFAULT_EMBEDDING_DISTILLATION_WEIGHT`,
-    or 0 when a task trains the embedding itself (`embedding`, `embedding_contrastive`): holding the in-batch
-    similarities where they started would work against the very change such a task asks for."""
+    or 0 when a task of `task_kinds` (the run's tasks with training data) trains the embedding itself (`embedding`,
+    `embedding_contrastive`): holding the in-batch similarities where they started would work against the very change
+    such a task asks for."""
     if weight is not None:
         return float(weight)
     return 0.0 if embedding_tasks(task_kinds) else DEFAULT_EMBEDDING_DISTILLATION_WEIGHT

@@ -409,13 +409,17 @@ class MultiTaskTrainer(Trainer):
         unset the default for the model's tasks; says why not when it was asked for but cannot apply."""
         if self.train_dataset is None:
             return 0.0
-        task_kinds = self.accelerator.unwrap_model(self.model).config.task_kinds
-        weight = embedding_distillation_weight(self.args.embedding_distillation_weight, task_kinds)
+        config = self.accelerator.unwrap_model(self.model).config
+        # Only the tasks with training data in this run move the embedding; one without (a model's embedding task while
+        # a new head is added) relies on the embedding being held.
+        sizes = self.task_sizes or [1] * len(config.task_names)
+        trained = {task: config.task_kinds[task] for task, size in zip(config.task_names, sizes, strict=True) if size}
+        weight = embedding_distillation_weight(self.args.embedding_distillation_weight, trained)
         if weight == 0:
             if self.args.embedding_distillation_weight is None:
                 logger.info(
-                    f"The task(s) {embedding_tasks(task_kinds)} train the embedding itself: embedding distillation "
-                    "is off (set embedding_distillation_weight to also hold the in-batch similarities near the start)."
+                    f"The task(s) {embedding_tasks(trained)} train the embedding itself: embedding distillation is "
+                    "off (set embedding_distillation_weight to also hold the in-batch similarities near the start)."
                 )
             return 0.0
         reason = None
