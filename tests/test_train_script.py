@@ -160,8 +160,8 @@ def test_best_model_is_kept_and_early_stopping_ends_the_run(tmp_path, tiny_backb
 @pytest.mark.parametrize("config", sorted(Path(__file__).parent.parent.glob("configs/*.yaml")), ids=lambda p: p.name)
 def test_example_configs_name_built_in_data_and_known_kinds(config):
     # What `train.py configs/<file>` checks before loading anything; the full runs are in BENCHMARKS.md.
-    from multitask_st.configuration_multitask_st import TASK_KINDS
     from multitask_st.data.corpora import BUILTIN_DATASETS
+    from multitask_st.task_fields_multitask_st import TASK_KINDS
 
     model_args, data_args, _ = train.parse_arguments([str(config)])
     datasets_by_task = train.check_task_options(data_args, model_args)
