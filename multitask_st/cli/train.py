@@ -29,6 +29,7 @@ from transformers.utils import logging
 from multitask_st import MultiTaskSTModel
 from multitask_st.data.corpora import BUILTIN_DATASETS, stsb
 from multitask_st.data.resources import resolve_backbone
+from multitask_st.data.streaming import load_task_stream
 from multitask_st.data.task_datasets import label_names_of, load_task_dataset, output_names, subsample
 from multitask_st.inference_multitask_st import (
     EMBEDDING,
@@ -44,6 +45,7 @@ from multitask_st.task_fields_multitask_st import BALANCED, normalize_task_loss_
 from multitask_st.training.output_dir import check_free_space, checkpoint_bytes, prepare_output_dir
 from multitask_st.training.processes import check_one_job
 from multitask_st.training.record import dataset_record
+from multitask_st.training.streaming import check_streaming_args, tokenize_task_stream
 from multitask_st.training.tokenization import tokenize_task_dataset
 from multitask_st.training.trainer import MultiTaskTrainer
 from multitask_st.training.training_args import MultiTaskTrainingArguments
@@ -184,6 +186,14 @@ class DataArguments:
     max_eval_samples: int | None = field(
         default=None,
         metadata={"help": "Cap on validation/test examples per task (default: all; 1000 with the default --tasks)."},
+    )
+    streaming: bool = field(
+        default=False,
+        metadata={
+            "help": "Stream each task's training data (local files or Hub datasets read with streaming=True) instead of "
+            "loading it whole: needs --max_steps and --task_label_names; the first --max_eval_samples rows (default "
+            "1000) of each stream are held out for validation and the next ones for test, unless the source has them."
+        },
     )
     stsb_eval: bool = field(default=True, metadata={"help": "Report the STS-B Spearman of the embeddings."})
     early_stopping_patience: int = field(default=2, metadata={"help": "Evaluations without improvement to stop."})
@@ -343,6 +353,33 @@ def load_tasks(data_args: DataArguments, seed: int) -> dict:
     return loaded
 
 
+# Rows of each held-out split a streamed task keeps when --max_eval_samples is not given.
+STREAMING_HELD_OUT = 1000
+
+
+def load_task_streams(data_args: DataArguments) -> tuple[dict, dict]:
+    """Per task its training stream and its held-out validation/test splits (map-style), for `--streaming`."""
+    datasets_by_task = check_task_options(data_args)
+    given = {option: getattr(data_args, option) for option in ("text_pair_columns", "negative_columns",
+                                                                "label_delimiters", "max_train_samples")}  # fmt: skip
+    given = {option: value for option, value in given.items() if value}
+    if given:
+        raise ValueError(f"--streaming takes classification tasks read whole-row by row; leave out {sorted(given)}.")
+    text_columns = _pairs(data_args.text_columns, "text_columns")
+    label_columns = _pairs(data_args.label_columns, "label_columns")
+    label_names = _label_names(data_args.task_label_names)
+    streams, held_out = {}, {}
+    for task, name in datasets_by_task.items():
+        streams[task], held_out[task], _ = load_task_stream(
+            name,
+            text_column=text_columns.get(task, "text"),
+            label_column=label_columns.get(task, "label"),
+            label_names=label_names.get(task),
+            held_out=data_args.max_eval_samples or STREAMING_HELD_OUT,
+        )
+    return streams, held_out
+
+
 def task_labels(data_args: DataArguments, task_data: dict) -> dict[str, list[str]]:
     """`config.tasks`: per task its label (or output) names from its data; a pair regression or embedding task's one
     output name (see `output_names`)."""
@@ -371,11 +408,26 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         # accuracy is a classification figure: a run with other kinds picks its best model by every task's own
         training_args.metric_for_best_model = "mean_score"
     check_one_job(training_args.world_size, training_args.use_cpu)  # before the data, the model or the folder
+    if data_args.streaming:
+        check_streaming_args(training_args)
+        if tuple(data_args.tasks) == DEFAULT_TASKS:
+            raise ValueError("--streaming reads local files or Hub datasets: name them in --tasks (task=path ...).")
+        if getattr(training_args, "train_sampling_strategy", None) == "group_by_length":
+            # length grouping sorts the whole set; streamed rows come in the order the streams give them
+            training_args.train_sampling_strategy = "random"
     resuming = bool(training_args.resume_from_checkpoint)
     if training_args.should_save:  # before the data, the model or step 1: see multitask_st.training.output_dir
         prepare_output_dir(training_args.output_dir, training_args.overwrite_output_dir, resuming)
-    task_data = load_tasks(data_args, training_args.seed)
-    tasks = task_labels(data_args, task_data)
+    streams = None
+    if data_args.streaming:  # the training rows stream; the held-out splits are small map-style datasets
+        streams, task_data = load_task_streams(data_args)
+    else:
+        task_data = load_tasks(data_args, training_args.seed)
+    # a streamed task's label names: its held-out split's (the stream's own, declared or its ClassLabel's)
+    tasks = task_labels(
+        data_args,
+        task_data if streams is None else {task: {"train": held["validation"]} for task, held in task_data.items()},
+    )
     dataset_records = {
         task: dataset_record(name, task_data[task]) for task, name in _pairs(data_args.tasks, "tasks").items()
     }
@@ -403,10 +455,15 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     callbacks = []
     if training_args.load_best_model_at_end and data_args.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=data_args.early_stopping_patience))
+    if streams is not None:  # tokenised as training reads them
+        train_dataset = {task: tokenize_task_stream(stream, tokenizer, max_length=max_length)
+                         for task, stream in streams.items()}  # fmt: skip
+    else:
+        train_dataset = {task: dataset["train"] for task, dataset in tokenized.items()}
     trainer = MultiTaskTrainer(
         model=model,
         args=training_args,
-        train_dataset={task: dataset["train"] for task, dataset in tokenized.items()},
+        train_dataset=train_dataset,
         eval_dataset={task: dataset["validation"] for task, dataset in tokenized.items()},
         processing_class=tokenizer,
         stsb_dataset=sts["validation"] if sts else None,

@@ -31,6 +31,7 @@ data is not run on the incoming single texts: it reads the shared embedding, whi
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 
 import datasets
@@ -157,6 +158,23 @@ def head_distillation_loss(
             f"A {kind!r} head cannot be held by distillation; kinds that can: {list(HEAD_DISTILLATION_LOSSES)}."
         )
     return HEAD_DISTILLATION_LOSSES[kind](logits, teacher_logits, temperature, target_std)
+
+
+class FrozenTeacher:
+    """The starting encoder, frozen, for distillation computed batch by batch (streamed training data, which has no
+    column to precompute): a copy of the model as it is when training starts, in eval mode, without gradients.
+
+    Costs the backbone's memory once more and one inference forward per step; the precomputed `teacher_embedding`
+    column costs neither but needs one pass over the whole training set first (see BENCHMARKS.md).
+    """
+
+    def __init__(self, model: MultiTaskSTModel):
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def embeddings(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The pooled output `(batch, backbone_hidden_size)` of a padded batch: what the precomputed column holds."""
+        return self.model.pool(*(inputs.get(key) for key in MODEL_INPUTS))[0].float()
 
 
 def compute_teacher_embeddings(

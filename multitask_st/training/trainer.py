@@ -27,6 +27,7 @@ from .callbacks import UnfreezingCallback
 from .collator import TEACHER_COLUMN, TEACHER_LOGITS_COLUMN, MultiTaskDataCollator
 from .distillation import (
     HEAD_DISTILLATION_LOSSES,
+    FrozenTeacher,
     add_teacher_embeddings,
     embedding_distillation_weight,
     embedding_tasks,
@@ -40,6 +41,7 @@ from .processes import check_one_job, process_records
 from .record import TrainingRecordCallback
 from .run_clock import RunClock, whole_run_metrics
 from .sampling import MultiTaskSampler
+from .streaming import StreamStateCallback, build_task_streams, is_task_stream, load_stream_state
 from .tokenization import concatenate_task_datasets
 from .training_args import MultiTaskTrainingArguments
 
@@ -149,7 +151,13 @@ class MultiTaskTrainer(Trainer):
                 model.config.task_kinds,
             )
         self.task_sizes = None
-        if train_dataset is not None:
+        self.task_streams = None  # streamed training data (`training/streaming.py`)
+        if train_dataset is not None and is_task_stream(train_dataset):
+            self.task_streams = train_dataset = build_task_streams(train_dataset, model.config, args)
+            # A resumed run continues the streams from their saved state: Trainer's own skipping would re-read them.
+            args.ignore_data_skip = True
+            callbacks = [StreamStateCallback(self.task_streams, args.process_index), *(callbacks or [])]
+        elif train_dataset is not None:
             train_dataset, self.task_sizes = concatenate_task_datasets(train_dataset, task_names, model.config)
             fit_to_training_labels(model, train_dataset)
         if eval_dataset is not None:
@@ -218,6 +226,7 @@ class MultiTaskTrainer(Trainer):
         self.embedding_distillation_weight = 0.0  # set by `train()`: the weight the run applies (0: none)
         self.processes: list[dict] = []  # set by `train()`: the job's processes and devices, for the record
         self.held_tasks: list[str] = []  # set by `train()`: heads without training data, held by distillation
+        self.teacher: FrozenTeacher | None = None  # set by `train()`: distillation computed per batch (streams)
 
     # ------------------------------------------------------------------ data
 
@@ -228,6 +237,19 @@ class MultiTaskTrainer(Trainer):
         for column in ("task_id", "label", TEACHER_COLUMN, TEACHER_LOGITS_COLUMN):
             if column not in self._signature_columns:
                 self._signature_columns.append(column)
+
+    def get_train_dataloader(self):
+        if self.task_streams is None:
+            return super().get_train_dataloader()
+        # Each process reads its own share of the streams (split by `build_task_streams`): accelerate's `prepare` would
+        # split them again, or have process 0 read for all. One process reads (the state is kept here, see
+        # `TaskStreams`); the batches are moved to the device by `_prepare_inputs`.
+        return torch.utils.data.DataLoader(
+            self.task_streams,
+            batch_size=self._train_batch_size,
+            collate_fn=self.data_collator,
+            pin_memory=self.args.dataloader_pin_memory,
+        )
 
     def _get_train_sampler(self, train_dataset=None):
         train_dataset = self.train_dataset if train_dataset is None else train_dataset
@@ -268,7 +290,9 @@ class MultiTaskTrainer(Trainer):
 
     def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
         if resume_from_checkpoint:
-            self._check_checkpoint(resume_from_checkpoint)
+            checkpoint = self._check_checkpoint(resume_from_checkpoint)
+            if self.task_streams is not None and checkpoint:
+                load_stream_state(self.task_streams, checkpoint, self.args.process_index, self.args.world_size)
         self.unfreezing.check_something_trains()
         self.processes = process_records(self.args.device)  # every process takes part (a gather)
         if self.args.world_size > 1 and self.unfreezing.freezes_anything:
@@ -279,7 +303,10 @@ class MultiTaskTrainer(Trainer):
         self.embedding_distillation_weight = self._applied_distillation_weight()
         self.distilling = self.embedding_distillation_weight > 0
         self.held_tasks = self._held_tasks()
-        if self.distilling or self.held_tasks:
+        if self.distilling and self.task_streams is not None:
+            # From the model as it is now, as the precomputed column (on resume: the fresh model, not the checkpoint's).
+            self.teacher = FrozenTeacher(self.accelerator.unwrap_model(self.model))
+        elif self.distilling or self.held_tasks:
             # From the model as it is now, before any step (on resume: the fresh model, not the checkpoint's).
             self.train_dataset = add_teacher_embeddings(
                 self.model,
@@ -385,11 +412,11 @@ class MultiTaskTrainer(Trainer):
 
     def _check_checkpoint(self, resume_from_checkpoint: str | bool):
         """Refuses, before any step, a checkpoint of another model: its weights would load partly (a head the run
-        added stays untrained) or its optimizer state not at all."""
+        added stays untrained) or its optimizer state not at all. Returns the checkpoint's folder."""
         if resume_from_checkpoint is True:
             resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)  # None: Trainer says there is none
         if not resume_from_checkpoint:
-            return
+            return None
         try:
             checkpoint = MultiTaskSTConfig.from_pretrained(resume_from_checkpoint)
         except (OSError, ValueError) as error:
@@ -403,6 +430,7 @@ class MultiTaskTrainer(Trainer):
                 f"builds ({'; '.join(differences)}). Resume with the checkpoint's settings, or start a new run "
                 "without --resume_from_checkpoint."
             )
+        return resume_from_checkpoint
 
     def _applied_distillation_weight(self) -> float:
         """The embedding distillation weight this run applies (0: none): `args.embedding_distillation_weight`, or when
@@ -466,6 +494,8 @@ class MultiTaskTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         teacher_embeddings = inputs.pop("teacher_embeddings", None)
         teacher_logits = inputs.pop("teacher_logits", None)
+        if teacher_embeddings is None and self.teacher is not None and model.training and self.distilling:
+            teacher_embeddings = self.teacher.embeddings(inputs)  # streamed data: no column, one forward per batch
         outputs = model(**inputs, return_dict=True)
         labels = inputs.get("labels")
         losses = dict(outputs.task_losses or {})

@@ -83,6 +83,15 @@ class MultiTaskTrainingArguments(TrainingArguments):
         tune_thresholds (`bool`, defaults to `True`):
             When training ends, tune each multi-label task's per-label thresholds on `eval_dataset` (the F1-best cut
             per label) and save them in `config.task_calibration`; otherwise every label's threshold stays 0.5.
+        task_sampling_probabilities (`dict[str, float]` or JSON `str`, *optional*):
+            Streaming training only: each streamed task's probability of giving the next example (normalised). Without
+            it, `sampling_strategy` weighs the streams by their sizes (known or `stream_task_sizes`).
+        stream_task_sizes (`dict[str, int]` or JSON `str`, *optional*):
+            Streaming training only: the number of training rows of each streamed task, where its source does not
+            declare it (for `proportional` and `temperature` sampling).
+        stream_shuffle_buffer_size (`int`, defaults to 10000):
+            Streaming training only: rows of each task's stream held in a shuffle buffer (0: the source's order, which
+            makes a resumed run train on exactly the batches of an uninterrupted one; see `training/streaming.py`).
         label_smoothing_factor (`float`, defaults to 0):
             Trainer's flag: the label smoothing of every classification task that sets none of its own
             (`config.task_loss_options[task]["label_smoothing"]`).
@@ -125,6 +134,19 @@ class MultiTaskTrainingArguments(TrainingArguments):
     head_distillation_weight: float = field(
         default=1.0, metadata={"help": "Weight of holding the heads without training data to their outputs; 0 = off."}
     )
+    task_sampling_probabilities: dict | str | None = field(
+        default=None,
+        metadata={"help": 'Streaming: per-task sampling probabilities, e.g. \'{"topic": 0.7, "sentiment": 0.3}\'.'},
+    )
+    stream_task_sizes: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "Streaming: training rows per task where the source does not say, e.g. '{\"topic\": 1000000}'."
+        },
+    )
+    stream_shuffle_buffer_size: int = field(
+        default=10000, metadata={"help": "Streaming: rows per task in the shuffle buffer (0: the source's order)."}
+    )
     stsb_eval_pairs: int = field(default=500, metadata={"help": "STS-B pairs scored per evaluation; 0 = off."})
     calibrate: bool = field(
         default=True, metadata={"help": "Fit a temperature per head on the validation split after training."}
@@ -144,15 +166,15 @@ class MultiTaskTrainingArguments(TrainingArguments):
                 "data-parallel job on CPU (use_cpu, DDP over gloo)."
             )
         super().__post_init__()
-        if isinstance(self.task_loss_weights, str):
-            try:
-                self.task_loss_weights = json.loads(self.task_loss_weights)
-            except json.JSONDecodeError as error:
-                raise ValueError(
-                    f"`task_loss_weights` must be a JSON object, got {self.task_loss_weights!r}."
-                ) from error
-        if self.task_loss_weights is not None and not isinstance(self.task_loss_weights, dict):
-            raise ValueError(f"`task_loss_weights` must map task names to numbers, got {self.task_loss_weights!r}.")
+        for name in ("task_loss_weights", "task_sampling_probabilities", "stream_task_sizes"):
+            setattr(self, name, _task_mapping(name, getattr(self, name)))
+        for task, size in (self.stream_task_sizes or {}).items():
+            if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+                raise ValueError(f"`stream_task_sizes[{task!r}]` must be a positive number of rows, got {size!r}.")
+        if isinstance(self.stream_shuffle_buffer_size, bool) or self.stream_shuffle_buffer_size < 0:
+            raise ValueError(
+                f"`stream_shuffle_buffer_size` must be >= 0 rows, got {self.stream_shuffle_buffer_size!r}."
+            )
         for task, weight in (self.task_loss_weights or {}).items():
             if (
                 isinstance(weight, bool)
@@ -189,3 +211,15 @@ class MultiTaskTrainingArguments(TrainingArguments):
             raise ValueError(f"`head_distillation_weight` must be >= 0, got {self.head_distillation_weight!r}.")
         if self.stsb_eval_pairs < 0:
             raise ValueError(f"`stsb_eval_pairs` must be >= 0, got {self.stsb_eval_pairs}.")
+
+
+def _task_mapping(name: str, value: dict | str | None) -> dict | None:
+    """A `{task: number}` argument given as a dict or (on the command line) a JSON object."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"`{name}` must be a JSON object, got {value!r}.") from error
+    if value is not None and not isinstance(value, dict):
+        raise ValueError(f"`{name}` must map task names to numbers, got {value!r}.")
+    return value
