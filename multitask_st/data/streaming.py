@@ -7,7 +7,8 @@ row and carves stratified validation/test splits. A stream cannot be read whole 
 - the label names come from the source's `ClassLabel` feature or are declared (`label_names`); string labels are mapped
   by name and every row is checked as it streams past (a bad row stops training, naming the row and the value);
 - the validation and test splits are the source's own (Hub datasets that have them) or the first rows of the stream,
-  held out as small map-style datasets: training then skips them, so no held-out row is ever trained on.
+  held out as small map-style datasets: training then leaves out every row with a held-out text (a set of at most
+  twice `held_out` texts), so no held-out text is ever trained on, duplicates included.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ def load_task_stream(
         label_names: the task's labels in id order. Needed unless the source's label is a `ClassLabel` (a stream cannot
             be read whole to collect them).
         held_out: rows of each held-out split (`validation`, `test`): the source's own split where it has one,
-            else the first `held_out` rows of the stream for validation and the next `held_out` for test.
+            else the first `held_out` rows of the stream for validation and the next `held_out` for test (training
+            leaves out every row whose text is one of those).
         load_kwargs: passed to `datasets.load_dataset`.
 
     Returns:
@@ -81,14 +83,19 @@ def load_task_stream(
         source = next((splits[alias] for alias in aliases if alias in splits), None)
         if source is not None:
             streams[split] = _text_label_stream(source, name, split, text_column, label_column, feature, label_names)
-    train = streams["train"]
+    train, carved = streams["train"], 0
     held = {}
     for split in _HELD_OUT_SPLITS:
         if split in streams:
             held[split] = _first_rows(streams[split], held_out, name, split, label_names)
-        else:  # carved from the head of the training stream, which then skips those rows
-            held[split] = _first_rows(train, held_out, name, split, label_names)
-            train = train.skip(held_out)
+        else:  # the next rows of the head of the training stream
+            held[split] = _first_rows(streams["train"].skip(carved), held_out, name, split, label_names)
+            carved += held_out
+    if carved:
+        # Training leaves out every row with a held-out text. Not `skip`: once the stream is split across processes,
+        # `datasets` skips n / shards rows of every shard, which would train on held-out rows and lose others.
+        texts = {text for split in held.values() for text in split["text"]}
+        train = train.filter(lambda batch: [text not in texts for text in batch["text"]], batched=True)
     return train, DatasetDict(held), label_names
 
 

@@ -249,6 +249,9 @@ class MultiTaskTrainer(Trainer):
             batch_size=self._train_batch_size,
             collate_fn=self.data_collator,
             pin_memory=self.args.dataloader_pin_memory,
+            # Its own generator: a DataLoader draws a seed as it starts, which from the global one would shift the
+            # dropout of a resumed run (Trainer restores the global RNG state before the DataLoader starts).
+            generator=torch.Generator().manual_seed(self.args.seed),
         )
 
     def _get_train_sampler(self, train_dataset=None):
