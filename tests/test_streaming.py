@@ -169,8 +169,7 @@ def test_bad_streamed_input_is_refused_with_the_value(tmp_path):
         f"Dataset {str(path)!r}, split 'train', row 1: label 'sports' is not one of the task's labels "
         "['world', 'business'] (or their ids)."
     )
-    late = tmp_path / "late.csv"
-    # rows are checked in batches of 1000 as they are read: a bad row after the first batch is found in training
+    late = tmp_path / "late.csv"  # a training row: found when training reads it
     late.write_text("text,label\n" + "".join(f"{unique_text(i)},world\n" for i in range(1003)) + "the film,sport\n")
     train_stream, _, _ = load_task_stream(late, label_names=["world", "sports"], held_out=2)
     with pytest.raises(ValueError) as error:  # a training row: found when training reads it
@@ -365,10 +364,12 @@ def test_a_streaming_run_killed_after_a_checkpoint_resumes_to_the_same_weights(t
     driver.write_text(KILL_DRIVER)
     arguments = train_arguments(tmp_path, backbone) + [
         "--streaming", "--max_eval_samples", "4", "--sampling_strategy", "round_robin",
-        "--stream_shuffle_buffer_size", "0", "--save_strategy", "steps", "--save_steps", "2", "--save_total_limit",
+        "--stream_shuffle_buffer_size", "0", "--save_steps", "2", "--save_total_limit",
         "10", "--learning_rate", "1e-3", "--embedding_distillation_weight", "10",
     ]  # fmt: skip
-    arguments[arguments.index("--save_strategy") + 1] = "steps"  # the first --save_strategy (no) is overridden
+    arguments[arguments.index("sentiment=neg,pos")] = "topic=world,sports,business"  # a stream's names are declared
+    arguments.insert(arguments.index("topic=world,sports,business") + 1, "sentiment=neg,pos")
+    arguments[arguments.index("--save_strategy") + 1] = "steps"
     arguments[arguments.index("--max_steps") + 1] = "6"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 

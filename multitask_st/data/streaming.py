@@ -78,24 +78,22 @@ def load_task_stream(
             )
     feature = (splits["train"].features or {}).get(label_column)
     label_names = _stream_label_names(name, feature, label_names)
-    streams = {}
-    for split, aliases in {"train": ("train",), **_HELD_OUT_SPLITS}.items():
+    columns = (text_column, label_column, feature, label_names)
+    held, carved = {}, 0
+    for split, aliases in _HELD_OUT_SPLITS.items():
         source = next((splits[alias] for alias in aliases if alias in splits), None)
         if source is not None:
-            streams[split] = _text_label_stream(source, name, split, text_column, label_column, feature, label_names)
-    train, carved = streams["train"], 0
-    held = {}
-    for split in _HELD_OUT_SPLITS:
-        if split in streams:
-            held[split] = _first_rows(streams[split], held_out, name, split, label_names)
+            held[split] = _first_rows(_text_label_stream(source, name, split, *columns), held_out, name, split)
         else:  # the next rows of the head of the training stream
-            held[split] = _first_rows(streams["train"].skip(carved), held_out, name, split, label_names)
+            stream = _text_label_stream(splits["train"], name, "train", *columns).skip(carved)
+            held[split] = _first_rows(stream, held_out, name, split)
             carved += held_out
-    if carved:
-        # Training leaves out every row with a held-out text. Not `skip`: once the stream is split across processes,
-        # `datasets` skips n / shards rows of every shard, which would train on held-out rows and lose others.
-        texts = {text for split in held.values() for text in split["text"]}
-        train = train.filter(lambda batch: [text not in texts for text in batch["text"]], batched=True)
+    # Training leaves out every row with a held-out text. Not `skip`: once the stream is split across processes,
+    # `datasets` skips n / shards rows of every shard, which would train on held-out rows and lose others.
+    texts = {text for split in held.values() for text in split["text"]} if carved else set()
+    train = _text_label_stream(splits["train"], name, "train", *columns, leave_out=texts)
+    label_feature = ClassLabel(names=label_names)
+    held = {split: rows.cast_column("label", label_feature) for split, rows in held.items()}
     return train, DatasetDict(held), label_names
 
 
@@ -143,40 +141,44 @@ def _stream_label_names(name: str, feature, label_names: Sequence[str] | None) -
 
 
 def _text_label_stream(
-    stream: IterableDataset, name: str, split: str, text_column: str, label_column: str, feature, names: list[str]
+    stream: IterableDataset,
+    name: str,
+    split: str,
+    text_column: str,
+    label_column: str,
+    feature,
+    names: list[str],
+    leave_out: set[str] = frozenset(),
 ) -> IterableDataset:
-    """`text` and `label` (an id of `names`), each row checked as it streams past."""
+    """`text` and `label` (an id of `names`), each row checked as it streams past, without the rows whose text is in
+    `leave_out`. Row by row, not batched: a batched map names each row after its whole batch, and the next batched
+    map (tokenisation) joins those names, which costs more than the rest of the stream together."""
     source_names = feature.names if isinstance(feature, ClassLabel) else None
     ids = {label: index for index, label in enumerate(names)}
 
-    def check(batch: dict, indices: list[int]) -> dict:
-        labels = []
-        for row, text, label in zip(indices, batch[text_column], batch[label_column], strict=True):
-            where = f"Dataset {name!r}, split {split!r}, row {row}"
-            if not isinstance(text, str) or not has_content(text):
-                raise ValueError(f"{where}: column {text_column!r} holds {text!r}; expected a non-empty text.")
-            if source_names is not None and isinstance(label, int) and 0 <= label < len(source_names):
-                label = source_names[label]  # a ClassLabel id: mapped by name
-            if isinstance(label, str) and label in ids:
-                labels.append(ids[label])
-            elif isinstance(label, int) and not isinstance(label, bool) and 0 <= label < len(names):
-                labels.append(label)
-            else:
-                raise ValueError(f"{where}: label {label!r} is not one of the task's labels {names} (or their ids).")
-        return {"text": batch[text_column], "label": labels}
+    def check(row: dict, index: int) -> dict:
+        text, label = row[text_column], row[label_column]
+        where = f"Dataset {name!r}, split {split!r}, row {index}"
+        if not isinstance(text, str) or not has_content(text):
+            raise ValueError(f"{where}: column {text_column!r} holds {text!r}; expected a non-empty text.")
+        if source_names is not None and isinstance(label, int) and 0 <= label < len(source_names):
+            label = source_names[label]  # a ClassLabel id: mapped by name
+        if isinstance(label, str) and label in ids:
+            label = ids[label]
+        elif not (isinstance(label, int) and not isinstance(label, bool) and 0 <= label < len(names)):
+            raise ValueError(f"{where}: label {label!r} is not one of the task's labels {names} (or their ids).")
+        return {"text": text, "label": label}
 
     columns = stream.column_names or [text_column, label_column]
-    return stream.map(check, batched=True, with_indices=True, remove_columns=columns).cast(
-        datasets.Features({"text": Value("string"), "label": Value("int64")})
-    )
+    stream = stream.map(check, with_indices=True, remove_columns=columns)
+    return stream.filter(lambda row: row["text"] not in leave_out) if leave_out else stream
 
 
-def _first_rows(stream: IterableDataset, count: int, name: str, split: str, names: list[str]) -> Dataset:
+def _first_rows(stream: IterableDataset, count: int, name: str, split: str) -> Dataset:
     rows = list(stream.take(count))
     if len(rows) < count:
         raise ValueError(
             f"Dataset {name!r}: the stream holds {len(rows)} row(s), fewer than the {count} held out for {split!r}"
             " (and training needs rows after them); lower the held-out size (`held_out`, `--max_eval_samples`)."
         )
-    features = datasets.Features({"text": Value("string"), "label": ClassLabel(names=names)})
-    return Dataset.from_list(rows, features=features)
+    return Dataset.from_list(rows, features=datasets.Features({"text": Value("string"), "label": Value("int64")}))

@@ -1,7 +1,7 @@
 """Multi-task training on streams: tasks whose data is a `datasets.IterableDataset`, read as training needs it.
 
-Each task's stream is split across the processes (`datasets.distributed.split_dataset_by_node`: whole files where their
-count allows, else every `world_size`-th row), tokenised on the fly (the map-style path's tokenisation, `_tokenize_batch`),
+Each task's stream is split across the processes (`process_share`, as `datasets.distributed.split_dataset_by_node`
+splits: whole files where their count allows, else every `world_size`-th row), tokenised on the fly (the map-style path's tokenisation, `_tokenize_batch`),
 repeated without end, shuffled in a buffer, and the tasks are mixed by `datasets.interleave_datasets` with the weights of
 the map-style sampler (`sampling.task_sampling_weights`, from the tasks' known or declared sizes; declared probabilities
 win; `round_robin` takes the tasks in turn). `mixed_task_batches=False` mixes whole single-task batches instead of rows.
@@ -25,7 +25,6 @@ from pathlib import Path
 
 import datasets
 import torch
-from datasets.distributed import split_dataset_by_node
 from transformers import PreTrainedTokenizerBase, TrainerCallback
 from transformers.utils import logging
 
@@ -43,7 +42,7 @@ STREAM_STATE_FILE = "stream_state-rank{rank}.json"
 def is_task_stream(train_dataset) -> bool:
     """Whether `train_dataset` (a `{task: dataset}` dict or one dataset) holds streams."""
     values = train_dataset.values() if isinstance(train_dataset, dict) else [train_dataset]
-    streams = [isinstance(value, datasets.IterableDataset) for value in values]
+    streams = [isinstance(value, (datasets.IterableDataset, TokenizedTaskStream)) for value in values]
     if any(streams) and not all(streams):
         kinds = {task: type(value).__name__ for task, value in train_dataset.items()}
         raise TypeError(
@@ -58,8 +57,48 @@ def tokenize_task_stream(stream: datasets.IterableDataset, tokenizer: PreTrained
     the collator pads)."""
     if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length <= 0:
         raise ValueError(f"`max_length` must be a positive integer, got {max_length!r}.")
-    function = partial(_tokenize_batch, tokenizer=tokenizer, text_column="text", max_length=max_length)
-    return stream.map(function, batched=True, remove_columns=["text"])
+    return TokenizedTaskStream(stream, tokenizer, max_length)
+
+
+class TokenizedTaskStream:
+    """A tokenised task stream waiting for its task id: `mix_task_streams` tokenises and adds `task_id` in one batched
+    map (each further map of a `datasets` stream costs about as much per row again)."""
+
+    def __init__(
+        self, stream: datasets.IterableDataset, tokenizer: PreTrainedTokenizerBase | None, max_length: int = 0
+    ):
+        self.stream = stream
+        self.tokenize = tokenizer and partial(
+            _tokenize_batch, tokenizer=tokenizer, text_column="text", max_length=max_length
+        )
+
+    def with_task_id(self, task_id: int, rank: int = 0, world_size: int = 1) -> datasets.IterableDataset:
+        """This process's share (split before tokenising: each process tokenises only its own rows), tokenised, each
+        row with `task_id`."""
+        stream = process_share(self.stream, rank, world_size)
+
+        if self.tokenize is None:  # tokenised already
+            return stream.map(lambda batch: {"task_id": [task_id] * len(batch["label"])}, batched=True)
+
+        def tokenize(batch: dict) -> dict:
+            return {**self.tokenize(batch), "label": batch["label"], "task_id": [task_id] * len(batch["label"])}
+
+        return stream.map(tokenize, batched=True, remove_columns=stream.column_names or ["text", "label"])
+
+
+def process_share(stream: datasets.IterableDataset, rank: int, world_size: int) -> datasets.IterableDataset:
+    """This process's rows of a task's stream, as `datasets.distributed.split_dataset_by_node` splits: whole shards
+    (files) when their count is a multiple of `world_size`, else every `world_size`-th row from `rank` on.
+
+    Not `split_dataset_by_node` itself: it marks the stream, and the split happens where the stream is read, which is
+    after the tasks are mixed: the mix would be split, handing a process whole tasks (in turn: all of one task) instead
+    of a share of each.
+    """
+    if world_size == 1:
+        return stream
+    if stream.num_shards % world_size == 0:
+        return stream.shard(num_shards=world_size, index=rank, contiguous=False)
+    return stream.filter(lambda row, index: index % world_size == rank, with_indices=True)
 
 
 def stream_sampling_weights(
@@ -127,10 +166,9 @@ def mix_task_streams(
     parts = []
     for task in [task for task in task_names if task in streams]:
         stream = streams[task]
-        if world_size > 1:  # before anything costs: each process tokenises only its own rows
-            stream = split_dataset_by_node(stream, rank=rank, world_size=world_size)
-        task_id = task_names.index(task)
-        stream = stream.map(lambda batch, task_id=task_id: {"task_id": [task_id] * len(batch["label"])}, batched=True)
+        if not isinstance(stream, TokenizedTaskStream):  # a stream of tokenised rows (`input_ids`, ..., `label`)
+            stream = TokenizedTaskStream(stream, tokenizer=None)
+        stream = stream.with_task_id(task_names.index(task), rank, world_size)
         stream = stream.repeat(None)  # the run is as long as max_steps says
         if shuffle_buffer_size:
             stream = stream.shuffle(seed=seed, buffer_size=shuffle_buffer_size)
@@ -232,7 +270,7 @@ def build_task_streams(train_dataset, config, args) -> TaskStreams:
             f"The heads {held} have no stream: holding them by distillation of their starting outputs is not "
             "available for streams yet. Give every task a stream, or set head_distillation_weight=0 (they may drift)."
         )
-    sizes = {task: known_stream_size(train_dataset[task]) for task in streamed}
+    sizes = {task: known_stream_size(getattr(train_dataset[task], "stream", train_dataset[task])) for task in streamed}
     sizes.update({task: size for task, size in (args.stream_task_sizes or {}).items() if task in sizes})
     weights = stream_sampling_weights(
         streamed, args.sampling_strategy, args.sampling_temperature, sizes, args.task_sampling_probabilities
