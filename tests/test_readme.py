@@ -143,6 +143,24 @@ COMMANDS: dict[str, tuple[str, object]] = {
         "elsewhere",
         "test_precision.py::test_the_gate_command_prints_the_evidence_and_the_verdict",
     ),
+    "python train.py --streaming --tasks topic=topics.parquet sentiment=reviews.csv --task_label_names "
+    "topic=world,sports,business sentiment=neg,pos --max_steps 20000 --stream_task_sizes "
+    "'{\"topic\": 50000000, \"sentiment\": 2000000}'": (
+        "elsewhere",
+        "tests/test_streaming.py::test_a_streaming_run_killed_after_a_checkpoint_resumes_to_the_same_weights "
+        "(train.py --streaming on CSV files); bench/streaming.py (1M rows)",
+    ),
+    'torchrun --nproc_per_node 2 train.py --streaming --tasks topic="topics/*.parquet" sentiment=reviews.csv '
+    "--task_label_names topic=world,sports,business sentiment=neg,pos --max_steps 20000 --sampling_strategy "
+    "round_robin": (
+        "elsewhere",
+        "tests/test_streaming.py::test_two_processes_share_the_streams_out_without_overlap (a glob of files and a "
+        "single file, two processes under torchrun)",
+    ),
+    "python train.py --streaming ... --resume_from_checkpoint outputs/multitask-st/checkpoint-4000": (
+        "elsewhere",
+        "tests/test_streaming.py::test_a_streaming_run_killed_after_a_checkpoint_resumes_to_the_same_weights",
+    ),
     "python -m multitask_st train --init_model outputs/multitask-st --tasks newsgroup=20newsgroups "
     "--output_dir outputs/v2": (
         "elsewhere",
