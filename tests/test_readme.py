@@ -145,7 +145,7 @@ COMMANDS: dict[str, tuple[str, object]] = {
     ),
     "python train.py --streaming --tasks topic=topics.parquet sentiment=reviews.csv --task_label_names "
     "topic=world,sports,business sentiment=neg,pos --max_steps 20000 --stream_task_sizes "
-    "'{\"topic\": 50000000, \"sentiment\": 2000000}'": (
+    '\'{"topic": 50000000, "sentiment": 2000000}\'': (
         "elsewhere",
         "tests/test_streaming.py::test_a_streaming_run_killed_after_a_checkpoint_resumes_to_the_same_weights "
         "(train.py --streaming on CSV files); bench/streaming.py (1M rows)",
