@@ -162,14 +162,17 @@ def head_distillation_loss(
 
 class FrozenTeacher:
     """The starting encoder, frozen, for distillation computed batch by batch (streamed training data, which has no
-    column to precompute): a copy of the model as it is when training starts, in eval mode, without gradients.
+    column to precompute, and FSDP, which shards the model the precomputed pass would run): a whole copy of the model
+    as it is when training starts, in eval mode, without gradients.
 
     Costs the backbone's memory once more and one inference forward per step; the precomputed `teacher_embedding`
     column costs neither but needs one pass over the whole training set first (see BENCHMARKS.md).
     """
 
-    def __init__(self, model: MultiTaskSTModel):
+    def __init__(self, model: MultiTaskSTModel, device: torch.device | str | None = None):
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        if device is not None:  # under FSDP the model is still on the CPU when training starts
+            self.model.to(device)
 
     @torch.no_grad()
     def embeddings(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -306,9 +306,11 @@ class MultiTaskTrainer(Trainer):
         self.embedding_distillation_weight = self._applied_distillation_weight()
         self.distilling = self.embedding_distillation_weight > 0
         self.held_tasks = self._held_tasks()
-        if self.distilling and self.task_streams is not None:
-            # From the model as it is now, as the precomputed column (on resume: the fresh model, not the checkpoint's).
-            self.teacher = FrozenTeacher(self.accelerator.unwrap_model(self.model))
+        if self.distilling and (self.task_streams is not None or self.is_fsdp_enabled):
+            # Streams have no column to precompute; under FSDP a frozen whole copy per process gives each batch's
+            # teacher embeddings (the student is sharded once training starts). From the model as it is now, as the
+            # precomputed column (on resume: the fresh model, not the checkpoint's).
+            self.teacher = FrozenTeacher(self.accelerator.unwrap_model(self.model), device=self.args.device)
         elif self.distilling or self.held_tasks:
             # From the model as it is now, before any step (on resume: the fresh model, not the checkpoint's).
             self.train_dataset = add_teacher_embeddings(
@@ -458,8 +460,8 @@ class MultiTaskTrainer(Trainer):
             reason = f"the data collator ({type(self.data_collator).__name__}) is not a MultiTaskDataCollator"
         elif self.args.per_device_train_batch_size < 2:
             reason = "a batch of one example has no pair of embeddings to compare (per_device_train_batch_size=1)"
-        elif self.is_deepspeed_enabled or self.is_fsdp_enabled:
-            reason = "the teacher pass needs the whole model on one device (DeepSpeed/FSDP shard it)"
+        elif self.is_deepspeed_enabled:
+            reason = "the teacher needs the whole model on one device (DeepSpeed partitions it)"
         if reason:
             logger.warning(
                 f"embedding_distillation_weight={weight} is ignored: {reason}. "
