@@ -28,8 +28,8 @@ import torch
 from transformers import PreTrainedTokenizerBase, TrainerCallback
 from transformers.utils import logging
 
-from ..configuration_multitask_st import BALANCED, SINGLE_LABEL
-from ..inference_multitask_st import MODEL_INPUTS
+from ..inference_multitask_st import MODEL_INPUTS, SINGLE_LABEL
+from ..task_fields_multitask_st import BALANCED
 from .sampling import task_sampling_weights
 from .tokenization import _tokenize_batch
 
