@@ -190,8 +190,8 @@ class DataArguments:
     streaming: bool = field(
         default=False,
         metadata={
-            "help": "Stream each task's training data (local files or Hub datasets read with streaming=True) instead of "
-            "loading it whole: needs --max_steps and --task_label_names; the first --max_eval_samples rows (default "
+            "help": "Stream each task's training data (local files or Hub datasets read with streaming=True) "
+            "instead of loading it whole: needs --max_steps and --task_label_names; the first --max_eval_samples rows (default "
             "1000) of each stream are held out for validation and the next ones for test, unless the source has them."
         },
     )

@@ -25,7 +25,7 @@ from .corpora import BUILTIN_DATASETS
 from .files import LOCAL_FORMATS, builder_options
 
 
-# Split names a streamed source may give its held-out data under (the map-style loader's aliases, as a stream sees them).
+# Split names a streamed source may give its held-out data under (the map-style loader's aliases).
 _HELD_OUT_SPLITS = {"validation": ("validation", "dev", "valid", "val", "eval"), "test": ("test",)}
 
 
@@ -52,8 +52,8 @@ def load_task_stream(
         load_kwargs: passed to `datasets.load_dataset`.
 
     Returns:
-        The training stream (`text`, `label`), the held-out splits as map-style datasets (a `ClassLabel` label), and the
-        label names.
+        The training stream (`text`, `label`), the held-out splits as map-style datasets (a `ClassLabel` label),
+        and the label names.
 
     Example:
         >>> train, held_out, names = load_task_stream("reviews.csv", label_names=["neg", "pos"], held_out=500)

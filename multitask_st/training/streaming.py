@@ -1,15 +1,16 @@
 """Multi-task training on streams: tasks whose data is a `datasets.IterableDataset`, read as training needs it.
 
 Each task's stream is split across the processes (`process_share`, as `datasets.distributed.split_dataset_by_node`
-splits: whole files where their count allows, else every `world_size`-th row), tokenised on the fly (the map-style path's tokenisation, `_tokenize_batch`),
-repeated without end, shuffled in a buffer, and the tasks are mixed by `datasets.interleave_datasets` with the weights of
-the map-style sampler (`sampling.task_sampling_weights`, from the tasks' known or declared sizes; declared probabilities
-win; `round_robin` takes the tasks in turn). `mixed_task_batches=False` mixes whole single-task batches instead of rows.
-The run is as long as `max_steps` says: a stream has no epochs to count.
+splits: whole files where their count allows, else every `world_size`-th row), tokenised on the fly (the map-style
+path's tokenisation, `_tokenize_batch`), repeated without end, shuffled in a buffer, and the tasks are mixed by
+`datasets.interleave_datasets` with the weights of the map-style sampler (`sampling.task_sampling_weights`, from the
+tasks' known or declared sizes; declared probabilities win; `round_robin` takes the tasks in turn).
+`mixed_task_batches=False` mixes whole single-task batches instead of rows. The run is as long as `max_steps` says: a
+stream has no epochs to count.
 
 Resuming: every process saves, with each checkpoint, the state of its own stream after exactly the examples its training
 steps consumed (`stream_state-rank<r>.json`; `TaskStreams.state_at`), and a resumed run loads it and reads on from
-there, instead of Trainer's re-reading of the stream from its start. The guarantee: with `shuffle_buffer_size=0` the
+there, instead of Trainer's re-reading of the stream from its start. The guarantee: with no shuffle buffer the
 resumed run trains on exactly the batches the uninterrupted run would have (the same final weights); with a shuffle
 buffer, the rows that sat in the buffer when the checkpoint was written are dropped for this pass over the data (the
 `datasets` buffer is not saved), the rest continue from where the stream stopped: no row is trained twice in a pass.
@@ -245,7 +246,8 @@ def build_task_streams(train_dataset, config, args) -> TaskStreams:
     """
     if not isinstance(train_dataset, dict):
         raise TypeError(
-            f"Give streamed training data as {{task: datasets.IterableDataset}}, got one {type(train_dataset).__name__}."
+            "Give streamed training data as {task: datasets.IterableDataset}, got one "
+            f"{type(train_dataset).__name__}."
         )
     task_names = config.task_names
     unknown = sorted(set(train_dataset) - set(task_names))
