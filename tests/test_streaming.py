@@ -155,6 +155,20 @@ def test_a_stream_holds_out_its_first_rows_and_trains_on_the_rest(tmp_path):
     assert [names[row["label"]] for row in rows] == [["world", "sports", "business"][i % 3] for i in range(10, 30)]
 
 
+def test_a_source_with_its_own_held_out_splits_keeps_them(tmp_path):
+    """A folder of split files is read as the Hub's datasets are (`load_dataset(..., streaming=True)`, splits by file
+    name): validation and test come from their own files, training keeps every training row."""
+    folder = tmp_path / "reviews"
+    folder.mkdir()
+    write_task_csv(folder / "train.csv", ["neg", "pos"], 12)
+    write_task_csv(folder / "validation.csv", ["neg", "pos"], 6, start=100)
+    write_task_csv(folder / "test.csv", ["neg", "pos"], 6, start=200)
+    train_stream, held, _ = load_task_stream(folder, label_names=["neg", "pos"], held_out=4)
+    assert held["validation"]["text"] == [unique_text(i) for i in range(100, 104)]
+    assert held["test"]["text"] == [unique_text(i) for i in range(200, 204)]
+    assert [row["text"] for row in train_stream] == [unique_text(i) for i in range(12)]
+
+
 def test_bad_streamed_input_is_refused_with_the_value(tmp_path):
     path = write_task_csv(tmp_path / "topics.csv", ["world", "sports"], 12)
     with pytest.raises(ValueError) as error:

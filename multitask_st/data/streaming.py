@@ -42,7 +42,8 @@ def load_task_stream(
 
     Args:
         name_or_path: a local `.csv`/`.tsv`/`.json`/`.jsonl`/`.parquet` file (or a glob of them: each file is a shard,
-            which `split_dataset_by_node` hands out whole), or a Hub dataset id read with `streaming=True`.
+            which the processes of a run share out whole), a folder of such files (`train.csv`, `validation.csv`,
+            ... as on the Hub), or a Hub dataset id, read with `streaming=True`.
         text_column, label_column: the source's columns; they become `text` and `label` (an id of `label_names`).
         label_names: the task's labels in id order. Needed unless the source's label is a `ClassLabel` (a stream cannot
             be read whole to collect them).
@@ -109,12 +110,12 @@ def _open_stream(name: str, load_kwargs: dict) -> dict[str, IterableDataset]:
             raise ValueError(f"Data file {empty[0]!r} is empty (0 bytes).")
         builder, options = builder_options(suffix)
         loaded = datasets.load_dataset(builder, data_files=files, streaming=True, **{**options, **load_kwargs})
-    elif path.exists():
+    elif path.exists() and not path.is_dir():
         raise ValueError(
             f"Cannot stream {name!r}: a local source must be a file (or a glob of files) ending in one of "
-            f"{sorted(LOCAL_FORMATS)}."
+            f"{sorted(LOCAL_FORMATS)}, or a folder of them."
         )
-    else:
+    else:  # a folder of data files (splits named by their file names, as on the Hub) or a Hub dataset id
         loaded = datasets.load_dataset(name, streaming=True, **load_kwargs)
     return {"train": loaded} if isinstance(loaded, IterableDataset) else dict(loaded)
 
