@@ -55,9 +55,11 @@ class MultiTaskTrainingArguments(TrainingArguments):
             what the model gave them before training (see `multitask_st.training.distillation`): it keeps the embedding good
             for similarity search and STS while the heads fine-tune the shared encoder. Costs one inference pass over
             the training data before the first step (on every process, each over the whole training set), plus one
-            batch-by-batch similarity matrix per step. 0 turns it off. Unset (the default): 10.0, or 0 when the model
-            has a task that trains the embedding itself (`embedding`, `embedding_contrastive`), which holding the
-            embedding still would work against; set it to hold the embedding in such a run as well.
+            batch-by-batch similarity matrix per step. For streamed training data and under FSDP, a frozen copy of the
+            starting model gives each batch's teacher embeddings instead (one more model in memory, one more forward
+            per step). 0 turns it off. Unset (the default): 10.0, or 0 when the model has a task that trains the
+            embedding itself (`embedding`, `embedding_contrastive`), which holding the embedding still would work
+            against; set it to hold the embedding in such a run as well.
         use_cpu (`bool`, defaults to `False`):
             As in `TrainingArguments`; turned on by itself when a launcher (torchrun, `accelerate launch`) starts
             several processes on a machine without a GPU, so they train one model together (DDP over gloo).
