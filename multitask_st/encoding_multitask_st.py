@@ -2,8 +2,9 @@
 
 This file is part of the Hub payload (copied next to the weights by `save_pretrained`); it imports only torch,
 transformers, numpy and the payload files next to it. The engine (`inference_multitask_st.py`: input checks, chunks,
-length order, label rows) holds no torch; the mixin below is the model's side of it: tokenise a chunk, run the forward
-pass on an eval twin under `inference_mode`, return float32 rows. `MultiTaskSTModel` takes these methods from it.
+length order; `scores_multitask_st.py`: label rows) holds no torch; the mixin below is the model's side of it: tokenise
+a chunk, run the forward pass on an eval twin under `inference_mode`, return float32 rows. `MultiTaskSTModel` takes
+these methods from it.
 """
 
 from __future__ import annotations

@@ -2,10 +2,7 @@
 resumable after a crash, the same files from one process, two (torchrun) or a Ray Data actor pool."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +10,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import TEXTS, require_module, save_tiny
+from conftest import TEXTS, require_module, run_torchrun, save_tiny
 
 from multitask_st.bulk import shards
 from multitask_st.bulk.corpus import open_corpus
@@ -310,12 +307,8 @@ def test_onnx_runtime_writes_the_same_layout_with_its_numbers(tmp_path, model_di
 
 @pytest.mark.slow
 def test_two_processes_write_their_own_shards_and_the_same_files(tmp_path, model_dir, corpus_csv):
-    torchrun = Path(sys.executable).parent / "torchrun"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    command = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "multitask_st", "embed", str(model_dir),
-               str(corpus_csv), "--output", str(tmp_path / "two"), "--keep_columns", "id", "--shard_size",
-               str(SHARD_SIZE)]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    result = run_torchrun("-m", "multitask_st", "embed", str(model_dir), str(corpus_csv), "--output",
+                          str(tmp_path / "two"), "--keep_columns", "id", "--shard_size", str(SHARD_SIZE))  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     reports = sorted(
         (json.loads(line) for line in result.stdout.splitlines() if line.startswith('{"process"')),

@@ -1,13 +1,10 @@
 """Multi-process launches: one data-parallel job or a stop before training, never N runs into one folder
 (`multitask_st/training/processes.py`). The two-process run itself: tests/test_trainer.py."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import make_trainer, tiny_config, train_arguments
+from conftest import make_trainer, run_torchrun, tiny_config, train_arguments
 
 from multitask_st import MultiTaskSTModel
 from multitask_st.cli import train
@@ -93,10 +90,7 @@ def test_fsdp_asked_for_where_accelerate_cannot_shard_stops_before_training(tmp_
     script = tmp_path / "fsdp.py"
     script.write_text(_FSDP_SCRIPT.format(tests_dir=str(Path(__file__).parent)))
     (tmp_path / "tokenizer").mkdir()
-    torchrun = Path(sys.executable).parent / "torchrun"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    command = [str(torchrun), "--standalone", "--nproc_per_node", "2", str(script), str(tmp_path)]
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    result = run_torchrun(str(script), str(tmp_path))
     assert result.returncode != 0
     assert (
         "RuntimeError: `fsdp` is set but accelerate runs this job as MULTI_CPU on cpu: it shards with "

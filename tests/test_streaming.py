@@ -5,7 +5,6 @@ that share the streams out without overlap, and the same results as map-style tr
 import json
 import os
 import random
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -15,7 +14,7 @@ from pathlib import Path
 import datasets
 import pytest
 import torch
-from conftest import WORDS, tiny_backbone_config, tiny_config, train_arguments
+from conftest import WORDS, run_torchrun, tiny_backbone_config, tiny_config, train_arguments
 from safetensors.torch import load_file
 from transformers import BertModel
 
@@ -449,14 +448,7 @@ def test_two_processes_share_the_streams_out_without_overlap(tmp_path, tiny_toke
     write_task_csv(tmp_path / "sentiment.csv", TASK_LABELS["sentiment"], 200, start=10_000)
     script = tmp_path / "two_processes.py"
     script.write_text(TWO_PROCESS_SCRIPT.format(tests_dir=str(Path(__file__).parent)))
-    torchrun = Path(sys.executable).parent / "torchrun"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    command = [str(torchrun), "--standalone", "--nproc_per_node", "2", str(script), str(tmp_path)]
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
-    if result.returncode != 0 and "terminate called without an active exception" in result.stderr:
-        print("two-process run aborted (SIGABRT) before training; retrying once:\n" + result.stderr[-2000:])
-        shutil.rmtree(tmp_path / "run", ignore_errors=True)  # the flake tests/test_trainer.py describes
-        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    result = run_torchrun(str(script), str(tmp_path), retry_dir=tmp_path / "run", timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     seen = []
     for rank in (0, 1):

@@ -1,15 +1,11 @@
 import json
-import os
-import shutil
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import make_trainer, tiny_config, training_args
+from conftest import make_trainer, run_torchrun, tiny_config, training_args
 from transformers import TrainerCallback
 
 from multitask_st import MultiTaskSTModel
@@ -343,17 +339,7 @@ def test_two_process_data_parallel_run_on_cpu(tmp_path, tiny_tokenizer):
     tiny_tokenizer.save_pretrained(tmp_path / "tokenizer")
     script = tmp_path / "ddp_train.py"
     script.write_text(_DDP_SCRIPT.format(tests_dir=str(Path(__file__).parent)))
-    torchrun = Path(sys.executable).parent / "torchrun"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    command = [str(torchrun), "--standalone", "--nproc_per_node", "2", str(script), str(tmp_path)]
-    # --standalone: the rendezvous binds a port the OS picks (a fixed one may be taken)
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
-    if result.returncode != 0 and "terminate called without an active exception" in result.stderr:
-        # Seen once in ~6 runs: a worker aborted by the C++ runtime while the datasets were cast, before any training
-        # step (not understood yet). One retry, so the flake is visible in the log but a real failure still fails.
-        print("two-process run aborted (SIGABRT) before training; retrying once:\n" + result.stderr[-2000:])
-        shutil.rmtree(tmp_path / "run", ignore_errors=True)
-        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    result = run_torchrun(str(script), str(tmp_path), retry_dir=tmp_path / "run")
     assert result.returncode == 0, result.stderr[-3000:]
     info = json.loads((tmp_path / "info.json").read_text())
     assert info == {"world_size": 2, "steps": 4}
