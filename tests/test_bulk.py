@@ -14,7 +14,8 @@ from conftest import TEXTS, require_module, run_torchrun, save_tiny
 
 from multitask_st.bulk import shards
 from multitask_st.bulk.corpus import open_corpus
-from multitask_st.bulk.shards import EmbedSettings, ShardModel, embed_corpus, read_manifest
+from multitask_st.bulk.folder import read_manifest
+from multitask_st.bulk.shards import EmbedSettings, ShardModel, embed_corpus
 from multitask_st.cli import embed
 
 

@@ -16,19 +16,8 @@ import pyarrow as pa
 from transformers.utils import logging
 
 from ..inference_multitask_st import DEFAULT_BATCH_SIZE
-from .shards import (
-    EmbedSettings,
-    ShardModel,
-    ShardTask,
-    check_columns,
-    check_shard_count,
-    check_written_shard,
-    finish_manifest,
-    plan_shards,
-    shard_name,
-    start_manifest,
-    write_shard,
-)
+from .folder import check_shard_count, check_written_shard, finish_manifest, shard_name
+from .shards import EmbedSettings, ShardModel, ShardTask, check_columns, plan_shards, start_manifest, write_shard
 
 
 logger = logging.get_logger(__name__)
@@ -81,11 +70,11 @@ def embed_corpus_on_ray(
     for task in plan_shards(dataset, settings):
         num_shards = task.index + 1
         if (output_dir / shard_name(task.index)).is_file():
-            check_written_shard(output_dir, task, settings)
+            check_written_shard(output_dir, task.index, task.first_row, task.columns[settings.text_column])
             skipped.append(task.index)
         else:
             pending.append({"index": task.index, "first_row": task.first_row, "columns": task.columns})
-    check_shard_count(output_dir, num_shards, settings)
+    check_shard_count(output_dir, num_shards, settings.source)
     written = []
     if pending:
         if not ray.is_initialized():

@@ -21,8 +21,6 @@ of crashed processes are removed.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import time
 from collections.abc import Iterator
@@ -31,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from transformers.utils import logging
 
 from ..inference_multitask_st import (
@@ -45,21 +42,29 @@ from ..inference_multitask_st import (
 )
 from ..scores_multitask_st import label_rows, resolve_calibration
 from .corpus import column_batches
+from .folder import (
+    MANIFEST_FORMAT,
+    MANIFEST_NAME,
+    SHARDS_FOLDER,
+    _wait_for,
+    check_shard_count,
+    check_written_shard,
+    finish_manifest,
+    model_fingerprint,
+    read_manifest,
+    shard_name,
+    text_digest,
+    write_atomically,
+    write_manifest,
+)
 
 
 logger = logging.get_logger(__name__)
 
-MANIFEST_NAME = "manifest.json"
-SHARDS_FOLDER = "shards"
-MANIFEST_FORMAT = "multitask-st-embed/1"
 EMBEDDING_COLUMN = "embedding"
 ROW_COLUMN = "row"
 DEFAULT_SHARD_SIZE = 10_000
 RUNTIMES = ("torch", "onnx")
-
-
-def shard_name(index: int) -> str:
-    return f"{SHARDS_FOLDER}/part-{index:05d}.parquet"
 
 
 @dataclass
@@ -86,22 +91,6 @@ class EmbedSettings:
         clashes = sorted(reserved & set(self.keep_columns))
         if clashes:
             raise ValueError(f"`keep_columns` {clashes} would clash with the output columns {sorted(reserved)}.")
-
-
-def model_fingerprint(weights_file: str | os.PathLike, calibration) -> str:
-    """What identifies the outputs a model gives: the sha256 of its weights file and its calibration (temperatures and
-    thresholds change the rows without touching the weights). A resumed run must have the same."""
-    digest = hashlib.sha256()
-    with open(weights_file, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    digest.update(json.dumps(calibration or {}, sort_keys=True).encode())
-    return "sha256:" + digest.hexdigest()
-
-
-def text_digest(texts: list) -> str:
-    """A shard's input texts, as a short hash: a rerun over an edited corpus is told apart from a resume."""
-    return hashlib.sha256(json.dumps(texts, ensure_ascii=False).encode()).hexdigest()[:16]
 
 
 class ShardModel:
@@ -263,32 +252,6 @@ def _fixed_lists(matrix: np.ndarray, size: int, valid: list[int], mask: np.ndarr
 # ---------------------------------------------------------------------------------------------------- the folder
 
 
-def write_atomically(table: pa.Table, path: Path, metadata: dict):
-    """Writes `table` (with `metadata` in the Parquet footer) to a temporary file next to `path`, flushes it to disk
-    and renames it to `path`: a reader (or a rerun) sees the whole shard or none of it."""
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"multitask_st": json.dumps(metadata)})
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        pq.write_table(table, temporary)
-        with open(temporary, "rb") as file:
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
-def read_manifest(output_dir: str | os.PathLike) -> dict | None:
-    path = Path(output_dir) / MANIFEST_NAME
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def write_manifest(output_dir: Path, manifest: dict):
-    path = output_dir / MANIFEST_NAME
-    temporary = path.with_name(f".{MANIFEST_NAME}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(temporary, path)
-
-
 def start_manifest(output_dir: str | os.PathLike, settings: EmbedSettings, model: ShardModel, rank: int = 0) -> Path:
     """Checks that `output_dir` is new, empty, or holds a run with the same settings (then it continues); the first
     process writes the manifest of a new run. Returns the folder."""
@@ -337,29 +300,6 @@ def start_manifest(output_dir: str | os.PathLike, settings: EmbedSettings, model
             "model_fingerprint": model.fingerprint, "complete": False,
         })  # fmt: skip
     return output_dir
-
-
-def finish_manifest(output_dir: Path, num_shards: int) -> bool:
-    """When all `num_shards` shard files exist, rewrites the manifest with their list and `complete: true`; returns
-    whether it did. Idempotent: any process that finishes may call it."""
-    paths = [output_dir / shard_name(index) for index in range(num_shards)]
-    if not all(path.is_file() for path in paths):
-        return False
-    manifest = read_manifest(output_dir)
-    shards = []
-    for index, path in enumerate(paths):
-        metadata = json.loads(pq.read_schema(path).metadata[b"multitask_st"])
-        shards.append({"file": shard_name(index), **metadata})
-    manifest.update(
-        complete=True,
-        num_rows=sum(shard["num_rows"] for shard in shards),
-        num_empty_texts=sum(shard["num_empty_texts"] for shard in shards),
-        shards=shards,
-    )
-    write_manifest(output_dir, manifest)
-    for leftover in (output_dir / SHARDS_FOLDER).glob(".*.tmp"):  # half-written shards of a crashed process
-        leftover.unlink(missing_ok=True)
-    return True
 
 
 # ---------------------------------------------------------------------------------------------------- the run
@@ -434,7 +374,7 @@ def embed_corpus(
             rows = len(task.columns[settings.text_column])
             if task.index % world_size == rank:
                 if (output_dir / shard_name(task.index)).is_file():
-                    check_written_shard(output_dir, task, settings)
+                    check_written_shard(output_dir, task.index, task.first_row, task.columns[settings.text_column])
                     skipped.append(task.index)
                 else:
                     write_shard(model, settings, output_dir, task, batch_size)
@@ -444,45 +384,8 @@ def embed_corpus(
     finally:
         if progress is not None:
             progress.close()
-    check_shard_count(output_dir, num_shards, settings)
+    check_shard_count(output_dir, num_shards, settings.source)
     if skipped:
         logger.info(f"Process {rank}: {len(skipped)} shard(s) were written by an earlier run and kept.")
     complete = finish_manifest(output_dir, num_shards)
     return {"written": written, "skipped": skipped, "num_shards": num_shards, "complete": complete}
-
-
-def check_written_shard(output_dir: Path, task: ShardTask, settings: EmbedSettings):
-    """A shard an earlier run wrote is kept only if it holds the rows it would hold now (the same first row, count
-    and texts); otherwise the corpus changed since the run began, and keeping it would mix two corpora."""
-    written = json.loads(pq.read_schema(output_dir / shard_name(task.index)).metadata[b"multitask_st"])
-    texts = task.columns[settings.text_column]
-    now = {"first_row": task.first_row, "num_rows": len(texts), "texts_sha256": text_digest(texts)}
-    then = {key: written.get(key) for key in now}
-    if then != now:
-        raise ValueError(
-            f"Shard {task.index} in {str(output_dir)!r} was written from other rows ({then}) than the corpus gives now "
-            f"({now}): the corpus changed since the run began. Embed it into a new folder."
-        )
-
-
-def check_shard_count(output_dir: Path, num_shards: int, settings: EmbedSettings):
-    """The corpus gave shards, and no more were written by an earlier run than it gives now."""
-    if num_shards == 0:
-        raise ValueError(f"The corpus {settings.source!r} has no rows.")
-    beyond = sorted(path.name for path in (output_dir / SHARDS_FOLDER).glob("part-*.parquet")
-                    if int(path.stem.removeprefix("part-")) >= num_shards)  # fmt: skip
-    if beyond:
-        raise ValueError(
-            f"{str(output_dir)!r} holds shard(s) {beyond} beyond the corpus's {num_shards} shard(s): the corpus "
-            "shrank since the run began. Embed it into a new folder."
-        )
-
-
-def _wait_for(path: Path, timeout: float = 600.0):
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if time.monotonic() > deadline:
-            raise TimeoutError(
-                f"{path} did not appear in {timeout:.0f}s: process 0 writes it when a run starts (see its error)."
-            )
-        time.sleep(0.2)
