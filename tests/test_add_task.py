@@ -356,6 +356,10 @@ def test_held_heads_of_every_kind_with_a_head_are_held():
     assert head_distillation_loss(values, start, kind="regression", target_std=std).item() == pytest.approx(
         ((5 / 2) ** 2 + (4 / 2) ** 2) / 2
     )
+    # The trainer passes the config's list (one std per output).
+    assert head_distillation_loss(values, start, kind="regression", target_std=[2.0]).item() == pytest.approx(
+        ((5 / 2) ** 2 + (4 / 2) ** 2) / 2
+    )
     with pytest.raises(
         ValueError, match=r"A 'pair_classification' head cannot be held by distillation; kinds that can: "
     ):

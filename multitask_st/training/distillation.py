@@ -126,6 +126,8 @@ def _regression_distillation(
 ) -> torch.Tensor:
     # The squared difference in target standard deviations (the outputs are in the data's units), as the regression
     # loss measures its error; the temperature has no meaning here.
+    if not isinstance(scale, torch.Tensor):  # a list per output: one small tensor, only for a held regression head
+        scale = outputs.new_tensor(scale, dtype=torch.float32)
     return (((outputs.float() - teacher_outputs.float()) / scale) ** 2).mean()
 
 
@@ -143,7 +145,7 @@ def head_distillation_loss(
     teacher_logits: torch.Tensor,
     temperature: float = HEAD_DISTILLATION_TEMPERATURE,
     kind: str = SINGLE_LABEL,
-    target_std: torch.Tensor | float = 1.0,
+    target_std: torch.Tensor | list[float] | float = 1.0,
 ) -> torch.Tensor:
     """How far a held head's outputs are from the starting model's on the same texts, by its kind
     (`HEAD_DISTILLATION_LOSSES`): a softmax KL at `temperature` for a classification head, a per-label Bernoulli KL for

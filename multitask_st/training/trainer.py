@@ -519,7 +519,7 @@ class MultiTaskTrainer(Trainer):
                     outputs.logits[task],
                     teacher,
                     kind=config.task_kinds[task],
-                    target_std=teacher.new_tensor(config.task_target_scaling.get(task, {}).get("std", 1.0)),
+                    target_std=config.task_target_scaling.get(task, {}).get("std", 1.0),  # regression heads read it
                 )
                 for task, teacher in zip(self.held_tasks, teacher_logits.split(widths, dim=-1), strict=True)
             ]
