@@ -27,7 +27,8 @@ from datasets import DatasetDict, concatenate_datasets
 from transformers import AutoTokenizer, set_seed
 
 from multitask_st import MultiTaskSTModel
-from multitask_st.data.task_datasets import label_names_of, load_task_dataset, subsample
+from multitask_st.data.labels import label_names_of
+from multitask_st.data.task_datasets import load_task_dataset, subsample
 from multitask_st.training.metrics import multitask_classification_metrics
 from multitask_st.training.tokenization import concatenate_task_datasets, tokenize_task_dataset
 from multitask_st.training.trainer import MultiTaskTrainer

@@ -20,11 +20,8 @@ from multitask_st.data.corpora import (
     twenty_newsgroups,
 )
 from multitask_st.data.splitting import split_indices
-from multitask_st.data.task_datasets import (
-    load_task_dataset,
-    subsample,
-    validate_task_dataset,
-)
+from multitask_st.data.task_datasets import load_task_dataset, subsample
+from multitask_st.data.validation import validate_task_dataset
 from multitask_st.task_fields_multitask_st import DEFAULT_TASKS
 
 
