@@ -506,7 +506,7 @@ def test_yaml_names_kinds_and_loss_options_like_the_command_line(tmp_path):
 def test_target_scaling_skips_missing_targets_and_names_an_output_without_any():
     import datasets
 
-    from multitask_st.training.trainer import fit_to_training_labels
+    from multitask_st.training.label_statistics import fit_to_training_labels
 
     score = list(TASKS).index("score")
     rows = {"task_id": [score] * 3, "label": [[1.0, NAN], [3.0, 4.0], [5.0, 8.0]]}
@@ -522,7 +522,7 @@ def test_target_scaling_skips_missing_targets_and_names_an_output_without_any():
 
 
 def test_a_checkpoint_of_other_kinds_is_not_resumed():
-    from multitask_st.training.trainer import checkpoint_mismatches
+    from multitask_st.training.checkpoints import checkpoint_mismatches
 
     ours = kinds_model().config
     theirs = kinds_model(task_kinds={"tags": "multi_label", "score": "regression", "topic": "classification"}).config

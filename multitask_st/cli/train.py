@@ -28,9 +28,10 @@ from transformers.utils import logging
 
 from multitask_st import MultiTaskSTModel
 from multitask_st.data.corpora import BUILTIN_DATASETS, stsb
+from multitask_st.data.labels import label_names_of, output_names
 from multitask_st.data.resources import resolve_backbone
 from multitask_st.data.streaming import load_task_stream
-from multitask_st.data.task_datasets import label_names_of, load_task_dataset, output_names, subsample
+from multitask_st.data.task_datasets import load_task_dataset, subsample
 from multitask_st.inference_multitask_st import (
     EMBEDDING,
     EMBEDDING_CONTRASTIVE,

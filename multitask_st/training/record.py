@@ -97,7 +97,7 @@ def training_record(
             "processes": trainer.processes,
             "max_seq_length": model.config.max_seq_length,
             "task_loss_weights": model.config.task_loss_weights,
-            # what the run applied (0 when it could not, see `MultiTaskTrainer._applied_distillation_weight`)
+            # what the run applied (0 when it could not, see `DistillationSetupMixin._applied_distillation_weight`)
             "embedding_distillation_weight": trainer.embedding_distillation_weight,
             # the heads without training data in this run, held to the starting model's outputs
             "held_tasks": list(trainer.held_tasks),

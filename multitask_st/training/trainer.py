@@ -8,32 +8,17 @@ import datasets
 import numpy as np
 import torch
 from transformers import Trainer
-from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging
 
-from ..configuration_multitask_st import MultiTaskSTConfig
-from ..inference_multitask_st import MULTI_LABEL, REGRESSION, SINGLE_LABEL, tokenizer_fingerprint
+from ..inference_multitask_st import SINGLE_LABEL, tokenizer_fingerprint
 from ..losses_multitask_st import labelled_rows
 from ..modeling_multitask_st import MultiTaskSTModel
-from ..scores_multitask_st import CALIBRATION_TEMPERATURE, sigmoid
-from ..task_fields_multitask_st import (
-    BALANCED,
-    normalize_task_calibration,
-    normalize_task_loss_options,
-    normalize_task_loss_weights,
-)
-from .calibration import fit_task_temperatures, labelled_logits, tune_thresholds
+from ..task_fields_multitask_st import normalize_task_loss_options, normalize_task_loss_weights
 from .callbacks import UnfreezingCallback
+from .checkpoints import checked_checkpoint
 from .collator import TEACHER_COLUMN, TEACHER_LOGITS_COLUMN, MultiTaskDataCollator
-from .distillation import (
-    HEAD_DISTILLATION_LOSSES,
-    FrozenTeacher,
-    add_teacher_embeddings,
-    embedding_distillation_weight,
-    embedding_tasks,
-    head_distillation_loss,
-    similarity_distillation_loss,
-)
+from .distillation import FrozenTeacher, head_distillation_loss, similarity_distillation_loss
+from .label_statistics import fit_to_training_labels
 from .metrics import build_compute_metrics, stsb_spearman
 from .parameter_groups import build_parameter_groups
 from .plots import TrainingPlotsCallback
@@ -43,41 +28,15 @@ from .run_clock import RunClock, whole_run_metrics
 from .sampling import MultiTaskSampler
 from .streaming import StreamStateCallback, build_task_streams, is_task_stream, load_stream_state
 from .tokenization import concatenate_task_datasets
+from .trainer_calibration import CalibrationMixin
+from .trainer_distillation import DistillationSetupMixin
 from .training_args import MultiTaskTrainingArguments
 
 
 logger = logging.get_logger(__name__)
 
 
-# What a checkpoint must share with the run that resumes it: the settings that decide which parameters exist and what
-# they mean. Anything else (loss weights, the tokenizer fingerprint) may change between sessions.
-RESUME_SETTINGS = ("pooling_mode", "projection", "embedding_dim", "head_hidden_size", "head_activation", "task_kinds")
-BACKBONE_RESUME_SETTINGS = ("model_type", "hidden_size", "num_hidden_layers", "vocab_size")
-
-
-def checkpoint_mismatches(checkpoint: MultiTaskSTConfig, config: MultiTaskSTConfig) -> list[str]:
-    """What differs between a checkpoint's config and the run's model config, one `name: checkpoint ..., this run ...`
-    line per setting; `[]` when the checkpoint can be resumed."""
-    pairs = [("tasks", list(checkpoint.tasks.items()), list(config.tasks.items()))]
-    pairs += [(name, getattr(checkpoint, name), getattr(config, name)) for name in RESUME_SETTINGS]
-    pairs += [
-        (
-            f"backbone {name}",
-            getattr(checkpoint.backbone_config, name, None),
-            getattr(config.backbone_config, name, None),
-        )
-        for name in BACKBONE_RESUME_SETTINGS
-    ]
-    differences = []
-    for name, theirs, ours in pairs:
-        if theirs != ours:
-            if name == "tasks":
-                theirs, ours = dict(theirs), dict(ours)
-            differences.append(f"{name}: checkpoint {theirs!r}, this run {ours!r}")
-    return differences
-
-
-class MultiTaskTrainer(Trainer):
+class MultiTaskTrainer(CalibrationMixin, DistillationSetupMixin, Trainer):
     """`Trainer` for [`MultiTaskSTModel`].
 
     Differences from `Trainer`: `train_dataset`/`eval_dataset` may be `{task: tokenised dataset}`; the training
@@ -293,7 +252,9 @@ class MultiTaskTrainer(Trainer):
 
     def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
         if resume_from_checkpoint:
-            checkpoint = self._check_checkpoint(resume_from_checkpoint)
+            checkpoint = checked_checkpoint(
+                resume_from_checkpoint, self.args.output_dir, self.accelerator.unwrap_model(self.model).config
+            )
             if self.task_streams is not None and checkpoint:
                 load_stream_state(self.task_streams, checkpoint, self.args.process_index, self.args.world_size)
         self.unfreezing.check_something_trains()
@@ -303,26 +264,7 @@ class MultiTaskTrainer(Trainer):
             # would silently train apart on each process. Wrap with everything trainable; the callback re-freezes
             # right after (`on_train_begin`), and DDP's unused-parameter search copes with the frozen ones.
             self.model.unfreeze("all")
-        self.embedding_distillation_weight = self._applied_distillation_weight()
-        self.distilling = self.embedding_distillation_weight > 0
-        self.held_tasks = self._held_tasks()
-        if self.distilling and (self.task_streams is not None or self.is_fsdp_enabled):
-            # Streams have no column to precompute; under FSDP a frozen whole copy per process gives each batch's
-            # teacher embeddings (the student is sharded once training starts). From the model as it is now, as the
-            # precomputed column (on resume: the fresh model, not the checkpoint's).
-            self.teacher = FrozenTeacher(self.accelerator.unwrap_model(self.model), device=self.args.device)
-        elif self.distilling or self.held_tasks:
-            # From the model as it is now, before any step (on resume: the fresh model, not the checkpoint's).
-            self.train_dataset = add_teacher_embeddings(
-                self.model,
-                self.train_dataset,
-                self.data_collator.tokenizer,  # a MultiTaskDataCollator's (checked): pads as the training batches
-                # inference over length-sorted batches: larger ones than Trainer's default eval batch of 8 pay off
-                # runs where the model is: Trainer does not place it yet for e.g. `bf16_full_eval`
-                batch_size=max(64, self.args.per_device_eval_batch_size),
-                show_progress_bar=not self.args.disable_tqdm,
-                held_tasks=self.held_tasks,
-            )
+        self._set_up_distillation()
         output = super().train(resume_from_checkpoint, *args, **kwargs)
         if self.args.tune_thresholds:
             self.tune_thresholds()
@@ -334,167 +276,6 @@ class MultiTaskTrainer(Trainer):
         if self.args.calibrate and self.eval_dataset is not None:
             self.calibrate()
         return output._replace(metrics=metrics)
-
-    def tune_thresholds(self, eval_dataset=None) -> dict[str, list[float]]:
-        """Per multi-label task with labelled rows in `eval_dataset` (default: the validation set), the per-label
-        thresholds that maximise each label's F1 there (`calibration.tune_thresholds`), saved in
-        `config.task_calibration` (so in the model folder, and used by `predict` and the metrics from now on).
-        `train()` calls it at the end (`args.tune_thresholds`)."""
-        config = self.accelerator.unwrap_model(self.model).config
-        tasks = [task for task, kind in config.task_kinds.items() if kind == MULTI_LABEL]
-        eval_dataset = self.eval_dataset if eval_dataset is None else eval_dataset
-        if not tasks or eval_dataset is None:
-            return {}
-        if isinstance(eval_dataset, dict):
-            eval_dataset, _ = concatenate_task_datasets(eval_dataset, config.task_names, config)
-        # Trainer's own loop: no STS-B pass, no record written
-        output = Trainer.evaluation_loop(
-            self, self.get_eval_dataloader(eval_dataset), "Tuning thresholds", metric_key_prefix="calibration"
-        )
-        logits, labels, slices = (
-            output.predictions[0],
-            np.asarray(output.label_ids, dtype=np.float64),
-            config.label_slices(),
-        )
-        tuned = {}
-        for task in tasks:
-            columns = labels[:, slices[task]]
-            labelled = labelled_rows(columns, MULTI_LABEL)
-            if not labelled.any():
-                continue
-            tuned[task] = tune_thresholds(
-                sigmoid(np.asarray(logits[task], dtype=np.float64)[labelled]), columns[labelled]
-            )
-            config.task_calibration = {**config.task_calibration, task: {**config.task_calibration.get(task, {}),
-                                                                          "thresholds": tuned[task]}}  # fmt: skip
-            logger.info(f"Thresholds of {task!r} tuned on {int(labelled.sum())} validation rows: {tuned[task]}")
-        return tuned
-
-    def calibrate(self, eval_dataset=None) -> dict[str, dict]:
-        """Fit one temperature per classification head on `eval_dataset` (default: the trainer's, the validation
-        split; a `{task: dataset}` dict or a tokenised dataset) by minimising the NLL of its labels, and store it in
-        `model.config.task_calibration` (other fitted values there are kept). Every argmax stays as it was.
-
-        Returns, per head with labelled examples, `{"temperature": t, "validation": {"ece_before", "ece_after",
-        "nll_before", "nll_after", "accuracy", "examples"}}` (also in the record).
-        """
-        dataset = self.eval_dataset if eval_dataset is None else eval_dataset
-        if dataset is None:
-            raise ValueError("`calibrate()` needs labelled examples: pass `eval_dataset` or give the trainer one.")
-        model = self.accelerator.unwrap_model(self.model)
-        pairs = self.labelled_logits(dataset)
-        if not pairs:
-            logger.warning("No head has labelled examples to calibrate on: the model stays uncalibrated.")
-            return {}
-        report = fit_task_temperatures(pairs)
-        calibration = {task: dict(entry) for task, entry in model.config.task_calibration.items()}
-        for task, entry in report.items():
-            calibration.setdefault(task, {})[CALIBRATION_TEMPERATURE] = entry[CALIBRATION_TEMPERATURE]
-            stats = entry["validation"]
-            logger.info(
-                f"Calibrated head {task!r} on {stats['examples']} examples: temperature "
-                f"{entry[CALIBRATION_TEMPERATURE]:.3f}, ECE {stats['ece_before']:.4f} -> {stats['ece_after']:.4f}, "
-                f"NLL {stats['nll_before']:.4f} -> {stats['nll_after']:.4f}."
-            )
-        model.config.task_calibration = normalize_task_calibration(
-            calibration, model.config.tasks, model.config.task_kinds
-        )
-        self.record.calibrated(report)
-        return report
-
-    def labelled_logits(self, dataset) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """Per classification head, `(logits, labels)` of the examples of `dataset` labelled for it (a `{task:
-        dataset}` dict or a tokenised dataset), from one prediction pass without the STS-B evaluation."""
-        config = self.accelerator.unwrap_model(self.model).config
-        if isinstance(dataset, dict):
-            dataset, _ = concatenate_task_datasets(dataset, config.task_names, config)
-        stsb_dataset, self.stsb_dataset = self.stsb_dataset, None
-        try:  # Trainer's own predict: this pass is not a test split for the record
-            output = Trainer.predict(self, dataset, metric_key_prefix="calibration")
-        finally:
-            self.stsb_dataset = stsb_dataset
-        return labelled_logits(output.predictions[0], output.label_ids, config)
-
-    def _check_checkpoint(self, resume_from_checkpoint: str | bool):
-        """Refuses, before any step, a checkpoint of another model: its weights would load partly (a head the run
-        added stays untrained) or its optimizer state not at all. Returns the checkpoint's folder."""
-        if resume_from_checkpoint is True:
-            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)  # None: Trainer says there is none
-        if not resume_from_checkpoint:
-            return None
-        try:
-            checkpoint = MultiTaskSTConfig.from_pretrained(resume_from_checkpoint)
-        except (OSError, ValueError) as error:
-            raise ValueError(
-                f"Cannot resume from {resume_from_checkpoint!r}: it holds no multitask-st config.json ({error})."
-            ) from error
-        differences = checkpoint_mismatches(checkpoint, self.accelerator.unwrap_model(self.model).config)
-        if differences:
-            raise ValueError(
-                f"Cannot resume from {resume_from_checkpoint!r}: it was trained for another model than this run "
-                f"builds ({'; '.join(differences)}). Resume with the checkpoint's settings, or start a new run "
-                "without --resume_from_checkpoint."
-            )
-        return resume_from_checkpoint
-
-    def _applied_distillation_weight(self) -> float:
-        """The embedding distillation weight this run applies (0: none): `args.embedding_distillation_weight`, or when
-        unset the default for the model's tasks; says why not when it was asked for but cannot apply."""
-        if self.train_dataset is None:
-            return 0.0
-        config = self.accelerator.unwrap_model(self.model).config
-        # Only the tasks with training data in this run move the embedding; one without (a model's embedding task while
-        # a new head is added) relies on the embedding being held.
-        sizes = self.task_sizes or [1] * len(config.task_names)
-        trained = {task: config.task_kinds[task] for task, size in zip(config.task_names, sizes, strict=True) if size}
-        weight = embedding_distillation_weight(self.args.embedding_distillation_weight, trained)
-        if weight == 0:
-            if self.args.embedding_distillation_weight is None:
-                logger.info(
-                    f"The task(s) {embedding_tasks(trained)} train the embedding itself: embedding distillation is "
-                    "off (set embedding_distillation_weight to also hold the in-batch similarities near the start)."
-                )
-            return 0.0
-        reason = None
-        if not isinstance(self.data_collator, MultiTaskDataCollator):
-            reason = f"the data collator ({type(self.data_collator).__name__}) is not a MultiTaskDataCollator"
-        elif self.args.per_device_train_batch_size < 2:
-            reason = "a batch of one example has no pair of embeddings to compare (per_device_train_batch_size=1)"
-        elif self.is_deepspeed_enabled:
-            reason = "the teacher needs the whole model on one device (DeepSpeed partitions it)"
-        if reason:
-            logger.warning(
-                f"embedding_distillation_weight={weight} is ignored: {reason}. "
-                "The run trains without embedding distillation."
-            )
-            return 0.0
-        return weight
-
-    def _held_tasks(self) -> list[str]:
-        """The heads this run holds by distillation of the starting model's outputs (learning without forgetting): those
-        with no training example, when `args.head_distillation_weight` > 0. Says why not when it cannot."""
-        if self.args.head_distillation_weight == 0 or self.task_sizes is None:
-            return []
-        config = self.accelerator.unwrap_model(self.model).config
-        idle = [task for task, size in zip(config.task_names, self.task_sizes, strict=True) if size == 0]
-        held = [task for task in idle if config.task_kinds[task] in HEAD_DISTILLATION_LOSSES]
-        unheld = [task for task in idle if task not in held]
-        if unheld:
-            logger.warning(
-                f"The pair/embedding tasks {unheld} have no training data: their heads are not run on the incoming "
-                "single texts, so only the embedding distillation (if on) holds the embedding they read."
-            )
-        reason = None
-        if held and not isinstance(self.data_collator, MultiTaskDataCollator):
-            reason = f"the data collator ({type(self.data_collator).__name__}) is not a MultiTaskDataCollator"
-        elif held and (self.is_deepspeed_enabled or self.is_fsdp_enabled):
-            reason = "the teacher pass needs the whole model on one device (DeepSpeed/FSDP shard it)"
-        if reason:
-            logger.warning(f"The heads {held} have no training data and are not held: {reason}. They may drift.")
-            return []
-        if held:
-            logger.info(f"Heads without training data, held by distillation of their starting outputs: {held}.")
-        return held
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         teacher_embeddings = inputs.pop("teacher_embeddings", None)
@@ -618,63 +399,3 @@ class MultiTaskTrainer(Trainer):
                 model, self.processing_class, self.stsb_dataset, batch_size=batch_size
             )
         return output
-
-
-def fit_to_training_labels(model: MultiTaskSTModel, train_dataset: datasets.Dataset):
-    """What a run takes from its training labels before the first step: `"balanced"` class weights and `pos_weight`
-    become numbers (`config.task_loss_options`), and each regression task without a target scaling gets its targets'
-    mean and std (`config.task_target_scaling`; unless its `normalize_targets` is False). A model that has a scaling
-    already (trained before, or resumed) keeps it: its head's outputs mean that scaling."""
-    config = model.config
-    resolved = {task: dict(options) for task, options in config.task_loss_options.items()}
-    needs = [
-        task
-        for task, kind in config.task_kinds.items()
-        if BALANCED in resolved.get(task, {}).values()
-        or (
-            kind == REGRESSION
-            and task not in config.task_target_scaling
-            and resolved.get(task, {}).get("normalize_targets", True)
-        )
-    ]
-    if not needs or "label" not in train_dataset.column_names:
-        return
-    task_ids = np.asarray(train_dataset["task_id"])
-    all_labels = train_dataset.with_format(None)["label"]
-    for task in needs:
-        rows = np.flatnonzero(task_ids == config.task_names.index(task))
-        values = np.asarray([all_labels[row] for row in rows], dtype=np.float64).reshape(len(rows), -1)
-        kind, names, options = config.task_kinds[task], config.tasks[task], resolved.setdefault(task, {})
-        if len(rows) == 0:
-            raise ValueError(
-                f"Task {task!r} has no training example to compute its {BALANCED!r} weights or scaling from."
-            )
-        if kind == SINGLE_LABEL and options.get("class_weights") == BALANCED:
-            counts = np.bincount(values[:, 0].astype(int), minlength=len(names)).astype(np.float64)
-            options["class_weights"] = _balanced(len(rows) / (len(names) * np.maximum(counts, 1)), counts, task, names)
-        elif kind == MULTI_LABEL and options.get("pos_weight") == BALANCED:
-            positives = values.sum(axis=0)
-            options["pos_weight"] = _balanced(
-                (len(rows) - positives) / np.maximum(positives, 1), positives, task, names
-            )
-        elif kind == REGRESSION:
-            present = ~np.isnan(values)  # a row may leave an output without a target (NaN), as the loss allows
-            if not present.any(axis=0).all():
-                missing = [name for name, has in zip(names, present.any(axis=0), strict=True) if not has]
-                raise ValueError(f"Regression task {task!r} has no training target for output(s) {missing}.")
-            std = np.nanstd(values, axis=0)
-            model.set_target_scaling(task, np.nanmean(values, axis=0).tolist(), np.where(std > 0, std, 1.0).tolist())
-            logger.info(
-                f"Targets of {task!r} scaled by their training mean and std: {config.task_target_scaling[task]}"
-            )
-    config.task_loss_options = normalize_task_loss_options(resolved, config.tasks, config.task_kinds)
-
-
-def _balanced(weights: np.ndarray, counts: np.ndarray, task: str, names: list[str]) -> list[float]:
-    absent = [name for name, count in zip(names, counts, strict=True) if count == 0]
-    if absent:
-        logger.warning(f"Task {task!r}: no training example has label(s) {absent}; their balanced weight is 1.")
-    weights = np.where(counts > 0, weights, 1.0)
-    weights = np.where(weights > 0, weights, 1.0)  # a label every example has: nothing to balance
-    logger.info(f"Task {task!r}: balanced weights {dict(zip(names, np.round(weights, 3).tolist(), strict=True))}")
-    return weights.tolist()
