@@ -31,7 +31,8 @@ from transformers import AutoTokenizer
 
 from multitask_st import MultiTaskSTModel
 from multitask_st.cli import train
-from multitask_st.cli.train import DataArguments, load_tasks
+from multitask_st.cli.train import load_tasks
+from multitask_st.cli.train_arguments import DataArguments
 from multitask_st.data.corpora import stsb
 from multitask_st.model_folder import load_training_summary
 from multitask_st.training.metrics import stsb_spearman
@@ -39,7 +40,8 @@ from multitask_st.training.metrics import stsb_spearman
 
 OLD_TASKS = {"topic": "bbc_news", "sentiment": "rotten_tomatoes"}
 NEW_TASK = ("newsgroup", "20newsgroups")
-DEMO_TRAIN = {"topic": 800, "sentiment": 4000}  # the demo's budget (multitask_st.cli.train.DEMO_MAX_TRAIN_SAMPLES)
+# the demo's budget (multitask_st.cli.train_arguments.DEMO_MAX_TRAIN_SAMPLES)
+DEMO_TRAIN = {"topic": 800, "sentiment": 4000}
 EVAL_CAP = 1000
 
 

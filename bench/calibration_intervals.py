@@ -29,7 +29,8 @@ from datasets import DatasetDict
 from transformers import AutoTokenizer
 
 from multitask_st import MultiTaskSTModel
-from multitask_st.cli.train import DEFAULT_TASKS, DataArguments, load_tasks
+from multitask_st.cli.train import load_tasks
+from multitask_st.cli.train_arguments import DEFAULT_TASKS, DataArguments
 from multitask_st.model_folder import load_training_summary
 from multitask_st.training.calibration import (
     expected_calibration_error,

@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import copy_without, make_trainer, tiny_config, train_arguments
 from safetensors.torch import load_file, save_file
-from transformers import AutoModel, TrainerCallback
+from transformers import AutoModel, AutoTokenizer, TrainerCallback
 
 from multitask_st import MultiTaskSTConfig, MultiTaskSTModel
 from multitask_st.cli import push as push_cli
@@ -84,7 +84,7 @@ def test_overwrite_output_dir_removes_the_old_runs_checkpoints_and_trains(tmp_pa
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-3"]  # save_total_limit=1
     assert (out / "notes.txt").read_text() == "mine"  # only checkpoints are removed, nothing else of the user's
     model = AutoModel.from_pretrained(out)
-    assert model.config.tokenizer_fingerprint == tokenizer_fingerprint(train.AutoTokenizer.from_pretrained(out))
+    assert model.config.tokenizer_fingerprint == tokenizer_fingerprint(AutoTokenizer.from_pretrained(out))
 
 
 def test_an_unwritable_output_folder_fails_before_training(tmp_path, tiny_backbone_dir, monkeypatch):

@@ -333,10 +333,10 @@ def _reduced_config() -> dict:
 
 def test_readme_states_what_the_code_does():
     """Statements the README makes that a block cannot show: defaults and names checked against the code."""
-    from multitask_st.cli import train
+    from multitask_st.cli import train_arguments
 
     text = README.read_text(encoding="utf-8")
     assert "| `--train_sampling_strategy random` | group_by_length |" in text
-    assert train.DEFAULT_TRAINING_ARGS.get("train_sampling_strategy", "group_by_length") == "group_by_length"
-    assert f"saves the best model to `{train.DEFAULT_TRAINING_ARGS['output_dir']}/`" in text
+    assert train_arguments.DEFAULT_TRAINING_ARGS.get("train_sampling_strategy", "group_by_length") == "group_by_length"
+    assert f"saves the best model to `{train_arguments.DEFAULT_TRAINING_ARGS['output_dir']}/`" in text
     assert 'model_qint8_avx512_vnni.onnx", threads' not in text  # the int8 file name depends on the CPU

@@ -480,7 +480,7 @@ def test_no_label_above_threshold_says_so_and_the_app_shows_chips_and_numbers(ki
 
 
 def test_yaml_names_kinds_and_loss_options_like_the_command_line(tmp_path):
-    from multitask_st.cli import train
+    from multitask_st.cli import train_arguments
 
     path = tmp_path / "config.yaml"
     path.write_text(
@@ -488,19 +488,19 @@ def test_yaml_names_kinds_and_loss_options_like_the_command_line(tmp_path):
         "label_columns: ['spread=likes,shares']\npos_weight: [tags=balanced]\nclass_weights: ['topic=1,2,3,4,5']\n"
         "regression_loss: [spread=l1]\nnormalize_targets: [spread=false]\n"
     )
-    model_args, data_args, _ = train.parse_arguments([str(path)])
+    model_args, data_args, _ = train_arguments.parse_arguments([str(path)])
     assert data_args.task_kinds == ["tags=multi_label", "spread=regression"]
-    assert train.task_loss_options(model_args) == {
+    assert train_arguments.task_loss_options(model_args) == {
         "topic": {"class_weights": [1.0, 2.0, 3.0, 4.0, 5.0]},
         "tags": {"pos_weight": "balanced"},
         "spread": {"loss": "l1", "normalize_targets": False},
     }
     model_args.label_smoothing = ["tags=lots"]
     with pytest.raises(ValueError, match=r"^`--label_smoothing tags=\.\.\.`: 'lots' is not a number\.$"):
-        train.check_task_options(data_args, model_args)
+        train_arguments.check_task_options(data_args, model_args)
     model_args.label_smoothing, data_args.task_kinds = [], ["colour=regression"]
     with pytest.raises(ValueError, match=r"`--task_kinds` names task\(s\) \['colour'\] not in --tasks"):
-        train.check_task_options(data_args, model_args)
+        train_arguments.check_task_options(data_args, model_args)
 
 
 def test_target_scaling_skips_missing_targets_and_names_an_output_without_any():

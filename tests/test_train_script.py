@@ -9,6 +9,7 @@ from conftest import train_arguments
 from transformers import AutoModel
 
 from multitask_st.cli import train
+from multitask_st.cli import train_arguments as cli_arguments
 
 
 def test_train_script_saves_a_loadable_model_and_its_summary(tmp_path, tiny_backbone_dir, capsys):
@@ -37,7 +38,7 @@ def test_yaml_config_file_is_read_like_the_command_line(tmp_path):
         "backbone: my/backbone\ntasks: [topic=a.csv, intent=b.json]\npooling_mode: attention\n"
         "layer_decay: 0.8\nfreeze: [head:topic]\nnum_train_epochs: 5\noutput_dir: somewhere\n"
     )
-    model_args, data_args, training_args = train.parse_arguments([str(path)])
+    model_args, data_args, training_args = cli_arguments.parse_arguments([str(path)])
     assert model_args.backbone == "my/backbone" and model_args.pooling_mode == "attention"
     assert data_args.tasks == ["topic=a.csv", "intent=b.json"]
     assert (training_args.layer_decay, training_args.freeze, training_args.num_train_epochs) == (
@@ -50,16 +51,20 @@ def test_yaml_config_file_is_read_like_the_command_line(tmp_path):
 
 
 def test_demo_budget_applies_only_to_the_default_tasks():
-    assert train.data_budget(train.DataArguments()) == ({"topic": 800, "sentiment": 4000}, 1000)
-    assert train.data_budget(train.DataArguments(max_train_samples=["topic=all"], max_eval_samples=50)) == (
+    assert cli_arguments.data_budget(cli_arguments.DataArguments()) == ({"topic": 800, "sentiment": 4000}, 1000)
+    assert cli_arguments.data_budget(
+        cli_arguments.DataArguments(max_train_samples=["topic=all"], max_eval_samples=50)
+    ) == (
         {"topic": None, "sentiment": 4000},
         50,
     )
-    assert train.data_budget(train.DataArguments(tasks=["intent=x.csv"])) == ({}, None)
+    assert cli_arguments.data_budget(cli_arguments.DataArguments(tasks=["intent=x.csv"])) == ({}, None)
     with pytest.raises(ValueError, match="expected a positive integer or 'all'"):
-        train.data_budget(train.DataArguments(tasks=["intent=x.csv"], max_train_samples=["intent=lots"]))
+        cli_arguments.data_budget(
+            cli_arguments.DataArguments(tasks=["intent=x.csv"], max_train_samples=["intent=lots"])
+        )
     with pytest.raises(ValueError, match="takes task=value pairs"):
-        train.data_budget(train.DataArguments(max_train_samples=["800"]))
+        cli_arguments.data_budget(cli_arguments.DataArguments(max_train_samples=["800"]))
 
 
 def test_json_config_file_is_read_like_the_command_line(tmp_path):
@@ -70,7 +75,7 @@ def test_json_config_file_is_read_like_the_command_line(tmp_path):
         "text_columns": ["intent=utterance"], "output_dir": "elsewhere",
     }  # fmt: skip
     path.write_text(json.dumps(settings))
-    model_args, data_args, training_args = train.parse_arguments([str(path)])
+    model_args, data_args, training_args = cli_arguments.parse_arguments([str(path)])
     assert model_args.projection == "mlp" and data_args.text_columns == ["intent=utterance"]
     assert data_args.tasks == ["topic=a.csv", "intent=b.json"]
     assert (training_args.head_lr_multiplier, training_args.unfreeze_schedule, training_args.unfreeze_unit) == (
@@ -91,7 +96,7 @@ def test_text_and_label_columns_choose_the_columns_read(tmp_path):
         for i in range(40)
     ]
     (tmp_path / "reviews.csv").write_text("\n".join(rows) + "\n")
-    data_args = train.DataArguments(
+    data_args = cli_arguments.DataArguments(
         tasks=[f"sentiment={tmp_path / 'reviews.csv'}"], text_columns=["sentiment=sentence"],
         label_columns=["sentiment=gold"], stsb_eval=False,
     )  # fmt: skip
@@ -163,7 +168,7 @@ def test_example_configs_name_built_in_data_and_known_kinds(config):
     from multitask_st.data.corpora import BUILTIN_DATASETS
     from multitask_st.task_fields_multitask_st import TASK_KINDS
 
-    model_args, data_args, _ = train.parse_arguments([str(config)])
-    datasets_by_task = train.check_task_options(data_args, model_args)
+    model_args, data_args, _ = cli_arguments.parse_arguments([str(config)])
+    datasets_by_task = cli_arguments.check_task_options(data_args, model_args)
     assert set(datasets_by_task.values()) <= set(BUILTIN_DATASETS)  # offline: packaged data only
-    assert set(train._pairs(data_args.task_kinds, "task_kinds").values()) <= set(TASK_KINDS)
+    assert set(cli_arguments.parse_task_pairs(data_args.task_kinds, "task_kinds").values()) <= set(TASK_KINDS)

@@ -25,7 +25,8 @@ import torch
 from transformers import AutoTokenizer, HfArgumentParser
 
 from multitask_st import MultiTaskSTModel
-from multitask_st.cli.train import DataArguments, load_tasks, show_logs
+from multitask_st.cli.train import load_tasks, show_logs
+from multitask_st.cli.train_arguments import DataArguments
 from multitask_st.model_folder import IGNORE_PATTERNS, load_training_summary, save_training_summary
 from multitask_st.training.calibration import CALIBRATED_KINDS, calibration_stats
 from multitask_st.training.plots import save_reliability_diagrams
