@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     except (ValueError, OSError, RuntimeError) as error:
         print(f"{prog}: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 1
-    from multitask_st.sharing.model_card import gate_evidence
+    from multitask_st.sharing.export_evidence import gate_evidence
 
     checked, measured = gate_evidence(evidence)
     print(f"{args.dtype} vs float32 on {checked}")
