@@ -179,7 +179,7 @@ def test_bad_streamed_input_is_refused_with_the_value(tmp_path):
     with pytest.raises(ValueError) as error:  # a held-out row: found as the split is read
         load_task_stream(path, label_names=["world", "business"], held_out=2)
     assert str(error.value) == (
-        f"Dataset {str(path)!r}, split 'train', row 1: label 'sports' is not one of the task's labels "
+        f"Dataset {str(path)!r}, split 'train', column 'label', row 1: label 'sports' is not one of the task's labels "
         "['world', 'business'] (or their ids)."
     )
     late = tmp_path / "late.csv"  # a training row: found when training reads it
@@ -188,7 +188,7 @@ def test_bad_streamed_input_is_refused_with_the_value(tmp_path):
     with pytest.raises(ValueError) as error:  # a training row: found when training reads it
         list(train_stream)
     assert str(error.value) == (
-        f"Dataset {str(late)!r}, split 'train', row 1003: label 'sport' is not one of the task's labels "
+        f"Dataset {str(late)!r}, split 'train', column 'label', row 1003: label 'sport' is not one of the task's labels "
         "['world', 'sports'] (or their ids)."
     )
     with pytest.raises(ValueError) as error:
@@ -201,7 +201,7 @@ def test_bad_streamed_input_is_refused_with_the_value(tmp_path):
         load_task_stream("bbc_news")
 
 
-def test_a_streaming_run_needs_max_steps_and_single_label_tasks(tmp_path, tiny_tokenizer):
+def test_a_streaming_run_needs_max_steps_one_kind_of_data_and_declared_statistics(tmp_path, tiny_tokenizer):
     streams, _ = task_streams(tmp_path, tiny_tokenizer, rows=40)
     with pytest.raises(ValueError) as error:
         streaming_trainer(tmp_path, tiny_tokenizer, streams, max_steps=-1, num_train_epochs=1)
@@ -214,14 +214,13 @@ def test_a_streaming_run_needs_max_steps_and_single_label_tasks(tmp_path, tiny_t
     mixed = {"topic": streams["topic"], "sentiment": datasets.Dataset.from_dict({"input_ids": [[2, 3]], "label": [0]})}
     with pytest.raises(TypeError, match=r"^Give every task a stream \(`datasets.IterableDataset`\) or every task a"):
         streaming_trainer(tmp_path, tiny_tokenizer, mixed)
-    model = MultiTaskSTModel(tiny_config(tasks=TASK_LABELS, task_kinds={"topic": "multi_label"}))
-    with pytest.raises(ValueError) as error:
+    model = MultiTaskSTModel(
+        tiny_config(tasks=TASK_LABELS, task_loss_options={"topic": {"class_weights": "balanced"}})
+    )
+    with pytest.raises(ValueError, match=r"^Task\(s\) \['topic'\] need their training labels counted before step 1"):
         MultiTaskTrainer(
             model=model, args=streaming_args(tmp_path), train_dataset=streams, processing_class=tiny_tokenizer
         )
-    assert str(error.value) == (
-        "Streaming training takes classification tasks only so far; {'topic': 'multi_label'} need map-style data."
-    )
 
 
 def test_train_command_refuses_streaming_without_max_steps_before_anything_is_read(tmp_path, tiny_backbone_dir):

@@ -18,7 +18,7 @@ from transformers.utils import logging
 
 from ..inference_multitask_st import EMBEDDING, MULTI_LABEL, PAIR_REGRESSION, REGRESSION, SINGLE_LABEL
 from .splitting import _column
-from .validation import show_value
+from .validation import is_label_id, show_value
 
 
 logger = logging.get_logger(__name__)
@@ -45,7 +45,7 @@ def encode_scores(raw: DatasetDict, name: str, kind: str) -> DatasetDict:
     for split, data in raw.items():
         scores, bad = [], []
         for row, value in enumerate(_column(data, "label")):
-            score = _as_score(value)
+            score = finite_number(value)
             if score is None:
                 bad.append((row, value))
             scores.append(score)
@@ -59,7 +59,9 @@ def encode_scores(raw: DatasetDict, name: str, kind: str) -> DatasetDict:
     return DatasetDict(result)
 
 
-def _as_score(value) -> float | None:
+def finite_number(value) -> float | None:
+    """A score or regression target: a finite real number, or one written as a string; None for anything else
+    (a bool, None, NaN, text). The map-style encoders and the streamed rows (`data/streaming.py`) both read with it."""
     if isinstance(value, bool) or value is None:
         return None
     try:
@@ -93,31 +95,62 @@ def regression_targets(
     data: Dataset, name: str, split: str, text_column: str, columns: list[str], output_names: Sequence[str] | None
 ) -> Dataset:
     """`text` and `label` = `{output: float}` from one numeric column per output; a row without a number is named."""
+    output_names = regression_outputs(name, columns, output_names)
+    values = {}
+    for column, output in zip(columns, output_names, strict=True):
+        values[output] = []
+        for row, value in enumerate(_column(data, column)):
+            values[output].append(regression_target(value, _where(name, split, column, row)))
+    features = Features({"text": Value("string"), "label": {output: Value("float32") for output in output_names}})
+    label = [dict(zip(output_names, row, strict=True)) for row in zip(*values.values(), strict=True)]
+    return Dataset.from_dict({"text": _column(data, text_column), "label": label}, features=features, split=split)
+
+
+def regression_outputs(name: str, columns: list[str], output_names: Sequence[str] | None) -> list[str]:
+    """A regression task's output names: one per label column, `output_names` or the columns' own names."""
     output_names = list(output_names) if output_names is not None else list(columns)
     if len(output_names) != len(columns) or len(set(output_names)) != len(output_names):
         raise ValueError(
             f"Dataset {name!r}: a regression task names one distinct output per label column {columns}, got "
             f"`label_names` {output_names}."
         )
-    values = {}
-    for column, output in zip(columns, output_names, strict=True):
-        values[output] = []
-        for row, value in enumerate(_column(data, column)):
-            number = value
-            if isinstance(value, str):
-                try:
-                    number = float(value.strip())
-                except ValueError:
-                    number = None
-            if isinstance(number, bool) or not isinstance(number, (int, float, np.number)) or not np.isfinite(number):
-                raise ValueError(
-                    f"Dataset {name!r}, split {split!r}, column {column!r}, row {row}: {show_value(value)} is not a "
-                    "number; a regression target must be a finite number."
-                )
-            values[output].append(float(number))
-    features = Features({"text": Value("string"), "label": {output: Value("float32") for output in output_names}})
-    label = [dict(zip(output_names, row, strict=True)) for row in zip(*values.values(), strict=True)]
-    return Dataset.from_dict({"text": _column(data, text_column), "label": label}, features=features, split=split)
+    return output_names
+
+
+def regression_target(value, where: str) -> float:
+    """One regression target as a float; `where` (dataset, split, column, row) names a bad one."""
+    number = finite_number(value)
+    if number is None:
+        raise ValueError(f"{where}: {show_value(value)} is not a number; a regression target must be a finite number.")
+    return number
+
+
+def multi_label_values(value, delimiter: str, source_names: list[str] | None, where: str) -> list:
+    """One row's labels as a list of names (or ids): from a list of names or ids, a `Sequence(ClassLabel)`'s ids
+    (`source_names`: mapped to names), a `delimiter`-joined string, or an empty cell (no label)."""
+    if value is None or value == "":
+        return []  # an empty cell: a text with none of the labels
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(delimiter) if part.strip()]
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(
+            f"{where}: {show_value(value)} is not a list of labels or a {delimiter!r}-separated string of them."
+        )
+    return [source_names[i] for i in value] if source_names is not None else list(value)
+
+
+def multi_label_ids(labels: list, ids: dict[str, int], where: str) -> list[int]:
+    """One row's labels (names or ids, as `multi_label_values` gives them) as the sorted ids of the task's labels
+    (`ids`: name -> id); `where` names a label that is not one."""
+    row_ids = set()
+    for label in labels:
+        if is_label_id(label, len(ids)):
+            row_ids.add(int(label))
+        elif isinstance(label, str) and label in ids:
+            row_ids.add(ids[label])
+        else:
+            raise ValueError(f"{where}: label {show_value(label)} is not one of the task's labels {list(ids)}.")
+    return sorted(row_ids)
 
 
 def encode_multi_labels(
@@ -125,27 +158,13 @@ def encode_multi_labels(
 ) -> tuple[DatasetDict, list[str]]:
     """The `label` column as the sorted ids of each text's labels (`Sequence(ClassLabel)`): from lists of names or
     ids, a `Sequence(ClassLabel)` (mapped by name), or strings of names joined by `delimiter`."""
-    feature = raw["train"].features["label"]
-    inner = (
-        feature.feature if isinstance(feature, SequenceFeature) else feature[0] if isinstance(feature, list) else None
-    )
-    source_names = list(inner.names) if isinstance(inner, ClassLabel) else None
+    source_names = multi_label_source_names(raw["train"].features["label"])
     rows = {}
     for split, data in raw.items():
-        rows[split] = []
-        for row, value in enumerate(_column(data, "label")):
-            if value is None or value == "":
-                value = []  # an empty cell: a text with none of the labels
-            elif isinstance(value, str):
-                value = [part.strip() for part in value.split(delimiter) if part.strip()]
-            if not isinstance(value, (list, tuple)):
-                raise ValueError(
-                    f"Dataset {name!r}, split {split!r}, column {column!r}, row {row}: {show_value(value)} is not a list "
-                    f"of labels or a {delimiter!r}-separated string of them."
-                )
-            if source_names is not None:
-                value = [source_names[i] for i in value]
-            rows[split].append((row, value))
+        rows[split] = [
+            (row, multi_label_values(value, delimiter, source_names, _where(name, split, column, row)))
+            for row, value in enumerate(_column(data, "label"))
+        ]
     if label_names is None:
         found = {label for split_rows in rows.values() for _, labels in split_rows for label in labels}
         if any(not isinstance(label, str) for label in found):
@@ -156,26 +175,37 @@ def encode_multi_labels(
     ids = {label: i for i, label in enumerate(label_names)}
     encoded = {}
     for split, split_rows in rows.items():
-        column_ids = []
-        for row, labels in split_rows:
-            row_ids = set()
-            for label in labels:
-                if isinstance(label, (int, np.integer)) and not isinstance(label, bool) and 0 <= label < len(ids):
-                    row_ids.add(int(label))
-                elif label in ids:
-                    row_ids.add(ids[label])
-                else:
-                    raise ValueError(
-                        f"Dataset {name!r}, split {split!r}, column {column!r}, row {row}: label {show_value(label)} is not "
-                        f"one of the task's labels {label_names}."
-                    )
-            column_ids.append(sorted(row_ids))
+        column_ids = [multi_label_ids(labels, ids, _where(name, split, column, row)) for row, labels in split_rows]
         features = Features({"text": Value("string"), "label": SequenceFeature(ClassLabel(names=label_names))})
         data = raw[split]
         encoded[split] = Dataset.from_dict(
             {"text": _column(data, "text"), "label": column_ids}, features=features, split=split
         )
     return DatasetDict(encoded), label_names
+
+
+def class_label_id(label, ids: dict[str, int], source_names: list[str] | None, where: str) -> int:
+    """One row's class as an id of the task's labels (`ids`: name -> id): a name, an id, or a source `ClassLabel`'s
+    id (`source_names`: mapped by name); `where` names a label that is none of these."""
+    if source_names is not None and is_label_id(label, len(source_names)):
+        label = source_names[label]  # a ClassLabel id: mapped by name
+    if isinstance(label, str) and label in ids:
+        return ids[label]
+    if is_label_id(label, len(ids)):
+        return int(label)
+    raise ValueError(f"{where}: label {show_value(label)} is not one of the task's labels {list(ids)} (or their ids).")
+
+
+def multi_label_source_names(feature) -> list[str] | None:
+    """The label names of a source's `Sequence(ClassLabel)` multi-label column (None for other columns)."""
+    inner = (
+        feature.feature if isinstance(feature, SequenceFeature) else feature[0] if isinstance(feature, list) else None
+    )
+    return list(inner.names) if isinstance(inner, ClassLabel) else None
+
+
+def _where(name: str, split: str, column: str, row: int) -> str:
+    return f"Dataset {name!r}, split {split!r}, column {column!r}, row {row}"
 
 
 def drop_unlabelled_splits(raw: DatasetDict, name: str) -> DatasetDict:

@@ -17,6 +17,21 @@ def show_value(value, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def is_label_id(label, num_labels: int) -> bool:
+    """Whether `label` is an integer id in 0..num_labels - 1 (a bool is not)."""
+    return isinstance(label, (int, np.integer)) and not isinstance(label, bool) and 0 <= label < num_labels
+
+
+def text_problem(text, optional: bool = False) -> str | None:
+    """What is wrong with one text (None: nothing): a non-blank string is expected (`optional`: or None, as a
+    triplet's missing hard negative). The map-style checks (`check_text_column`) and the streamed rows
+    (`data/streaming.py`) both ask this."""
+    if (optional and text is None) or (isinstance(text, str) and has_content(text)):
+        return None
+    problem = "empty text" if isinstance(text, str) else f"text of type {type(text).__name__}"
+    return f"{problem} {show_value(text)}; expected a non-blank string (not only whitespace or control characters"
+
+
 def validate_task_dataset(
     dataset: DatasetDict | Dataset,
     *,
@@ -59,9 +74,7 @@ def validate_task_dataset(
         check_text_column(data, where, text_column)
         num_labels = len(label_names)
         bad_labels = [
-            (row, label)
-            for row, label in enumerate(_column(data, label_column))
-            if isinstance(label, bool) or not isinstance(label, (int, np.integer)) or not 0 <= label < num_labels
+            (row, label) for row, label in enumerate(_column(data, label_column)) if not is_label_id(label, num_labels)
         ]
         if bad_labels:
             row, label = bad_labels[0]
@@ -74,10 +87,7 @@ def validate_task_dataset(
 def _check_label_rows(data: Dataset, where: str, label_column: str, label_names: list[str], kind: str):
     for row, label in enumerate(_column(data, label_column)):
         if kind == MULTI_LABEL:
-            good = isinstance(label, list) and all(
-                isinstance(i, (int, np.integer)) and not isinstance(i, bool) and 0 <= i < len(label_names)
-                for i in label
-            )
+            good = isinstance(label, list) and all(is_label_id(i, len(label_names)) for i in label)
             expected = f"a list of label ids in 0..{len(label_names) - 1} for {label_names}"
         else:
             good = (
@@ -96,16 +106,8 @@ def _check_label_rows(data: Dataset, where: str, label_column: str, label_names:
 
 def check_text_column(data: Dataset, where: str, text_column: str, optional: bool = False):
     """Every text of the column a non-blank string (`optional`: or None, as a triplet's missing hard negative)."""
-    texts = _column(data, text_column)
-    bad_texts = [
-        (row, text)
-        for row, text in enumerate(texts)
-        if not (optional and text is None) and (not isinstance(text, str) or not has_content(text))
-    ]
+    problems = [(row, text_problem(text, optional)) for row, text in enumerate(_column(data, text_column))]
+    bad_texts = [(row, problem) for row, problem in problems if problem is not None]
     if bad_texts:
-        row, text = bad_texts[0]
-        problem = "empty text" if isinstance(text, str) else f"text of type {type(text).__name__}"
-        raise ValueError(
-            f"{where}, column {text_column!r}, row {row}: {problem} {show_value(text)}; expected a non-blank string "
-            f"(not only whitespace or control characters; {len(bad_texts)} row(s) like this)."
-        )
+        row, problem = bad_texts[0]
+        raise ValueError(f"{where}, column {text_column!r}, row {row}: {problem}; {len(bad_texts)} row(s) like this).")

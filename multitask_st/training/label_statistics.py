@@ -22,16 +22,7 @@ def fit_to_training_labels(model: MultiTaskSTModel, train_dataset: datasets.Data
     already (trained before, or resumed) keeps it: its head's outputs mean that scaling."""
     config = model.config
     resolved = {task: dict(options) for task, options in config.task_loss_options.items()}
-    needs = [
-        task
-        for task, kind in config.task_kinds.items()
-        if BALANCED in resolved.get(task, {}).values()
-        or (
-            kind == REGRESSION
-            and task not in config.task_target_scaling
-            and resolved.get(task, {}).get("normalize_targets", True)
-        )
-    ]
+    needs = needing_label_statistics(config)
     if not needs or "label" not in train_dataset.column_names:
         return
     task_ids = np.asarray(train_dataset["task_id"])
@@ -63,6 +54,25 @@ def fit_to_training_labels(model: MultiTaskSTModel, train_dataset: datasets.Data
                 f"Targets of {task!r} scaled by their training mean and std: {config.task_target_scaling[task]}"
             )
     config.task_loss_options = normalize_task_loss_options(resolved, config.tasks, config.task_kinds)
+
+
+def needing_label_statistics(config, tasks: list[str] | None = None) -> list[str]:
+    """The tasks (of `tasks`, default all) whose `"balanced"` weights or regression target scaling come from their
+    training labels: `fit_to_training_labels` sets them."""
+    options = config.task_loss_options
+    return [
+        task
+        for task, kind in config.task_kinds.items()
+        if (tasks is None or task in tasks)
+        and (
+            BALANCED in options.get(task, {}).values()
+            or (
+                kind == REGRESSION
+                and task not in config.task_target_scaling
+                and options.get(task, {}).get("normalize_targets", True)
+            )
+        )
+    ]
 
 
 def _balanced(weights: np.ndarray, counts: np.ndarray, task: str, names: list[str]) -> list[float]:

@@ -31,8 +31,10 @@ from transformers.utils import logging
 
 from ..inference_multitask_st import MODEL_INPUTS, SINGLE_LABEL
 from ..task_fields_multitask_st import BALANCED
+from .collator import SECOND_TEXT_PREFIXES
+from .label_statistics import fit_to_training_labels, needing_label_statistics
 from .sampling import task_sampling_weights
-from .tokenization import _tokenize_batch
+from .tokenization import LABEL_ENCODERS, SECOND_TEXT_COLUMNS, _tokenize_batch
 
 
 logger = logging.get_logger(__name__)
@@ -54,37 +56,60 @@ def is_task_stream(train_dataset) -> bool:
 
 
 def tokenize_task_stream(stream: datasets.IterableDataset, tokenizer: PreTrainedTokenizerBase, *, max_length: int):
-    """A `text`/`label` stream tokenised on the fly, as `tokenize_task_dataset` tokenises a split (truncated, unpadded:
-    the collator pads)."""
+    """A task stream (`load_task_stream`'s rows: `text`, `text_pair`/`negative` where the kind has them, `label`)
+    tokenised on the fly, as `tokenize_task_dataset` tokenises a split (truncated, unpadded: the collator pads; second
+    texts and hard negatives on their own, as `pair_input_ids`, ... / `negative_input_ids`, ...)."""
     if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length <= 0:
         raise ValueError(f"`max_length` must be a positive integer, got {max_length!r}.")
     return TokenizedTaskStream(stream, tokenizer, max_length)
 
 
 class TokenizedTaskStream:
-    """A tokenised task stream waiting for its task id: `mix_task_streams` tokenises and adds `task_id` in one batched
-    map (each further map of a `datasets` stream costs about as much per row again)."""
+    """A tokenised task stream waiting for its task id: `mix_task_streams` tokenises, encodes the label as the task's
+    columns of `labels` and adds `task_id` in one batched map (each further map of a `datasets` stream costs about as
+    much per row again)."""
 
     def __init__(
         self, stream: datasets.IterableDataset, tokenizer: PreTrainedTokenizerBase | None, max_length: int = 0
     ):
         self.stream = stream
+        self.tokenizer = tokenizer
         self.tokenize = tokenizer and partial(
             _tokenize_batch, tokenizer=tokenizer, text_column="text", max_length=max_length
         )
 
-    def with_task_id(self, task_id: int, rank: int = 0, world_size: int = 1) -> datasets.IterableDataset:
+    def columns(self) -> list[str]:
+        """The columns this stream gives once tokenised (its first row read where its source does not say)."""
+        names = self.stream.column_names or list(next(iter(self.stream.take(1)), {}))
+        if self.tokenize is None:
+            return [name for name in names if name != "task_id"]
+        inputs = [key for key in MODEL_INPUTS if key in self.tokenizer("a")]
+        prefixes = [""] + [prefix for column, prefix in SECOND_TEXT_COLUMNS.items() if column in names]
+        return [prefix + key for prefix in prefixes for key in inputs] + ["label"]
+
+    def with_task_id(
+        self,
+        task_id: int,
+        rank: int = 0,
+        world_size: int = 1,
+        encode_label=None,
+        features: datasets.Features | None = None,
+    ) -> datasets.IterableDataset:
         """This process's share (split before tokenising: each process tokenises only its own rows), tokenised, each
-        row with `task_id`."""
+        row with `task_id` and its label as `encode_label` makes it (the task's columns of `labels`; None: as is), in
+        `features` (the columns every task of the mix gives, missing ones None)."""
         stream = process_share(self.stream, rank, world_size)
 
-        if self.tokenize is None:  # tokenised already
-            return stream.map(lambda batch: {"task_id": [task_id] * len(batch["label"])}, batched=True)
-
         def tokenize(batch: dict) -> dict:
-            return {**self.tokenize(batch), "label": batch["label"], "task_id": [task_id] * len(batch["label"])}
+            labels = batch["label"] if encode_label is None else [encode_label(label) for label in batch["label"]]
+            columns = self.tokenize(batch) if self.tokenize is not None else {}
+            return {**columns, "label": labels, "task_id": [task_id] * len(labels)}
 
-        return stream.map(tokenize, batched=True, remove_columns=stream.column_names or ["text", "label"])
+        if self.tokenize is None:  # tokenised already: only the label and task id change
+            remove = ["label"]
+        else:
+            remove = stream.column_names or [*SECOND_TEXT_COLUMNS, "text", "label"]
+        return stream.map(tokenize, batched=True, remove_columns=remove, features=features)
 
 
 def process_share(stream: datasets.IterableDataset, rank: int, world_size: int) -> datasets.IterableDataset:
@@ -160,16 +185,22 @@ def mix_task_streams(
     shuffle_buffer_size: int = 1000,
     rank: int = 0,
     world_size: int = 1,
+    config=None,
 ) -> datasets.IterableDataset:
     """One endless stream of tokenised examples of every task (`task_id` = the task's position in `task_names`), this
     process's share only. `weights` as `stream_sampling_weights` gives them, for the tasks of `streams` in
-    `task_names` order."""
+    `task_names` order. With `config` (the model's) and a task that is not single-label classification, every label
+    becomes its task's float columns of `labels` (`LABEL_ENCODERS`, as `concatenate_task_datasets` makes them);
+    otherwise labels stay integer ids."""
+    tasks = [task for task in task_names if task in streams]
+    streams = {task: _as_tokenized(streams[task]) for task in tasks}
+    kinds = config.task_kinds if config is not None else dict.fromkeys(task_names, SINGLE_LABEL)
+    as_columns = any(kind != SINGLE_LABEL for kind in kinds.values())
+    features = _mixed_features({task: stream.columns() for task, stream in streams.items()}, as_columns)
     parts = []
-    for task in [task for task in task_names if task in streams]:
-        stream = streams[task]
-        if not isinstance(stream, TokenizedTaskStream):  # a stream of tokenised rows (`input_ids`, ..., `label`)
-            stream = TokenizedTaskStream(stream, tokenizer=None)
-        stream = stream.with_task_id(task_names.index(task), rank, world_size)
+    for task in tasks:
+        encode = partial(LABEL_ENCODERS[kinds[task]], names=config.tasks[task]) if as_columns else None
+        stream = streams[task].with_task_id(task_names.index(task), rank, world_size, encode, features)
         stream = stream.repeat(None)  # the run is as long as max_steps says
         if shuffle_buffer_size:
             stream = stream.shuffle(seed=seed, buffer_size=shuffle_buffer_size)
@@ -180,6 +211,22 @@ def mix_task_streams(
     if not mixed_batches:  # back to rows: each block of `batch_size` rows (one collated batch) holds one task
         mixed = mixed.map(lambda block: {key: values[0] for key, values in block.items()}, batched=True, batch_size=1)
     return mixed
+
+
+def _as_tokenized(stream) -> TokenizedTaskStream:
+    # a stream of tokenised rows (`input_ids`, ..., `label`) as it is
+    return stream if isinstance(stream, TokenizedTaskStream) else TokenizedTaskStream(stream, tokenizer=None)
+
+
+def _mixed_features(columns: dict[str, list[str]], as_columns: bool) -> datasets.Features:
+    """The columns of the mixed stream, typed up front: the union of the tasks' (a task's missing ones are None), so
+    `interleave_datasets` need not guess a type from a first row whose optional hard negative is None."""
+    tokens = datasets.List(datasets.Value("int64"))
+    label = datasets.List(datasets.Value("float32")) if as_columns else datasets.Value("int64")
+    names = dict.fromkeys(name for task_columns in columns.values() for name in task_columns)
+    return datasets.Features(
+        {**{name: tokens for name in names if name != "label"}, "label": label, "task_id": datasets.Value("int64")}
+    )
 
 
 class TaskStreams(torch.utils.data.IterableDataset):
@@ -193,6 +240,9 @@ class TaskStreams(torch.utils.data.IterableDataset):
     def __init__(self, mixed: datasets.IterableDataset, batch_size: int, kept_batches: int = 256):
         self.mixed = mixed
         self.batch_size = batch_size
+        # What the collator takes: the model inputs (of second texts and hard negatives too), task id and label.
+        self.columns = {prefix + key for prefix in ("", *SECOND_TEXT_PREFIXES) for key in MODEL_INPUTS}
+        self.columns |= {"task_id", "label"}
         self.examples = 0  # examples given so far (by this process), counting those of resumed runs
         self._states = deque([(0, None)], maxlen=kept_batches)
 
@@ -201,7 +251,7 @@ class TaskStreams(torch.utils.data.IterableDataset):
             self.examples += 1
             if self.examples % self.batch_size == 0:
                 self._states.append((self.examples, self.mixed.state_dict()))
-            yield {key: value for key, value in example.items() if key in (*MODEL_INPUTS, "task_id", "label")}
+            yield {key: value for key, value in example.items() if key in self.columns}
 
     def state_at(self, examples: int) -> dict:
         """The state of the stream right after its first `examples` examples (a batch boundary it passed lately)."""
@@ -236,12 +286,16 @@ def check_streaming_args(args):
         )
 
 
-def build_task_streams(train_dataset, config, args) -> TaskStreams:
+def build_task_streams(train_dataset, model, args) -> TaskStreams:
     """`{task: tokenised stream}` -> the mixed stream this process trains on, after checking that the run can stream.
+
+    What a map-style run takes from its training labels before step 1 (`fit_to_training_labels`: `"balanced"` class
+    and positive weights, regression target scaling) comes from the first `args.stream_statistics_rows` training rows
+    of each stream that needs it (see `stream_label_statistics`).
 
     Args:
         train_dataset: `{task: datasets.IterableDataset}` of tokenised rows (`tokenize_task_stream`), with `label` ids.
-        config: the model's config (its task names and kinds).
+        model: the model (its config's task names and kinds; its loss options and target scaling are set here).
         args: `MultiTaskTrainingArguments` (`max_steps`, the sampling settings, `stream_*`, the process's rank).
     """
     if not isinstance(train_dataset, dict):
@@ -249,30 +303,21 @@ def build_task_streams(train_dataset, config, args) -> TaskStreams:
             "Give streamed training data as {task: datasets.IterableDataset}, got one "
             f"{type(train_dataset).__name__}."
         )
+    config = model.config
     task_names = config.task_names
     unknown = sorted(set(train_dataset) - set(task_names))
     if unknown:
         raise ValueError(f"Streams given for unknown task(s) {unknown}; the model's tasks are {task_names}.")
     check_streaming_args(args)
     streamed = [task for task in task_names if task in train_dataset]
-    other_kinds = {task: config.task_kinds[task] for task in streamed if config.task_kinds[task] != SINGLE_LABEL}
-    if other_kinds:
-        raise ValueError(
-            f"Streaming training takes {SINGLE_LABEL} tasks only so far; {other_kinds} need map-style data."
-        )
-    balanced = [task for task in streamed if BALANCED in config.task_loss_options.get(task, {}).values()]
-    if balanced:
-        raise ValueError(
-            f"Task(s) {balanced} ask for {BALANCED!r} class weights, which need every training label counted first: "
-            "a stream is not read whole. Give the weights as numbers."
-        )
     held = [task for task in task_names if task not in train_dataset]
     if held and args.head_distillation_weight:
         raise ValueError(
             f"The heads {held} have no stream: holding them by distillation of their starting outputs is not "
             "available for streams yet. Give every task a stream, or set head_distillation_weight=0 (they may drift)."
         )
-    sizes = {task: known_stream_size(getattr(train_dataset[task], "stream", train_dataset[task])) for task in streamed}
+    stream_label_statistics(model, {task: train_dataset[task] for task in streamed}, args.stream_statistics_rows)
+    sizes = {task: known_stream_size(_as_tokenized(train_dataset[task]).stream) for task in streamed}
     sizes.update({task: size for task, size in (args.stream_task_sizes or {}).items() if task in sizes})
     weights = stream_sampling_weights(
         streamed, args.sampling_strategy, args.sampling_temperature, sizes, args.task_sampling_probabilities
@@ -287,10 +332,48 @@ def build_task_streams(train_dataset, config, args) -> TaskStreams:
         shuffle_buffer_size=args.stream_shuffle_buffer_size,
         rank=args.process_index,
         world_size=args.world_size,
+        config=config,
     )
     described = "in turn" if weights is None else dict(zip(streamed, [round(w, 4) for w in weights], strict=True))
     logger.info(f"Streaming {streamed} (process {args.process_index} of {args.world_size}), tasks drawn {described}.")
     return TaskStreams(mixed, args.per_device_train_batch_size)
+
+
+def stream_label_statistics(model, streams: dict, rows: int | None):
+    """`fit_to_training_labels` (the map-style run's `"balanced"` weights and regression target scaling), from the
+    first `rows` training rows of each stream that needs it, read before the streams are split across processes:
+    every process reads the same rows and sets the same numbers.
+
+    The guarantee: the weights and scaling are exactly those a map-style run computes from those rows (all of a
+    stream's rows when it holds no more than `rows`); on a larger stream they are an estimate, as good as its first
+    rows are a sample of the rest (shuffle a file whose order follows its labels). Declared numbers need no rows:
+    class weights or `pos_weight` as numbers, a target scaling set on the model (`model.set_target_scaling`, or a
+    trained model's), `normalize_targets=False`.
+    """
+    config = model.config
+    needs = needing_label_statistics(config, list(streams))
+    if not needs:
+        return
+    if rows is None:
+        raise ValueError(
+            f"Task(s) {needs} need their training labels counted before step 1 ({BALANCED!r} class or positive "
+            "weights, or a regression task's target scaling), and a stream is not read whole. Declare how many first "
+            "rows of each stream to count (`stream_statistics_rows`, e.g. --stream_statistics_rows 100000), or give "
+            "the numbers: weights as numbers, the scaling with `model.set_target_scaling` (or "
+            "--normalize_targets task=false)."
+        )
+    as_columns = any(kind != SINGLE_LABEL for kind in config.task_kinds.values())
+    task_ids, labels = [], []
+    for task in needs:
+        encode = partial(LABEL_ENCODERS[config.task_kinds[task]], names=config.tasks[task])
+        sample = [row["label"] for row in _as_tokenized(streams[task]).stream.take(rows)]
+        task_ids += [config.task_names.index(task)] * len(sample)
+        labels += [encode(label) if as_columns else label for label in sample]
+        logger.info(f"Task {task!r}: label statistics from its first {len(sample)} training rows (of {rows} asked).")
+    # float32 labels, as the map-style training set holds them: the same rows give the same numbers
+    label = datasets.List(datasets.Value("float32")) if as_columns else datasets.Value("int64")
+    features = datasets.Features({"task_id": datasets.Value("int64"), "label": label})
+    fit_to_training_labels(model, datasets.Dataset.from_dict({"task_id": task_ids, "label": labels}, features))
 
 
 class StreamStateCallback(TrainerCallback):

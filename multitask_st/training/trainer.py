@@ -112,7 +112,7 @@ class MultiTaskTrainer(CalibrationMixin, DistillationSetupMixin, Trainer):
         self.task_sizes = None
         self.task_streams = None  # streamed training data (`training/streaming.py`)
         if train_dataset is not None and is_task_stream(train_dataset):
-            self.task_streams = train_dataset = build_task_streams(train_dataset, model.config, args)
+            self.task_streams = train_dataset = build_task_streams(train_dataset, model, args)
             # A resumed run continues the streams from their saved state: Trainer's own skipping would re-read them.
             args.ignore_data_skip = True
             callbacks = [StreamStateCallback(self.task_streams, args.process_index), *(callbacks or [])]

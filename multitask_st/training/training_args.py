@@ -94,6 +94,10 @@ class MultiTaskTrainingArguments(TrainingArguments):
         stream_shuffle_buffer_size (`int`, defaults to 10000):
             Streaming training only: rows of each task's stream held in a shuffle buffer (0: the source's order, which
             makes a resumed run train on exactly the batches of an uninterrupted one; see `training/streaming.py`).
+        stream_statistics_rows (`int`, *optional*):
+            Streaming training only: how many first training rows of a stream to read before step 1 when its task
+            needs label statistics (`"balanced"` class or positive weights, a regression task's target scaling);
+            unset, such a task is refused (see `training/streaming.py`, `stream_label_statistics`).
         label_smoothing_factor (`float`, defaults to 0):
             Trainer's flag: the label smoothing of every classification task that sets none of its own
             (`config.task_loss_options[task]["label_smoothing"]`).
@@ -149,6 +153,13 @@ class MultiTaskTrainingArguments(TrainingArguments):
     stream_shuffle_buffer_size: int = field(
         default=10000, metadata={"help": "Streaming: rows per task in the shuffle buffer (0: the source's order)."}
     )
+    stream_statistics_rows: int | None = field(
+        default=None,
+        metadata={
+            "help": "Streaming: first training rows of a stream read to compute 'balanced' weights or a regression "
+            "task's target scaling (needed for such tasks)."
+        },
+    )
     stsb_eval_pairs: int = field(default=500, metadata={"help": "STS-B pairs scored per evaluation; 0 = off."})
     calibrate: bool = field(
         default=True, metadata={"help": "Fit a temperature per head on the validation split after training."}
@@ -177,6 +188,9 @@ class MultiTaskTrainingArguments(TrainingArguments):
             raise ValueError(
                 f"`stream_shuffle_buffer_size` must be >= 0 rows, got {self.stream_shuffle_buffer_size!r}."
             )
+        rows = self.stream_statistics_rows
+        if rows is not None and (isinstance(rows, bool) or not isinstance(rows, int) or rows < 1):
+            raise ValueError(f"`stream_statistics_rows` must be a positive number of rows, got {rows!r}.")
         for task, weight in (self.task_loss_weights or {}).items():
             if (
                 isinstance(weight, bool)
