@@ -157,6 +157,14 @@ COMMANDS: dict[str, tuple[str, object]] = {
         "tests/test_streaming.py::test_two_processes_share_the_streams_out_without_overlap (a glob of files and a "
         "single file, two processes under torchrun)",
     ),
+    "python train.py --streaming --tasks tags=tags.jsonl price=listings.csv nli=pairs.parquet --task_kinds "
+    "tags=multi_label price=regression nli=pair_classification --task_label_names tags=a,b,c nli=no,yes "
+    "--label_columns price=size,price --text_pair_columns nli=hypothesis --pos_weight tags=balanced "
+    "--stream_statistics_rows 100000 --max_steps 20000 --sampling_strategy round_robin": (
+        "elsewhere",
+        "tests/test_streaming_kinds.py::test_train_command_streams_every_kind (train.py --streaming with multi-label, "
+        "regression and pair tasks, balanced pos_weight from the first rows)",
+    ),
     "python train.py --streaming ... --resume_from_checkpoint outputs/multitask-st/checkpoint-4000": (
         "elsewhere",
         "tests/test_streaming.py::test_a_streaming_run_killed_after_a_checkpoint_resumes_to_the_same_weights",

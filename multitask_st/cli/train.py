@@ -119,21 +119,25 @@ STREAMING_HELD_OUT = 1000
 def load_task_streams(data_args: DataArguments) -> tuple[dict, dict]:
     """Per task its training stream and its held-out validation/test splits (map-style), for `--streaming`."""
     datasets_by_task = check_task_options(data_args)
-    given = {option: getattr(data_args, option) for option in ("text_pair_columns", "negative_columns",
-                                                                "label_delimiters", "max_train_samples")}  # fmt: skip
-    given = {option: value for option, value in given.items() if value}
-    if given:
-        raise ValueError(f"--streaming takes classification tasks read whole-row by row; leave out {sorted(given)}.")
-    text_columns = parse_task_pairs(data_args.text_columns, "text_columns")
-    label_columns = parse_task_pairs(data_args.label_columns, "label_columns")
+    if data_args.max_train_samples:
+        raise ValueError("--streaming reads each stream as far as --max_steps needs; leave out --max_train_samples.")
+    kinds = parse_task_pairs(data_args.task_kinds, "task_kinds")
+    columns = {option: parse_task_pairs(getattr(data_args, option), option) for option in ("text_columns",
+               "text_pair_columns", "negative_columns", "label_columns", "label_delimiters")}  # fmt: skip
     label_names = parse_label_names(data_args.task_label_names)
     streams, held_out = {}, {}
     for task, name in datasets_by_task.items():
+        kind = kinds.get(task, SINGLE_LABEL)
+        label_column = columns["label_columns"].get(task, "label")
         streams[task], held_out[task], _ = load_task_stream(
             name,
-            text_column=text_columns.get(task, "text"),
-            label_column=label_columns.get(task, "label"),
+            kind=kind,
+            text_column=columns["text_columns"].get(task, "text"),
+            label_column=label_column.split(",") if kind == "regression" else label_column,
             label_names=label_names.get(task),
+            label_delimiter=columns["label_delimiters"].get(task, ","),
+            text_pair_column=columns["text_pair_columns"].get(task),
+            negative_column=columns["negative_columns"].get(task),
             held_out=data_args.max_eval_samples or STREAMING_HELD_OUT,
         )
     return streams, held_out
