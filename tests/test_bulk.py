@@ -3,6 +3,7 @@ resumable after a crash, the same files from one process, two (torchrun) or a Ra
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -337,3 +338,36 @@ def test_ray_data_actor_pool_gives_the_same_shards_and_numbers(tmp_path, model_d
         ray.shutdown()
     assert result == {"written": [1, 2], "skipped": [0], "num_shards": 3, "complete": True}
     assert read_output(tmp_path / "ray").equals(read_output(tmp_path / "one"))
+
+
+@pytest.mark.slow
+def test_spark_map_in_pandas_gives_the_rows_of_embed(tmp_path, model_dir, corpus_csv, monkeypatch):
+    """Spark local mode (2 cores, 3 partitions): `embed_dataframe`'s rows are `embed_corpus`'s, value for value (the
+    numbers within float32 noise: Spark's batches pad differently)."""
+    pyspark = require_module("pyspark")
+    from multitask_st.bulk.spark import embed_dataframe
+
+    embed_corpus(open_corpus(str(corpus_csv)), settings_for(model_dir, corpus_csv), tmp_path / "one")
+    expected = read_output(tmp_path / "one").to_pandas()
+    monkeypatch.setenv("PYSPARK_PYTHON", sys.executable)  # the workers: this interpreter, not the PATH's python
+    spark = (pyspark.sql.SparkSession.builder.master("local[2]").config("spark.ui.enabled", "false")
+             .config("spark.sql.shuffle.partitions", "2").getOrCreate())  # fmt: skip
+    try:
+        rows = [{"row": i, **row} for i, row in enumerate(corpus_rows())]
+        corpus = spark.createDataFrame(pd.DataFrame(rows)).repartition(3)
+        found = embed_dataframe(corpus, str(model_dir), keep_columns=["id"], batch_size=4).toPandas()
+        schema = embed_dataframe(corpus, str(model_dir), outputs=["sentiment"]).columns
+    finally:
+        spark.stop()
+    found = found.sort_values("row").reset_index(drop=True)
+    assert list(found.columns) == list(expected.columns)
+    assert schema == ["row", "sentiment", "sentiment_score", "sentiment_probabilities"]
+    for column in expected.columns:
+        if column in ("embedding", "topic_probabilities", "sentiment_probabilities", "topic_score", "sentiment_score"):
+            for got, want in zip(found[column], expected[column], strict=True):
+                if want is None or (np.ndim(want) == 0 and pd.isna(want)):
+                    assert got is None or pd.isna(got), column  # the empty text's row: null
+                else:
+                    np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want), atol=1e-5)
+        else:
+            assert found[column].tolist() == expected[column].tolist(), column
