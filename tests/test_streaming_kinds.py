@@ -298,7 +298,8 @@ def train_every_kind(folder: Path, tokenizer, streaming: bool, data_seed: int = 
         # map-style: the stream's held-out rows (the file's first 100) and training rows (the rest, less any row
         # with a held-out text or pair of texts)
         held_keys = {_held_out_key(row) for row in whole.select(range(held))}
-        train = whole.select(range(held, 400)).filter(lambda row: _held_out_key(row) not in held_keys)
+        train = whole.select(range(held, 400)).filter(lambda row, keys: _held_out_key(row) not in keys,
+                                                      fn_kwargs={"keys": held_keys})  # fmt: skip
         splits = {"validation": whole.select(range(held // 2)), "train": train}
         names = names or load_task_stream(path, kind=kind, held_out=1, **LEARNED_OPTIONS[task])[2]
         tokenized = tokenize_task_dataset(splits, tokenizer, max_length=16, cache_dir=folder / "cache")
