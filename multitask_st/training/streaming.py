@@ -196,7 +196,9 @@ def mix_task_streams(
     streams = {task: _as_tokenized(streams[task]) for task in tasks}
     kinds = config.task_kinds if config is not None else dict.fromkeys(task_names, SINGLE_LABEL)
     as_columns = any(kind != SINGLE_LABEL for kind in kinds.values())
-    features = _mixed_features({task: stream.columns() for task, stream in streams.items()}, as_columns)
+    features = None  # one task: no columns to align
+    if len(tasks) > 1:
+        features = _mixed_features({task: stream.columns() for task, stream in streams.items()}, as_columns)
     parts = []
     for task in tasks:
         encode = partial(LABEL_ENCODERS[kinds[task]], names=config.tasks[task]) if as_columns else None
