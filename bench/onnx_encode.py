@@ -1,6 +1,6 @@
 """CPU inference, every backend in one run: multitask-st PyTorch (fp32, bf16 autocast) / ONNX fp32 / int8 / OpenVINO bf16
-against sentence-transformers' PyTorch, `backend="onnx"`, its own ONNX int8 export, `backend="openvino"` and its static
-int8 OpenVINO export, on the same texts, batch size, truncation and thread count.
+/ OpenVINO static int8 (NNCF) against sentence-transformers' PyTorch, `backend="onnx"`, its own ONNX int8 export,
+`backend="openvino"` and its static int8 OpenVINO export, on the same texts, batch size, truncation and thread count.
 
     bash bench/peer_venv.sh /work/peer-onnx-venv onnx             # once: sentence-transformers[onnx], a venv of its own
     bash bench/peer_venv.sh /work/peer-openvino-venv openvino     # once: sentence-transformers[openvino], another
@@ -8,7 +8,7 @@ int8 OpenVINO export, on the same texts, batch size, truncation and thread count
         --openvino-peer-python /work/peer-openvino-venv/bin/python
 
 `--model-dir` is a trained model on the packaged MiniLM (mean pooling); its onnx/ folder is exported (with the
-export's checks) when missing. sentence-transformers runs in worker processes in the peer venvs (bench/st_peer_worker.py)
+export's checks and gates: int8, and with OpenVINO and NNCF installed int8_static and bf16) when missing. sentence-transformers runs in worker processes in the peer venvs (bench/st_peer_worker.py)
 that time one chunk per request, so every side alternates chunk by chunk in one schedule (rotating order, several
 rounds) and background load hits all of them alike; the table reports the best and the median round. The machine's
 matmul ceilings (fp32 sgemm, bf16 and int8 GEMM through PyTorch's oneDNN/MKL kernels, 2048 x 2048) are measured in the
@@ -39,6 +39,7 @@ from multitask_st import MultiTaskSTModel
 from multitask_st.export.onnx import export_onnx
 from multitask_st.export.onnx_runtime import MultiTaskSTOnnxModel
 from multitask_st.export.quantize import host_arch, int8_file_name
+from multitask_st.export.static_int8 import STATIC_INT8_FILE_NAME
 
 
 def rotten_tomatoes_texts(count: int) -> list[str]:
@@ -147,15 +148,24 @@ def main(argv: list[str] | None = None):
     parser.add_argument("--chunk", type=int, default=500, help="texts per timed call (default: 500)")
     parser.add_argument("--arch", default=host_arch())
     parser.add_argument("--only", nargs="*", help="run only the contenders whose names contain one of these words")
+    parser.add_argument(
+        "--gate-texts", type=int, default=2000, help="texts per built-in set the export's gate reads, if it exports"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     load = os.getloadavg()
 
     model_dir = Path(args.model_dir)
     int8_name = int8_file_name(args.arch)
-    if not (model_dir / "onnx" / int8_name).is_file():
-        export_onnx(model_dir, model_dir, quantize="int8", arch=args.arch, overwrite=True)
-    report = json.loads((model_dir / "onnx/export_report.json").read_text())
+    with_openvino = importlib.util.find_spec("openvino") is not None and importlib.util.find_spec("nncf") is not None
+    precisions = ["int8", "int8_static", "bf16"] if with_openvino else ["int8"]
+    report_path = model_dir / "onnx/export_report.json"
+    report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+    if not (model_dir / "onnx" / int8_name).is_file() or not set(precisions) <= set(report):
+        export_onnx(
+            model_dir, model_dir, quantize=precisions, arch=args.arch, overwrite=True, gate_texts=args.gate_texts
+        )
+    report = json.loads(report_path.read_text())
     model = MultiTaskSTModel.from_pretrained(model_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     args.max_length = args.max_length or model.default_max_length(tokenizer)
@@ -182,6 +192,12 @@ def main(argv: list[str] | None = None):
         print(f"our OpenVINO backend runs the graph in {openvino.session.precision}")
         ours["multitask-st OpenVINO bf16 encode"] = lambda c: openvino.encode(c, **common)
         ours["multitask-st OpenVINO bf16 predict (all heads)"] = lambda c: openvino.predict(c, **common)
+    if (model_dir / "onnx" / STATIC_INT8_FILE_NAME).is_file():  # NNCF's static int8 graph, on OpenVINO's int8 kernels
+        static = MultiTaskSTOnnxModel.from_pretrained(
+            model_dir, file_name=STATIC_INT8_FILE_NAME, backend="openvino", threads=args.threads
+        )
+        ours["multitask-st OpenVINO static int8 encode"] = lambda c: static.encode(c, **common)
+        ours["multitask-st OpenVINO static int8 predict (all heads)"] = lambda c: static.predict(c, **common)
     peers = [Peer(args.peer_python, chunks, backbone_path(None), args, "onnx")]
     theirs = {
         "sentence-transformers PyTorch encode": (peers[0], "st-torch"),
@@ -249,14 +265,18 @@ def main(argv: list[str] | None = None):
     print(f"encoder work: {flops / len(texts) / 1e9:.3f} GFLOP per text")
     for name, cosine in agreement.items():
         print(f"embedding cosine to its fp32 PyTorch, {name}: mean {cosine.mean():.5f}, min {cosine.min():.5f}")
-    if "int8" in report:
-        entry = report["int8"]
+    for precision in ("int8", "int8_static", "bf16"):
+        if precision not in report:
+            continue
+        entry = report[precision]
         flips = ", ".join(
             f"{task} {row['flips']['flips']}/{row['flips']['texts']}" for task, row in entry["tasks"].items()
         )
+        kept = len(entry.get("quantization", {}).get("nodes_kept_fp32") or [])
         print(
-            f"int8 export gate: passed {entry.get('passed')}; labels changed {flips}; STS-B Spearman delta "
-            f"{entry['stsb_spearman']['delta_points']:+.2f}; mean cosine {entry['mean_cosine']:.5f}"
+            f"{precision} export gate ({entry['file']}): passed {entry.get('passed')}; labels changed {flips}; STS-B "
+            f"Spearman delta {entry['stsb_spearman']['delta_points']:+.2f}; mean cosine {entry['mean_cosine']:.5f}; "
+            f"nodes kept fp32: {kept}"
         )
     print()
     print(f"| contender | best s | median s | texts/s (best) | vs {fastest_st} | of bf16 ceiling | of fp32 ceiling |")

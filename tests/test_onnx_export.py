@@ -427,8 +427,11 @@ def test_no_int8_graph_at_all_is_refused_and_nothing_written(tmp_path, tiny_toke
 
 def test_export_arguments_are_checked(tmp_path, tiny_tokenizer):
     _, model_dir = save_tiny(tmp_path, tiny_tokenizer)
-    with pytest.raises(ValueError, match=r"`quantize` must be one of \['int8'\] or None, got 'int4'"):
+    choices = r"`quantize` must be one of \['int8', 'int8_static', 'bf16'\], a list of them, or None, got "
+    with pytest.raises(ValueError, match=choices + "'int4'"):
         export_onnx(model_dir, tmp_path / "out", quantize="int4")
+    with pytest.raises(ValueError, match=choices + r"\['int8', 'fp16'\]"):
+        export_onnx(model_dir, tmp_path / "out", quantize=["int8", "fp16"])
     with pytest.raises(ValueError, match=r"`arch` must be one of .*avx512_vnni.*, got 'sse2'"):
         export_onnx(model_dir, tmp_path / "out", quantize="int8", arch="sse2")
     (tmp_path / "busy").mkdir()

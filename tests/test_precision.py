@@ -280,3 +280,149 @@ def test_a_callers_session_options_are_used_as_given(exported):
     assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # not overridden
     with pytest.raises(ValueError, match=r"^Pass `threads` or `session_options` \(set its intra_op_num_threads\)"):
         MultiTaskSTOnnxModel.from_pretrained(folder, session_options=options, threads=2)
+
+
+# ------------------------------------------------------------------ every reduced precision in the export report
+
+
+GATE_TEXTS = 40
+LOOSE = {"max_flip_rate": 1.0, "max_accuracy_drop": 100.0, "max_spearman_drop": 200.0, "min_mean_cosine": -1.0}
+
+
+def card_row(card: str, file: str, precision: str) -> str:
+    return next(line for line in card.splitlines() if line.startswith(f"| `{file}` | {precision} |"))
+
+
+def test_openvino_bf16_evidence_goes_to_the_export_report_and_the_card(tmp_path, tiny_tokenizer):
+    require_module("openvino")
+    from multitask_st.export.onnx import export_onnx
+    from multitask_st.model_folder import read_export_report
+    from multitask_st.sharing.model_card import render_model_card
+
+    model, model_dir = save_tiny(tmp_path, tiny_tokenizer, encoder_scale=25.0)
+    report = export_onnx(model_dir, model_dir, quantize="bf16", check_texts=24, gate_texts=GATE_TEXTS)
+    assert list(report) == ["fp32", "bf16"]
+    bf16 = report["bf16"]
+    # The fp32 graph, judged as OpenVINO runs it; the same file and checksum as the fp32 entry.
+    assert bf16["file"] == report["fp32"]["file"] == "onnx/model.onnx" and bf16["sha256"] == report["fp32"]["sha256"]
+    assert bf16["backend"] == "openvino" and bf16["passed"] and bf16["refusals"] == []
+    assert bf16["texts"] == 3 * GATE_TEXTS and bf16["bounds"] == {**onnx_check.GateBounds().__dict__}
+    reference = onnx_check.gate_reference(model, tiny_tokenizer, model_dir, GATE_TEXTS)
+    again = onnx_check.judge_graph(reference, model_dir, "model.onnx", onnx_check.GateBounds(), backend="openvino")
+    for task in model.config.task_names:  # the report holds the gate's whole evidence
+        assert bf16["tasks"][task]["flips"] == again["tasks"][task]["flips"]
+    assert bf16["mean_cosine"] == pytest.approx(again["mean_cosine"], abs=1e-9)
+    assert read_export_report(model_dir)["bf16"] == bf16
+
+    card = render_model_card(model_dir, repo_id="org/tiny", revision="abc")
+    row = card_row(card, "onnx/model.onnx", "bf16 (OpenVINO)")
+    flips = bf16["tasks"]["topic"]["flips"]
+    assert f"{bf16['texts']} texts: STS-B test sentences (20 pairs)" in row
+    assert f"`topic` changes {flips['flips']} of {flips['texts']} labels" in row
+    precision = bf16["precision"].removeprefix("<Type: '").removesuffix("'>")
+    assert row.endswith(f"judged on openvino, which ran it in {precision} |")
+    assert card_row(card, "onnx/model.onnx", "fp32")  # the fp32 check keeps its own row
+    assert 'backend="openvino"' in card and 'pip install "multitask-st[openvino]"' in card
+    assert "(`onnx/model.onnx`). It runs on onnxruntime or, where the table says OpenVINO" in card
+
+
+def test_a_refused_bf16_fails_the_export_and_writes_nothing(tmp_path, tiny_tokenizer):
+    require_module("openvino")
+    from multitask_st.export.onnx import export_onnx
+
+    _, model_dir = save_tiny(tmp_path, tiny_tokenizer, encoder_scale=25.0)
+    with pytest.raises(
+        ValueError,
+        match=r"^OpenVINO bf16 of model.onnx is refused by the gate, so nothing was "
+        r"written: mean embedding cosine to PyTorch 0\.\d+ < 1\.0\. Export without",
+    ):
+        export_onnx(model_dir, tmp_path / "out", quantize=["bf16"], check_texts=24, gate_texts=GATE_TEXTS,
+                    gate=onnx_check.GateBounds(min_mean_cosine=1.0))  # fmt: skip
+    assert not (tmp_path / "out").exists()
+
+
+def test_static_int8_for_openvino_is_exported_gated_and_runs_behind_the_same_api(tmp_path, tiny_tokenizer):
+    require_module("nncf")
+    from multitask_st.export import static_int8
+    from multitask_st.export.onnx import export_onnx
+    from multitask_st.export.onnx_runtime import MultiTaskSTOnnxModel
+    from multitask_st.sharing.model_card import render_model_card
+
+    model, model_dir = save_tiny(tmp_path, tiny_tokenizer, encoder_scale=25.0)
+    gate = onnx_check.GateBounds(**LOOSE)
+    report = export_onnx(
+        model_dir, model_dir, quantize="int8_static", check_texts=24, gate=gate, gate_texts=GATE_TEXTS
+    )
+    entry = report["int8_static"]
+    assert entry["file"] == "onnx/model_qint8_static.onnx" and entry["backend"] == "openvino"
+    assert entry["passed"] and entry["texts"] == 3 * GATE_TEXTS
+    settings = entry["quantization"]
+    assert settings["method"].startswith("NNCF ") and settings["smooth_quant"] is True
+    assert settings["calibration_texts"] == static_int8.CALIBRATION_SAMPLES
+    assert settings["nodes_kept_fp32"] == [] and len(settings["search"]) == 1  # the first graph passed
+    graph = model_dir / entry["file"]
+    quantized = static_int8.quantized_matmuls(graph)
+    assert quantized and all(name.startswith("/backbone/encoder/") for name in quantized)  # heads etc. stay fp32
+    assert sorted(path.name for path in (model_dir / "onnx").iterdir()) == [
+        "export_report.json",
+        "model.onnx",
+        "model_qint8_static.onnx",
+    ]  # no unfused or scratch graph left behind
+
+    # The runtime API: the same outputs through every door, as the gate measured them.
+    runtime = MultiTaskSTOnnxModel.from_pretrained(model_dir, file_name="model_qint8_static.onnx", backend="openvino")
+    texts = TEXTS + LONG_TEXTS
+    embeddings = runtime.encode(texts)
+    assert embeddings.shape == (len(texts), model.config.embedding_dim)
+    assert cosine(embeddings, model.encode(texts, tiny_tokenizer)).min() > 0.9
+    predictions = runtime.predict(texts)
+    streamed = [row for chunk in runtime.predict_chunks(texts, chunk_size=3) for row in chunk]
+    for task in model.config.task_names:
+        np.testing.assert_allclose(probabilities(streamed, task), probabilities(predictions, task), atol=1e-5)
+    reference = onnx_check.gate_reference(model, tiny_tokenizer, model_dir, GATE_TEXTS)
+    again = onnx_check.judge_graph(reference, model_dir, graph.name, gate, backend="openvino")
+    assert {task: row["flips"] for task, row in again["tasks"].items()} == {
+        task: row["flips"] for task, row in entry["tasks"].items()
+    }
+
+    card = render_model_card(model_dir, repo_id="org/tiny", revision="abc")
+    row = card_row(card, "onnx/model_qint8_static.onnx", "int8 static (OpenVINO)")
+    assert f"calibrated on {settings['calibration']}" in row and "judged on openvino" in row
+    assert 'file_name="onnx/model_qint8_static.onnx", revision="abc", backend="openvino"' in card
+
+
+def test_a_refused_static_int8_graph_keeps_its_most_sensitive_matmuls_in_fp32(tmp_path, tiny_tokenizer):
+    require_module("nncf")
+    from multitask_st.export import static_int8
+    from multitask_st.export.onnx import export_graph, export_onnx
+
+    model, model_dir = save_tiny(tmp_path, tiny_tokenizer, encoder_scale=25.0)
+    export_onnx(model_dir, tmp_path / "fp32", check_texts=24)
+    onnx_dir = tmp_path / "fp32/onnx"
+    unfused = export_graph(model, tiny_tokenizer, onnx_dir / "unfused.onnx", fuse=False)
+    texts = onnx_check.calibration_texts(model, model_dir, static_int8.CALIBRATION_SAMPLES)
+    names = [node.name for node in __import__("onnx").load(str(unfused)).graph.input]
+    samples = static_int8.calibration_samples(tiny_tokenizer, texts, names, 64)
+    reference = onnx_check.gate_reference(model, tiny_tokenizer, model_dir, GATE_TEXTS)
+    cosines = []
+    for options in static_int8.VARIANTS:  # every whole-encoder candidate the export tries
+        static_int8.quantize_static_int8(unfused, onnx_dir / "candidate.onnx", samples, **options)
+        loose = onnx_check.GateBounds(**LOOSE)
+        evidence = onnx_check.judge_graph(reference, tmp_path / "fp32", "candidate.onnx", loose, backend="openvino")
+        cosines.append(evidence["mean_cosine"])
+    # A mean-cosine bound halfway between the best whole-encoder graph's and 1: each refused, passed with nodes fp32.
+    bound = (1 + max(cosines)) / 2
+    report = export_onnx(
+        model_dir, tmp_path / "out", quantize=["int8_static"], check_texts=24, gate_texts=GATE_TEXTS,
+        gate=onnx_check.GateBounds(**{**LOOSE, "min_mean_cosine": bound}),
+    )  # fmt: skip
+    entry = report["int8_static"]
+    settings = entry["quantization"]
+    kept, search = settings["nodes_kept_fp32"], settings["search"]
+    assert entry["passed"] and entry["mean_cosine"] >= bound
+    assert [(attempt["smooth_quant"], attempt["passed"]) for attempt in search[:2]] == [(True, False), (False, False)]
+    assert search[0]["refusals"][0].startswith("mean embedding cosine")
+    assert 0 < len(kept) and kept == sorted(list(settings["sensitivity"])[: len(kept)])
+    quantized = static_int8.quantized_matmuls(tmp_path / "out" / entry["file"])
+    assert quantized and not set(kept) & set(quantized)  # the kept matmuls run fp32, the rest int8
+    assert set(settings["texts_per_second"]) == {"texts", "fp32", "int8_whole_encoder", "int8_this_graph"}

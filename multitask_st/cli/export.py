@@ -128,7 +128,14 @@ def parse_args(argv: list[str] | None = None, prog: str = PROG) -> argparse.Name
         required=True,
         help="A new or empty folder (onnx: or the model folder itself, which gets onnx/).",
     )
-    parser.add_argument("--quantize", choices=["int8"], help="onnx: also write the int8 graph (dynamic quantisation).")
+    parser.add_argument(
+        "--quantize",
+        nargs="+",
+        choices=["int8", "int8_static", "bf16"],
+        help="onnx: reduced precisions to add, each judged by the gate: int8 (onnxruntime's dynamic int8 graph), "
+        "int8_static (NNCF's static int8 graph for OpenVINO, calibrated on training texts), bf16 (onnx/model.onnx "
+        "on OpenVINO in bf16: its evidence in the report, no new file). int8_static and bf16 need the openvino extra.",
+    )
     parser.add_argument(
         "--arch", help="onnx: CPU the int8 graph is for: avx512_vnni, avx512, avx2 or arm64 (default: this machine's)."
     )

@@ -258,16 +258,7 @@ def gate_reference(
     """
     if max_texts_per_source is not None and (not isinstance(max_texts_per_source, int) or max_texts_per_source < 1):
         raise ValueError(f"`max_texts_per_source` must be a positive int or None, got {max_texts_per_source!r}.")
-    summary = load_training_summary(model_dir)
-    if seed is None:  # the seed the run split the built-in sets with
-        seed = (summary.get("training_args") or summary.get("training") or {}).get("seed", 0)
-    trained_on = {}
-    for task, info in (summary.get("datasets") or {}).items():
-        name = info.get("name") if isinstance(info, dict) else None
-        builtin = BUILTIN_DATASETS.get(name)
-        if task in model.config.tasks and builtin is not None and builtin.label_names is not None:
-            if set(builtin.label_names) <= set(model.config.tasks[task]):
-                trained_on.setdefault(name, []).append(task)
+    seed, trained_on = _trained_on(model, model_dir, seed)
     rng = np.random.default_rng(seed)
 
     def sample(count: int) -> np.ndarray:
@@ -280,13 +271,8 @@ def gate_reference(
     texts = list(pairs["sentence1"]) + list(pairs["sentence2"])
     sources = {f"STS-B test sentences ({len(pairs)} pairs)": len(texts)}
     labelled = {}
-    for name, builtin in BUILTIN_DATASETS.items():
-        # The default tasks' sets, and any other single-label set a task was trained on.
-        if builtin.label_names is None or builtin.kind != SINGLE_LABEL:
-            continue
-        if builtin.task is None and name not in trained_on:
-            continue
-        splits = builtin.loader(seed=seed)
+    for name in _gate_sets(trained_on):
+        splits = BUILTIN_DATASETS[name].loader(seed=seed)
         rows = concatenate_datasets([splits[split] for split in splits])
         rows = rows.select(sample(len(rows)))
         names = rows.features["label"].names
@@ -307,14 +293,53 @@ def gate_reference(
     return GateReference(texts, sources, labelled, label_names, labels, embeddings, scores)
 
 
+def _trained_on(model, model_dir: Path, seed: int | None) -> tuple[int, dict[str, list[str]]]:
+    """The seed the run split the built-in sets with (unless given), and per built-in set the tasks trained on it
+    (per the folder's training_summary.json)."""
+    summary = load_training_summary(model_dir)
+    if seed is None:
+        seed = (summary.get("training_args") or summary.get("training") or {}).get("seed", 0)
+    trained_on = {}
+    for task, info in (summary.get("datasets") or {}).items():
+        name = info.get("name") if isinstance(info, dict) else None
+        builtin = BUILTIN_DATASETS.get(name)
+        if task in model.config.tasks and builtin is not None and builtin.label_names is not None:
+            if set(builtin.label_names) <= set(model.config.tasks[task]):
+                trained_on.setdefault(name, []).append(task)
+    return seed, trained_on
+
+
+def _gate_sets(trained_on: dict[str, list[str]]) -> list[str]:
+    """The built-in single-label sets the gate reads: the default tasks' sets, and any other a task was trained on."""
+    return [
+        name
+        for name, builtin in BUILTIN_DATASETS.items()
+        if builtin.label_names is not None
+        and builtin.kind == SINGLE_LABEL
+        and (builtin.task is not None or name in trained_on)
+    ]
+
+
+def calibration_texts(model, model_dir: Path, count: int, seed: int | None = None) -> list[str]:
+    """`count` training texts a static int8 graph is calibrated on: the train splits (as the run split them) of the
+    built-in sets the gate reads, and STS-B train's sentences, in equal parts (seeded)."""
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        raise ValueError(f"`count` must be a positive int, got {count!r}.")
+    seed, trained_on = _trained_on(model, model_dir, seed)
+    pools = [list(BUILTIN_DATASETS[name].loader(seed=seed)["train"]["text"]) for name in _gate_sets(trained_on)]
+    pools.append(list(stsb()["train"]["sentence1"]))
+    rng = np.random.default_rng(seed)
+    per_pool = [count // len(pools) + (index < count % len(pools)) for index in range(len(pools))]
+    return [pool[i] for pool, n in zip(pools, per_pool, strict=True) for i in rng.permutation(len(pool))[:n]]
+
+
 def judge_graph(
     reference: GateReference, folder: Path, file_name: str, bounds: GateBounds, backend: str = "onnxruntime"
 ) -> dict:
     """The evidence on the graph `folder/onnx/file_name` against PyTorch, and its verdict (`refusals`, empty when
     it passes); raises nothing, so a caller can try another candidate. `backend="openvino"` judges the graph as
     OpenVINO runs it by default (bf16 where the CPU has it; see `openvino_session`)."""
-    runtime = {"provider": "CPUExecutionProvider"} if backend == "onnxruntime" else {"backend": backend}
-    onnx_model = MultiTaskSTOnnxModel.from_pretrained(folder, file_name=file_name, **runtime)
+    onnx_model = MultiTaskSTOnnxModel.from_pretrained(folder, file_name=file_name, **_runtime(backend))
     started = time.perf_counter()
     embeddings, *logits = onnx_model.run(
         reference.texts,
@@ -455,25 +480,29 @@ def _raise_if(problems: list[str], file_name: str):
         )
 
 
-def graph_outputs(folder: Path, file_name: str, texts: list[str]) -> list[np.ndarray]:
-    """The graph's embedding and every head's logits for `texts`."""
-    onnx_model = MultiTaskSTOnnxModel.from_pretrained(folder, file_name=file_name, provider="CPUExecutionProvider")
+def graph_outputs(folder: Path, file_name: str, texts: list[str], backend: str = "onnxruntime") -> list[np.ndarray]:
+    """The graph's embedding and every head's logits for `texts`, as `backend` runs it (OpenVINO: its default, bf16
+    where the CPU has it)."""
+    onnx_model = MultiTaskSTOnnxModel.from_pretrained(folder, file_name=file_name, **_runtime(backend))
     names = [EMBEDDING_OUTPUT, *(LOGITS_PREFIX + task for task in onnx_model.head_tasks)]
     return onnx_model.run(texts, names, batch_size=BATCH_SIZE)
 
 
-def output_error(reference: list[np.ndarray], folder: Path, file_name: str, texts: list[str]) -> float:
+def output_error(
+    reference: list[np.ndarray], folder: Path, file_name: str, texts: list[str], backend: str = "onnxruntime"
+) -> float:
     """How far the graph's outputs are from `reference` (`graph_outputs` of the fp32 graph on `texts`): the sum over
     the embedding and each head's logits of the squared error relative to the reference's squared norm."""
-    pairs = zip(graph_outputs(folder, file_name, texts), reference, strict=True)
+    pairs = zip(graph_outputs(folder, file_name, texts, backend), reference, strict=True)
     return float(sum(((got - expected) ** 2).sum() / max((expected**2).sum(), 1e-12) for got, expected in pairs))
 
 
-def texts_per_second(folder: Path, file_names: list[str], texts: list[str], rounds: int = 2) -> dict[str, float]:
+def texts_per_second(
+    folder: Path, file_names: list[str], texts: list[str], rounds: int = 2, backend: str = "onnxruntime"
+) -> dict[str, float]:
     """Each graph's best-of-`rounds` throughput on `texts` (embedding and every head), the graphs interleaved."""
     models = {
-        name: MultiTaskSTOnnxModel.from_pretrained(folder, file_name=name, provider="CPUExecutionProvider")
-        for name in file_names
+        name: MultiTaskSTOnnxModel.from_pretrained(folder, file_name=name, **_runtime(backend)) for name in file_names
     }
     best = dict.fromkeys(file_names, 0.0)
     for _ in range(rounds):
@@ -482,3 +511,8 @@ def texts_per_second(folder: Path, file_names: list[str], texts: list[str], roun
             onnx_model.run(texts, [EMBEDDING_OUTPUT, *(LOGITS_PREFIX + t for t in onnx_model.head_tasks)])
             best[name] = max(best[name], len(texts) / (time.perf_counter() - started))
     return best
+
+
+def _runtime(backend: str) -> dict:
+    """`from_pretrained`'s arguments for the CPU runtime `backend` in its default precision."""
+    return {"provider": "CPUExecutionProvider"} if backend == "onnxruntime" else {"backend": backend}

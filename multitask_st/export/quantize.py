@@ -8,7 +8,8 @@ the u8 x s8 products there can saturate 16-bit accumulators. The file is named a
 own (`model_qint8_avx512_vnni.onnx`, ...), so it sits where their loaders look.
 
 `accuracy_aware_int8` is what the export runs: when the whole encoder in int8 fails the gate (`onnx_check`), it tries
-7-bit and per-tensor weights, then keeps the fewest, most sensitive encoder nodes in fp32 until a graph passes.
+7-bit and per-tensor weights, then keeps the fewest, most sensitive encoder nodes in fp32 until a graph passes
+(`accuracy_aware_search`, which the static int8 graph for OpenVINO, `static_int8.py`, runs too).
 """
 
 from __future__ import annotations
@@ -126,33 +127,65 @@ def accuracy_aware_int8(
     judge: Callable[[Path], dict],
     output_error: Callable[[Path], float],
 ) -> tuple[dict, dict]:
-    """Quantise `source` to `target` so that the graph passes `judge`, keeping the fewest encoder nodes in fp32.
+    """Dynamic int8 (`quantize_int8`) that passes `judge`, keeping the fewest encoder nodes in fp32
+    (`accuracy_aware_search`): the whole encoder with the arch's settings, then 7-bit weights (`reduce_range`, where the
+    arch does not use them already), then one weight scale per tensor, then the per-node search on the best of them."""
+    variants = [{}]
+    if arch not in ("avx2", "avx512"):
+        variants.append({"reduce_range": True})
+    variants.append({"per_channel": False})
+    return accuracy_aware_search(
+        lambda path, **options: quantize_int8(source, path, arch, **options),
+        quantizable_nodes(source),
+        variants,
+        target,
+        judge,
+        output_error,
+        option_keys=("reduce_range", "per_channel"),
+    )
 
-    First the whole encoder in int8: the arch's settings, then 7-bit weights (`reduce_range`, where the arch does
-    not use them already), then one weight scale per tensor. If none passes, each quantisable node's sensitivity is
-    measured on the best of them (`output_error` of a graph with that node alone in int8; the graph is written to a
-    scratch file next to `target`), and the most sensitive nodes are kept in fp32: 1, 2, 4, ... of them until a
-    graph passes, then the fewest between the last failing and the first passing count (bisection).
+
+def accuracy_aware_search(
+    quantize: Callable[..., dict],
+    nodes: list[str],
+    variants: list[dict],
+    target: str | os.PathLike,
+    judge: Callable[[Path], dict],
+    output_error: Callable[[Path], float],
+    option_keys: tuple[str, ...] = (),
+    kind: str = "int8",
+) -> tuple[dict, dict]:
+    """Quantise to `target` so that the graph passes `judge`, keeping the fewest of `nodes` in fp32.
+
+    First every node quantised, with each of `variants` in turn. If none passes, each node's sensitivity is measured
+    on the best of them (`output_error` of a graph with that node alone quantised; the graph is written to a scratch
+    file next to `target`), and the most sensitive nodes are kept in fp32: 1, 2, 4, ... of them until a graph passes,
+    then the fewest between the last failing and the first passing count (bisection).
 
     Args:
+        quantize: `quantize(path, keep_fp32=[...], only=[...] or None, **variant)` writes a graph to `path` and returns
+            its settings (with `nodes_kept_fp32`), e.g. `quantize_int8` or `static_int8.quantize_static_int8`.
+        nodes: The quantisable nodes, the candidates to keep in fp32.
         judge: Takes a graph's path, returns the gate's evidence (with `passed`, `refusals` and per-head flips).
         output_error: Takes a graph's path, returns how far its outputs are from the fp32 graph's (lower is better).
+        option_keys: The settings each attempt in the search records (what distinguishes the variants).
+        kind: What the graphs are, for the error ("int8", "static int8").
 
     Returns:
         `(settings, evidence)` of the graph left in `target`; `settings["search"]` lists every graph tried.
 
     Raises:
-        ValueError: when even the graph with every quantisable node in fp32 fails the gate.
+        ValueError: when even the graph with every node in fp32 fails the gate.
     """
-    source, target = Path(source), Path(target)
+    target = Path(target)
     attempts = []
 
     def attempt(options: dict, keep_fp32: list[str] = ()) -> tuple[dict, dict]:
-        settings = quantize_int8(source, target, arch, keep_fp32=list(keep_fp32), **options)
+        settings = quantize(target, keep_fp32=list(keep_fp32), **options)
         evidence = judge(target)
         attempts.append(
             {
-                **{key: settings[key] for key in ("reduce_range", "per_channel")},
+                **{key: settings[key] for key in option_keys},
                 "nodes_kept_fp32": len(keep_fp32),
                 "passed": evidence["passed"],
                 "flips": {task: row["flips"]["flips"] for task, row in evidence["tasks"].items() if "flips" in row},
@@ -160,14 +193,9 @@ def accuracy_aware_int8(
                 "texts_per_second": evidence["texts_per_second"],
             }
         )
-        logger.info(f"int8 candidate {attempts[-1]}")
+        logger.info(f"{kind} candidate {attempts[-1]}")
         return settings, evidence
 
-    default_reduce_range = arch in ("avx2", "avx512")
-    variants = [{}]
-    if not default_reduce_range:
-        variants.append({"reduce_range": True})
-    variants.append({"per_channel": False})
     tried = []
     for options in variants:
         settings, evidence = attempt(options)
@@ -181,17 +209,16 @@ def accuracy_aware_int8(
         return len(evidence["refusals"]), flips
 
     options = min(tried, key=badness)[0]
-    nodes = quantizable_nodes(source)
     scratch = target.with_name(f"{target.stem}.sensitivity{target.suffix}")
     errors = {}
     try:
-        for node in tqdm(nodes, desc="Per-node int8 sensitivity", disable=not nodes):
-            quantize_int8(source, scratch, arch, only=[node], **options)
+        for node in tqdm(nodes, desc="Per-node sensitivity", disable=not nodes):
+            quantize(scratch, only=[node], **options)
             errors[node] = output_error(scratch)
     finally:
         scratch.unlink(missing_ok=True)
     order = sorted(nodes, key=lambda node: errors[node], reverse=True)
-    logger.info(f"Most sensitive int8 nodes: {[(node, errors[node]) for node in order[:8]]}")
+    logger.info(f"Most sensitive nodes: {[(node, errors[node]) for node in order[:8]]}")
 
     failing, count, passing = 0, 1, None
     while passing is None:
@@ -201,7 +228,7 @@ def accuracy_aware_int8(
             passing = (count, settings, evidence)
         elif count == len(nodes):
             raise ValueError(
-                f"No int8 graph passes the gate, not even with all {len(nodes)} encoder nodes in fp32: "
+                f"No {kind} graph passes the gate, not even with all {len(nodes)} encoder nodes in fp32: "
                 f"{'; '.join(evidence['refusals'])}."
             )
         else:
@@ -215,7 +242,7 @@ def accuracy_aware_int8(
             failing = count
     count, settings, evidence = passing
     if attempts[-1]["nodes_kept_fp32"] != count:  # the last graph written failed: write the passing one again
-        settings = quantize_int8(source, target, arch, keep_fp32=order[:count], **options)
+        settings = quantize(target, keep_fp32=order[:count], **options)
     settings["sensitivity"] = {node: errors[node] for node in order}
     return _with_search(settings, attempts), evidence
 

@@ -7,8 +7,13 @@ from ..model_folder import read_export_report
 from .model_dir import ModelDir
 
 
+# How the card names a report entry's precision (the entry's key), where the key alone would not say how it runs.
+PRECISION_LABELS = {"int8_static": "int8 static (OpenVINO)", "bf16": "bf16 (OpenVINO)"}
+
+
 def onnx_exports(folder: ModelDir) -> list[dict[str, str]]:
-    """The ONNX files `export.py --format onnx` added to the folder, each with what its export checked."""
+    """The ONNX files `export.py --format onnx` added to the folder, each with what its export checked: one row per
+    report entry (a precision), so `onnx/model.onnx` has a row for fp32 and one for bf16 on OpenVINO when judged."""
     rows = []
     for precision, entry in read_export_report(folder.path).items():
         if precision == "fp32":
@@ -29,7 +34,15 @@ def onnx_exports(folder: ModelDir) -> list[dict[str, str]]:
             spearman = entry["stsb_spearman"]["delta_points"]
             result = f"{', '.join(deltas)} points; STS-B Spearman {spearman:+.2f} points; mean cosine "
             result += f"{entry['mean_cosine']:.4f}"
-        rows.append({"file": entry["file"], "precision": precision, "checked": checked, "result": result})
+        rows.append(
+            {
+                "file": entry["file"],
+                "precision": PRECISION_LABELS.get(precision, precision),
+                "backend": entry.get("backend"),  # None: onnxruntime
+                "checked": checked,
+                "result": result,
+            }
+        )
     return rows
 
 
@@ -73,9 +86,10 @@ def gate_evidence(entry: dict) -> tuple[str, str]:
         f"embedding cosine mean {entry['mean_cosine']:.4f} (bound {bounds['min_mean_cosine']}), "
         f"min {entry['min_cosine']:.4f}"
     )
-    kept = entry.get("quantization", {}).get("nodes_kept_fp32") or []
+    quantization = entry.get("quantization", {})
+    kept = quantization.get("nodes_kept_fp32") or []
     if kept:
-        speed = entry["quantization"].get("texts_per_second", {})
+        speed = quantization.get("texts_per_second", {})
         cost = (
             f" (texts/s at export: {speed['int8_this_graph']:.0f} vs {speed['int8_whole_encoder']:.0f} all-int8, "
             f"{speed['fp32']:.0f} fp32)"
@@ -83,4 +97,13 @@ def gate_evidence(entry: dict) -> tuple[str, str]:
             else ""
         )
         parts.append(f"{len(kept)} encoder nodes kept in fp32: {', '.join(f'`{n}`' for n in kept)}{cost}")
+    if "calibration" in quantization:  # static int8
+        parts.append(f"calibrated on {quantization['calibration']}")
+    if "backend" in entry:  # judged as another runtime runs the graph, in the precision it settled on
+        parts.append(f"judged on {entry['backend']}, which ran it in {_precision_name(entry.get('precision', ''))}")
     return checked, "; ".join(parts)
+
+
+def _precision_name(precision: str) -> str:
+    """OpenVINO's element type as the session reports it (`<Type: 'bfloat16'>`) -> `bfloat16`."""
+    return precision.removeprefix("<Type: '").removesuffix("'>") or "its default precision"
