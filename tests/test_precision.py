@@ -426,3 +426,25 @@ def test_a_refused_static_int8_graph_keeps_its_most_sensitive_matmuls_in_fp32(tm
     quantized = static_int8.quantized_matmuls(tmp_path / "out" / entry["file"])
     assert quantized and not set(kept) & set(quantized)  # the kept matmuls run fp32, the rest int8
     assert set(settings["texts_per_second"]) == {"texts", "fp32", "int8_whole_encoder", "int8_this_graph"}
+
+
+def test_the_card_describes_the_pair_heads_graph_as_checked(tmp_path):
+    from types import SimpleNamespace
+
+    from multitask_st.model_folder import write_export_report
+    from multitask_st.sharing.export_evidence import onnx_exports
+
+    (tmp_path / "onnx").mkdir()
+    (tmp_path / "onnx/pair_heads.onnx").write_bytes(b"graph")
+    entry = {"file": "onnx/pair_heads.onnx", "pairs": 24, "max_score_difference": {"nli": 3.1e-7, "sts": 1.2e-6},
+             "labels_differing": {"nli": 0}, "bounds": {"max_score_difference": 1e-4, "labels_differing": 0}}  # fmt: skip
+    write_export_report({"pair_heads": entry}, tmp_path)
+    assert onnx_exports(SimpleNamespace(path=tmp_path)) == [
+        {
+            "file": "onnx/pair_heads.onnx",
+            "precision": "pair_heads",
+            "backend": None,
+            "checked": "24 pairs of built-in texts",
+            "result": "largest score difference 1.20e-06; labels differing: 0",
+        }
+    ]

@@ -20,6 +20,11 @@ def onnx_exports(folder: ModelDir) -> list[dict[str, str]]:
             differing = sum(entry["labels_differing"].values())
             checked = f"{entry['texts']} texts of the built-in sets"
             result = f"min embedding cosine {entry['min_cosine']:.6f}; labels differing: {differing}"
+        elif "pairs" in entry:  # the pair heads' graph: fp32, checked on pairs of texts
+            differing = sum(entry["labels_differing"].values())
+            checked = f"{entry['pairs']} pairs of built-in texts"
+            largest = max(entry["max_score_difference"].values(), default=0.0)
+            result = f"largest score difference {largest:.2e}; labels differing: {differing}"
         elif "refusals" in entry:  # judged by the statistical gate
             checked, result = gate_evidence(entry)
         else:  # an export from before the statistical gate: fixed bounds on each task's test split
