@@ -14,6 +14,7 @@ and, when it is refused, keeps the most sensitive encoder matmuls in fp32 (`quan
 
 from __future__ import annotations
 
+import logging as std_logging
 import os
 
 import numpy as np
@@ -79,14 +80,20 @@ def quantize_static_int8(
         raise ValueError(f"No quantisable node is named {unknown}; the graph's are {nodes}.")
     ignored = [node for node in nodes if node in keep_fp32 or (only is not None and node not in only)]
     smoothing = AdvancedSmoothQuantParameters() if smooth_quant else AdvancedSmoothQuantParameters(matmul=-1)
-    quantized = nncf.quantize(
-        onnx.load(str(source)),
-        nncf.Dataset(calibration),
-        model_type=nncf.ModelType.TRANSFORMER,
-        subset_size=len(calibration),
-        ignored_scope=nncf.IgnoredScope(names=ignored, patterns=[OUTSIDE_ENCODER], validate=False),
-        advanced_parameters=AdvancedQuantizationParameters(smooth_quant_alphas=smoothing),
-    )
+    nncf_logger = std_logging.getLogger("nncf")
+    level = nncf_logger.level
+    nncf_logger.setLevel(std_logging.WARNING)  # its INFO names every op left unquantised: hundreds of lines a graph
+    try:
+        quantized = nncf.quantize(
+            onnx.load(str(source)),
+            nncf.Dataset(calibration),
+            model_type=nncf.ModelType.TRANSFORMER,
+            subset_size=len(calibration),
+            ignored_scope=nncf.IgnoredScope(names=ignored, patterns=[OUTSIDE_ENCODER], validate=False),
+            advanced_parameters=AdvancedQuantizationParameters(smooth_quant_alphas=smoothing),
+        )
+    finally:
+        nncf_logger.setLevel(level)
     onnx.save(quantized, str(target))
     logger.info(f"Static int8 quantised {source} to {target} ({len(nodes) - len(ignored)} of {len(nodes)} matmuls).")
     return {
