@@ -3,12 +3,15 @@
     multitask-st export outputs/multitask-st --format sentence-transformers --output exported/
     multitask-st export outputs/multitask-st --format onnx --output outputs/multitask-st-onnx
     multitask-st export outputs/multitask-st --format onnx --quantize int8 --output outputs/multitask-st   # adds onnx/
+    multitask-st export outputs/multitask-st --format onnx --quantize int8 int8_static bf16 --output outputs/multitask-st
 
 `sentence-transformers` writes the embedding as a plain sentence-transformers folder that loads without remote code,
 checks its vectors against `model.encode`, and says which doors it opens (TEI when its layout fits TEI's rules; see
 multitask_st/export/sentence_transformers_folder.py). The ONNX export writes onnx/model.onnx (and
-onnx/model_qint8_<cpu>.onnx with --quantize int8), checked against the PyTorch model on real texts first: a graph that
-misses the bounds is not written (see multitask_st/export/onnx.py). Errors are one line on stderr, exit status 1; Ctrl-C
+onnx/model_qint8_<cpu>.onnx with --quantize int8, onnx/model_qint8_static.onnx for OpenVINO with int8_static; bf16
+judges onnx/model.onnx on OpenVINO in bf16), checked against the PyTorch model on real texts first: a graph that
+misses the bounds is not written (see multitask_st/export/onnx.py), and each reduced precision's gate evidence goes to
+onnx/export_report.json. Errors are one line on stderr, exit status 1; Ctrl-C
 or SIGTERM removes the temporary files and writes nothing (exit status 130 / 143).
 """
 
