@@ -294,6 +294,8 @@ def _quantize_static_int8_gated(
     """Write the static int8 graph for OpenVINO (`static_int8`) next to the fp32 one in `staging`: NNCF's quantisation
     of the unfused graph, calibrated on training texts, judged by the gate as OpenVINO runs it, with the fewest
     sensitive encoder matmuls kept fp32 if the whole encoder is refused. Returns its report entry."""
+    import onnx
+
     from . import onnx_check, static_int8
     from . import quantize as quantization
 
@@ -303,8 +305,6 @@ def _quantize_static_int8_gated(
     export_graph(model, tokenizer, unfused, fuse=False)
     try:
         texts = onnx_check.calibration_texts(model, model_dir, static_int8.CALIBRATION_SAMPLES)
-        import onnx
-
         input_names = [node.name for node in onnx.load(str(unfused), load_external_data=False).graph.input]
         samples = static_int8.calibration_samples(tokenizer, texts, input_names, model.default_max_length(tokenizer))
         measured = _sensitivity_texts(reference)
