@@ -391,10 +391,13 @@ def test_static_int8_for_openvino_is_exported_gated_and_runs_behind_the_same_api
     assert 'file_name="onnx/model_qint8_static.onnx", revision="abc", backend="openvino"' in card
 
 
-def test_a_refused_static_int8_graph_keeps_its_most_sensitive_matmuls_in_fp32(tmp_path, tiny_tokenizer):
+def test_a_refused_static_int8_graph_keeps_its_most_sensitive_matmuls_in_fp32(tmp_path, tiny_tokenizer, monkeypatch):
     require_module("nncf")
     from multitask_st.export import static_int8
     from multitask_st.export.onnx import export_graph, export_onnx
+
+    # A few calibration texts: every candidate of the search is calibrated again (300 texts each cost minutes here).
+    monkeypatch.setattr(static_int8, "CALIBRATION_SAMPLES", 24)
 
     model, model_dir = save_tiny(tmp_path, tiny_tokenizer, encoder_scale=25.0)
     export_onnx(model_dir, tmp_path / "fp32", check_texts=24)
