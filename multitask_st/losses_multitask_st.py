@@ -40,7 +40,8 @@ def labelled_rows(labels: torch.Tensor, kind: str) -> torch.Tensor:
     return present.any(-1)
 
 
-def _class_weights(option, num_labels: int, task: str, name: str, device) -> torch.Tensor | None:
+def _class_weights(option, task: str, name: str, device) -> torch.Tensor | None:
+    # The config has checked the numbers (one positive number per label); "balanced" is the trainer's to resolve.
     if option is None:
         return None
     if option == BALANCED:
@@ -59,7 +60,7 @@ def _single_label_loss(logits: torch.Tensor, labels: torch.Tensor, config: Multi
     labels = labels[:, 0]
     labelled = labelled_rows(labels[:, None], SINGLE_LABEL)
     ids = torch.where(labelled, labels, torch.full_like(labels, IGNORE_INDEX)).long()
-    weight = _class_weights(options.get("class_weights"), logits.shape[-1], task, "class_weights", logits.device)
+    weight = _class_weights(options.get("class_weights"), task, "class_weights", logits.device)
     loss = F.cross_entropy(
         logits.float(),
         ids,
@@ -81,7 +82,7 @@ def _multi_label_loss(logits: torch.Tensor, labels: torch.Tensor, config: MultiT
     smoothing = options.get("label_smoothing", 0.0)
     if smoothing:
         targets = targets * (1.0 - smoothing) + 0.5 * smoothing
-    pos_weight = _class_weights(options.get("pos_weight"), logits.shape[-1], task, "pos_weight", logits.device)
+    pos_weight = _class_weights(options.get("pos_weight"), task, "pos_weight", logits.device)
     losses = F.binary_cross_entropy_with_logits(logits.float(), targets, pos_weight=pos_weight, reduction="none")
     mask = labelled[:, None].to(losses.dtype)
     return (losses * mask).sum() / (mask.sum() * logits.shape[-1]).clamp(min=1)
@@ -186,8 +187,14 @@ def multitask_loss(
             invalid = labelled & ((ids < 0) | (ids >= config.num_labels_of(task)))
             if ids.is_floating_point():
                 invalid = invalid | (labelled & (ids != ids.round()))
-            expected = f"a label id in 0..{config.num_labels_of(task) - 1}, -100 or NaN"
-        elif kind == MULTI_LABEL:
+            if invalid.any():
+                row = invalid.nonzero()[0].item()
+                raise ValueError(
+                    f"Label {columns[row, 0].item()} of task {task!r} (batch row {row}) is not in "
+                    f"0..{config.num_labels_of(task) - 1} nor {IGNORE_INDEX} (or NaN in a float tensor)."
+                )
+            continue
+        if kind == MULTI_LABEL:
             present = columns == columns
             invalid = (present.any(-1) & ~labelled) | (labelled & ((columns < 0) | (columns > 1)).any(-1))
             expected = "0 or 1 per label (a soft target in [0, 1]), or NaN in every column"
@@ -197,12 +204,6 @@ def multitask_loss(
         else:
             invalid = columns.isinf().any(-1)
             expected = "finite targets, or NaN where there is none"
-        if invalid.any() and kind in CLASS_ID_KINDS:
-            row = invalid.nonzero()[0].item()
-            raise ValueError(
-                f"Label {columns[row, 0].item()} of task {task!r} (batch row {row}) is not in "
-                f"0..{config.num_labels_of(task) - 1} nor {IGNORE_INDEX} (or NaN in a float tensor)."
-            )
         if invalid.any():
             row = invalid.nonzero()[0].item()
             raise ValueError(
