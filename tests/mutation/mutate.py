@@ -39,8 +39,16 @@ MODULES: dict[str, tuple[list[str], list[str] | None, list[str]]] = {
     "loss": (
         ["multitask_st/losses_multitask_st.py"],
         None,
-        # every kind's loss: the classification tests, the other kinds' hand computations, the held-head losses
-        ["tests/test_modeling.py", "tests/test_task_kinds.py", "tests/test_pair_kinds.py", "-k", "loss or labels"],
+        # every kind's loss: the classification tests, the other kinds' hand computations, the held-head losses, and
+        # the losses' edges on constructed outputs (test_losses.py, every test of which matches "loss")
+        [
+            "tests/test_modeling.py",
+            "tests/test_task_kinds.py",
+            "tests/test_pair_kinds.py",
+            "tests/test_losses.py",
+            "-k",
+            "loss or labels",
+        ],
     ),
     "task_logging": (
         ["multitask_st/training/trainer.py"],
@@ -62,7 +70,7 @@ MODULES: dict[str, tuple[list[str], list[str] | None, list[str]]] = {
     "sampler_wiring": (
         ["multitask_st/training/trainer.py"],
         [f"{TRAINER}.xǁMultiTaskTrainerǁ_get_train_sampler__mutmut_*"],
-        ["tests/test_trainer.py", "-k", "task_mix or by_length or per_task_losses or frozen_parts"],
+        ["tests/test_trainer.py", "-k", "task_mix or by_length or per_task_losses or frozen_parts or train_sampler"],
     ),
     "metrics": (
         ["multitask_st/training/metrics.py"],
