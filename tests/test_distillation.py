@@ -94,6 +94,22 @@ def test_teacher_column_is_added_once_and_collated(tiny_model, tiny_tokenizer):
     assert tiny_model.training is False  # the model's mode is restored
 
 
+@pytest.mark.parametrize(
+    "function, what", [(compute_teacher_embeddings, "embeddings"), (add_teacher_embeddings, "outputs")]
+)
+def test_teacher_outputs_of_untokenised_or_empty_data_are_refused(tiny_model, tiny_tokenizer, function, what):
+    import datasets
+
+    untokenised = datasets.Dataset.from_dict({"text": ["the movie", "a film"], "label": [0, 1]})
+    empty = make_task_dataset(tiny_tokenizer, 2, 2, seed=6).select([])
+    for dataset, rows in ((untokenised, 2), (empty, 0)):
+        with pytest.raises(ValueError) as error:
+            function(tiny_model, dataset, tiny_tokenizer, show_progress_bar=False)
+        assert str(error.value) == (
+            f"Teacher {what} need tokenised examples; the dataset has {rows} rows and columns {dataset.column_names}."
+        )
+
+
 def test_holding_heads_the_teacher_embedding_is_the_models_own_embedding(tiny_tokenizer):
     """Adding a task to a trained model, the embedding held is what the model gave (its trained projection's output),
     not the backbone's pooled output under it: the distillation starts at zero and keeps what `encode` gave."""

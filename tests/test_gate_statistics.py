@@ -3,7 +3,7 @@ against scipy's own implementations of the same tests."""
 
 import numpy as np
 import pytest
-from scipy.stats import binomtest, spearmanr
+from scipy.stats import binomtest, bootstrap, spearmanr
 
 from multitask_st.export.gate_statistics import (
     accuracy_evidence,
@@ -89,6 +89,26 @@ def test_spearman_delta_evidence():
     worse = spearman_delta_evidence(reference, noisy, scores, 0.5, 0.95)
     assert worse["delta_points"] < -5 and worse["delta_points_interval"][1] < -0.5 and worse["refused"] is True
     assert worse["pairs"] == 400
+
+
+def test_spearman_delta_interval_is_scipys_bootstrap_of_the_spearman_difference():
+    # The same paired percentile bootstrap run by scipy on `spearmanr` itself, one resample at a time: the interval the
+    # gate refuses on is the interval of the Spearman difference in points, not of a rescaled or other statistic.
+    rng = np.random.default_rng(2)
+    scores = rng.integers(0, 6, size=120).astype(float)
+    reference = scores + rng.normal(0, 1, size=120)
+    graph = reference + rng.normal(0, 1, size=120)
+
+    def delta(reference_, graph_, gold):
+        return 100 * (spearmanr(graph_, gold).statistic - spearmanr(reference_, gold).statistic)
+
+    expected = bootstrap(
+        (reference, graph, scores), delta, paired=True, vectorized=False, n_resamples=200, confidence_level=0.9,
+        method="percentile", rng=np.random.default_rng(5),
+    ).confidence_interval  # fmt: skip
+    evidence = spearman_delta_evidence(reference, graph, scores, 0.5, 0.9, resamples=200, seed=5)
+    assert evidence["delta_points_interval"] == pytest.approx([expected.low, expected.high], rel=1e-9)
+    assert evidence["delta_points"] == pytest.approx(delta(reference, graph, scores), rel=1e-12)
 
 
 def test_spearman_points_is_scipys_spearman_per_resample():

@@ -132,3 +132,57 @@ def test_length_grouping_covers_every_window(mixed):
         batches = [window[i : i + batch_size] for i in range(0, 200, batch_size)]
         spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches) / len(batches)
         assert spread < 10  # random batches of 4 from 1..97 spread ~50
+
+
+def test_proportional_weights_ignore_the_temperature():
+    # The temperature belongs to the `temperature` strategy: proportional stays size / total whatever it is.
+    assert task_sampling_weights([900, 100], "proportional", temperature=2.0) == pytest.approx([0.9, 0.1])
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, message",
+    [
+        (([10], "nope"), {}, "Unknown sampling strategy 'nope'; choose one of ['proportional', 'round_robin', "
+                             "'temperature']."),
+        (([5, -1], "proportional"), {}, "Task sizes must be >= 0 with at least one training example, got [5, -1]."),
+        (([0, 0], "round_robin"), {}, "Task sizes must be >= 0 with at least one training example, got [0, 0]."),
+        (([10], "temperature", 0.0), {}, "`sampling_temperature` must be > 0, got 0.0."),
+    ],
+)  # fmt: skip
+def test_sampling_weight_errors_say_what_was_expected(args, kwargs, message):
+    with pytest.raises(ValueError) as error:
+        task_sampling_weights(*args, **kwargs)
+    assert str(error.value) == message
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"batch_size": 0}, "`batch_size` must be >= 1, got 0."),
+        ({"batch_size": 2, "lengths": [3] * 9}, "`lengths` has 9 entries for 10 examples."),
+    ],
+)
+def test_sampler_errors_say_what_was_expected(kwargs, message):
+    with pytest.raises(ValueError) as error:
+        MultiTaskSampler([6, 4], **kwargs)
+    assert str(error.value) == message
+
+
+@pytest.mark.parametrize("strategy", ["round_robin", "temperature"])
+@pytest.mark.parametrize("mixed", [True, False])
+def test_drawing_strategies_yield_num_samples_indices(strategy, mixed):
+    # 10 examples, an epoch of 14 draws: single-task blocks of 4 round it up to 16
+    sampler = MultiTaskSampler([6, 4], batch_size=4, strategy=strategy, mixed_batches=mixed, num_samples=14)
+    expected = 14 if mixed else 16
+    assert len(sampler) == expected and len(list(sampler)) == expected
+
+
+def test_round_robin_takes_the_tasks_in_turn():
+    # Single-task batches of 2 from tasks of 6, 0 and 4 examples: task 0, task 2, task 0, ... (the empty task skipped)
+    sizes = [6, 0, 4]
+    sampler = MultiTaskSampler(sizes, batch_size=2, strategy="round_robin", mixed_batches=False, seed=3)
+    indices = list(sampler)
+    tasks = [0 if indices[start] < 6 else 2 for start in range(0, len(indices), 2)]
+    assert tasks == [0, 2, 0, 2, 0]
+    mixed = list(MultiTaskSampler(sizes, batch_size=2, strategy="round_robin", seed=3))
+    assert [0 if index < 6 else 2 for index in mixed] == [0, 2] * 5
