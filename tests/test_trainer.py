@@ -10,6 +10,7 @@ from transformers import TrainerCallback
 
 from multitask_st import MultiTaskSTModel
 from multitask_st.training.callbacks import UnfreezingCallback, unfreezing_stages
+from multitask_st.training.distillation import similarity_distillation_loss
 from multitask_st.training.parameter_groups import build_parameter_groups, learning_rate_scale
 from multitask_st.training.trainer import MultiTaskTrainer
 
@@ -124,6 +125,44 @@ def test_unfreezing_stages_top_down():
         ["head:a"], ["pooling", "projection"], ["backbone.layer.1"], ["backbone.layer.0"], ["backbone.embeddings"],
     ]  # fmt: skip
     assert unfreezing_stages(parts, layers_per_stage=2)[2] == ["backbone.layer.1", "backbone.layer.0"]
+
+
+def test_unfreezing_stages_put_the_backbones_other_parameters_with_its_top_layer():
+    # A backbone with parameters outside its layers (a final norm, say: BERT without its pooler has none) unfreezes
+    # them with its top layer, or alone when it has no layers.
+    parts = ["backbone.embeddings", "backbone.layer.0", "backbone.layer.1", "backbone.other", "projection", "head:a"]
+    assert unfreezing_stages(parts) == [
+        ["head:a"], ["projection"], ["backbone.other", "backbone.layer.1"], ["backbone.layer.0"],
+        ["backbone.embeddings"],
+    ]  # fmt: skip
+    assert unfreezing_stages(parts, layers_per_stage=2) == [
+        ["head:a"], ["projection"], ["backbone.other", "backbone.layer.1", "backbone.layer.0"], ["backbone.embeddings"],
+    ]  # fmt: skip
+    assert unfreezing_stages(["backbone.other", "head:a"]) == [["head:a"], ["backbone.other"]]
+
+
+def test_what_a_freezing_schedule_freezes_anything_means():
+    # DDP must wrap a model with every part trainable when some part is frozen now but may train later.
+    parts = ["backbone.layer.0", "head:a"]
+    assert UnfreezingCallback(parts, schedule="progressive").freezes_anything is True
+    assert UnfreezingCallback(parts, frozen=["head:a"]).freezes_anything is True
+    assert UnfreezingCallback(parts).freezes_anything is False
+    assert UnfreezingCallback(parts, schedule="progressive").stages == [["head:a"], ["backbone.layer.0"]]
+    assert UnfreezingCallback(parts).stages == []
+
+
+def test_a_run_resumed_in_a_later_epoch_starts_in_that_epochs_stage(tiny_model):
+    from transformers import TrainerControl, TrainerState
+
+    parts = list(tiny_model.parameter_parts())
+    unfreezing = UnfreezingCallback(parts, schedule="progressive", every=1, unit="epoch")
+    state = TrainerState(global_step=16, epoch=2.0)  # 8 steps an epoch: two epochs done
+    unfreezing.on_train_begin(None, state, TrainerControl(), model=tiny_model)
+    assert unfreezing.stage == 2
+    trainable = {part for part, named in tiny_model.parameter_parts().items() if named[0][1].requires_grad}
+    assert trainable == set(unfreezing.trainable_parts(2)) == {
+        "head:topic", "head:sentiment", "projection", "backbone.layer.1",
+    }  # fmt: skip
 
 
 class _ChangesPerStep(TrainerCallback):
@@ -572,3 +611,99 @@ def test_data_seed_rather_than_seed_orders_the_task_mix(tmp_path, tiny_model, ti
     assert order(seed=0, data_seed=7) == order(seed=1, data_seed=7)
     assert order(seed=0, data_seed=7) != order(seed=0, data_seed=8)
     assert order(seed=3) != order(seed=4)  # without data_seed, seed orders it
+
+
+def test_logged_distillation_loss_is_the_mean_over_the_windows_examples(tmp_path, tiny_tokenizer, monkeypatch):
+    """One logging window of two batches of 3 and 2 examples: the logged embedding-distillation loss is each batch's
+    loss weighted by its examples (a batch's loss is already a mean over its pairs), not the mean of the two."""
+    from conftest import make_task_dataset
+
+    import multitask_st.training.trainer as trainer_module
+
+    computed = []
+
+    def recording_loss(embeddings, teacher_embeddings):
+        loss = similarity_distillation_loss(embeddings, teacher_embeddings)
+        computed.append((loss.item(), embeddings.shape[0]))
+        return loss
+
+    monkeypatch.setattr(trainer_module, "similarity_distillation_loss", recording_loss)
+    torch.manual_seed(0)
+    model = MultiTaskSTModel(tiny_config(projection="mlp"))  # a fresh MLP projection: the loss starts above 0
+    datasets_ = {"topic": make_task_dataset(tiny_tokenizer, 3, 3, seed=1),
+                 "sentiment": make_task_dataset(tiny_tokenizer, 2, 2, seed=2)}  # fmt: skip
+    trainer = make_trainer(
+        tmp_path, model, (datasets_, None), tiny_tokenizer, per_device_train_batch_size=3, max_steps=-1,
+        num_train_epochs=1, logging_steps=2, sampling_strategy="proportional", embedding_distillation_weight=2.0,
+    )  # fmt: skip
+    trainer.train()
+    assert [size for _, size in computed] == [3, 2]
+    logged = next(entry for entry in trainer.state.log_history if "embedding_distillation_loss" in entry)
+    expected = (3 * computed[0][0] + 2 * computed[1][0]) / 5
+    assert logged["embedding_distillation_loss"] == pytest.approx(expected, rel=1e-5)
+    assert abs(expected - (computed[0][0] + computed[1][0]) / 2) > 1e-3 * expected  # the two means differ here
+
+
+def test_train_sampler_without_an_argument_samples_the_trainers_own_task_mix(
+    tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer
+):
+    from torch.utils.data import RandomSampler
+
+    from multitask_st.training.sampling import MultiTaskSampler
+
+    trainer = make_trainer(tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer, sampling_strategy="temperature")
+    sampler = trainer._get_train_sampler()
+    assert isinstance(sampler, MultiTaskSampler) and sampler.task_sizes == [24, 40] and len(sampler) == 64
+    # A training set swapped after construction is no longer the tasks' concatenation: Trainer's own sampler over it.
+    trainer.train_dataset = trainer.train_dataset.select(range(10))
+    fallback = trainer._get_train_sampler()
+    assert type(fallback) is RandomSampler and len(fallback) == 10
+
+
+def test_per_task_loss_of_a_single_labelled_example_is_logged(
+    tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer
+):
+    # A window with one topic example (and three sentiment ones): the topic loss is that one example's loss.
+    trainer = make_trainer(tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer)
+    batch = trainer.data_collator([trainer.train_dataset[index] for index in (0, 24, 25, 26)])
+    assert int((batch["labels"][:, 0] != -100).sum()) == 1
+    tiny_model.eval()
+    with torch.no_grad():
+        expected = {task: loss.item() for task, loss in tiny_model(**batch).task_losses.items()}
+        trainer.compute_loss(tiny_model, dict(batch))
+    logged = trainer._pop_task_losses(training=False, prefix="eval_")
+    assert logged == pytest.approx(
+        {"eval_topic_loss": expected["topic"], "eval_sentiment_loss": expected["sentiment"]}
+    )
+
+
+def test_per_task_losses_log_only_the_tasks_of_the_window(tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer):
+    # Single-task batches, a log every step: each entry holds the loss of its batch's task only (a task with no
+    # example in the window is left out, not logged as 0/0).
+    trainer = make_trainer(
+        tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer, mixed_task_batches=False,
+        sampling_strategy="proportional", max_steps=4,
+    )  # fmt: skip
+    trainer.train()
+    logged = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(logged) == 4
+    for entry in logged:
+        tasks = [key for key in ("topic_loss", "sentiment_loss") if key in entry]
+        assert len(tasks) == 1 and np.isfinite(entry[tasks[0]])
+
+
+def test_per_task_logged_regression_loss_counts_rows_with_any_target(tmp_path, tiny_tokenizer):
+    # A regression row with one of its two targets is a labelled row: its batch's loss is logged.
+    from conftest import TEXTS
+
+    torch.manual_seed(0)
+    config = tiny_config(tasks={"topic": ["a", "b"], "score": ["x", "y"]}, task_kinds={"score": "regression"})
+    model = MultiTaskSTModel(config).eval()
+    trainer = MultiTaskTrainer(model=model, args=training_args(tmp_path), processing_class=tiny_tokenizer)
+    batch = dict(tiny_tokenizer(TEXTS[:2], padding=True, return_tensors="pt"))
+    batch["labels"] = torch.tensor([[0.0, float("nan"), float("nan")], [float("nan"), 3.0, float("nan")]])
+    with torch.no_grad():
+        expected = model(**batch).task_losses["score"].item()
+        trainer.compute_loss(model, dict(batch))
+    logged = trainer._pop_task_losses(training=False)
+    assert logged["score_loss"] == pytest.approx(expected) and logged["topic_loss"] > 0

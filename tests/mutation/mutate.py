@@ -56,7 +56,14 @@ MODULES: dict[str, tuple[list[str], list[str] | None, list[str]]] = {
             f"{TRAINER}.xǁMultiTaskTrainerǁcompute_loss__mutmut_*",
             f"{TRAINER}.xǁMultiTaskTrainerǁ_pop_task_losses__mutmut_*",
         ],
-        ["tests/test_trainer.py", "-k", "logged or per_task or evaluate_with"],
+        # with the tests that run the loss's distillation branches (embedding distillation, held heads)
+        [
+            "tests/test_trainer.py",
+            "tests/test_distillation.py",
+            "tests/test_add_task.py",
+            "-k",
+            "logged or per_task or evaluate_with or training_loss or held",
+        ],
     ),
     "parameter_groups": (
         ["multitask_st/training/parameter_groups.py", "multitask_st/training/trainer.py"],
