@@ -654,7 +654,10 @@ def test_train_sampler_without_an_argument_samples_the_trainers_own_task_mix(
     trainer = make_trainer(tmp_path, tiny_model, tiny_task_datasets, tiny_tokenizer, sampling_strategy="temperature")
     sampler = trainer._get_train_sampler()
     assert isinstance(sampler, MultiTaskSampler) and sampler.task_sizes == [24, 40] and len(sampler) == 64
-    # A training set swapped after construction is no longer the tasks' concatenation: Trainer's own sampler over it.
+    # A training set other than the tasks' concatenation (given, or swapped in after construction): Trainer's own
+    # sampler over that set.
+    given = trainer._get_train_sampler(trainer.train_dataset.select(range(7)))
+    assert type(given) is RandomSampler and len(given) == 7
     trainer.train_dataset = trainer.train_dataset.select(range(10))
     fallback = trainer._get_train_sampler()
     assert type(fallback) is RandomSampler and len(fallback) == 10
