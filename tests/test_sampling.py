@@ -186,3 +186,19 @@ def test_round_robin_takes_the_tasks_in_turn():
     assert tasks == [0, 2, 0, 2, 0]
     mixed = list(MultiTaskSampler(sizes, batch_size=2, strategy="round_robin", seed=3))
     assert [0 if index < 6 else 2 for index in mixed] == [0, 2] * 5
+
+
+def test_the_defaults_are_temperature_one_seed_zero_and_epoch_zero():
+    # Temperature 1 is proportional; an unseeded sampler draws seed 0's stream, and a fresh one epoch 0's.
+    assert task_sampling_weights([900, 100], "temperature") == pytest.approx([0.9, 0.1])
+    assert MultiTaskSampler([900, 100], batch_size=4, strategy="temperature").weights == pytest.approx([0.9, 0.1])
+    fresh = MultiTaskSampler([6, 4], batch_size=2, strategy="temperature")
+    epoch_zero = MultiTaskSampler([6, 4], batch_size=2, strategy="temperature", seed=0)
+    epoch_zero.set_epoch(0)
+    assert list(fresh) == list(epoch_zero)
+
+
+def test_single_task_blocks_of_a_drawing_strategy_round_the_epoch_up_to_whole_batches():
+    # 10 examples in single-task batches of 4: three batches (12 indices), not each task's own blocks (2 + 2)
+    sampler = MultiTaskSampler([5, 5], batch_size=4, strategy="round_robin", mixed_batches=False)
+    assert len(sampler) == 12 and len(list(sampler)) == 12
