@@ -8,7 +8,7 @@ from conftest import make_task_dataset, make_trainer, tiny_config
 from transformers import TrainerCallback
 
 from multitask_st import MultiTaskSTModel
-from multitask_st.training.collator import MultiTaskDataCollator
+from multitask_st.training.collator import TEACHER_LOGITS_COLUMN, MultiTaskDataCollator
 from multitask_st.training.distillation import (
     DEFAULT_EMBEDDING_DISTILLATION_WEIGHT,
     TEACHER_COLUMN,
@@ -51,8 +51,9 @@ def test_loss_of_a_single_example_is_zero_and_differentiable():
 
 
 def test_loss_refuses_mismatched_batches():
-    with pytest.raises(ValueError, match="3 embeddings but 2 teacher"):
+    with pytest.raises(ValueError) as error:
         similarity_distillation_loss(torch.randn(3, 4), torch.randn(2, 4))
+    assert str(error.value) == "Got 3 embeddings but 2 teacher embeddings; each example needs its own."
 
 
 # ---------------------------------------------------------------- teacher embeddings
@@ -127,6 +128,26 @@ def test_holding_heads_the_teacher_embedding_is_the_models_own_embedding(tiny_to
         np.testing.assert_allclose(held[index][TEACHER_COLUMN], embedding[0].numpy(), atol=1e-5)
         np.testing.assert_allclose(fresh[index][TEACHER_COLUMN], pooled[0].numpy(), atol=1e-5)
     assert not np.allclose(held[0][TEACHER_COLUMN], fresh[0][TEACHER_COLUMN], atol=1e-3)
+
+
+def test_held_heads_outputs_are_added_task_after_task_next_to_a_kept_embedding_column(tiny_tokenizer):
+    """The teacher_logits column holds each held head's logits in the order of `held_tasks`, from the model as it is;
+    a dataset that already has the embedding column keeps it and gets the logits column alone."""
+    torch.manual_seed(0)
+    model = MultiTaskSTModel(tiny_config()).eval()
+    dataset = make_task_dataset(tiny_tokenizer, 5, 2, seed=3).add_column("task_id", [1] * 5)
+    pooled_only = add_teacher_embeddings(model, dataset, tiny_tokenizer, show_progress_bar=False)
+    held = add_teacher_embeddings(
+        model, pooled_only, tiny_tokenizer, show_progress_bar=False, held_tasks=["sentiment", "topic"]
+    )
+    assert held.column_names == [*dataset.column_names, TEACHER_COLUMN, TEACHER_LOGITS_COLUMN]
+    for index, example in enumerate(dataset):
+        ids = torch.tensor([example["input_ids"]])
+        with torch.no_grad():
+            logits = model(input_ids=ids, token_type_ids=torch.tensor([example["token_type_ids"]])).logits
+        expected = torch.cat([logits["sentiment"], logits["topic"]], dim=-1)[0].numpy()
+        np.testing.assert_allclose(held[index][TEACHER_LOGITS_COLUMN], expected, atol=1e-5)
+        np.testing.assert_array_equal(held[index][TEACHER_COLUMN], pooled_only[index][TEACHER_COLUMN])
 
 
 # ---------------------------------------------------------------- in training
