@@ -29,12 +29,12 @@ def fit_to_training_labels(model: MultiTaskSTModel, train_dataset: datasets.Data
     all_labels = train_dataset.with_format(None)["label"]
     for task in needs:
         rows = np.flatnonzero(task_ids == config.task_names.index(task))
-        values = np.asarray([all_labels[row] for row in rows], dtype=np.float64).reshape(len(rows), -1)
-        kind, names, options = config.task_kinds[task], config.tasks[task], resolved.setdefault(task, {})
-        if len(rows) == 0:
+        if len(rows) == 0:  # before the reshape, which cannot infer a width from no row
             raise ValueError(
                 f"Task {task!r} has no training example to compute its {BALANCED!r} weights or scaling from."
             )
+        values = np.asarray([all_labels[row] for row in rows], dtype=np.float64).reshape(len(rows), -1)
+        kind, names, options = config.task_kinds[task], config.tasks[task], resolved.setdefault(task, {})
         if kind == SINGLE_LABEL and options.get("class_weights") == BALANCED:
             counts = np.bincount(values[:, 0].astype(int), minlength=len(names)).astype(np.float64)
             options["class_weights"] = _balanced(len(rows) / (len(names) * np.maximum(counts, 1)), counts, task, names)
