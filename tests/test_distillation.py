@@ -202,6 +202,51 @@ def test_training_loss_is_task_loss_plus_weighted_distillation_and_evaluation_le
                 assert torch.equal(loss, outputs.loss)
 
 
+def test_training_loss_adds_the_weighted_mean_of_the_held_heads_distillation_and_evaluation_leaves_it_out(
+    tmp_path, tiny_tokenizer
+):
+    """Only `sentiment` has data: `topic` (classification) and the regression heads `level` (target std 2 and 0.5) and
+    `rank` (unscaled targets: std 1) are held. The training loss is the task loss plus the weight times the mean of each
+    held head's distillation loss against its own slice of the teacher logits, each in its kind and target std."""
+    from multitask_st.training.distillation import head_distillation_loss
+
+    torch.manual_seed(0)
+    tasks = {"topic": ["a", "b", "c"], "sentiment": ["neg", "pos"], "level": ["x", "y"], "rank": ["r"]}
+    model = MultiTaskSTModel(
+        tiny_config(
+            tasks=tasks, task_kinds={"level": "regression", "rank": "regression"}, head_dropout=0.0,
+            task_target_scaling={"level": {"mean": [0.0, 0.0], "std": [2.0, 0.5]}},
+            task_loss_options={"rank": {"normalize_targets": False}},
+        )
+    )  # fmt: skip
+    train = {"sentiment": make_task_dataset(tiny_tokenizer, 16, 2, seed=2)}
+    trainer = make_trainer(
+        tmp_path, model, (train, None), tiny_tokenizer, max_steps=2, learning_rate=1e-2,
+        embedding_distillation_weight=0.0, head_distillation_weight=3.0,
+    )  # fmt: skip
+    trainer.train()  # two steps: the heads have moved away from the teacher
+    assert trainer.held_tasks == ["topic", "level", "rank"]
+    batch = next(iter(trainer.get_train_dataloader()))
+    inputs = {key: value for key, value in batch.items() if key not in ("teacher_logits", "teacher_embeddings")}
+    teacher = batch["teacher_logits"]  # topic (3) | level (2) | rank (1)
+    with torch.no_grad():
+        for training in (True, False):
+            model.train(training)
+            outputs = model(**inputs)
+            loss = trainer.compute_loss(model, dict(batch))
+            if not training:  # evaluating data that carries teacher logits reports the task losses alone
+                assert torch.equal(loss, outputs.loss)
+                continue
+            held = torch.stack([
+                head_distillation_loss(outputs.logits["topic"], teacher[:, :3], kind="classification"),
+                head_distillation_loss(outputs.logits["level"], teacher[:, 3:5], kind="regression", target_std=[2.0, 0.5]),
+                head_distillation_loss(outputs.logits["rank"], teacher[:, 5:], kind="regression", target_std=[1.0]),
+            ]).mean()  # fmt: skip
+            assert held > 0
+            torch.testing.assert_close(trainer._step_losses["head_distillation"], held)
+            torch.testing.assert_close(loss, outputs.loss + 3.0 * held)
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [

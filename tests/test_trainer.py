@@ -710,3 +710,18 @@ def test_per_task_logged_regression_loss_counts_rows_with_any_target(tmp_path, t
         trainer.compute_loss(model, dict(batch))
     logged = trainer._pop_task_losses(training=False)
     assert logged["score_loss"] == pytest.approx(expected) and logged["topic_loss"] > 0
+
+
+def test_a_regression_task_without_training_data_or_target_scaling_is_named(tmp_path, tiny_tokenizer):
+    # Its targets' mean and std cannot be computed from no example (it failed inside numpy's reshape before).
+    from conftest import make_task_dataset
+
+    model = MultiTaskSTModel(
+        tiny_config(tasks={"sentiment": ["neg", "pos"], "level": ["x"]}, task_kinds={"level": "regression"})
+    )
+    train = {"sentiment": make_task_dataset(tiny_tokenizer, 4, 2, seed=2)}
+    with pytest.raises(ValueError) as error:
+        make_trainer(tmp_path, model, (train, None), tiny_tokenizer)
+    assert (
+        str(error.value) == "Task 'level' has no training example to compute its 'balanced' weights or scaling from."
+    )
