@@ -149,6 +149,10 @@ def test_what_a_freezing_schedule_freezes_anything_means():
     assert UnfreezingCallback(parts).freezes_anything is False
     assert UnfreezingCallback(parts, schedule="progressive").stages == [["head:a"], ["backbone.layer.0"]]
     assert UnfreezingCallback(parts).stages == []
+    layers = ["backbone.layer.0", "backbone.layer.1", "backbone.layer.2", "head:a"]
+    assert UnfreezingCallback(layers, schedule="progressive", layers_per_stage=2).stages == [
+        ["head:a"], ["backbone.layer.2", "backbone.layer.1"], ["backbone.layer.0"],
+    ]  # fmt: skip
 
 
 def test_a_run_resumed_in_a_later_epoch_starts_in_that_epochs_stage(tiny_model):
