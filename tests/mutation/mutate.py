@@ -90,7 +90,12 @@ MODULES: dict[str, tuple[list[str], list[str] | None, list[str]]] = {
         None,
         ["tests/test_trainer.py", "-k", "unfreez or stage or frozen or freeze"],
     ),
-    "distillation": (["multitask_st/training/distillation.py"], None, ["tests/test_distillation.py"]),
+    # with the held heads' losses, whose hand computations are in test_add_task.py
+    "distillation": (
+        ["multitask_st/training/distillation.py"],
+        None,
+        ["tests/test_distillation.py", "tests/test_add_task.py", "-k", "distillation or held_heads"],
+    ),
     # The int8 gate in two parts, each tested in seconds on constructed numbers: its statistics, and its verdict on a
     # candidate's outputs (`judge_outputs` and the decisions it compares; `judge_graph` only runs a graph to get them,
     # which test_onnx_export.py covers on real graphs). quantize.py's graph search is tested by its outcome only.
