@@ -105,8 +105,10 @@ def test_ctrl_c_mid_run_then_resume_matches_an_uninterrupted_one(tmp_path, unint
     driver, folder = uninterrupted.driver, tmp_path / "interrupted"
     arguments = _into(uninterrupted.arguments, folder)
     interrupted = _run(driver, 0, arguments, interrupt_at=5)  # after checkpoint-4, before checkpoint-6
-    # Python's default SIGINT handling: KeyboardInterrupt, then the process ends by SIGINT; nothing half-finished
-    assert interrupted.returncode == -signal.SIGINT, interrupted.stderr[-2000:]
+    # Python's default SIGINT handling: KeyboardInterrupt, then the process ends; nothing half-finished. It ends by
+    # SIGINT itself unless an exit handler runs code after the traceback (torch._dynamo's, once transformers' Trainer
+    # imports it, does: CPython then exits with status 1), so either status is the interrupt's.
+    assert interrupted.returncode in (-signal.SIGINT, 1), interrupted.stderr[-2000:]
     assert "KeyboardInterrupt" in interrupted.stderr
     assert sorted(path.name for path in folder.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
     assert not (folder / "model.safetensors").exists() and not (folder / "training_summary.json").exists()
