@@ -46,7 +46,7 @@ from ..model_folder import (
     write_export_report,
 )
 from ..modeling_multitask_st import MultiTaskSTModel
-from . import checksums
+from . import checksums, reduced_precision
 from .model_source import load_model_tokenizer
 from .onnx_check import DEFAULT_GATE_TEXTS, GateBounds
 from .onnx_runtime import (
@@ -70,7 +70,6 @@ FUSABLE_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "mpnet", "
 # The reduced precisions an export can add, each judged by the statistical gate: onnxruntime's dynamic int8 graph,
 # NNCF's static int8 graph for OpenVINO (`static_int8`), and the fp32 graph as OpenVINO runs it in bf16 (no new file).
 QUANTIZATIONS = ("int8", "int8_static", "bf16")
-CALIBRATION_TEXTS = 128  # texts the int8 search measures node sensitivity and speed on (a spread of the gate texts)
 # Files that make a folder a model's (safetensors, their index, pickled checkpoints): never replaced by an export.
 MODEL_WEIGHT_SUFFIXES = (".safetensors", ".safetensors.index.json", ".bin", ".pt", ".pth", ".ckpt")
 
@@ -196,7 +195,7 @@ def export_onnx(
             f"`quantize` must be one of {list(QUANTIZATIONS)}, a list of them, or None, got {quantize!r}."
         )
     for precision in set(precisions) & {"int8_static", "bf16"}:
-        _require_openvino(precision)
+        reduced_precision.require_openvino(precision)
     arch = quantization.host_arch() if arch is None else arch
     if arch not in quantization.ARCHS:
         raise ValueError(f"`arch` must be one of {list(quantization.ARCHS)}, got {arch!r}.")
@@ -232,11 +231,19 @@ def export_onnx(
         if precisions:  # PyTorch's reference on the gate's texts, once for every precision judged
             reference = onnx_check.gate_reference(model, tokenizer, model_dir, gate_texts)
         if "int8" in precisions:
-            report["int8"] = _quantize_int8_gated(staging, arch, reference, gate)
+            report["int8"] = reduced_precision.quantize_int8_gated(staging, arch, reference, gate)
         if "bf16" in precisions:
-            report["bf16"] = _judge_bf16(staging, reference, gate)
+            report["bf16"] = reduced_precision.judge_bf16(staging, reference, gate)
         if "int8_static" in precisions:  # last: the card's example loads the report's last file, the fastest
-            report["int8_static"] = _quantize_static_int8_gated(model, tokenizer, model_dir, staging, reference, gate)
+            report["int8_static"] = reduced_precision.quantize_static_int8_gated(
+                model,
+                tokenizer,
+                model_dir,
+                staging,
+                reference,
+                gate,
+                write_unfused=lambda path: export_graph(model, tokenizer, path, fuse=False),
+            )
         weights = checksums.weight_checksums(model_dir)  # what the graphs were exported from
         for entry in report.values():
             entry["file"] = f"{ONNX_SUBFOLDER}/{entry['file']}"
@@ -245,128 +252,6 @@ def export_onnx(
         _publish(staging, output_dir, in_place)
     logger.info(f"Wrote {', '.join(entry['file'] for entry in report.values())} to {output_dir}.")
     return report
-
-
-def _quantize_int8_gated(staging: Path, arch: str, reference, gate: GateBounds) -> dict:
-    """Write the int8 graph next to the fp32 one in `staging`: the one `accuracy_aware_int8` finds to pass the gate
-    (the whole encoder in int8 if that passes, else the fewest sensitive nodes kept fp32). Returns its report entry:
-    the gate's evidence, the quantisation settings and search, and, when nodes stayed fp32, the speed it cost."""
-    from . import onnx_check
-    from . import quantize as quantization
-
-    onnx_dir = staging / ONNX_SUBFOLDER
-    int8_name = quantization.int8_file_name(arch)
-    calibration = _sensitivity_texts(reference)
-    fp32_outputs = onnx_check.graph_outputs(staging, ONNX_FILE_NAME, calibration)
-    settings, evidence = quantization.accuracy_aware_int8(
-        onnx_dir / ONNX_FILE_NAME,
-        onnx_dir / int8_name,
-        arch,
-        judge=lambda path: onnx_check.judge_graph(reference, staging, path.name, gate),
-        output_error=lambda path: onnx_check.output_error(fp32_outputs, staging, path.name, calibration),
-    )
-    if settings["nodes_kept_fp32"]:  # what keeping them costs: fp32, all-int8 and this graph, interleaved
-        whole = f"{Path(int8_name).stem}.whole.onnx"
-        quantization.quantize_int8(onnx_dir / ONNX_FILE_NAME, onnx_dir / whole, arch)
-        try:
-            speeds = onnx_check.texts_per_second(staging, [ONNX_FILE_NAME, whole, int8_name], calibration)
-        finally:
-            (onnx_dir / whole).unlink()
-        settings["texts_per_second"] = {
-            "texts": len(calibration),
-            "fp32": speeds[ONNX_FILE_NAME],
-            "int8_whole_encoder": speeds[whole],
-            "int8_this_graph": speeds[int8_name],
-        }
-    evidence["quantization"] = settings
-    return evidence
-
-
-def _sensitivity_texts(reference) -> list[str]:
-    """A spread of the gate's texts (every source) the searches measure node sensitivity and speed on."""
-    step = max(1, len(reference.texts) // CALIBRATION_TEXTS)
-    return reference.texts[::step][:CALIBRATION_TEXTS]
-
-
-def _quantize_static_int8_gated(
-    model: MultiTaskSTModel, tokenizer, model_dir: Path, staging: Path, reference, gate: GateBounds
-) -> dict:
-    """Write the static int8 graph for OpenVINO (`static_int8`) next to the fp32 one in `staging`: NNCF's quantisation
-    of the unfused graph, calibrated on training texts, judged by the gate as OpenVINO runs it, with the fewest
-    sensitive encoder matmuls kept fp32 if the whole encoder is refused. Returns its report entry."""
-    import onnx
-
-    from . import onnx_check, static_int8
-    from . import quantize as quantization
-
-    onnx_dir = staging / ONNX_SUBFOLDER
-    target = onnx_dir / static_int8.STATIC_INT8_FILE_NAME
-    unfused = onnx_dir / "model.unfused.onnx"  # NNCF's input; not published
-    export_graph(model, tokenizer, unfused, fuse=False)
-    try:
-        texts = onnx_check.calibration_texts(model, model_dir, static_int8.CALIBRATION_SAMPLES)
-        input_names = [node.name for node in onnx.load(str(unfused), load_external_data=False).graph.input]
-        samples = static_int8.calibration_samples(tokenizer, texts, input_names, model.default_max_length(tokenizer))
-        measured = _sensitivity_texts(reference)
-        fp32_outputs = onnx_check.graph_outputs(staging, ONNX_FILE_NAME, measured)
-        settings, evidence = quantization.accuracy_aware_search(
-            lambda path, **options: static_int8.quantize_static_int8(unfused, path, samples, **options),
-            static_int8.quantizable_nodes(unfused),
-            list(static_int8.VARIANTS),
-            target,
-            judge=lambda path: onnx_check.judge_graph(reference, staging, path.name, gate, backend="openvino"),
-            output_error=lambda path: onnx_check.output_error(fp32_outputs, staging, path.name, measured, "openvino"),
-            option_keys=("smooth_quant",),
-            kind="static int8",
-        )
-        if settings["nodes_kept_fp32"]:  # what keeping them costs: bf16, all-int8 and this graph, interleaved
-            whole = f"{target.stem}.whole.onnx"
-            options = {"smooth_quant": settings["smooth_quant"]}
-            static_int8.quantize_static_int8(unfused, onnx_dir / whole, samples, **options)
-            try:
-                names = [ONNX_FILE_NAME, whole, target.name]
-                speeds = onnx_check.texts_per_second(staging, names, measured, backend="openvino")
-            finally:
-                (onnx_dir / whole).unlink()
-            settings["texts_per_second"] = {
-                "texts": len(measured),
-                "fp32": speeds[ONNX_FILE_NAME],  # onnx/model.onnx as OpenVINO runs it (bf16 where the CPU has it)
-                "int8_whole_encoder": speeds[whole],
-                "int8_this_graph": speeds[target.name],
-            }
-    finally:
-        unfused.unlink(missing_ok=True)
-    settings["calibration"] = f"{len(texts)} training texts (train splits of the built-in sets, STS-B train)"
-    evidence["quantization"] = settings
-    return evidence
-
-
-def _judge_bf16(staging: Path, reference, gate: GateBounds) -> dict:
-    """The gate on `onnx/model.onnx` as OpenVINO runs it in bf16 (`backend="openvino"`, its default): the report's
-    `bf16` entry. No file is written; a refusal raises (no search: bf16 has no nodes to keep)."""
-    from . import onnx_check
-
-    evidence = onnx_check.judge_graph(reference, staging, ONNX_FILE_NAME, gate, backend="openvino")
-    if "bfloat16" not in evidence["precision"]:
-        logger.warning(
-            f"OpenVINO runs {ONNX_FILE_NAME} in {evidence['precision']} on this CPU (no AVX-512 BF16 or AMX): the "
-            "report's bf16 entry measures that precision, not bf16."
-        )
-    if not evidence["passed"]:
-        raise ValueError(
-            f"OpenVINO bf16 of {ONNX_FILE_NAME} is refused by the gate, so nothing was written: "
-            f"{'; '.join(evidence['refusals'])}. Export without bf16, or loosen the bounds."
-        )
-    return evidence
-
-
-def _require_openvino(precision: str):
-    import importlib.util
-
-    if importlib.util.find_spec("openvino") is None:
-        raise ImportError(f"quantize={precision!r} runs OpenVINO: pip install 'multitask-st[openvino]'.")
-    if precision == "int8_static" and importlib.util.find_spec("nncf") is None:
-        raise ImportError("quantize='int8_static' quantises with NNCF: pip install 'multitask-st[openvino]'.")
 
 
 def export_graph(model: MultiTaskSTModel, tokenizer, path: str | os.PathLike, fuse: bool = True) -> Path:
