@@ -41,6 +41,11 @@ def test_the_trainer_writes_its_record_and_confusion_matrices(
     assert summary["datasets"] == {"topic": {"name": "topics.csv", "num_train": 24}}
     assert summary["run"]["global_steps"] == 3
     assert summary["run"]["train_runtime_s"] == result.metrics["train_runtime"]
+    # CPU seconds of the loop (the process's threads may make them exceed the wall clock); the set-up's are its own
+    assert summary["run"]["train_cpu_s"] == result.metrics["train_cpu_s"] > 0
+    run = summary["run"]
+    assert run["distillation_setup_s"] == result.metrics["distillation_setup_runtime"] < run["train_runtime_s"]
+    assert 0 <= run["distillation_setup_cpu_s"] == result.metrics["distillation_setup_cpu_s"]
     # Three evaluations ran during training; none is recorded as the final model's.
     assert sum("eval_loss" in entry for entry in trainer.state.log_history) == 3
     assert summary["metrics"] == {"tasks": {}, "other": {}}
