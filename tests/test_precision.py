@@ -1,6 +1,7 @@
 """Reduced precision without export: `encode`/`predict`/the pipeline with `dtype=` (autocast, the weights left as
 loaded), and the gate that judges it (`onnx_check.judge_dtype`) as it judges an int8 graph."""
 
+import os
 import threading
 
 import numpy as np
@@ -230,6 +231,43 @@ def test_the_exported_graph_runs_on_openvino_behind_the_same_api(exported):
     assert not errors and len(results) == 3
     for got in results:  # one infer request per thread: no call sees another's outputs
         np.testing.assert_allclose(got, np.concatenate([default.encode(texts, batch_size=2)] * 4), atol=1e-6)
+
+
+def test_the_throughput_hint_runs_batches_at_once_with_the_same_outputs(exported):
+    require_module("openvino")
+    from multitask_st.export.onnx_runtime import MultiTaskSTOnnxModel
+    from multitask_st.export.onnx import HIDDEN_STATE_OUTPUT
+
+    _, _, folder = exported
+    texts = (TEXTS + LONG_TEXTS) * 3
+    latency = MultiTaskSTOnnxModel.from_pretrained(folder, backend="openvino", dtype="float32")
+    throughput = MultiTaskSTOnnxModel.from_pretrained(
+        folder, backend="openvino", dtype="float32", performance_hint="throughput"
+    )
+    assert latency.session.concurrent_batches == 1
+    if (os.cpu_count() or 1) > 1:  # one stream per core (the plugin's choice): batches in flight at once
+        assert throughput.session.concurrent_batches > 1
+    # Many small batches, finishing out of order: every row back in its place, the same numbers as one at a time.
+    np.testing.assert_array_equal(throughput.encode(texts, batch_size=2), latency.encode(texts, batch_size=2))
+    for task in latency.task_names:
+        np.testing.assert_array_equal(
+            probabilities(throughput.predict(texts, batch_size=3, show_progress_bar=True), task),
+            probabilities(latency.predict(texts, batch_size=3), task),
+        )
+    (tokens,) = throughput.run(texts, [HIDDEN_STATE_OUTPUT], batch_size=2)  # per-token outputs, cut per text
+    (expected,) = latency.run(texts, [HIDDEN_STATE_OUTPUT], batch_size=2)
+    assert [len(row) for row in tokens] == [len(row) for row in expected]
+    for got, want in zip(tokens, expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(
+        ValueError, match=r"^`performance_hint` must be one of \['latency', 'throughput'\], got 'fast'\.$"
+    ):
+        MultiTaskSTOnnxModel.from_pretrained(folder, backend="openvino", performance_hint="fast")
+    with pytest.raises(
+        ValueError,
+        match=r"^`performance_hint` is OpenVINO's \(backend='openvino'\); got 'throughput' for onnxruntime\.$",
+    ):
+        MultiTaskSTOnnxModel.from_pretrained(folder, performance_hint="throughput")
 
 
 def test_openvino_bf16_is_judged_by_the_gate(exported, tiny_tokenizer):

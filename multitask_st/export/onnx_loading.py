@@ -138,6 +138,7 @@ def open_session(
     session_options,
     backend: str = "onnxruntime",
     dtype: str | None = None,
+    performance_hint: str | None = None,
 ):
     """A session on `backend` (`BACKENDS`): onnxruntime's `InferenceSession`, or OpenVINO's compiled model behind the
     same calls (`openvino_session.OpenVINOSession`). `dtype` defaults to the backend's first precision."""
@@ -156,7 +157,11 @@ def open_session(
             raise ValueError("`provider` and `session_options` are onnxruntime's; backend='openvino' takes neither.")
         from .openvino_session import OpenVINOSession
 
-        return OpenVINOSession(model_path, threads, dtype)
+        return OpenVINOSession(model_path, threads, dtype, performance_hint or "latency")
+    if performance_hint is not None:
+        raise ValueError(
+            f"`performance_hint` is OpenVINO's (backend='openvino'); got {performance_hint!r} for {backend}."
+        )
     import onnxruntime as ort
 
     # The caller's options are theirs (their optimisation level included); ours go on a fresh object only.

@@ -29,6 +29,7 @@ from ..inference_multitask_st import (
     fill_rows,
     finish_embeddings,
     length_hint,
+    length_ordered_batches,
     pair_head_tasks,
     peek_pairs,
     run_chunks,
@@ -131,6 +132,7 @@ class MultiTaskSTOnnxModel:
         verify_checksums: bool = True,
         backend: str = "onnxruntime",
         dtype: str | None = None,
+        performance_hint: str | None = None,
     ) -> MultiTaskSTOnnxModel:
         """Load an exported folder, or a Hub repository holding one.
 
@@ -151,6 +153,9 @@ class MultiTaskSTOnnxModel:
             dtype: The precision the backend runs the graph in: onnxruntime `"float32"` (int8 is a graph of its own);
                 OpenVINO `"bfloat16"` (the default; float32 where the CPU has no bf16) or `"float32"`. Judge what
                 bf16 costs with `onnx_check.judge_graph(..., backend="openvino")`, the int8 gate.
+            performance_hint: OpenVINO's: `"latency"` (the default: each batch on every core, for a text or a few at a
+                time) or `"throughput"` (the cores split into streams, one batch each at once: for many texts; see
+                BENCHMARKS.md). onnxruntime takes none.
         """
         file_name = file_name or f"{ONNX_SUBFOLDER}/{ONNX_FILE_NAME}"
         folder = resolve_folder(model_name_or_path, file_name, revision, token, cache_dir, local_files_only)
@@ -163,7 +168,7 @@ class MultiTaskSTOnnxModel:
         if verify_checksums:
             check_artifacts(folder / ONNX_SUBFOLDER / EXPORT_REPORT_NAME, [model_path])
             check_tokenizer(config, tokenizer.get_vocab(with_added_tokens=True), folder / "tokenizer.json")
-        session = open_session(model_path, provider, threads, session_options, backend, dtype)
+        session = open_session(model_path, provider, threads, session_options, backend, dtype, performance_hint)
         pair_session = None
         if pair_head_tasks(task_kinds_of(config, config_tasks(config))):
             pair_path = folder / ONNX_SUBFOLDER / PAIR_HEADS_FILE_NAME
@@ -174,7 +179,9 @@ class MultiTaskSTOnnxModel:
                 )
             if verify_checksums:
                 check_artifacts(folder / ONNX_SUBFOLDER / EXPORT_REPORT_NAME, [pair_path])
-            pair_session = open_session(pair_path, provider, threads, session_options, backend, dtype)
+            pair_session = open_session(
+                pair_path, provider, threads, session_options, backend, dtype, performance_hint
+            )
         return cls(session, tokenizer, config, model_path, pair_session)
 
     # ------------------------------------------------------------------ inference (the engine, as the PyTorch model)
@@ -378,22 +385,27 @@ class MultiTaskSTOnnxModel:
         return run_chunks(sentences, run_chunk, batch_size, chunk_size, show_progress_bar, description)
 
     def _run_texts(self, output_names: list[str], texts: list[str], tokenizer, batch_size: int, progress):
-        """The outputs for one chunk of (checked) texts, in input order, run longest first."""
+        """The outputs for one chunk of (checked) texts, in input order, run longest first (several batches at once
+        where the session runs them so: OpenVINO's "throughput" hint)."""
         encodings = tokenizer.encode_batch(texts)
         lengths = [len(encoding.ids) for encoding in encodings]
-        batches, inverse = run_in_length_order(
-            lengths,
-            batch_size,
-            lambda batch: self._run_batch(output_names, [encodings[i] for i in batch]),
-            progress,
-        )
+        if getattr(self.session, "concurrent_batches", 1) > 1:
+            indices, inverse = length_ordered_batches(lengths, batch_size)
+            batches = [[encodings[i] for i in batch] for batch in indices]
+            done = None if progress is None else (lambda index: progress.update(len(indices[index])))
+            outputs = self.session.run_batches(output_names, (self._pad(batch) for batch in batches), done)
+            batches = [_cut(batch_outputs, batch) for batch_outputs, batch in zip(outputs, batches, strict=True)]
+        else:
+            batches, inverse = run_in_length_order(
+                lengths,
+                batch_size,
+                lambda batch: self._run_batch(output_names, [encodings[i] for i in batch]),
+                progress,
+            )
         return [_join([batch[index] for batch in batches], inverse) for index in range(len(output_names))]
 
     def _run_batch(self, output_names: list[str], encodings) -> list[np.ndarray]:
-        outputs = self.session.run(output_names, self._pad(encodings))
-        # Per-token outputs are cut to each text's own length: batches differ in length, so they cannot be stacked.
-        lengths = [len(encoding.ids) for encoding in encodings]
-        return [output if output.ndim <= 2 else _ragged(output, lengths) for output in outputs]
+        return _cut(self.session.run(output_names, self._pad(encodings)), encodings)
 
     def _tokenizer_for(self, max_length: int):
         """A copy of the model's tokenizer that truncates at `max_length`, made once per length and never changed
@@ -430,6 +442,13 @@ def task_kinds_of(config: dict, tasks) -> dict[str, str]:
     `problem_type` names are read as the config reads them (`KIND_ALIASES`)."""
     kinds = {task: KIND_ALIASES.get(kind, kind) for task, kind in (config.get("task_kinds") or {}).items()}
     return {task: kinds.get(task, SINGLE_LABEL) for task in tasks}
+
+
+def _cut(outputs: list[np.ndarray], encodings) -> list:
+    """One batch's outputs, per-token ones cut to each text's own length: batches differ in length, so they cannot be
+    stacked."""
+    lengths = [len(encoding.ids) for encoding in encodings]
+    return [output if output.ndim <= 2 else _ragged(output, lengths) for output in outputs]
 
 
 def _join(parts: list, inverse: np.ndarray):

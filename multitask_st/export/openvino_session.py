@@ -11,12 +11,16 @@ like int8 does, so it is judged by the same gate (`onnx_check.judge_graph(..., b
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 
 # `dtype` -> OpenVINO's inference precision on CPU.
 OPENVINO_PRECISIONS = {"float32": "f32", "bfloat16": "bf16"}
+# OpenVINO's performance hints: "latency" runs one batch at a time on every core (one text answered soonest);
+# "throughput" splits the cores into streams and runs one batch per stream at once (`run_batches`): many texts sooner.
+PERFORMANCE_HINTS = ("latency", "throughput")
 
 
 @dataclass(frozen=True)
@@ -34,7 +38,13 @@ class OpenVINOSession:
     """An onnxruntime-like session over an OpenVINO compiled model (CPU), safe from several threads at once (one infer
     request per thread: a request is not thread-safe, the compiled model is)."""
 
-    def __init__(self, model_path: str | Path, threads: int | None = None, dtype: str = "bfloat16"):
+    def __init__(
+        self,
+        model_path: str | Path,
+        threads: int | None = None,
+        dtype: str = "bfloat16",
+        performance_hint: str = "latency",
+    ):
         try:
             import openvino
         except ImportError as error:
@@ -43,18 +53,22 @@ class OpenVINOSession:
             ) from error
         if dtype not in OPENVINO_PRECISIONS:
             raise ValueError(f"`dtype` must be one of {list(OPENVINO_PRECISIONS)} on OpenVINO, got {dtype!r}.")
+        if performance_hint not in PERFORMANCE_HINTS:
+            raise ValueError(f"`performance_hint` must be one of {list(PERFORMANCE_HINTS)}, got {performance_hint!r}.")
         self.model_path = Path(model_path)
         core = openvino.Core()
         try:
             model = core.read_model(str(model_path))
         except RuntimeError as error:
             raise ValueError(f"OpenVINO cannot read {model_path} ({str(error).splitlines()[0]}).") from None
-        config = {"INFERENCE_PRECISION_HINT": OPENVINO_PRECISIONS[dtype], "PERFORMANCE_HINT": "LATENCY"}
+        config = {"INFERENCE_PRECISION_HINT": OPENVINO_PRECISIONS[dtype], "PERFORMANCE_HINT": performance_hint.upper()}
         if threads is not None:
             config["INFERENCE_NUM_THREADS"] = threads
         self.compiled = core.compile_model(model, "CPU", config)
         # What the CPU plugin settled on: bf16 is asked for, and granted only where the CPU has it.
         self.precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        # How many batches `run_batches` keeps in flight: one per stream the plugin made (1 under "latency").
+        self.concurrent_batches = int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         self._inputs = [_Node(port.get_any_name(), _dims(port)) for port in self.compiled.inputs]
         self._outputs = [_Node(port.get_any_name(), _dims(port)) for port in self.compiled.outputs]
         self._metadata = _Metadata(_onnx_metadata(self.model_path))
@@ -75,6 +89,33 @@ class OpenVINOSession:
             request = self._local.request = self.compiled.create_infer_request()
         results = request.infer(feeds)  # copies out of the request's buffers (share_outputs=False)
         return [results[name] for name in output_names]
+
+    def run_batches(self, output_names: list[str], feeds: Iterable[dict], on_done=None) -> list[list]:
+        """`run` over several batches, `concurrent_batches` of them in flight at once (an `AsyncInferQueue` of its own
+        per call, so calls from several threads do not share requests); each batch's outputs, in the order of `feeds`.
+        `on_done(index)` is called (from OpenVINO's thread) as each batch finishes."""
+        import openvino
+
+        queue = openvino.AsyncInferQueue(self.compiled, self.concurrent_batches)
+        results: list = []
+        errors: list = []
+
+        def finished(request, index):
+            try:  # copied out: the request's buffers are reused by the next batch it runs
+                results[index] = [request.get_tensor(name).data.copy() for name in output_names]
+                if on_done is not None:
+                    on_done(index)
+            except Exception as error:  # noqa: BLE001 -- raised again in the caller's thread below
+                errors.append(error)
+
+        queue.set_callback(finished)
+        for index, feed in enumerate(feeds):
+            results.append(None)
+            queue.start_async(feed, index)
+        queue.wait_all()
+        if errors:
+            raise errors[0]
+        return results
 
 
 def _dims(port) -> list:
