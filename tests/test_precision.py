@@ -235,8 +235,8 @@ def test_the_exported_graph_runs_on_openvino_behind_the_same_api(exported):
 
 def test_the_throughput_hint_runs_batches_at_once_with_the_same_outputs(exported):
     require_module("openvino")
-    from multitask_st.export.onnx_runtime import MultiTaskSTOnnxModel
     from multitask_st.export.onnx import HIDDEN_STATE_OUTPUT
+    from multitask_st.export.onnx_runtime import MultiTaskSTOnnxModel
 
     _, _, folder = exported
     texts = (TEXTS + LONG_TEXTS) * 3
