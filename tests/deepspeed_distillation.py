@@ -10,9 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-import deepspeed
 import numpy as np
-import torch
 from transformers import AutoTokenizer
 
 
@@ -29,9 +27,6 @@ from multitask_st.training.training_args import MultiTaskTrainingArguments  # no
 model_dir, out_dir, stage = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
 tokenizer = AutoTokenizer.from_pretrained(model_dir)
 start = MultiTaskSTModel.from_pretrained(model_dir).eval()  # loaded before DeepSpeed is configured: whole
-# On CPU accelerate sets up torch.distributed itself (gloo) but not DeepSpeed's communication, which `zero.Init` reads
-# its world size from when transformers loads the model under ZeRO-3 (without it: world size 1, a batch-size assertion).
-
 config = {"zero_optimization": {"stage": stage}, "train_micro_batch_size_per_gpu": "auto",
           "train_batch_size": "auto", "gradient_accumulation_steps": "auto", "gradient_clipping": "auto"}  # fmt: skip
 args = MultiTaskTrainingArguments(
@@ -40,7 +35,9 @@ args = MultiTaskTrainingArguments(
     stsb_eval_pairs=0, calibrate=False, save_plots=False, seed=0,
     embedding_distillation_weight=10.0, head_distillation_weight=1.0,
 )  # fmt: skip
-model = MultiTaskSTModel.from_pretrained(model_dir)  # under ZeRO-3: built under zero.Init, partitioned
+# The arguments, made above, set up DeepSpeed's communication (several CPU processes) and declare the config: under
+# ZeRO-3 transformers builds the model under zero.Init, partitioned.
+model = MultiTaskSTModel.from_pretrained(model_dir)
 partitioned = is_partitioned(model)
 train = {"sentiment": make_task_dataset(tokenizer, 48, 2, seed=2)}  # topic has no data: held
 trainer = MultiTaskTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_torchrun, tiny_config, train_arguments, word_tokenizer, WORDS
+from conftest import WORDS, run_torchrun, tiny_config, train_arguments, word_tokenizer
 
 from multitask_st import MultiTaskSTModel
 

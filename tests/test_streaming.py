@@ -274,7 +274,9 @@ def test_heads_without_a_stream_are_held_by_the_per_batch_teacher(tmp_path, tiny
     embeddings, logits = FrozenTeacher(start, held_tasks=["topic"]).outputs(batch)
     columns = add_teacher_embeddings(start, rows, tiny_tokenizer, show_progress_bar=False, held_tasks=["topic"])
     torch.testing.assert_close(embeddings, torch.from_numpy(np.stack(columns[TEACHER_COLUMN])), atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(logits, torch.from_numpy(np.stack(columns[TEACHER_LOGITS_COLUMN])), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        logits, torch.from_numpy(np.stack(columns[TEACHER_LOGITS_COLUMN])), atol=1e-5, rtol=1e-5
+    )
 
 
 def test_resume_continues_the_streams_where_the_checkpoint_left_them(tmp_path, tiny_tokenizer):

@@ -210,9 +210,7 @@ class FrozenTeacher:
     column costs neither but needs one pass over the whole training set first (see BENCHMARKS.md).
     """
 
-    def __init__(
-        self, model: MultiTaskSTModel, device: torch.device | str | None = None, held_tasks: list[str] = ()
-    ):
+    def __init__(self, model: MultiTaskSTModel, device: torch.device | str | None = None, held_tasks: list[str] = ()):
         # `device`: under FSDP the model is still on the CPU when training starts
         self.model = whole_model_copy(model, device)
         self.held_tasks = list(held_tasks)

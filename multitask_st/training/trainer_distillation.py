@@ -46,7 +46,9 @@ class DistillationSetupMixin:
         # under ZeRO-3 its parameters are partitioned already, so the pass runs on a whole copy, dropped right after.
         # Trainer does not place a DeepSpeed model (DeepSpeed does): run the pass on the training device.
         if is_partitioned(model):
-            logger.info("DeepSpeed ZeRO-3 partitions the model: the teacher pass runs on a whole copy gathered from it.")
+            logger.info(
+                "DeepSpeed ZeRO-3 partitions the model: the teacher pass runs on a whole copy gathered from it."
+            )
             model = whole_model_copy(model, self.args.device)
         elif self.is_deepspeed_enabled:
             model.to(self.args.device)
