@@ -37,8 +37,9 @@ app: setup
 # --durations: the slowest tests in every CI log, so a test that eats the 10-minute budget shows where it is added.
 # -n 2 --dist loadfile: two workers, each test file whole on one (its module fixtures built once); on 2 cores the
 # suite's interpreter starts and file I/O overlap the other worker's torch work: 709 s -> 530 s (TESTING.md).
+# -m "not deepspeed": the DeepSpeed tests are opt-in (not installed by setup; TESTING.md says how to run them).
 test: setup
-	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15 -m "not deepspeed"
 
 # Mutation testing of the modules where a wrong number hides easily (tests/mutation/mutate.py says which, and why
 # mutmut), fast tests only, one module at a time: `make mutate` or `make mutate MODULES="metrics sampling"`. Not part of

@@ -64,15 +64,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def run_torchrun(*args: str, retry_dir: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    """`torchrun --standalone --nproc_per_node 2 *args` (the rendezvous binds a port the OS picks: a fixed one may be
-    taken), one thread per process, offline. With `retry_dir`, a run the C++ runtime aborted before training
+def run_torchrun(
+    *args: str, retry_dir: Path | None = None, timeout: float = 300, processes: int = 2
+) -> subprocess.CompletedProcess:
+    """`torchrun --standalone --nproc_per_node <processes> *args` (the rendezvous binds a port the OS picks: a fixed
+    one may be taken), one thread per process, offline. With `retry_dir`, a run the C++ runtime aborted before training
     ("terminate called without an active exception", seen about once in six two-process runs while the datasets are
     cast; not understood yet) is retried once after `retry_dir` is removed, so the flake shows in the log but a real
     failure still fails."""
     torchrun = Path(sys.executable).parent / "torchrun"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    command = [str(torchrun), "--standalone", "--nproc_per_node", "2", *args]
+    command = [str(torchrun), "--standalone", "--nproc_per_node", str(processes), *args]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
     if (
         retry_dir is not None

@@ -15,7 +15,9 @@ from multitask_st.training.distillation import (
     add_teacher_embeddings,
     compute_teacher_embeddings,
     embedding_distillation_weight,
+    is_partitioned,
     similarity_distillation_loss,
+    whole_model_copy,
 )
 from multitask_st.training.record import training_record
 from multitask_st.training.trainer import MultiTaskTrainer
@@ -346,3 +348,102 @@ def test_an_embedding_task_without_data_in_the_run_leaves_the_embedding_held(
 def test_negative_weight_is_refused(tmp_path):
     with pytest.raises(ValueError, match="embedding_distillation_weight.*-1"):
         MultiTaskTrainingArguments(str(tmp_path), embedding_distillation_weight=-1, report_to=[])
+
+
+# ---------------------------------------------------------------- under DeepSpeed and FSDP
+
+
+def partition_like_zero3(model, monkeypatch) -> list[str]:
+    """DeepSpeed ZeRO-3's state without DeepSpeed: each parameter of `model` keeps an empty placeholder marked with a
+    `ds_id` (its values set aside, as a process holds only its slice), a stand-in `deepspeed` module whose
+    `zero.GatheredParameters` puts the values back for the duration of the context, and transformers told a ZeRO-3
+    config is known (so building a model would enter `deepspeed.zero.Init`, which here refuses). Returns the names of
+    the parameters gathered, in order, as they are gathered."""
+    import importlib.machinery
+    import sys
+    import types
+    from contextlib import contextmanager
+
+    import transformers.modeling_utils
+
+    values, names, gathered = {}, {}, []
+    for index, (name, parameter) in enumerate(model.named_parameters()):
+        values[parameter], names[parameter] = parameter.data, name
+        parameter.data = torch.empty(0, dtype=parameter.dtype)
+        parameter.ds_id = index
+
+    @contextmanager
+    def gathered_parameters(parameters, modifier_rank=None):
+        assert modifier_rank is None  # read-only: no process's changes are broadcast
+        for parameter in parameters:
+            parameter.data = values[parameter]
+            gathered.append(names[parameter])
+        yield
+        for parameter in parameters:
+            parameter.data = torch.empty(0, dtype=parameter.dtype)
+
+    def init(*args, **kwargs):
+        raise AssertionError("the whole copy must be built outside deepspeed.zero.Init")
+
+    deepspeed = types.ModuleType("deepspeed")
+    deepspeed.zero = types.SimpleNamespace(GatheredParameters=gathered_parameters, Init=init)
+    # what accelerate looks for where DeepSpeed is installed (`unwrap_model`): a spec, and an engine class to unwrap
+    deepspeed.__spec__ = importlib.machinery.ModuleSpec("deepspeed", None)
+    deepspeed.DeepSpeedEngine = type("DeepSpeedEngine", (), {})
+    monkeypatch.setitem(sys.modules, "deepspeed", deepspeed)
+    monkeypatch.setattr(transformers.modeling_utils, "is_deepspeed_zero3_enabled", lambda: True)
+    return gathered
+
+
+def test_the_whole_copy_of_a_partitioned_model_gives_exactly_the_models_outputs(monkeypatch, tiny_tokenizer):
+    torch.manual_seed(0)
+    tasks = {"topic": ["a", "b", "c"], "level": ["x", "y"]}
+    model = MultiTaskSTModel(tiny_config(tasks=tasks, task_kinds={"level": "regression"}))
+    model.set_target_scaling("level", [1.0, -2.0], [2.0, 0.5])  # buffers: copied as they are
+    start = copy.deepcopy(model).eval()
+    gathered = partition_like_zero3(model, monkeypatch)
+    assert is_partitioned(model) and not is_partitioned(start)
+    whole = whole_model_copy(model)
+    assert gathered == [name for name, _ in start.named_parameters()]  # each one, in the same order on every process
+    assert not is_partitioned(whole) and not whole.training
+    assert not any(parameter.requires_grad for parameter in whole.parameters())
+    assert all(parameter.numel() == 0 for parameter in model.parameters())  # the model itself is left partitioned
+    inputs = dict(tiny_tokenizer(["the movie was great", "stock market fell fell"], padding=True, return_tensors="pt"))
+    with torch.no_grad():
+        expected, got = start(**inputs), whole(**inputs)
+    assert torch.equal(got.embeddings, expected.embeddings)
+    assert all(torch.equal(got.logits[task], expected.logits[task]) for task in tasks)
+
+
+@pytest.mark.parametrize("setup", ["deepspeed", "deepspeed_zero3", "fsdp"])
+def test_distillation_and_held_heads_apply_under_deepspeed_and_fsdp(
+    tmp_path, tiny_tokenizer, monkeypatch, caplog, setup
+):
+    """Which targets each setup gets, decided in `_set_up_distillation` (the accelerate side is faked: DeepSpeed and
+    FSDP do not run on this CPU; tests/test_deepspeed.py runs DeepSpeed itself, opt-in). ZeRO-1/2 keep the model whole
+    until `accelerator.prepare`: the precomputed columns, as under DDP. ZeRO-3 has partitioned it already: the columns
+    from a whole copy, exactly the starting model's. FSDP: the frozen copy per batch, held heads included."""
+    torch.manual_seed(0)
+    model = MultiTaskSTModel(tiny_config())
+    start = copy.deepcopy(model).eval()
+    train = {"sentiment": make_task_dataset(tiny_tokenizer, 16, 2, seed=2)}  # topic has no data: held
+    trainer = make_trainer(tmp_path, model, (train, None), tiny_tokenizer, head_distillation_weight=1.0)
+    trainer.is_deepspeed_enabled = setup.startswith("deepspeed")
+    trainer.is_fsdp_enabled = setup == "fsdp"
+    gathered = partition_like_zero3(model, monkeypatch) if setup == "deepspeed_zero3" else []
+    with caplog.at_level("WARNING"):
+        trainer._set_up_distillation()
+    assert "ignored" not in caplog.text and "not held" not in caplog.text
+    assert trainer.embedding_distillation_weight == DEFAULT_EMBEDDING_DISTILLATION_WEIGHT
+    assert trainer.held_tasks == ["topic"]
+    if setup == "fsdp":
+        assert trainer.teacher.held_tasks == ["topic"] and TEACHER_COLUMN not in trainer.train_dataset.column_names
+        return
+    assert trainer.teacher is None and len(gathered) == (len(list(start.parameters())) if gathered else 0)
+    columns = [TEACHER_COLUMN, TEACHER_LOGITS_COLUMN]
+    expected = add_teacher_embeddings(
+        start, trainer.train_dataset.remove_columns(columns), tiny_tokenizer, show_progress_bar=False,
+        held_tasks=["topic"],
+    )  # fmt: skip
+    for column in columns:
+        np.testing.assert_array_equal(np.stack(trainer.train_dataset[column]), np.stack(expected[column]))

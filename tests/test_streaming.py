@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import datasets
+import numpy as np
 import pytest
 import torch
 from conftest import WORDS, run_torchrun, tiny_backbone_config, tiny_config, train_arguments
@@ -21,8 +22,8 @@ from transformers import BertModel
 from multitask_st import MultiTaskSTModel
 from multitask_st.cli import train
 from multitask_st.data.streaming import load_task_stream
-from multitask_st.training.collator import MultiTaskDataCollator
-from multitask_st.training.distillation import FrozenTeacher, compute_teacher_embeddings
+from multitask_st.training.collator import TEACHER_COLUMN, TEACHER_LOGITS_COLUMN, MultiTaskDataCollator
+from multitask_st.training.distillation import FrozenTeacher, add_teacher_embeddings, compute_teacher_embeddings
 from multitask_st.training.streaming import (
     STREAM_STATE_FILE,
     mix_task_streams,
@@ -248,9 +249,34 @@ def test_streamed_training_distills_from_the_starting_encoder_per_batch(tmp_path
                        start.backbone.embeddings.word_embeddings.weight)  # fmt: skip
     rows = evaluation["topic"].select_columns(["input_ids", "attention_mask", "token_type_ids"])
     batch = trainer.data_collator([{**row, "task_id": 0, "label": 0} for row in rows])
-    on_the_fly = FrozenTeacher(start).embeddings(batch)
+    on_the_fly, _ = FrozenTeacher(start).outputs(batch)
     precomputed = compute_teacher_embeddings(start, rows, tiny_tokenizer, show_progress_bar=False)
     torch.testing.assert_close(on_the_fly, torch.from_numpy(precomputed), atol=1e-5, rtol=1e-5)
+
+
+def test_heads_without_a_stream_are_held_by_the_per_batch_teacher(tmp_path, tiny_tokenizer):
+    """Only `sentiment` streams: `topic` is held, its targets from the frozen copy per batch. Those targets are the
+    precomputed columns' on the same rows, up to the padding (a training batch pads to its own longest row, the column
+    pass to its length-sorted batch's): 1e-5, as for the embeddings above (these rows are all 4 words long:
+    measured exactly equal)."""
+    streams, evaluation = task_streams(tmp_path, tiny_tokenizer, rows=60)
+    trainer = streaming_trainer(tmp_path, tiny_tokenizer, {"sentiment": streams["sentiment"]}, evaluation,
+                                embedding_distillation_weight=10.0, head_distillation_weight=1.0)  # fmt: skip
+    trainer.train()
+    assert trainer.held_tasks == ["topic"] and trainer.teacher.held_tasks == ["topic"]
+    logged = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(logged) == 3 and all(entry["head_distillation_loss"] > 0 for entry in logged[1:])
+    assert all("embedding_distillation_loss" in entry for entry in logged)
+    torch.manual_seed(0)
+    start = MultiTaskSTModel(tiny_config(tasks=TASK_LABELS))
+    rows = evaluation["topic"].select_columns(["input_ids", "attention_mask", "token_type_ids"])
+    batch = trainer.data_collator([{**row, "task_id": 0, "label": 0} for row in rows])
+    embeddings, logits = FrozenTeacher(start, held_tasks=["topic"]).outputs(batch)
+    columns = add_teacher_embeddings(start, rows, tiny_tokenizer, show_progress_bar=False, held_tasks=["topic"])
+    torch.testing.assert_close(embeddings, torch.from_numpy(np.stack(columns[TEACHER_COLUMN])), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        logits, torch.from_numpy(np.stack(columns[TEACHER_LOGITS_COLUMN])), atol=1e-5, rtol=1e-5
+    )
 
 
 def test_resume_continues_the_streams_where_the_checkpoint_left_them(tmp_path, tiny_tokenizer):

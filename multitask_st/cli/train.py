@@ -49,6 +49,7 @@ from multitask_st.inference_multitask_st import (
     PAIR_REGRESSION,
     SINGLE_LABEL,
 )
+from multitask_st.training.distillation import is_partitioned
 from multitask_st.training.output_dir import check_free_space, checkpoint_bytes, prepare_output_dir
 from multitask_st.training.processes import check_one_job
 from multitask_st.training.record import dataset_record
@@ -254,7 +255,11 @@ def finish(trainer: MultiTaskTrainer, train_result, tokenized: dict, sts, tokeni
     trainer.log_metrics("validation", validation_metrics)
     trainer.log_metrics("test", test_metrics)
     if trainer.is_world_process_zero():
-        show_examples(trainer.model, tokenizer, training_args.output_dir)
+        if is_partitioned(trainer.model) and training_args.world_size > 1:
+            # Each process holds a slice of the weights: a forward pass on this process alone would wait for the others.
+            print(f"\nModel saved to {training_args.output_dir} (DeepSpeed ZeRO-3: load it to try it).")
+        else:
+            show_examples(trainer.model, tokenizer, training_args.output_dir)
         show_where_to_look(training_args.output_dir)
     return 0
 

@@ -162,24 +162,70 @@ def head_distillation_loss(
     return HEAD_DISTILLATION_LOSSES[kind](logits, teacher_logits, temperature, target_std)
 
 
-class FrozenTeacher:
-    """The starting encoder, frozen, for distillation computed batch by batch (streamed training data, which has no
-    column to precompute, and FSDP, which shards the model the precomputed pass would run): a whole copy of the model
-    as it is when training starts, in eval mode, without gradients.
+def is_partitioned(model: torch.nn.Module) -> bool:
+    """Whether DeepSpeed ZeRO-3 holds `model`'s parameters partitioned across the processes (each process keeps a
+    slice, the module an empty placeholder): transformers builds a model under `deepspeed.zero.Init` once a ZeRO-3
+    config is known (`TrainingArguments(deepspeed=...)` made before the model is loaded)."""
+    return any(hasattr(parameter, "ds_id") for parameter in model.parameters())
 
-    Costs the backbone's memory once more and one inference forward per step; the precomputed `teacher_embedding`
+
+def whole_model_copy(model: MultiTaskSTModel, device: torch.device | str | None = None) -> MultiTaskSTModel:
+    """A whole copy of `model` as it is now, frozen (eval mode, no gradients), on `device` (default: where `model`'s
+    parameters are), that nothing partitions or shards: the teacher of a run whose model DeepSpeed or FSDP splits.
+
+    Under ZeRO-3 (`is_partitioned`) a deep copy would copy the empty placeholders and DeepSpeed's bookkeeping: the copy
+    is built from the config outside `deepspeed.zero.Init`, then each parameter is gathered whole from every process
+    (`GatheredParameters`, read-only) into it. Gathering is collective: every process of the job calls this, in the
+    same order. Buffers are never partitioned; they are copied as they are.
+    """
+    if not is_partitioned(model):
+        whole = copy.deepcopy(model)
+    else:
+        import deepspeed
+        from transformers.initialization import no_init_weights
+        from transformers.modeling_utils import set_zero3_state
+
+        # `set_zero3_state`: transformers' own switch that skips `zero.Init` while one is active (the backbone is
+        # built through `AutoModel.from_config`, which enters `zero.Init` under a ZeRO-3 config); no random init.
+        with set_zero3_state(), no_init_weights():
+            whole = type(model)(copy.deepcopy(model.config))
+        state = model.state_dict()  # the buffers as they are; the parameters' entries are placeholders, replaced below
+        for name, parameter in model.named_parameters():
+            with deepspeed.zero.GatheredParameters([parameter], modifier_rank=None):
+                state[name] = parameter.data.detach().to(device or parameter.device, copy=True)
+        # `assign`: the copy takes the gathered tensors themselves (their dtype and device), no second copy.
+        whole.load_state_dict(state, strict=True, assign=True)
+    if device is not None:
+        whole.to(device)
+    return whole.eval().requires_grad_(False)
+
+
+class FrozenTeacher:
+    """The starting model, frozen, for distillation computed batch by batch (streamed training data, which has no
+    column to precompute, and FSDP, which shards the model): a whole copy of the model as it is when training starts
+    (`whole_model_copy`), giving each batch what the precomputed columns hold (`add_teacher_embeddings`): the
+    embedding target and, given `held_tasks`, the held heads' outputs.
+
+    Costs the model's memory once more and one inference forward per step; the precomputed `teacher_embedding`
     column costs neither but needs one pass over the whole training set first (see BENCHMARKS.md).
     """
 
-    def __init__(self, model: MultiTaskSTModel, device: torch.device | str | None = None):
-        self.model = copy.deepcopy(model).eval().requires_grad_(False)
-        if device is not None:  # under FSDP the model is still on the CPU when training starts
-            self.model.to(device)
+    def __init__(self, model: MultiTaskSTModel, device: torch.device | str | None = None, held_tasks: list[str] = ()):
+        # `device`: under FSDP the model is still on the CPU when training starts
+        self.model = whole_model_copy(model, device)
+        self.held_tasks = list(held_tasks)
 
     @torch.no_grad()
-    def embeddings(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The pooled output `(batch, backbone_hidden_size)` of a padded batch: what the precomputed column holds."""
-        return self.model.pool(*(inputs.get(key) for key in MODEL_INPUTS))[0].float()
+    def outputs(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """For a padded batch, float32: the embedding target `(batch, width)` (the pooled output; with held heads the
+        model's embedding, see the module docstring) and the held heads' raw outputs task after task
+        `(batch, their labels)` (None without held heads), as the `teacher_embedding` / `teacher_logits` columns."""
+        pooled = self.model.pool(*(inputs.get(key) for key in MODEL_INPUTS))[0]
+        if not self.held_tasks:
+            return pooled.float(), None
+        projected = self.model.projection(pooled)
+        logits = torch.cat([self.model.heads[task](projected).float() for task in self.held_tasks], dim=-1)
+        return self.model.finish_embedding(projected).float(), logits
 
 
 def compute_teacher_embeddings(

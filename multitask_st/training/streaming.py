@@ -239,9 +239,12 @@ class TaskStreams(torch.utils.data.IterableDataset):
     is kept (`state_at`).
     """
 
-    def __init__(self, mixed: datasets.IterableDataset, batch_size: int, kept_batches: int = 256):
+    def __init__(
+        self, mixed: datasets.IterableDataset, batch_size: int, kept_batches: int = 256, tasks: list[str] = ()
+    ):
         self.mixed = mixed
         self.batch_size = batch_size
+        self.tasks = list(tasks)  # the tasks that have a stream (the others' heads may be held: `_held_tasks`)
         # What the collator takes: the model inputs (of second texts and hard negatives too), task id and label.
         self.columns = {prefix + key for prefix in ("", *SECOND_TEXT_PREFIXES) for key in MODEL_INPUTS}
         self.columns |= {"task_id", "label"}
@@ -312,12 +315,6 @@ def build_task_streams(train_dataset, model, args) -> TaskStreams:
         raise ValueError(f"Streams given for unknown task(s) {unknown}; the model's tasks are {task_names}.")
     check_streaming_args(args)
     streamed = [task for task in task_names if task in train_dataset]
-    held = [task for task in task_names if task not in train_dataset]
-    if held and args.head_distillation_weight:
-        raise ValueError(
-            f"The heads {held} have no stream: holding them by distillation of their starting outputs is not "
-            "available for streams yet. Give every task a stream, or set head_distillation_weight=0 (they may drift)."
-        )
     stream_label_statistics(model, {task: train_dataset[task] for task in streamed}, args.stream_statistics_rows)
     sizes = {task: known_stream_size(_as_tokenized(train_dataset[task]).stream) for task in streamed}
     sizes.update({task: size for task, size in (args.stream_task_sizes or {}).items() if task in sizes})
@@ -338,7 +335,7 @@ def build_task_streams(train_dataset, model, args) -> TaskStreams:
     )
     described = "in turn" if weights is None else dict(zip(streamed, [round(w, 4) for w in weights], strict=True))
     logger.info(f"Streaming {streamed} (process {args.process_index} of {args.world_size}), tasks drawn {described}.")
-    return TaskStreams(mixed, args.per_device_train_batch_size)
+    return TaskStreams(mixed, args.per_device_train_batch_size, tasks=streamed)
 
 
 def stream_label_statistics(model, streams: dict, rows: int | None):

@@ -187,7 +187,7 @@ class MultiTaskTrainer(CalibrationMixin, DistillationSetupMixin, Trainer):
         self.embedding_distillation_weight = 0.0  # set by `train()`: the weight the run applies (0: none)
         self.processes: list[dict] = []  # set by `train()`: the job's processes and devices, for the record
         self.held_tasks: list[str] = []  # set by `train()`: heads without training data, held by distillation
-        self.teacher: FrozenTeacher | None = None  # set by `train()`: distillation computed per batch (streams)
+        self.teacher: FrozenTeacher | None = None  # set by `train()`: distillation per batch (streams, FSDP)
 
     # ------------------------------------------------------------------ data
 
@@ -291,8 +291,9 @@ class MultiTaskTrainer(CalibrationMixin, DistillationSetupMixin, Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         teacher_embeddings = inputs.pop("teacher_embeddings", None)
         teacher_logits = inputs.pop("teacher_logits", None)
-        if teacher_embeddings is None and self.teacher is not None and model.training and self.distilling:
-            teacher_embeddings = self.teacher.embeddings(inputs)  # streamed data: no column, one forward per batch
+        if self.teacher is not None and model.training and (self.distilling or self.held_tasks):
+            # streamed data or FSDP: no columns, the frozen copy's forward per batch gives what they would hold
+            teacher_embeddings, teacher_logits = self.teacher.outputs(inputs)
         outputs = model(**inputs, return_dict=True)
         labels = inputs.get("labels")
         losses = dict(outputs.task_losses or {})

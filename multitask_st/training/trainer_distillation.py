@@ -13,6 +13,8 @@ from .distillation import (
     add_teacher_embeddings,
     embedding_distillation_weight,
     embedding_tasks,
+    is_partitioned,
+    whole_model_copy,
 )
 
 
@@ -25,27 +27,48 @@ class DistillationSetupMixin:
 
     def _set_up_distillation(self):
         """Decides this run's distillation (`embedding_distillation_weight`, `distilling`, `held_tasks`) and gets its
-        targets: a frozen copy of the model for per-batch teacher outputs, or the precomputed teacher columns."""
+        targets: a frozen copy of the model for per-batch teacher outputs, or the precomputed teacher columns. Both come
+        from the model as it is now, before any step and before `accelerator.prepare` (on resume: the fresh model, not
+        the checkpoint's)."""
         self.embedding_distillation_weight = self._applied_distillation_weight()
         self.distilling = self.embedding_distillation_weight > 0
         self.held_tasks = self._held_tasks()
-        if self.distilling and (self.task_streams is not None or self.is_fsdp_enabled):
+        if not (self.distilling or self.held_tasks):
+            return
+        model = self.accelerator.unwrap_model(self.model)
+        if self.task_streams is not None or self.is_fsdp_enabled:
             # Streams have no column to precompute; under FSDP a frozen whole copy per process gives each batch's
-            # teacher embeddings (the student is sharded once training starts). From the model as it is now, as the
-            # precomputed column (on resume: the fresh model, not the checkpoint's).
-            self.teacher = FrozenTeacher(self.accelerator.unwrap_model(self.model), device=self.args.device)
-        elif self.distilling or self.held_tasks:
-            # From the model as it is now, before any step (on resume: the fresh model, not the checkpoint's).
-            self.train_dataset = add_teacher_embeddings(
-                self.model,
-                self.train_dataset,
-                self.data_collator.tokenizer,  # a MultiTaskDataCollator's (checked): pads as the training batches
-                # inference over length-sorted batches: larger ones than Trainer's default eval batch of 8 pay off
-                # runs where the model is: Trainer does not place it yet for e.g. `bf16_full_eval`
-                batch_size=max(64, self.args.per_device_eval_batch_size),
-                show_progress_bar=not self.args.disable_tqdm,
-                held_tasks=self.held_tasks,
+            # teacher outputs (the student is sharded once training starts).
+            self.teacher = FrozenTeacher(model, device=self.args.device, held_tasks=self.held_tasks)
+            return
+        # The precomputed columns: no second model during training and no extra forward per step. Under DeepSpeed
+        # ZeRO-1/2 the model is still whole here (only gradients and optimizer states get partitioned), as under DDP;
+        # under ZeRO-3 its parameters are partitioned already, so the pass runs on a whole copy, dropped right after.
+        # Trainer does not place a DeepSpeed model (DeepSpeed does): run the pass on the training device.
+        if is_partitioned(model):
+            logger.info(
+                "DeepSpeed ZeRO-3 partitions the model: the teacher pass runs on a whole copy gathered from it."
             )
+            model = whole_model_copy(model, self.args.device)
+        elif self.is_deepspeed_enabled:
+            model.to(self.args.device)
+        self.train_dataset = add_teacher_embeddings(
+            model,
+            self.train_dataset,
+            self.data_collator.tokenizer,  # a MultiTaskDataCollator's (checked): pads as the training batches
+            # inference over length-sorted batches: larger ones than Trainer's default eval batch of 8 pay off
+            # runs where the model is: Trainer does not place it yet for e.g. `bf16_full_eval`
+            batch_size=max(64, self.args.per_device_eval_batch_size),
+            show_progress_bar=not self.args.disable_tqdm,
+            held_tasks=self.held_tasks,
+        )
+
+    def _tasks_with_data(self, config) -> list[str]:
+        """The tasks with training examples in this run: a stream, or a non-empty dataset (all without sizes)."""
+        if self.task_streams is not None:
+            return list(self.task_streams.tasks)
+        sizes = self.task_sizes or [1] * len(config.task_names)
+        return [task for task, size in zip(config.task_names, sizes, strict=True) if size]
 
     def _applied_distillation_weight(self) -> float:
         """The embedding distillation weight this run applies (0: none): `args.embedding_distillation_weight`, or when
@@ -55,8 +78,7 @@ class DistillationSetupMixin:
         config = self.accelerator.unwrap_model(self.model).config
         # Only the tasks with training data in this run move the embedding; one without (a model's embedding task while
         # a new head is added) relies on the embedding being held.
-        sizes = self.task_sizes or [1] * len(config.task_names)
-        trained = {task: config.task_kinds[task] for task, size in zip(config.task_names, sizes, strict=True) if size}
+        trained = {task: config.task_kinds[task] for task in self._tasks_with_data(config)}
         weight = embedding_distillation_weight(self.args.embedding_distillation_weight, trained)
         if weight == 0:
             if self.args.embedding_distillation_weight is None:
@@ -70,8 +92,6 @@ class DistillationSetupMixin:
             reason = f"the data collator ({type(self.data_collator).__name__}) is not a MultiTaskDataCollator"
         elif self.args.per_device_train_batch_size < 2:
             reason = "a batch of one example has no pair of embeddings to compare (per_device_train_batch_size=1)"
-        elif self.is_deepspeed_enabled:
-            reason = "the teacher needs the whole model on one device (DeepSpeed partitions it)"
         if reason:
             logger.warning(
                 f"embedding_distillation_weight={weight} is ignored: {reason}. "
@@ -83,10 +103,11 @@ class DistillationSetupMixin:
     def _held_tasks(self) -> list[str]:
         """The heads this run holds by distillation of the starting model's outputs (learning without forgetting): those
         with no training example, when `args.head_distillation_weight` > 0. Says why not when it cannot."""
-        if self.args.head_distillation_weight == 0 or self.task_sizes is None:
+        if self.args.head_distillation_weight == 0 or self.train_dataset is None:
             return []
         config = self.accelerator.unwrap_model(self.model).config
-        idle = [task for task, size in zip(config.task_names, self.task_sizes, strict=True) if size == 0]
+        trained = self._tasks_with_data(config)
+        idle = [task for task in config.task_names if task not in trained]
         held = [task for task in idle if config.task_kinds[task] in HEAD_DISTILLATION_LOSSES]
         unheld = [task for task in idle if task not in held]
         if unheld:
@@ -94,12 +115,8 @@ class DistillationSetupMixin:
                 f"The pair/embedding tasks {unheld} have no training data: their heads are not run on the incoming "
                 "single texts, so only the embedding distillation (if on) holds the embedding they read."
             )
-        reason = None
         if held and not isinstance(self.data_collator, MultiTaskDataCollator):
             reason = f"the data collator ({type(self.data_collator).__name__}) is not a MultiTaskDataCollator"
-        elif held and (self.is_deepspeed_enabled or self.is_fsdp_enabled):
-            reason = "the teacher pass needs the whole model on one device (DeepSpeed/FSDP shard it)"
-        if reason:
             logger.warning(f"The heads {held} have no training data and are not held: {reason}. They may drift.")
             return []
         if held:

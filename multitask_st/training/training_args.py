@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from transformers import TrainingArguments
 from transformers.utils import logging
@@ -179,6 +180,14 @@ class MultiTaskTrainingArguments(TrainingArguments):
                 "data-parallel job on CPU (use_cpu, DDP over gloo)."
             )
         super().__post_init__()
+        if self.deepspeed and self.use_cpu and launched_world_size() > 1:
+            # On CPU accelerate sets up torch.distributed (gloo) but not DeepSpeed's communication, from which
+            # `deepspeed.zero.Init` reads the world size when transformers loads a model under ZeRO-3: it would see 1
+            # process, and DeepSpeed stop on its batch-size check. Set it up now, before any model is loaded (on GPUs
+            # accelerate does).
+            import deepspeed
+
+            deepspeed.init_distributed(dist_backend="gloo", timeout=timedelta(seconds=self.ddp_timeout))
         for name in ("task_loss_weights", "task_sampling_probabilities", "stream_task_sizes"):
             setattr(self, name, _task_mapping(name, getattr(self, name)))
         for task, size in (self.stream_task_sizes or {}).items():
