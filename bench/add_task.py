@@ -78,6 +78,7 @@ def record_scores(folder: Path) -> dict:
 
 
 # The training's own time: the loop (wall and CPU seconds) and the distillation set-up before it (the teacher pass).
+# These runs never resume, so the loop's wall time (whole run) and the CPU and set-up seconds (this session) agree.
 TIMES = ("train_runtime_s", "train_cpu_s", "distillation_setup_s", "distillation_setup_cpu_s")
 
 

@@ -415,6 +415,18 @@ def test_the_whole_copy_of_a_partitioned_model_gives_exactly_the_models_outputs(
     assert all(torch.equal(got.logits[task], expected.logits[task]) for task in tasks)
 
 
+def test_the_whole_copy_of_a_bf16_partitioned_model_runs_in_float32(monkeypatch):
+    """ZeRO-3 casts the partitions to the config's dtype (bf16 on most GPU configs): the teacher is gathered into
+    float32, so it runs as under DDP and ZeRO-1/2 (from the bf16-rounded values ZeRO-3 kept)."""
+    torch.manual_seed(0)
+    model = MultiTaskSTModel(tiny_config()).to(torch.bfloat16)
+    start = copy.deepcopy(model)
+    partition_like_zero3(model, monkeypatch)
+    whole = whole_model_copy(model)
+    for (name, got), (_, expected) in zip(whole.named_parameters(), start.named_parameters(), strict=True):
+        assert got.dtype == torch.float32 and torch.equal(got, expected.float()), name
+
+
 @pytest.mark.parametrize("setup", ["deepspeed", "deepspeed_zero3", "fsdp"])
 def test_distillation_and_held_heads_apply_under_deepspeed_and_fsdp(
     tmp_path, tiny_tokenizer, monkeypatch, caplog, setup
@@ -447,3 +459,6 @@ def test_distillation_and_held_heads_apply_under_deepspeed_and_fsdp(
     )  # fmt: skip
     for column in columns:
         np.testing.assert_array_equal(np.stack(trainer.train_dataset[column]), np.stack(expected[column]))
+    gathered_before = len(gathered)
+    trainer._set_up_distillation()  # a second `train()` of this trainer: the columns are there, nothing gathered again
+    assert len(gathered) == gathered_before

@@ -279,6 +279,23 @@ def test_heads_without_a_stream_are_held_by_the_per_batch_teacher(tmp_path, tiny
     )
 
 
+def test_held_heads_on_streams_without_embedding_distillation_and_a_teacher_made_once(tmp_path, tiny_tokenizer):
+    """Held heads need no embedding distillation to get their per-batch targets; a second `train()` of the same
+    trainer (resuming after an interrupt) keeps the starting model as the teacher, as the precomputed columns do."""
+    streams, evaluation = task_streams(tmp_path, tiny_tokenizer, rows=60)
+    trainer = streaming_trainer(tmp_path, tiny_tokenizer, {"sentiment": streams["sentiment"]}, evaluation,
+                                embedding_distillation_weight=0.0, head_distillation_weight=1.0)  # fmt: skip
+    trainer.train()
+    logged = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert not trainer.distilling and all("embedding_distillation_loss" not in entry for entry in logged)
+    assert all(entry["head_distillation_loss"] > 0 for entry in logged[1:])
+    teacher = {name: value.clone() for name, value in trainer.teacher.model.state_dict().items()}
+    assert any(not torch.equal(teacher[name], value) for name, value in trainer.model.state_dict().items())
+    trainer._set_up_distillation()  # the trained model is not the start
+    for name, value in trainer.teacher.model.state_dict().items():
+        assert torch.equal(value, teacher[name]), name
+
+
 def test_resume_continues_the_streams_where_the_checkpoint_left_them(tmp_path, tiny_tokenizer):
     """Shuffle buffer off: the resumed run trains on exactly the batches of the uninterrupted one (the same weights).
     With a buffer: no row trained before the checkpoint comes again (within a pass)."""

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 from transformers import EarlyStoppingCallback, set_seed
-from transformers.utils import logging
+from transformers.utils import SAFE_WEIGHTS_NAME, logging
 
 from multitask_st import MultiTaskSTModel
 from multitask_st.cli.train_arguments import (
@@ -257,7 +257,14 @@ def finish(trainer: MultiTaskTrainer, train_result, tokenized: dict, sts, tokeni
     if trainer.is_world_process_zero():
         if is_partitioned(trainer.model) and training_args.world_size > 1:
             # Each process holds a slice of the weights: a forward pass on this process alone would wait for the others.
-            print(f"\nModel saved to {training_args.output_dir} (DeepSpeed ZeRO-3: load it to try it).")
+            if (Path(training_args.output_dir) / SAFE_WEIGHTS_NAME).is_file():
+                print(f"\nModel saved to {training_args.output_dir} (DeepSpeed ZeRO-3: load it to try it).")
+            else:
+                print(
+                    f"\nDeepSpeed ZeRO-3 saved its partitioned checkpoint in {training_args.output_dir}, no "
+                    f'{SAFE_WEIGHTS_NAME}: set "stage3_gather_16bit_weights_on_model_save": true in the DeepSpeed '
+                    "config for one (or gather it with DeepSpeed's zero_to_fp32.py)."
+                )
         else:
             show_examples(trainer.model, tokenizer, training_args.output_dir)
         show_where_to_look(training_args.output_dir)

@@ -157,7 +157,7 @@ def open_session(
             raise ValueError("`provider` and `session_options` are onnxruntime's; backend='openvino' takes neither.")
         from .openvino_session import OpenVINOSession
 
-        return OpenVINOSession(model_path, threads, dtype, performance_hint or "latency")
+        return OpenVINOSession(model_path, threads, dtype, "latency" if performance_hint is None else performance_hint)
     if performance_hint is not None:
         raise ValueError(
             f"`performance_hint` is OpenVINO's (backend='openvino'); got {performance_hint!r} for {backend}."

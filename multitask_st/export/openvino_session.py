@@ -10,6 +10,7 @@ like int8 does, so it is judged by the same gate (`onnx_check.judge_graph(..., b
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -109,9 +110,14 @@ class OpenVINOSession:
                 errors.append(error)
 
         queue.set_callback(finished)
-        for index, feed in enumerate(feeds):
-            results.append(None)
-            queue.start_async(feed, index)
+        try:
+            for index, feed in enumerate(feeds):
+                results.append(None)
+                queue.start_async(feed, index)  # raises an earlier batch's inference error, if any
+        except BaseException:
+            with contextlib.suppress(RuntimeError):  # no request left running (nor calling `on_done`) after this
+                queue.wait_all()
+            raise
         queue.wait_all()
         if errors:
             raise errors[0]

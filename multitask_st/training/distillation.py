@@ -32,7 +32,7 @@ data is not run on the incoming single texts: it reads the shared embedding, whi
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import datasets
 import numpy as np
@@ -192,7 +192,11 @@ def whole_model_copy(model: MultiTaskSTModel, device: torch.device | str | None 
         state = model.state_dict()  # the buffers as they are; the parameters' entries are placeholders, replaced below
         for name, parameter in model.named_parameters():
             with deepspeed.zero.GatheredParameters([parameter], modifier_rank=None):
-                state[name] = parameter.data.detach().to(device or parameter.device, copy=True)
+                # float32: `zero.Init` cast the partitions to the config's dtype (bf16 on most GPU configs); the
+                # teacher runs in float32 as it does under DDP and ZeRO-1/2, where the pass precedes DeepSpeed's cast.
+                # (The gathered values are the bf16-rounded start there: the precision ZeRO-3 kept of it.)
+                dtype = torch.float32 if parameter.is_floating_point() else parameter.dtype
+                state[name] = parameter.data.detach().to(device or parameter.device, dtype=dtype, copy=True)
         # `assign`: the copy takes the gathered tensors themselves (their dtype and device), no second copy.
         whole.load_state_dict(state, strict=True, assign=True)
     if device is not None:
@@ -210,7 +214,9 @@ class FrozenTeacher:
     column costs neither but needs one pass over the whole training set first (see BENCHMARKS.md).
     """
 
-    def __init__(self, model: MultiTaskSTModel, device: torch.device | str | None = None, held_tasks: list[str] = ()):
+    def __init__(
+        self, model: MultiTaskSTModel, device: torch.device | str | None = None, held_tasks: Sequence[str] = ()
+    ):
         # `device`: under FSDP the model is still on the CPU when training starts
         self.model = whole_model_copy(model, device)
         self.held_tasks = list(held_tasks)
@@ -248,21 +254,31 @@ def compute_teacher_embeddings(
     return pooled.float().cpu().numpy()
 
 
+def teacher_columns(held_tasks: Sequence[str] = ()) -> list[str]:
+    """The teacher columns a run with these held heads reads."""
+    return [TEACHER_COLUMN, *([TEACHER_LOGITS_COLUMN] if held_tasks else [])]
+
+
+def teacher_columns_present(dataset: datasets.Dataset, held_tasks: Sequence[str] = ()) -> bool:
+    """Whether `dataset` already has the teacher columns a run with these held heads reads."""
+    return all(column in dataset.column_names for column in teacher_columns(held_tasks))
+
+
 def add_teacher_embeddings(
     model: MultiTaskSTModel,
     dataset: datasets.Dataset,
     tokenizer: PreTrainedTokenizerBase,
     batch_size: int = 64,
     show_progress_bar: bool = True,
-    held_tasks: list[str] = (),
+    held_tasks: Sequence[str] = (),
 ) -> datasets.Dataset:
     """`dataset` with a `teacher_embedding` column (the model's pooled output, as `compute_teacher_embeddings`) and,
     given `held_tasks`, a `teacher_logits` column (those heads' raw logits, task after task), from one pass of the model
     as it is now; given `held_tasks`, the embedding column holds the model's embedding (projected) instead of the
     pooled output. Columns already present are kept."""
     held_tasks = list(held_tasks)
-    wanted = [TEACHER_COLUMN, *([TEACHER_LOGITS_COLUMN] if held_tasks else [])]
-    if all(column in dataset.column_names for column in wanted):
+    wanted = teacher_columns(held_tasks)
+    if teacher_columns_present(dataset, held_tasks):
         return dataset
     if "input_ids" not in dataset.column_names or len(dataset) == 0:
         raise ValueError(

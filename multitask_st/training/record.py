@@ -114,8 +114,9 @@ def training_record(
                 for index, group in enumerate(groups)
             ],
             "train_runtime_s": train_metrics.get("train_runtime"),
-            # this session's (not summed over resumptions): the CPU seconds of the training loop, and the wall and CPU
-            # seconds of the distillation set-up before it (the teacher pass over the training set, when precomputed)
+            # this session's (not summed over resumptions, unlike train_runtime_s) and this process's (rank 0's, not
+            # other ranks' nor DataLoader workers'): the CPU seconds of the training loop, and the wall and CPU seconds
+            # of the distillation set-up before it (the teacher pass over the training set, when precomputed)
             "train_cpu_s": train_metrics.get("train_cpu_s"),
             "distillation_setup_s": train_metrics.get("distillation_setup_runtime"),
             "distillation_setup_cpu_s": train_metrics.get("distillation_setup_cpu_s"),

@@ -14,6 +14,7 @@ from .distillation import (
     embedding_distillation_weight,
     embedding_tasks,
     is_partitioned,
+    teacher_columns_present,
     whole_model_copy,
 )
 
@@ -38,9 +39,14 @@ class DistillationSetupMixin:
         model = self.accelerator.unwrap_model(self.model)
         if self.task_streams is not None or self.is_fsdp_enabled:
             # Streams have no column to precompute; under FSDP a frozen whole copy per process gives each batch's
-            # teacher outputs (the student is sharded once training starts).
-            self.teacher = FrozenTeacher(model, device=self.args.device, held_tasks=self.held_tasks)
+            # teacher outputs (the student is sharded once training starts). Built once: a second `train()` on this
+            # trainer (e.g. resuming after an interrupt) keeps the start as its teacher, as the columns are kept.
+            if self.teacher is None:
+                self.teacher = FrozenTeacher(model, device=self.args.device, held_tasks=self.held_tasks)
+            self.teacher.held_tasks = list(self.held_tasks)
             return
+        if teacher_columns_present(self.train_dataset, self.held_tasks):
+            return  # computed by an earlier `train()` of this trainer, from the start
         # The precomputed columns: no second model during training and no extra forward per step. Under DeepSpeed
         # ZeRO-1/2 the model is still whole here (only gradients and optimizer states get partitioned), as under DDP;
         # under ZeRO-3 its parameters are partitioned already, so the pass runs on a whole copy, dropped right after.
