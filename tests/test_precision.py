@@ -264,6 +264,12 @@ def test_the_throughput_hint_runs_batches_at_once_with_the_same_outputs(exported
     for got, want in zip(tokens, expected, strict=True):
         np.testing.assert_array_equal(got, want)
     assert len(calls) == 2 + len(latency.task_names)  # every call above ran its batches at once
+    # embeddings and heads ran on the graph without the per-token output (a copy of every token's vector per batch)
+    session = throughput.session
+    pooled = session._compiled_for(["sentence_embedding"])
+    names = {port.get_any_name() for port in pooled.outputs}
+    assert names == {port.get_any_name() for port in session.compiled.outputs} - {HIDDEN_STATE_OUTPUT}
+    assert session._compiled_for([HIDDEN_STATE_OUTPUT]) is session.compiled
     with pytest.raises(
         ValueError, match=r"^`performance_hint` must be one of \['latency', 'throughput'\], got 'fast'\.$"
     ):

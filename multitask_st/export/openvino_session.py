@@ -65,7 +65,16 @@ class OpenVINOSession:
         config = {"INFERENCE_PRECISION_HINT": OPENVINO_PRECISIONS[dtype], "PERFORMANCE_HINT": performance_hint.upper()}
         if threads is not None:
             config["INFERENCE_NUM_THREADS"] = threads
-        self.compiled = core.compile_model(model, "CPU", config)
+        self.compiled = core.compile_model(model, "CPU", config)  # every output
+        # Calls for the embedding and the heads alone (most) run on the graph without its per-token outputs
+        # (`last_hidden_state`): those cost a copy of every token's vector per batch (5-10% of predict's time on the
+        # `make demo` model, BENCHMARKS.md). Compiled on first use, with the same settings.
+        self._model, self._core, self._config = model, core, config
+        self._per_token = {
+            port.get_any_name() for port in model.outputs if port.get_partial_shape().rank.get_length() > 2
+        }
+        self._without_per_token = None
+        self._compile_lock = threading.Lock()
         # What the CPU plugin settled on: bf16 is asked for, and granted only where the CPU has it.
         self.precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
         # How many batches `run_batches` keeps in flight: one per stream the plugin made (1 under "latency").
@@ -84,10 +93,29 @@ class OpenVINOSession:
     def get_modelmeta(self) -> _Metadata:
         return self._metadata
 
+    def _compiled_for(self, output_names: list[str]):
+        """The compiled graph that gives `output_names`: without the per-token outputs unless one is asked for."""
+        if not self._per_token or self._per_token & set(output_names):
+            return self.compiled
+        with self._compile_lock:
+            if self._without_per_token is None:
+                import openvino
+
+                kept = [
+                    result
+                    for result in self._model.get_results()
+                    if result.get_output_tensor(0).get_any_name() not in self._per_token
+                ]
+                graph = openvino.Model(kept, self._model.get_parameters(), "without_per_token_outputs")
+                self._without_per_token = self._core.compile_model(graph, "CPU", self._config)
+            return self._without_per_token
+
     def run(self, output_names: list[str], feeds: dict) -> list:
-        request = getattr(self._local, "request", None)
+        compiled = self._compiled_for(output_names)
+        requests = self._local.__dict__.setdefault("requests", {})  # this thread's, one per compiled graph
+        request = requests.get(id(compiled))
         if request is None:
-            request = self._local.request = self.compiled.create_infer_request()
+            request = requests[id(compiled)] = compiled.create_infer_request()
         results = request.infer(feeds)  # copies out of the request's buffers (share_outputs=False)
         return [results[name] for name in output_names]
 
@@ -97,7 +125,7 @@ class OpenVINOSession:
         `on_done(index)` is called (from OpenVINO's thread) as each batch finishes."""
         import openvino
 
-        queue = openvino.AsyncInferQueue(self.compiled, self.concurrent_batches)
+        queue = openvino.AsyncInferQueue(self._compiled_for(output_names), self.concurrent_batches)
         results: list = []
         errors: list = []
 
