@@ -437,7 +437,12 @@ def test_static_int8_for_openvino_is_exported_gated_and_runs_behind_the_same_api
     card = render_model_card(model_dir, repo_id="org/tiny", revision="abc")
     row = card_row(card, "onnx/model_qint8_static.onnx", "int8 static (OpenVINO)")
     assert f"calibrated on {settings['calibration']}" in row and "judged on openvino" in row
-    assert 'file_name="onnx/model_qint8_static.onnx", revision="abc", backend="openvino"' in card
+    assert (
+        'file_name="onnx/model_qint8_static.onnx", revision="abc", backend="openvino",\n    performance_hint="throughput",'
+        in card
+    )
+    (snippet,) = [block for block in card.split("```python\n")[1:] if "MultiTaskSTOnnxModel" in block]
+    compile(snippet.split("```")[0], "card", "exec")  # the snippet as a user copies it is Python
 
 
 def test_a_refused_static_int8_graph_keeps_its_most_sensitive_matmuls_in_fp32(tmp_path, tiny_tokenizer, monkeypatch):
