@@ -271,18 +271,18 @@ class MultiTaskTrainer(CalibrationMixin, DistillationSetupMixin, Trainer):
         # more about the work done than the wall clock.
         wall, cpu = time.perf_counter(), time.process_time()
         self._set_up_distillation()
-        distillation_setup = {"distillation_setup_runtime": round(time.perf_counter() - wall, 4),
-                              "distillation_setup_cpu_s": round(time.process_time() - cpu, 4)}  # fmt: skip
+        session_times = {"distillation_setup_runtime": round(time.perf_counter() - wall, 4),
+                         "distillation_setup_cpu_s": round(time.process_time() - cpu, 4)}  # fmt: skip
         cpu = time.process_time()
         output = super().train(resume_from_checkpoint, *args, **kwargs)
-        distillation_setup["train_cpu_s"] = round(time.process_time() - cpu, 4)
+        session_times["train_cpu_s"] = round(time.process_time() - cpu, 4)
         if self.args.tune_thresholds:
             self.tune_thresholds()
         # After a resume, speed over the whole run (Trainer's own divides the whole run's samples by this session).
         clock = next(callback for callback in self.callback_handler.callbacks if isinstance(callback, RunClock))
         total_batch_size = self.args.train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size
         metrics = whole_run_metrics(output.metrics, clock.seconds_before, self.state.global_step, total_batch_size)
-        metrics = {**metrics, **distillation_setup}  # this session's
+        metrics = {**metrics, **session_times}  # this session's, this process's
         self.record.train_ended(metrics)
         if self.args.calibrate and self.eval_dataset is not None:
             self.calibrate()
