@@ -18,7 +18,7 @@ from pathlib import Path
 import common  # noqa: F401  (offline defaults, the checkout on sys.path)
 
 from multitask_st import MultiTaskSTModel
-from multitask_st.export import onnx_check, reduced_precision
+from multitask_st.export import precision_gate, reduced_precision
 from multitask_st.export.model_source import load_model_tokenizer
 from multitask_st.export.onnx import export_graph
 from multitask_st.export.quantize import ARCHS
@@ -28,7 +28,7 @@ from multitask_st.model_folder import ONNX_FILE_NAME, ONNX_SUBFOLDER
 def sweep(model_dir: Path, archs: list[str], gate_texts: int | None) -> dict:
     tokenizer = load_model_tokenizer(model_dir, MultiTaskSTModel.config_class.from_pretrained(model_dir))
     model = MultiTaskSTModel.from_pretrained(model_dir).eval()
-    gate = onnx_check.GateBounds()
+    gate = precision_gate.GateBounds()
     results = {}
     with tempfile.TemporaryDirectory(prefix="int8-sweep-") as temporary:
         staging = Path(temporary)
@@ -36,7 +36,7 @@ def sweep(model_dir: Path, archs: list[str], gate_texts: int | None) -> dict:
         model.config.to_json_file(staging / "config.json")
         (staging / ONNX_SUBFOLDER).mkdir()
         export_graph(model, tokenizer, staging / ONNX_SUBFOLDER / ONNX_FILE_NAME)
-        reference = onnx_check.gate_reference(model, tokenizer, model_dir, gate_texts)
+        reference = precision_gate.gate_reference(model, tokenizer, model_dir, gate_texts)
         for arch in archs:
             started = time.perf_counter()
             try:
@@ -70,7 +70,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("models", nargs="+", type=Path, help="Trained model folders (e.g. make demo's, other seeds).")
     parser.add_argument("--archs", nargs="+", default=list(ARCHS), choices=ARCHS)
-    parser.add_argument("--gate-texts", type=int, default=onnx_check.DEFAULT_GATE_TEXTS)
+    parser.add_argument("--gate-texts", type=int, default=precision_gate.DEFAULT_GATE_TEXTS)
     parser.add_argument("--output", type=Path, default=None, help="Write the results as JSON here.")
     args = parser.parse_args()
     results = {}

@@ -79,7 +79,7 @@ class MultiTaskSTEncodingMixin:
         `np.memmap`), or iterate over [`encode_chunks`]. `normalize_embeddings` defaults to the config's. `dtype`
         (`torch.bfloat16`, `torch.float16`) runs the forward pass under `torch.autocast` in that precision (on CPU, bf16
         uses oneDNN's AVX-512 BF16 / AMX kernels) with the weights left as loaded and float32 results; judge what it
-        costs with `multitask_st.export.onnx_check.judge_dtype`. Safe from several threads at once, in either train
+        costs with `multitask_st.export.precision_gate.judge_dtype`. Safe from several threads at once, in either train
         or eval mode (dropout is off and the mode is left alone). `device` moves the model itself there (as
         `SentenceTransformer.encode` does): set it once, not per call from several threads.
 

@@ -1,4 +1,4 @@
-"""The reduced-precision gate's verdict (`onnx_check.judge_outputs`) and the decisions it compares, on constructed
+"""The reduced-precision gate's verdict (`precision_gate.judge_outputs`) and the decisions it compares, on constructed
 outputs: no model, no graph, so each case runs in milliseconds (and `make mutate MODULES=int8_gate` in minutes).
 `test_onnx_export.py` runs the same verdict on real exported graphs (`judge_graph`)."""
 
@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from multitask_st.export import onnx_check
+from multitask_st.export import onnx_check, precision_gate
 from multitask_st.export.gate_statistics import accuracy_evidence, flip_rate_evidence
 
 
@@ -37,9 +37,9 @@ def embeddings_ranked_like_the_scores() -> np.ndarray:
     return rows
 
 
-def reference(labelled=None) -> onnx_check.GateReference:
+def reference(labelled=None) -> precision_gate.GateReference:
     rng = np.random.default_rng(0)
-    return onnx_check.GateReference(
+    return precision_gate.GateReference(
         texts=[f"text {i}" for i in range(TEXTS)],
         sources={"stsb": 2 * PAIRS, "other": TEXTS - 2 * PAIRS},
         labelled=labelled or {},
@@ -54,13 +54,15 @@ def reference(labelled=None) -> onnx_check.GateReference:
     )
 
 
-def same_decisions(ref: onnx_check.GateReference) -> dict:
+def same_decisions(ref: precision_gate.GateReference) -> dict:
     return {task: labels.copy() for task, labels in ref.labels.items()}
 
 
 def judge(ref, decisions, embeddings=None, seconds=2.0, **bounds):
     embeddings = ref.embeddings.copy() if embeddings is None else embeddings
-    return onnx_check.judge_outputs(ref, config(), decisions, embeddings, onnx_check.GateBounds(**bounds), seconds)
+    return precision_gate.judge_outputs(
+        ref, config(), decisions, embeddings, precision_gate.GateBounds(**bounds), seconds
+    )
 
 
 def test_identical_outputs_pass_with_the_whole_evidence():
@@ -69,7 +71,7 @@ def test_identical_outputs_pass_with_the_whole_evidence():
     assert evidence["passed"] and evidence["refusals"] == []
     assert evidence["texts"] == TEXTS and evidence["sources"] == ref.sources
     assert evidence["texts_per_second"] == pytest.approx(TEXTS / 2.0)
-    assert evidence["bounds"] == asdict(onnx_check.GateBounds(max_flip_rate=0.0))
+    assert evidence["bounds"] == asdict(precision_gate.GateBounds(max_flip_rate=0.0))
     assert evidence["tasks"]["topic"] == {"flips": flip_rate_evidence(0, TEXTS, 0.0, 0.95)}
     assert evidence["tasks"]["tags"]["flips"]["flips"] == 0
     assert evidence["tasks"]["score"] == {"mean_abs_difference_std": 0.0}
@@ -164,7 +166,7 @@ def test_stsb_and_embedding_agreement_refuse_on_their_own():
     scaled = ref.embeddings * 3.0
     tilted = scaled.copy()
     tilted[-1] = [1.0, 1.0, 1.0, 0.0]
-    mean = float(onnx_check._cosine(tilted, ref.embeddings).mean())
+    mean = float(onnx_check.row_cosines(tilted, ref.embeddings).mean())
     assert mean < 1.0 and judge(ref, same_decisions(ref), tilted, min_mean_cosine=mean)["passed"]
 
 
@@ -197,7 +199,7 @@ def test_decisions_from_raw_outputs_and_from_predict_agree_per_kind():
 
 
 def test_the_config_view_reads_a_folders_config_json():
-    view = onnx_check._config_view(
+    view = precision_gate._config_view(
         {
             "tasks": [["topic", ["a", "b"]], ["tags", ["x", "y"]]],
             "task_kinds": {"tags": "multi_label_classification"},
@@ -209,7 +211,7 @@ def test_the_config_view_reads_a_folders_config_json():
     assert view.task_kinds == {"topic": "classification", "tags": "multi_label"}
     assert view.task_calibration == {"tags": {"thresholds": [0.2, 0.4]}}
     assert view.task_target_scaling == {"topic": {"mean": [0.0], "std": [2.0]}}
-    bare = onnx_check._config_view({"tasks": {"topic": ["a", "b"]}, "task_kinds": None})
+    bare = precision_gate._config_view({"tasks": {"topic": ["a", "b"]}, "task_kinds": None})
     assert bare.task_kinds == {"topic": "classification"} and bare.task_calibration == {}
     assert bare.task_target_scaling == {}
 
@@ -217,9 +219,11 @@ def test_the_config_view_reads_a_folders_config_json():
 def test_cosine_is_exact_in_float64_and_ignores_norms():
     a = np.asarray([[1.0, 0.0], [3.0, 4.0], [0.0, 0.0]], dtype=np.float32)
     b = np.asarray([[2.0, 0.0], [-4.0, 3.0], [1.0, 0.0]], dtype=np.float32)
-    assert onnx_check._cosine(a, b).tolist() == [1.0, 0.0, 0.0]
+    assert onnx_check.row_cosines(a, b).tolist() == [1.0, 0.0, 0.0]
     short = np.asarray([[0.5, 0.0]], dtype=np.float32)  # norms below 1 are not clipped
-    assert onnx_check._cosine(short, short).tolist() == [1.0]
+    assert onnx_check.row_cosines(short, short).tolist() == [1.0]
     nearly, axis = np.asarray([[1.0, 1e-4]], dtype=np.float32), np.asarray([[1.0, 0.0]], dtype=np.float32)
-    assert onnx_check._cosine(nearly, axis)[0] < 1.0  # float32 arithmetic would round it to 1: each side in float64
-    assert onnx_check._cosine(axis, nearly)[0] < 1.0
+    assert (
+        onnx_check.row_cosines(nearly, axis)[0] < 1.0
+    )  # float32 arithmetic would round it to 1: each side in float64
+    assert onnx_check.row_cosines(axis, nearly)[0] < 1.0

@@ -1,4 +1,4 @@
-"""ONNX export (multitask_st/export/onnx.py, onnx_check.py, quantize.py) and its runtime (onnx_runtime.py)."""
+"""ONNX export (multitask_st/export/onnx.py, onnx_check.py, precision_gate.py, quantize.py) and its runtime (onnx_runtime.py)."""
 
 import json
 import os
@@ -15,7 +15,7 @@ onnx = require_module("onnx")
 
 from multitask_st import MultiTaskSTModel  # noqa: E402
 from multitask_st.configuration_multitask_st import POOLING_MODES, PROJECTIONS  # noqa: E402
-from multitask_st.export import onnx_check  # noqa: E402
+from multitask_st.export import onnx_check, precision_gate  # noqa: E402
 from multitask_st.export.onnx import export_onnx  # noqa: E402
 from multitask_st.export.onnx_runtime import MultiTaskSTOnnxModel  # noqa: E402
 from multitask_st.export.quantize import host_arch, int8_file_name  # noqa: E402
@@ -221,7 +221,7 @@ INTEGER_OPS = {"MatMulInteger", "DynamicQuantizeMatMul", "QAttention"}
 def test_int8_is_judged_and_reported(tmp_path, tiny_tokenizer):
     _, model_dir = save_tiny(tmp_path, tiny_tokenizer)
     # A random tiny model's heads sit near ties: loose bounds test the write path and the report.
-    gate = onnx_check.GateBounds(**LOOSE)
+    gate = precision_gate.GateBounds(**LOOSE)
     report = export_onnx(
         model_dir,
         tmp_path / "out",
@@ -265,7 +265,7 @@ def test_the_gate_judges_a_multi_label_heads_label_sets_and_a_regression_heads_v
     _, model_dir = save_tiny(tmp_path, tiny_tokenizer, encoder_scale=20.0, tasks=tasks, task_kinds=kinds)
     report = export_onnx(
         model_dir, tmp_path / "out", quantize="int8", arch="avx512_vnni", check_texts=CHECK_TEXTS,
-        gate=onnx_check.GateBounds(**LOOSE), gate_texts=GATE_TEXTS,
+        gate=precision_gate.GateBounds(**LOOSE), gate_texts=GATE_TEXTS,
     )  # fmt: skip
     fp32, int8 = report["fp32"], report["int8"]
     assert fp32["labels_differing"] == {"topic": 0, "tags": 0}  # the label sets, thresholds applied
@@ -279,13 +279,13 @@ def test_the_gate_refuses_on_each_kind_of_evidence(tmp_path, tiny_tokenizer):
     """Every branch of the gate on a forced miss: a reference that the (fp32) graph disagrees with by construction."""
     model, model_dir = save_tiny(tmp_path, tiny_tokenizer)
     export_onnx(model_dir, tmp_path / "out", check_texts=CHECK_TEXTS)
-    reference = onnx_check.gate_reference(model, tiny_tokenizer, model_dir, GATE_TEXTS)
-    loose = onnx_check.GateBounds(**LOOSE)
+    reference = precision_gate.gate_reference(model, tiny_tokenizer, model_dir, GATE_TEXTS)
+    loose = precision_gate.GateBounds(**LOOSE)
 
     def judge(bounds=loose):
-        return onnx_check.judge_graph(reference, tmp_path / "out", "model.onnx", bounds)
+        return precision_gate.judge_graph(reference, tmp_path / "out", "model.onnx", bounds)
 
-    same = judge(onnx_check.GateBounds(max_flip_rate=0.0))  # the fp32 graph: PyTorch's decisions exactly
+    same = judge(precision_gate.GateBounds(max_flip_rate=0.0))  # the fp32 graph: PyTorch's decisions exactly
     assert same["passed"] and all(row["flips"]["flips"] == 0 for row in same["tasks"].values())
 
     # Flips: PyTorch's topic label "changed" on a third of the texts.
@@ -293,23 +293,27 @@ def test_the_gate_refuses_on_each_kind_of_evidence(tmp_path, tiny_tokenizer):
     original = reference.labels["topic"].copy()
     changed = np.arange(0, len(original), 3)
     reference.labels["topic"][changed] = [names[(names.index(label) + 1) % len(names)] for label in original[changed]]
-    refused = judge(onnx_check.GateBounds(**{**LOOSE, "max_flip_rate": 0.2}))
-    assert refused["tasks"]["topic"]["flips"]["flips"] == len(changed)
+    refused = judge(precision_gate.GateBounds(**{**LOOSE, "max_flip_rate": 0.2}))
+    assert refused["tasks"]["topic"]["flips"]["flips"] == len(changed) and refused["passed"] is False
     assert refused["refusals"] == [
         f"head 'topic' changes {len(changed)} of {len(original)} labels (at least "
         f"{refused['tasks']['topic']['flips']['flip_rate_interval'][0]:.2%} at 95% confidence, bound 20.00%)"
     ]
-    assert judge(onnx_check.GateBounds(**{**LOOSE, "max_flip_rate": 0.4}))["passed"]  # a third is within 40%
+    assert judge(precision_gate.GateBounds(**{**LOOSE, "max_flip_rate": 0.4}))["passed"]  # a third is within 40%
 
     # Accuracy: gold labels on which "PyTorch" (the changed labels) is right and the graph wrong.
     reference.labelled["topic"] = (changed, reference.labels["topic"][changed].copy(), "constructed")
-    refused = judge(onnx_check.GateBounds(**{**LOOSE, "max_accuracy_drop": 10.0}))
+    refused = judge(precision_gate.GateBounds(**{**LOOSE, "max_accuracy_drop": 10.0}))
     accuracy = refused["tasks"]["topic"]["accuracy"]
     assert accuracy["pytorch_right_graph_wrong"] == len(changed) and accuracy["pytorch_wrong_graph_right"] == 0
     assert accuracy["accuracy_pytorch"] == 100.0 and accuracy["accuracy_graph"] == 0.0
     assert accuracy["mcnemar_p_value"] == pytest.approx(2 * 0.5 ** len(changed))
-    assert len(refused["refusals"]) == 1 and refused["refusals"][0].startswith(
-        "head 'topic' accuracy 0.00% vs PyTorch 100.00% on constructed (drop at least"
+    assert (
+        refused["passed"] is False
+        and len(refused["refusals"]) == 1
+        and refused["refusals"][0].startswith(
+            "head 'topic' accuracy 0.00% vs PyTorch 100.00% on constructed (drop at least"
+        )
     )
     reference.labels["topic"], reference.labelled = original, {}
 
@@ -324,13 +328,14 @@ def test_the_gate_refuses_on_each_kind_of_evidence(tmp_path, tiny_tokenizer):
     refused = judge()
     assert refused["stsb_spearman"]["pytorch"] == pytest.approx(100.0)
     assert refused["stsb_spearman"]["delta_points_interval"][1] < -5 and refused["passed"]  # loose: 200 points
-    refused = judge(onnx_check.GateBounds(**{**LOOSE, "max_spearman_drop": 5.0}))
-    assert len(refused["refusals"]) == 1 and refused["refusals"][0].startswith("STS-B Spearman ")
+    refused = judge(precision_gate.GateBounds(**{**LOOSE, "max_spearman_drop": 5.0}))
+    assert refused["passed"] is False and len(refused["refusals"]) == 1
+    assert refused["refusals"][0].startswith("STS-B Spearman ")
 
     # Embeddings: the opposite direction everywhere.
     reference.embeddings *= -1
-    refused = judge(onnx_check.GateBounds(**{**LOOSE, "min_mean_cosine": 0.0}))
-    assert refused["mean_cosine"] < 0.0
+    refused = judge(precision_gate.GateBounds(**{**LOOSE, "min_mean_cosine": 0.0}))
+    assert refused["mean_cosine"] < 0.0 and refused["passed"] is False
     assert refused["refusals"] == [f"mean embedding cosine to PyTorch {refused['mean_cosine']:.4f} < 0.0"]
 
 
@@ -342,17 +347,19 @@ def test_a_refused_int8_graph_keeps_its_most_sensitive_nodes_in_fp32(tmp_path, t
     summary = {"datasets": {"sentiment": {"name": "rotten_tomatoes"}}, "training_args": {"seed": 0}}
     (model_dir / "training_summary.json").write_text(json.dumps(summary))
     export_onnx(model_dir, tmp_path / "fp32", check_texts=CHECK_TEXTS)
-    reference = onnx_check.gate_reference(model, tiny_tokenizer, model_dir, GATE_TEXTS)
+    reference = precision_gate.gate_reference(model, tiny_tokenizer, model_dir, GATE_TEXTS)
     fp32 = tmp_path / "fp32/onnx/model.onnx"
     # A bound on the mean cosine halfway between the best whole-encoder int8 graph's and 1: every variant of the
     # whole-encoder graph is refused, the graph with every node in fp32 (the fp32 graph) passes.
     cosines = []
     for options in ({}, {"reduce_range": True}, {"per_channel": False}):
         quantize_int8(fp32, tmp_path / "fp32/onnx/candidate.onnx", "avx512_vnni", **options)
-        loose = onnx_check.GateBounds(**LOOSE)
-        cosines.append(onnx_check.judge_graph(reference, tmp_path / "fp32", "candidate.onnx", loose)["mean_cosine"])
+        loose = precision_gate.GateBounds(**LOOSE)
+        cosines.append(
+            precision_gate.judge_graph(reference, tmp_path / "fp32", "candidate.onnx", loose)["mean_cosine"]
+        )
     bound = (1 + max(cosines)) / 2
-    gate = onnx_check.GateBounds(**{**LOOSE, "min_mean_cosine": bound})
+    gate = precision_gate.GateBounds(**{**LOOSE, "min_mean_cosine": bound})
     report = export_onnx(
         model_dir,
         model_dir,
@@ -410,12 +417,12 @@ def test_a_refused_int8_graph_keeps_its_most_sensitive_nodes_in_fp32(tmp_path, t
 
 def test_no_int8_graph_at_all_is_refused_and_nothing_written(tmp_path, tiny_tokenizer, monkeypatch):
     _, model_dir = save_tiny(tmp_path, tiny_tokenizer)
-    judge = onnx_check.judge_graph
+    judge = precision_gate.judge_graph
 
     def refuse_all(*args):  # a gate nothing passes, not even the graph with every encoder node in fp32
         return {**judge(*args), "passed": False, "refusals": ["forced"]}
 
-    monkeypatch.setattr(onnx_check, "judge_graph", refuse_all)
+    monkeypatch.setattr(precision_gate, "judge_graph", refuse_all)
     with pytest.raises(
         ValueError, match=r"No int8 graph passes the gate, not even with all \d+ encoder nodes in fp32: forced"
     ):
@@ -595,9 +602,9 @@ def test_export_py_int8_miss_exits_1_and_writes_nothing(tmp_path, tiny_tokenizer
     from multitask_st.cli import export
 
     _, model_dir = save_tiny(tmp_path, tiny_tokenizer)
-    judge = onnx_check.judge_graph
+    judge = precision_gate.judge_graph
     monkeypatch.setattr(
-        onnx_check, "judge_graph", lambda *args: {**judge(*args), "passed": False, "refusals": ["forced"]}
+        precision_gate, "judge_graph", lambda *args: {**judge(*args), "passed": False, "refusals": ["forced"]}
     )
     code = export.main(
         [str(model_dir), "--format", "onnx", "--quantize", "int8", "--arch", "avx2", "--output", str(model_dir),

@@ -1,5 +1,5 @@
 """Reduced precision without export: `encode`/`predict`/the pipeline with `dtype=` (autocast, the weights left as
-loaded), and the gate that judges it (`onnx_check.judge_dtype`) as it judges an int8 graph."""
+loaded), and the gate that judges it (`precision_gate.judge_dtype`) as it judges an int8 graph."""
 
 import os
 import threading
@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import LONG_TEXTS, TEXTS, make_model, require_module, save_tiny
 
-from multitask_st.export import onnx_check
+from multitask_st.export import precision_gate
 from multitask_st.pipeline_multitask_st import MultiTaskSTPipeline
 
 
@@ -126,20 +126,20 @@ def test_a_bad_dtype_is_named_on_every_door(tiny_tokenizer, dtype):
 
 def test_the_gate_judges_bf16_against_fp32(tmp_path, tiny_tokenizer):
     model, model_dir = save_tiny(tmp_path, tiny_tokenizer, encoder_scale=25.0)
-    reference = onnx_check.gate_reference(model, tiny_tokenizer, model_dir, 40)
+    reference = precision_gate.gate_reference(model, tiny_tokenizer, model_dir, 40)
     # The reference is predict's and encode's fp32 output, from one pass.
     np.testing.assert_array_equal(reference.embeddings, model.encode(reference.texts, tiny_tokenizer))
     predictions = model.predict(reference.texts, tiny_tokenizer)
     for task in model.config.task_names:
         assert reference.labels[task].tolist() == [row[task]["label"] for row in predictions]
 
-    same = onnx_check.judge_dtype(
-        reference, model, tiny_tokenizer, torch.float32, onnx_check.GateBounds(max_flip_rate=0)
+    same = precision_gate.judge_dtype(
+        reference, model, tiny_tokenizer, torch.float32, precision_gate.GateBounds(max_flip_rate=0)
     )
     assert same["dtype"] == "float32" and same["passed"] and same["refusals"] == []
     assert all(row["flips"]["flips"] == 0 for row in same["tasks"].values()) and same["min_cosine"] > 0.99999
 
-    evidence = onnx_check.judge_dtype(reference, model, tiny_tokenizer, torch.bfloat16)
+    evidence = precision_gate.judge_dtype(reference, model, tiny_tokenizer, torch.bfloat16)
     assert evidence["dtype"] == "bfloat16" and evidence["texts"] == len(reference.texts)
     bf16 = model.predict(reference.texts, tiny_tokenizer, dtype=torch.bfloat16)
     for task in model.config.task_names:
@@ -148,9 +148,9 @@ def test_the_gate_judges_bf16_against_fp32(tmp_path, tiny_tokenizer):
     embeddings = model.encode(reference.texts, tiny_tokenizer, dtype=torch.bfloat16)
     assert evidence["mean_cosine"] == pytest.approx(cosine(embeddings, reference.embeddings).mean(), abs=1e-6)
     assert evidence["passed"] == (evidence["refusals"] == [])
-    assert evidence["bounds"] == {**onnx_check.GateBounds().__dict__}
-    strict = onnx_check.judge_dtype(
-        reference, model, tiny_tokenizer, torch.bfloat16, onnx_check.GateBounds(min_mean_cosine=1.0)
+    assert evidence["bounds"] == {**precision_gate.GateBounds().__dict__}
+    strict = precision_gate.judge_dtype(
+        reference, model, tiny_tokenizer, torch.bfloat16, precision_gate.GateBounds(min_mean_cosine=1.0)
     )
     assert not strict["passed"] and strict["refusals"][-1].startswith("mean embedding cosine to PyTorch ")
 
@@ -284,14 +284,16 @@ def test_the_throughput_hint_runs_batches_at_once_with_the_same_outputs(exported
 def test_openvino_bf16_is_judged_by_the_gate(exported, tiny_tokenizer):
     require_module("openvino")
     model, model_dir, folder = exported
-    reference = onnx_check.gate_reference(model, tiny_tokenizer, model_dir, 40)
-    evidence = onnx_check.judge_graph(reference, folder, "model.onnx", onnx_check.GateBounds(), backend="openvino")
+    reference = precision_gate.gate_reference(model, tiny_tokenizer, model_dir, 40)
+    evidence = precision_gate.judge_graph(
+        reference, folder, "model.onnx", precision_gate.GateBounds(), backend="openvino"
+    )
     assert evidence["backend"] == "openvino" and evidence["file"] == "model.onnx"
     assert evidence["precision"] in ("<Type: 'bfloat16'>", "<Type: 'float32'>")
     assert evidence["texts"] == len(reference.texts) and set(evidence["tasks"]) == set(model.config.task_names)
     assert evidence["passed"] == (evidence["refusals"] == [])
-    refused = onnx_check.judge_graph(
-        reference, folder, "model.onnx", onnx_check.GateBounds(min_mean_cosine=1.0), backend="openvino"
+    refused = precision_gate.judge_graph(
+        reference, folder, "model.onnx", precision_gate.GateBounds(min_mean_cosine=1.0), backend="openvino"
     )
     if evidence["precision"] == "<Type: 'bfloat16'>":
         assert not refused["passed"] and refused["refusals"][-1].startswith("mean embedding cosine to PyTorch ")
@@ -355,9 +357,11 @@ def test_openvino_bf16_evidence_goes_to_the_export_report_and_the_card(tmp_path,
     # The fp32 graph, judged as OpenVINO runs it; the same file and checksum as the fp32 entry.
     assert bf16["file"] == report["fp32"]["file"] == "onnx/model.onnx" and bf16["sha256"] == report["fp32"]["sha256"]
     assert bf16["backend"] == "openvino" and bf16["passed"] and bf16["refusals"] == []
-    assert bf16["texts"] == 3 * GATE_TEXTS and bf16["bounds"] == {**onnx_check.GateBounds().__dict__}
-    reference = onnx_check.gate_reference(model, tiny_tokenizer, model_dir, GATE_TEXTS)
-    again = onnx_check.judge_graph(reference, model_dir, "model.onnx", onnx_check.GateBounds(), backend="openvino")
+    assert bf16["texts"] == 3 * GATE_TEXTS and bf16["bounds"] == {**precision_gate.GateBounds().__dict__}
+    reference = precision_gate.gate_reference(model, tiny_tokenizer, model_dir, GATE_TEXTS)
+    again = precision_gate.judge_graph(
+        reference, model_dir, "model.onnx", precision_gate.GateBounds(), backend="openvino"
+    )
     for task in model.config.task_names:  # the report holds the gate's whole evidence
         assert bf16["tasks"][task]["flips"] == again["tasks"][task]["flips"]
     assert bf16["mean_cosine"] == pytest.approx(again["mean_cosine"], abs=1e-9)
@@ -386,7 +390,7 @@ def test_a_refused_bf16_fails_the_export_and_writes_nothing(tmp_path, tiny_token
         r"written: mean embedding cosine to PyTorch 0\.\d+ < 1\.0\. Export without",
     ):
         export_onnx(model_dir, tmp_path / "out", quantize=["bf16"], check_texts=24, gate_texts=GATE_TEXTS,
-                    gate=onnx_check.GateBounds(min_mean_cosine=1.0))  # fmt: skip
+                    gate=precision_gate.GateBounds(min_mean_cosine=1.0))  # fmt: skip
     assert not (tmp_path / "out").exists()
 
 
@@ -398,7 +402,7 @@ def test_static_int8_for_openvino_is_exported_gated_and_runs_behind_the_same_api
     from multitask_st.sharing.model_card import render_model_card
 
     model, model_dir = save_tiny(tmp_path, tiny_tokenizer, encoder_scale=25.0)
-    gate = onnx_check.GateBounds(**LOOSE)
+    gate = precision_gate.GateBounds(**LOOSE)
     report = export_onnx(
         model_dir, model_dir, quantize="int8_static", check_texts=24, gate=gate, gate_texts=GATE_TEXTS
     )
@@ -428,8 +432,8 @@ def test_static_int8_for_openvino_is_exported_gated_and_runs_behind_the_same_api
     streamed = [row for chunk in runtime.predict_chunks(texts, chunk_size=3) for row in chunk]
     for task in model.config.task_names:
         np.testing.assert_allclose(probabilities(streamed, task), probabilities(predictions, task), atol=1e-5)
-    reference = onnx_check.gate_reference(model, tiny_tokenizer, model_dir, GATE_TEXTS)
-    again = onnx_check.judge_graph(reference, model_dir, graph.name, gate, backend="openvino")
+    reference = precision_gate.gate_reference(model, tiny_tokenizer, model_dir, GATE_TEXTS)
+    again = precision_gate.judge_graph(reference, model_dir, graph.name, gate, backend="openvino")
     assert {task: row["flips"] for task, row in again["tasks"].items()} == {
         task: row["flips"] for task, row in entry["tasks"].items()
     }
@@ -457,21 +461,23 @@ def test_a_refused_static_int8_graph_keeps_its_most_sensitive_matmuls_in_fp32(tm
     export_onnx(model_dir, tmp_path / "fp32", check_texts=24)
     onnx_dir = tmp_path / "fp32/onnx"
     unfused = export_graph(model, tiny_tokenizer, onnx_dir / "unfused.onnx", fuse=False)
-    texts = onnx_check.calibration_texts(model, model_dir, static_int8.CALIBRATION_SAMPLES)
+    texts = precision_gate.calibration_texts(model, model_dir, static_int8.CALIBRATION_SAMPLES)
     names = [node.name for node in __import__("onnx").load(str(unfused)).graph.input]
     samples = static_int8.calibration_samples(tiny_tokenizer, texts, names, 64)
-    reference = onnx_check.gate_reference(model, tiny_tokenizer, model_dir, GATE_TEXTS)
+    reference = precision_gate.gate_reference(model, tiny_tokenizer, model_dir, GATE_TEXTS)
     cosines = []
     for options in static_int8.VARIANTS:  # every whole-encoder candidate the export tries
         static_int8.quantize_static_int8(unfused, onnx_dir / "candidate.onnx", samples, **options)
-        loose = onnx_check.GateBounds(**LOOSE)
-        evidence = onnx_check.judge_graph(reference, tmp_path / "fp32", "candidate.onnx", loose, backend="openvino")
+        loose = precision_gate.GateBounds(**LOOSE)
+        evidence = precision_gate.judge_graph(
+            reference, tmp_path / "fp32", "candidate.onnx", loose, backend="openvino"
+        )
         cosines.append(evidence["mean_cosine"])
     # A mean-cosine bound halfway between the best whole-encoder graph's and 1: each refused, passed with nodes fp32.
     bound = (1 + max(cosines)) / 2
     report = export_onnx(
         model_dir, tmp_path / "out", quantize=["int8_static"], check_texts=24, gate_texts=GATE_TEXTS,
-        gate=onnx_check.GateBounds(**{**LOOSE, "min_mean_cosine": bound}),
+        gate=precision_gate.GateBounds(**{**LOOSE, "min_mean_cosine": bound}),
     )  # fmt: skip
     entry = report["int8_static"]
     settings = entry["quantization"]

@@ -110,7 +110,7 @@ def add_gate_arguments(group: argparse._ArgumentGroup):
 
 def gate_settings(args: argparse.Namespace) -> tuple:
     """`(GateBounds, texts per built-in set)` from the gate's options; the flags given, in `GATE_FLAGS` order."""
-    from multitask_st.export.onnx_check import DEFAULT_GATE_TEXTS, GateBounds
+    from multitask_st.export.precision_gate import DEFAULT_GATE_TEXTS, GateBounds
 
     given = [flag for flag in GATE_FLAGS if getattr(args, flag) is not None and flag != "gate_texts"]
     bounds = GateBounds(**{flag: getattr(args, flag) for flag in given})

@@ -4,7 +4,7 @@
     multitask-st gate outputs/multitask-st --dtype bfloat16 --gate_texts 500 --json bf16-gate.json
 
 Runs the model once in float32 and once with `encode`/`predict(..., dtype=...)` (autocast: the weights stay float32) on
-the gate's texts, the same texts, statistics and bounds that judge an int8 graph at export (`onnx_check.judge_dtype`):
+the gate's texts, the same texts, statistics and bounds that judge an int8 graph at export (`precision_gate.judge_dtype`):
 per head the labels it changes with their exact interval, the paired accuracy change with the exact McNemar test on
 labelled texts, the STS-B Spearman change with a bootstrap interval, and the embeddings' cosine. Prints the evidence
 and the verdict; exit status 0 when it passes, 1 when refused or on an error (one line on stderr). Writes nothing but
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
 
 def judge(args: argparse.Namespace) -> dict:
     from multitask_st.export.model_source import load_model_tokenizer
-    from multitask_st.export.onnx_check import gate_reference, judge_dtype
+    from multitask_st.export.precision_gate import gate_reference, judge_dtype
     from multitask_st.modeling_multitask_st import MultiTaskSTModel
 
     bounds, gate_texts = gate_settings(args)

@@ -14,7 +14,7 @@ int64 with both axes dynamic. Outputs: `sentence_embedding` `(batch, embedding_d
 as configured), `logits_<task>` `(batch, num_labels)` per head, `last_hidden_state` (the encoder's token states, what
 optimum's `ORTModelForFeatureExtraction` reads) and, for a config that normalises, `sentence_embedding_unnormalized`.
 
-Nothing is written unless the graph passed its checks (`onnx_check`): an fp32 graph that misses a bound raises
+Nothing is written unless the graph passed its checks (`onnx_check`, `precision_gate`): an fp32 graph that misses a bound raises
 instead; an int8 graph the statistical gate refuses is searched for one that passes (`quantize.accuracy_aware_int8`:
 other weight settings, then the most sensitive encoder nodes kept fp32), and only if none does, the export raises.
 Exporter choice, measured with torch 2.13 (see BENCHMARKS.md): the TorchScript exporter (`dynamo=False`) on the model
@@ -48,7 +48,6 @@ from ..model_folder import (
 from ..modeling_multitask_st import MultiTaskSTModel
 from . import checksums, reduced_precision
 from .model_source import load_model_tokenizer
-from .onnx_check import DEFAULT_GATE_TEXTS, GateBounds
 from .onnx_runtime import (
     EMBEDDING_OUTPUT,
     LOGITS_PREFIX,
@@ -59,6 +58,7 @@ from .onnx_runtime import (
     PAIR_TEXT_INPUT,
     UNNORMALIZED_EMBEDDING_OUTPUT,
 )
+from .precision_gate import DEFAULT_GATE_TEXTS, GateBounds
 
 
 logger = logging.get_logger(__name__)
@@ -171,7 +171,7 @@ def export_onnx(
             this machine's.
         overwrite: Replace an existing `onnx/` folder in `output_dir`.
         check_texts: How many real texts (from the built-in sets) the fp32 graph is compared on.
-        gate: What the int8 graph may cost and at which confidence it is refused (`onnx_check.GateBounds`; the
+        gate: What the int8 graph may cost and at which confidence it is refused (`precision_gate.GateBounds`; the
             defaults: flip rate 2%, accuracy and STS-B Spearman drop 0.5 points, mean cosine 0.99, at 95%).
         gate_texts: Texts per built-in set the int8 graph is judged on (every split, sampled; `None`: all).
 
@@ -181,11 +181,11 @@ def export_onnx(
     Raises:
         ValueError: when a graph misses a bound (nothing is written then), or for bad arguments.
     """
-    from . import onnx_check
+    from . import onnx_check, precision_gate
     from . import quantize as quantization
 
-    gate = onnx_check.GateBounds() if gate is None else gate
-    if not isinstance(gate, onnx_check.GateBounds):
+    gate = precision_gate.GateBounds() if gate is None else gate
+    if not isinstance(gate, precision_gate.GateBounds):
         raise TypeError(f"`gate` must be a GateBounds or None, got {type(gate).__name__}.")
     if gate_texts is not None and (not isinstance(gate_texts, int) or isinstance(gate_texts, bool) or gate_texts < 1):
         raise ValueError(f"`gate_texts` must be a positive int or None (all texts), got {gate_texts!r}.")
@@ -229,7 +229,7 @@ def export_onnx(
             else:  # embedding tasks only: the encoder graph's cosines, checked with it
                 report["fp32"]["pair_tasks"] = pair_check
         if precisions:  # PyTorch's reference on the gate's texts, once for every precision judged
-            reference = onnx_check.gate_reference(model, tokenizer, model_dir, gate_texts)
+            reference = precision_gate.gate_reference(model, tokenizer, model_dir, gate_texts)
         if "int8" in precisions:
             report["int8"] = reduced_precision.quantize_int8_gated(staging, arch, reference, gate)
         if "bf16" in precisions:

@@ -152,7 +152,7 @@ class MultiTaskSTOnnxModel:
                 are onnxruntime's.
             dtype: The precision the backend runs the graph in: onnxruntime `"float32"` (int8 is a graph of its own);
                 OpenVINO `"bfloat16"` (the default; float32 where the CPU has no bf16) or `"float32"`. Judge what
-                bf16 costs with `onnx_check.judge_graph(..., backend="openvino")`, the int8 gate.
+                bf16 costs with `precision_gate.judge_graph(..., backend="openvino")`, the int8 gate.
             performance_hint: OpenVINO's: `"latency"` (the default: each batch on every core, for a text or a few at a
                 time) or `"throughput"` (the cores split into streams, one batch each at once: for many texts; see
                 BENCHMARKS.md). onnxruntime takes none.

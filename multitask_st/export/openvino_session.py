@@ -5,7 +5,7 @@ session (`get_inputs`, `get_outputs`, `get_modelmeta`, `run`), so the same runti
 Why: OpenVINO's CPU plugin runs the graph in bf16 where the CPU has AVX-512 BF16 or AMX (its `INFERENCE_PRECISION_HINT`),
 which onnxruntime's CPU kernels do not. OpenVINO reads the fused graph `export_onnx` writes as it is (its ONNX frontend
 knows onnxruntime's `Attention`, `EmbedLayerNormalization`, `SkipLayerNormalization`, `BiasGelu`). bf16 costs accuracy
-like int8 does, so it is judged by the same gate (`onnx_check.judge_graph(..., backend="openvino")`). No torch here.
+like int8 does, so it is judged by the same gate (`precision_gate.judge_graph(..., backend="openvino")`). No torch here.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ VNNI (and on ARM) the full int8 range is used; on older x86 (`avx2`, `avx512`) w
 the u8 x s8 products there can saturate 16-bit accumulators. The file is named as sentence-transformers names its
 own (`model_qint8_avx512_vnni.onnx`, ...), so it sits where their loaders look.
 
-`accuracy_aware_int8` is what the export runs: when the whole encoder in int8 fails the gate (`onnx_check`), it tries
+`accuracy_aware_int8` is what the export runs: when the whole encoder in int8 fails the gate (`precision_gate`), it tries
 7-bit and per-tensor weights, then keeps the fewest, most sensitive encoder nodes in fp32 until a graph passes
 (`accuracy_aware_search`, which the static int8 graph for OpenVINO, `static_int8.py`, runs too).
 """

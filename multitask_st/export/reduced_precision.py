@@ -1,5 +1,5 @@
 """The reduced-precision steps of an ONNX export: each candidate (onnxruntime int8, OpenVINO static int8, OpenVINO
-bf16) built next to the fp32 graph, judged by the gate (`onnx_check`), searched for the fewest nodes to keep in fp32
+bf16) built next to the fp32 graph, judged by the gate (`precision_gate`), searched for the fewest nodes to keep in fp32
 when refused; each returns its export-report entry."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from transformers.utils import logging
 
 from ..model_folder import ONNX_FILE_NAME, ONNX_SUBFOLDER
 from ..modeling_multitask_st import MultiTaskSTModel
-from .onnx_check import GateBounds
+from .precision_gate import GateBounds
 
 
 logger = logging.get_logger(__name__)
@@ -23,19 +23,19 @@ def quantize_int8_gated(staging: Path, arch: str, reference, gate: GateBounds) -
     """Write the int8 graph next to the fp32 one in `staging`: the one `accuracy_aware_int8` finds to pass the gate
     (the whole encoder in int8 if that passes, else the fewest sensitive nodes kept fp32). Returns its report entry:
     the gate's evidence, the quantisation settings and search, and, when nodes stayed fp32, the speed it cost."""
-    from . import onnx_check
+    from . import precision_gate
     from . import quantize as quantization
 
     onnx_dir = staging / ONNX_SUBFOLDER
     int8_name = quantization.int8_file_name(arch)
     calibration = _sensitivity_texts(reference)
-    fp32_outputs = onnx_check.graph_outputs(staging, ONNX_FILE_NAME, calibration)
+    fp32_outputs = precision_gate.graph_outputs(staging, ONNX_FILE_NAME, calibration)
     settings, evidence = quantization.accuracy_aware_int8(
         onnx_dir / ONNX_FILE_NAME,
         onnx_dir / int8_name,
         arch,
-        judge=lambda path: onnx_check.judge_graph(reference, staging, path.name, gate),
-        output_error=lambda path: onnx_check.output_error(fp32_outputs, staging, path.name, calibration),
+        judge=lambda path: precision_gate.judge_graph(reference, staging, path.name, gate),
+        output_error=lambda path: precision_gate.output_error(fp32_outputs, staging, path.name, calibration),
     )
     if settings["nodes_kept_fp32"]:
         settings["texts_per_second"] = _cost_of_kept_nodes(
@@ -63,7 +63,7 @@ def quantize_static_int8_gated(
     report entry."""
     import onnx
 
-    from . import onnx_check, static_int8
+    from . import precision_gate, static_int8
     from . import quantize as quantization
 
     onnx_dir = staging / ONNX_SUBFOLDER
@@ -71,18 +71,20 @@ def quantize_static_int8_gated(
     unfused = onnx_dir / "model.unfused.onnx"  # NNCF's input; not published
     write_unfused(unfused)
     try:
-        texts = onnx_check.calibration_texts(model, model_dir, static_int8.CALIBRATION_SAMPLES)
+        texts = precision_gate.calibration_texts(model, model_dir, static_int8.CALIBRATION_SAMPLES)
         input_names = [node.name for node in onnx.load(str(unfused), load_external_data=False).graph.input]
         samples = static_int8.calibration_samples(tokenizer, texts, input_names, model.default_max_length(tokenizer))
         measured = _sensitivity_texts(reference)
-        fp32_outputs = onnx_check.graph_outputs(staging, ONNX_FILE_NAME, measured)
+        fp32_outputs = precision_gate.graph_outputs(staging, ONNX_FILE_NAME, measured)
         settings, evidence = quantization.accuracy_aware_search(
             lambda path, **options: static_int8.quantize_static_int8(unfused, path, samples, **options),
             static_int8.quantizable_nodes(unfused),
             list(static_int8.VARIANTS),
             target,
-            judge=lambda path: onnx_check.judge_graph(reference, staging, path.name, gate, backend="openvino"),
-            output_error=lambda path: onnx_check.output_error(fp32_outputs, staging, path.name, measured, "openvino"),
+            judge=lambda path: precision_gate.judge_graph(reference, staging, path.name, gate, backend="openvino"),
+            output_error=lambda path: precision_gate.output_error(
+                fp32_outputs, staging, path.name, measured, "openvino"
+            ),
             option_keys=("smooth_quant",),
             kind="static int8",
         )
@@ -105,9 +107,9 @@ def quantize_static_int8_gated(
 def judge_bf16(staging: Path, reference, gate: GateBounds) -> dict:
     """The gate on `onnx/model.onnx` as OpenVINO runs it in bf16 (`backend="openvino"`, its default): the report's
     `bf16` entry. No file is written; a refusal raises (no search: bf16 has no nodes to keep)."""
-    from . import onnx_check
+    from . import precision_gate
 
-    evidence = onnx_check.judge_graph(reference, staging, ONNX_FILE_NAME, gate, backend="openvino")
+    evidence = precision_gate.judge_graph(reference, staging, ONNX_FILE_NAME, gate, backend="openvino")
     if "bfloat16" not in evidence["precision"]:
         logger.warning(
             f"OpenVINO runs {ONNX_FILE_NAME} in {evidence['precision']} on this CPU (no AVX-512 BF16 or AMX): the "
@@ -135,13 +137,13 @@ def _cost_of_kept_nodes(
 ) -> dict:
     """What keeping nodes in fp32 costs: texts/s of the fp32 graph, the whole encoder quantised (written by
     `write_whole_encoder(path)` for this measurement only) and `graph_name`, interleaved on `texts`."""
-    from . import onnx_check
+    from . import precision_gate
 
     onnx_dir = staging / ONNX_SUBFOLDER
     whole = f"{Path(graph_name).stem}.whole.onnx"
     write_whole_encoder(onnx_dir / whole)
     try:
-        speeds = onnx_check.texts_per_second(staging, [ONNX_FILE_NAME, whole, graph_name], texts, backend=backend)
+        speeds = precision_gate.texts_per_second(staging, [ONNX_FILE_NAME, whole, graph_name], texts, backend=backend)
     finally:
         (onnx_dir / whole).unlink()
     return {

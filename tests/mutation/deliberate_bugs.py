@@ -71,7 +71,7 @@ BUGS: dict[str, tuple[str, str, str, list[str]]] = {
         ["tests/test_trainer.py::test_logged_task_losses_are_means_over_labelled_examples_of_mixed_batches"],
     ),
     "int8_gate_disabled": (
-        "multitask_st/export/onnx_check.py",
+        "multitask_st/export/precision_gate.py",
         '        "passed": not refusals,',
         '        "passed": True,',
         [

@@ -101,17 +101,13 @@ MODULES: dict[str, tuple[list[str], list[str] | None, list[str]]] = {
     # which test_onnx_export.py covers on real graphs). quantize.py's graph search is tested by its outcome only.
     "gate_statistics": (["multitask_st/export/gate_statistics.py"], None, ["tests/test_gate_statistics.py"]),
     "int8_gate": (
-        ["multitask_st/export/onnx_check.py"],
+        ["multitask_st/export/precision_gate.py", "multitask_st/export/onnx_check.py"],
         [
-            f"multitask_st.export.onnx_check.x_{name}__mutmut_*"
-            for name in (
-                "judge_outputs",
-                "decisions_of_outputs",
-                "decisions_of_predictions",
-                "_target_std",
-                "_config_view",
-                "_cosine",
-            )
+            *(f"multitask_st.export.precision_gate.x_{name}__mutmut_*" for name in ("judge_outputs", "_config_view")),
+            *(
+                f"multitask_st.export.onnx_check.x_{name}__mutmut_*"
+                for name in ("decisions_of_outputs", "decisions_of_predictions", "_target_std", "row_cosines")
+            ),
         ],  # fmt: skip
         ["tests/test_gate_verdict.py"],
     ),
