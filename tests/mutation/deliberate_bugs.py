@@ -23,8 +23,8 @@ TRAINER = "multitask_st/training/trainer.py"
 BUGS: dict[str, tuple[str, str, str, list[str]]] = {
     "f1_is_accuracy": (
         "multitask_st/training/metrics.py",
-        'results[f"{task}_f1"] = scores["f1"]',
-        'results[f"{task}_f1"] = scores["accuracy"]',
+        'return {"accuracy": scores["accuracy"], "f1": scores["f1"]}',
+        'return {"accuracy": scores["accuracy"], "f1": scores["accuracy"]}',
         ["tests/test_metrics.py::test_macro_f1_and_accuracy_match_a_hand_computed_imbalanced_case"],
     ),
     "spearman_sign_flipped": (
