@@ -66,6 +66,24 @@ def parameter_parts(model: nn.Module, layers: Sequence[nn.Module]) -> dict[str, 
     return {name: params for name, params in parts.items() if params}
 
 
+def frozen_modules(model: nn.Module) -> list[nn.Module]:
+    """The outermost submodules of `model` that hold parameters and train none of them (`requires_grad` off on
+    every one): the frozen parts as modules, without any module that holds a trainable parameter."""
+    found = []
+
+    def visit(module: nn.Module):
+        parameters = list(module.parameters())
+        if parameters and not any(parameter.requires_grad for parameter in parameters):
+            found.append(module)
+            return
+        for child in module.children():
+            visit(child)
+
+    for child in model.children():
+        visit(child)
+    return found
+
+
 def resolve_parts(parts: list[str], targets: Sequence[str]) -> list[str]:
     """The parts that freeze targets select, in model order; a target that matches none is an error."""
     selected = []

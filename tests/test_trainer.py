@@ -204,6 +204,79 @@ def test_progressive_unfreezing_trains_exactly_the_unlocked_parts_at_each_stage(
     assert recorder.steps[-1][1] == set(tiny_model.parameter_parts()) - {"head:sentiment"}
 
 
+def _modes_in_training_forwards(model) -> list[dict[str, bool]]:
+    """Per training forward pass: whether the embeddings, each backbone layer and the heads ran in train mode."""
+    watched = {"backbone.embeddings": model.backbone.embeddings}
+    watched.update({f"backbone.layer.{i}": layer for i, layer in enumerate(model.backbone_layers())})
+    watched.update({f"head:{task}": head for task, head in model.heads.items()})
+    passes = []
+
+    def record(module, inputs, output):
+        if model.training:  # Trainer's evaluation forwards are not training steps
+            if module is watched["backbone.embeddings"]:
+                passes.append({})
+            passes[-1][next(name for name, watched_module in watched.items() if watched_module is module)] = (
+                module.training
+            )
+
+    for module in watched.values():
+        module.register_forward_hook(record)
+    return passes
+
+
+@pytest.mark.parametrize("eval_mode", [True, False])
+def test_frozen_parts_run_in_eval_mode_only_when_asked_and_follow_the_unfreezing_stages(
+    tmp_path, tiny_task_datasets, tiny_tokenizer, eval_mode
+):
+    from conftest import tiny_backbone_config
+
+    torch.manual_seed(0)
+    model = MultiTaskSTModel(
+        tiny_config().__class__(
+            backbone_config=tiny_backbone_config(hidden_dropout_prob=0.3, attention_probs_dropout_prob=0.3),
+            tasks=tiny_config().tasks,
+        )
+    ).eval()
+    trainer = make_trainer(
+        tmp_path, model, tiny_task_datasets, tiny_tokenizer, max_steps=5, unfreeze_schedule="progressive",
+        unfreeze_every=1, unfreeze_unit="step", freeze=["backbone.embeddings"], frozen_parts_eval_mode=eval_mode,
+        embedding_distillation_weight=0.0,  # no teacher pass: every forward here is a training step's
+    )  # fmt: skip
+    passes = _modes_in_training_forwards(model)
+    trainer.train()
+    # stages: heads, projection, layer 1, layer 0, embeddings (frozen all run: its stage adds nothing)
+    trains = [
+        {"backbone.layer.1": False, "backbone.layer.0": False},
+        {"backbone.layer.1": False, "backbone.layer.0": False},
+        {"backbone.layer.1": True, "backbone.layer.0": False},
+        {"backbone.layer.1": True, "backbone.layer.0": True},
+        {"backbone.layer.1": True, "backbone.layer.0": True},
+    ]
+    assert len(passes) == 5
+    for modes, trained in zip(passes, trains, strict=True):
+        expected = {"backbone.embeddings": not eval_mode, "head:topic": True, "head:sentiment": True}
+        expected.update({layer: trains_now or not eval_mode for layer, trains_now in trained.items()})
+        assert modes == expected
+
+
+def test_frozen_modules_are_the_outermost_modules_that_train_nothing(tiny_model):
+    from multitask_st.parts_multitask_st import frozen_modules
+
+    assert frozen_modules(tiny_model) == []
+    tiny_model.freeze("backbone.embeddings", "backbone.layer.0", "head:topic")
+    assert frozen_modules(tiny_model) == [
+        tiny_model.backbone.embeddings, tiny_model.backbone_layers()[0], tiny_model.heads["topic"]
+    ]  # fmt: skip
+    query = tiny_model.backbone_layers()[1].attention.self.query
+    query.weight.requires_grad_(False)
+    assert query not in frozen_modules(tiny_model)  # its bias still trains
+    query.bias.requires_grad_(False)  # a module inside a part
+    assert query in frozen_modules(tiny_model)
+    assert tiny_model.backbone_layers()[1] not in frozen_modules(tiny_model)
+    tiny_model.freeze("all")
+    assert frozen_modules(tiny_model) == [child for child in tiny_model.children() if list(child.parameters())]
+
+
 def test_resume_mid_schedule_restores_the_stage(tmp_path, tiny_task_datasets, tiny_tokenizer):
     torch.manual_seed(0)
     schedule = dict(unfreeze_schedule="progressive", unfreeze_every=1, unfreeze_unit="step")

@@ -15,6 +15,7 @@ from transformers.utils import logging
 from ..inference_multitask_st import SINGLE_LABEL, tokenizer_fingerprint
 from ..losses_multitask_st import labelled_rows
 from ..modeling_multitask_st import MultiTaskSTModel
+from ..parts_multitask_st import frozen_modules
 from ..task_fields_multitask_st import normalize_task_loss_options, normalize_task_loss_weights
 from .callbacks import UnfreezingCallback
 from .checkpoints import checked_checkpoint
@@ -289,6 +290,11 @@ class MultiTaskTrainer(CalibrationMixin, DistillationSetupMixin, Trainer):
         return output._replace(metrics=metrics)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if model.training and self.args.frozen_parts_eval_mode:
+            # Trainer's `training_step` has just put the whole model in train mode; per step, so that a part the
+            # unfreezing schedule has just unfrozen trains with its dropout again.
+            for module in frozen_modules(self.accelerator.unwrap_model(model)):
+                module.eval()
         teacher_embeddings = inputs.pop("teacher_embeddings", None)
         teacher_logits = inputs.pop("teacher_logits", None)
         if self.teacher is not None and model.training and (self.distilling or self.held_tasks):

@@ -46,6 +46,13 @@ class MultiTaskTrainingArguments(TrainingArguments):
             Spacing of the progressive stages.
         unfreeze_layers_per_stage (`int`, defaults to 1):
             Backbone layers unfrozen per stage.
+        frozen_parts_eval_mode (`bool`, defaults to `False`):
+            Run the frozen parts (`freeze`, the stages not yet unfrozen) in eval mode during training: no dropout
+            there. A frozen part learns nothing from its own dropout, and on CPU dropout (on the attention weights
+            especially) makes a forward pass much slower: on MiniLM, 32 texts of 128 tokens, one thread, 1.22 s in
+            train mode against 0.73 s in eval mode. The trainable parts above still see the frozen parts' output
+            without that noise, which changes the run (not only its speed); off by default, so a run's numbers do not
+            change under it.
         sampling_strategy (`str`, defaults to `"proportional"`):
             How tasks are mixed: `proportional` (every example once per epoch), `round_robin` (tasks in turn) or
             `temperature` (task probability proportional to size^(1/T)).
@@ -126,6 +133,9 @@ class MultiTaskTrainingArguments(TrainingArguments):
         default="epoch", metadata={"help": "'epoch' or 'step'.", "choices": list(UNFREEZE_UNITS)}
     )
     unfreeze_layers_per_stage: int = field(default=1, metadata={"help": "Backbone layers unfrozen per stage."})
+    frozen_parts_eval_mode: bool = field(
+        default=False, metadata={"help": "Run the frozen parts in eval mode while training (no dropout there)."}
+    )
     sampling_strategy: str = field(
         default="proportional", metadata={"help": "Task mixing.", "choices": list(SAMPLING_STRATEGIES)}
     )
