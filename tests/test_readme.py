@@ -180,6 +180,14 @@ COMMANDS: dict[str, tuple[str, object]] = {
         "elsewhere",
         "tests/test_add_task.py: the --init_model path (held heads, frozen heads) on a tiny model and its own data",
     ),
+    "python -m multitask_st train --init_model outputs/multitask-st --tasks newsgroup=20newsgroups --output_dir "
+    "outputs/v2 --freeze backbone.embeddings backbone.layer.0 backbone.layer.1 backbone.layer.2 backbone.layer.3 "
+    "--frozen_parts_eval_mode --num_train_epochs 2.5 --learning_rate 1e-5 --head_lr_multiplier 100 "
+    "--embedding_distillation_weight 100": (
+        "elsewhere",
+        "tests/test_add_task.py (the --init_model path) and tests/test_trainer.py (--freeze, --frozen_parts_eval_mode); "
+        "the real run: bench/add_task.py, BENCHMARKS.md",
+    ),
 }
 INT8_REDUCTION = ("--quantize int8 ", "")
 # `python X.py ARGS` in a checkout is `multitask_st.cli.<module>.main(ARGS)` (the scripts are shims).
