@@ -48,11 +48,11 @@ class MultiTaskTrainingArguments(TrainingArguments):
             Backbone layers unfrozen per stage.
         frozen_parts_eval_mode (`bool`, defaults to `False`):
             Run the frozen parts (`freeze`, the stages not yet unfrozen) in eval mode during training: no dropout
-            there. A frozen part learns nothing from its own dropout, and on CPU dropout (on the attention weights
-            especially) makes a forward pass much slower: MiniLM with its embeddings and bottom four layers frozen
-            trained 64 steps in 79 CPU s instead of 119 (BENCHMARKS.md, "Add a task later"). The trainable parts
-            above then see the frozen parts' output without that noise, which changes the run, not only its speed:
-            off by default, so a run's numbers do not change under it.
+            there. A frozen part learns nothing from its own dropout, and on CPU dropout makes a forward pass much
+            slower: MiniLM with its embeddings and bottom four layers frozen trained 64 steps in 79 CPU s instead of
+            119 (BENCHMARKS.md, "Add a task later"). The trainable parts above then see the frozen parts' output
+            without that noise, which changes the run, not only its speed: off by default, so a run's numbers do not
+            change under it.
         sampling_strategy (`str`, defaults to `"proportional"`):
             How tasks are mixed: `proportional` (every example once per epoch), `round_robin` (tasks in turn) or
             `temperature` (task probability proportional to size^(1/T)).
