@@ -22,6 +22,7 @@ from onnx_encode import encoder_flops, matmul_gflops, rotten_tomatoes_texts
 from transformers import AutoConfig, AutoTokenizer
 
 from multitask_st.export.onnx import HIDDEN_STATE_OUTPUT
+from multitask_st.inference_multitask_st import length_ordered_batches
 
 
 def main(argv: list[str] | None = None):
@@ -49,13 +50,14 @@ def main(argv: list[str] | None = None):
     request = compiled.create_infer_request()
     inputs = [parameter.get_any_name() for parameter in graph.inputs]
 
-    # Batched as the inference engine batches one call: sorted by token count, longest first.
+    # Batched as the inference engine batches one call (its own batching: longest first, by token count).
     encoded = tokenizer(rotten_tomatoes_texts(args.texts), truncation=True, max_length=args.max_length)
-    rows = sorted(range(args.texts), key=lambda row: -len(encoded["input_ids"][row]))
+    order, _ = length_ordered_batches([len(ids) for ids in encoded["input_ids"]], args.batch_size)
     batches = []
-    for start in range(0, len(rows), args.batch_size):
-        batch = [{name: encoded[name][row] for name in inputs} for row in rows[start : start + args.batch_size]]
-        padded_batch = tokenizer.pad(batch, return_tensors="np")
+    for rows in order:
+        padded_batch = tokenizer.pad(
+            [{name: encoded[name][row] for name in inputs} for row in rows], return_tensors="np"
+        )
         batches.append({name: np.asarray(padded_batch[name], dtype=np.int64) for name in inputs})
     tokens = [int(sum(row)) for batch in batches for row in batch["attention_mask"]]
     padded = sum(batch["attention_mask"].size for batch in batches)
