@@ -251,6 +251,7 @@ class MultiTaskSTModel(MultiTaskSTEncodingMixin, MultiTaskSTTaskEditingMixin, Mu
         negative_attention_mask: torch.Tensor | None = None,
         negative_token_type_ids: torch.Tensor | None = None,
         negative_rows: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
     ) -> MultiTaskSTOutput | tuple:
         r"""
         labels (`torch.Tensor` of shape `(batch_size, config.num_label_columns)`, *optional*):
@@ -267,11 +268,14 @@ class MultiTaskSTModel(MultiTaskSTEncodingMixin, MultiTaskSTTaskEditingMixin, Mu
             (`pair_classification`), a score (`pair_regression`, `embedding`) or 0 (`embedding_contrastive`).
         negative_input_ids (`torch.LongTensor` of shape `(num_negatives, negative_length)`, *optional*):
             Hard negatives of the rows `negative_rows` (default: every row), for `embedding_contrastive` tasks.
+        inputs_embeds (`torch.FloatTensor` of shape `(batch_size, length, hidden_size)`, *optional*):
+            Instead of `input_ids`: given to the backbone as transformers models take them (what its embedding module
+            starts from). Training with cached frozen layers passes the cached hidden states this way.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         task_names = check_tasks(tasks, self.config.task_names)
         pooled, backbone_output = self.pool(
-            input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions
+            input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions, inputs_embeds
         )
         projected = self.projection(pooled)  # (batch, embedding_dim): what the heads read
         inputs = TaskInputs(projected)
@@ -297,19 +301,24 @@ class MultiTaskSTModel(MultiTaskSTEncodingMixin, MultiTaskSTTaskEditingMixin, Mu
 
     def pool(
         self,
-        input_ids: torch.Tensor,
+        input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
+        inputs_embeds: torch.Tensor | None = None,
     ):
         """The backbone's pooled output `(batch, backbone_hidden_size)`, before the projection, and the backbone's own
         output (what the ONNX export and distillation read)."""
-        if input_ids is None:
-            raise ValueError("`input_ids` is required: tokenise the texts first (see `encode`/`predict`).")
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError(
+                "Give exactly one of `input_ids` and `inputs_embeds`: tokenise the texts first (see `encode`/`predict`)."
+            )
+        given = {"input_ids": input_ids} if inputs_embeds is None else {"inputs_embeds": inputs_embeds}
         if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        backbone_inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+            (tokens,) = given.values()
+            attention_mask = torch.ones(tokens.shape[:2], dtype=torch.long, device=tokens.device)
+        backbone_inputs = {**given, "attention_mask": attention_mask}
         if token_type_ids is not None:  # DistilBERT-style backbones take none
             backbone_inputs["token_type_ids"] = token_type_ids
         if output_hidden_states:

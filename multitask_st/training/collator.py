@@ -19,6 +19,8 @@ SECOND_TEXT_PREFIXES = ("pair_", "negative_")
 TEACHER_COLUMN = "teacher_embedding"
 # The starting model's raw logits of the heads a run holds (no training data for them), task after task.
 TEACHER_LOGITS_COLUMN = "teacher_logits"
+# What the frozen bottom layers give for each example's tokens, `(length, hidden)` (see `training.frozen_layers`).
+FROZEN_STATES_COLUMN = "frozen_hidden_states"
 
 
 @dataclass
@@ -31,7 +33,8 @@ class MultiTaskDataCollator:
     `labels`, a full row. A feature with neither is unlabelled. Batches may hold one task or several. Features that
     carry a `teacher_embedding` (see `multitask_st.training.distillation`) also give `teacher_embeddings`,
     `(batch, hidden)`, and those that carry `teacher_logits` give `teacher_logits`, `(batch, labels of the held
-    heads)`.
+    heads)`; those that carry `frozen_hidden_states` give them padded as the token ids are, `(batch, length,
+    hidden)`.
 
     Args:
         tokenizer: gives the pad id and padding side.
@@ -85,7 +88,23 @@ class MultiTaskDataCollator:
             batch["teacher_logits"] = torch.tensor(
                 np.stack([feature[TEACHER_LOGITS_COLUMN] for feature in features]), dtype=torch.float32
             )
+        if FROZEN_STATES_COLUMN in features[0]:  # what the cached frozen layers gave, for the layers above them
+            batch["frozen_hidden_states"] = self._pad_states(
+                [feature[FROZEN_STATES_COLUMN] for feature in features], batch["input_ids"].shape[1]
+            )
         return batch
+
+    def _pad_states(self, states: list, length: int) -> torch.Tensor:
+        """Per-token states of the examples, zero-padded to `length` on the tokenizer's padding side (the attention
+        mask hides the padding from the layers above)."""
+        padded = torch.zeros(len(states), length, np.shape(states[0])[-1], dtype=torch.float32)
+        for row, values in enumerate(states):
+            values = torch.as_tensor(np.asarray(values, dtype=np.float32))
+            if self.tokenizer.padding_side == "left":
+                padded[row, length - len(values) :] = values
+            else:
+                padded[row, : len(values)] = values
+        return padded
 
     def _second_texts(self, features: list[dict], prefix: str) -> dict[str, torch.Tensor]:
         """The second texts (or hard negatives) of the rows that have them, padded on their own, and those rows:

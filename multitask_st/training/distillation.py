@@ -36,6 +36,7 @@ from collections.abc import Mapping, Sequence
 
 import datasets
 import numpy as np
+import pyarrow as pa
 import torch
 import torch.nn.functional as F
 from transformers import PreTrainedTokenizerBase
@@ -49,6 +50,7 @@ from ..inference_multitask_st import (
     REGRESSION,
     SINGLE_LABEL,
 )
+from ..layers_multitask_st import eval_twin
 from ..modeling_multitask_st import MultiTaskSTModel
 from .collator import TEACHER_COLUMN, TEACHER_LOGITS_COLUMN
 
@@ -227,11 +229,20 @@ class FrozenTeacher:
         model's embedding, see the module docstring) and the held heads' raw outputs task after task
         `(batch, their labels)` (None without held heads), as the `teacher_embedding` / `teacher_logits` columns."""
         pooled = self.model.pool(*(inputs.get(key) for key in MODEL_INPUTS))[0]
-        if not self.held_tasks:
-            return pooled.float(), None
-        projected = self.model.projection(pooled)
-        logits = torch.cat([self.model.heads[task](projected).float() for task in self.held_tasks], dim=-1)
-        return self.model.finish_embedding(projected).float(), logits
+        return teacher_targets(self.model, pooled, self.held_tasks)
+
+
+def teacher_targets(
+    model: MultiTaskSTModel, pooled: torch.Tensor, held_tasks: Sequence[str]
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """From the starting model's pooled output, float32: the embedding distillation target (the pooled output; with
+    held heads the model's own embedding, see the module docstring) and the held heads' raw outputs task after task
+    (None without held heads): what the `teacher_embedding` / `teacher_logits` columns hold."""
+    if not held_tasks:
+        return pooled.float(), None
+    projected = model.projection(pooled)
+    logits = torch.cat([model.heads[task](projected).float() for task in held_tasks], dim=-1)
+    return model.finish_embedding(projected).float(), logits
 
 
 def compute_teacher_embeddings(
@@ -288,20 +299,31 @@ def add_teacher_embeddings(
     held = f" and the outputs of the held head(s) {held_tasks}" if held_tasks else ""
     logger.info(f"Computing the starting model's embeddings{held} for {len(dataset)} training examples (once).")
     encodings = dataset.select_columns([key for key in MODEL_INPUTS if key in dataset.column_names]).to_dict()
-    pooled, logits = model.teacher_outputs(encodings, tokenizer, held_tasks, batch_size, show_progress_bar)
-    if held_tasks:  # a trained model goes on: hold its own embedding (see the module docstring)
-        with torch.inference_mode():
-            pooled = model.finish_embedding(model.projection(pooled.to(model.dtype)))
-    columns = {
-        TEACHER_COLUMN: pooled,
-        TEACHER_LOGITS_COLUMN: torch.cat(list(logits.values()), dim=-1) if logits else None,
-    }
-    for column in wanted:
-        if column in dataset.column_names:
+    pooled = model.pooled_output(encodings, tokenizer, batch_size=batch_size, show_progress_bar=show_progress_bar)
+    with torch.inference_mode():  # the heads' dropout off, without flipping the model's mode
+        embedding, logits = teacher_targets(eval_twin(model), pooled.to(model.dtype), held_tasks)
+    columns = {TEACHER_COLUMN: embedding, TEACHER_LOGITS_COLUMN: logits}
+    return add_float_columns(
+        dataset, {column: columns[column].cpu().numpy() for column in wanted if column not in dataset.column_names}
+    )
+
+
+def add_float_columns(dataset: datasets.Dataset, columns: Mapping[str, Sequence[np.ndarray]]) -> datasets.Dataset:
+    """`dataset` with each of `columns` (per row a float32 vector, or a `(length, width)` matrix of any length) as a
+    float32 column; a dataset without a format then gives them as numpy arrays (what the collator stacks and pads)
+    and its other columns as before."""
+    for name, rows in columns.items():
+        width = np.shape(rows[0])[-1]
+        row_feature = datasets.Sequence(datasets.Value("float32"), length=width)
+        if np.ndim(rows[0]) == 1:
+            dataset = dataset.add_column(name, list(rows), feature=row_feature)
             continue
-        values = columns[column].float().cpu().numpy()
-        feature = datasets.Sequence(datasets.Value("float32"), length=values.shape[1])
-        dataset = dataset.add_column(column, list(values), feature=feature)
-    if dataset.format["type"] is None:  # rows give these columns as arrays, not lists of Python floats (collating)
-        dataset = dataset.with_format("numpy", columns=wanted, output_all_columns=True)
+        # Matrices of several lengths: one Arrow list of fixed-width vectors, built from a single flat copy (a list of
+        # 2-D arrays does not convert, and nested Python lists would cost minutes for a training set)
+        offsets = np.cumsum([0, *(len(matrix) for matrix in rows)], dtype=np.int32)
+        vectors = pa.FixedSizeListArray.from_arrays(pa.array(np.concatenate(rows, dtype=np.float32).ravel()), width)
+        values = pa.ListArray.from_arrays(pa.array(offsets), vectors)
+        dataset = dataset.add_column(name, values, feature=datasets.Sequence(row_feature))
+    if dataset.format["type"] is None:
+        dataset = dataset.with_format("numpy", columns=list(columns), output_all_columns=True)
     return dataset

@@ -19,8 +19,9 @@ from ..parts_multitask_st import frozen_modules
 from ..task_fields_multitask_st import normalize_task_loss_options, normalize_task_loss_weights
 from .callbacks import UnfreezingCallback
 from .checkpoints import checked_checkpoint
-from .collator import TEACHER_COLUMN, TEACHER_LOGITS_COLUMN, MultiTaskDataCollator
+from .collator import FROZEN_STATES_COLUMN, TEACHER_COLUMN, TEACHER_LOGITS_COLUMN, MultiTaskDataCollator
 from .distillation import FrozenTeacher, head_distillation_loss, similarity_distillation_loss
+from .frozen_layers import forward_above
 from .label_statistics import fit_to_training_labels
 from .metrics import build_compute_metrics, stsb_spearman
 from .parameter_groups import build_parameter_groups
@@ -189,6 +190,7 @@ class MultiTaskTrainer(CalibrationMixin, DistillationSetupMixin, Trainer):
         self.processes: list[dict] = []  # set by `train()`: the job's processes and devices, for the record
         self.held_tasks: list[str] = []  # set by `train()`: heads without training data, held by distillation
         self.teacher: FrozenTeacher | None = None  # set by `train()`: distillation per batch (streams, FSDP)
+        self.cached_depth = 0  # set by `train()`: the bottom layers whose output the batches carry (0: none)
 
     # ------------------------------------------------------------------ data
 
@@ -196,7 +198,7 @@ class MultiTaskTrainer(CalibrationMixin, DistillationSetupMixin, Trainer):
         super()._set_signature_columns_if_needed()
         # The collator turns `task_id` + `label` into the `labels` matrix (and passes the teacher embeddings on):
         # keep them when unused columns are dropped.
-        for column in ("task_id", "label", TEACHER_COLUMN, TEACHER_LOGITS_COLUMN):
+        for column in ("task_id", "label", TEACHER_COLUMN, TEACHER_LOGITS_COLUMN, FROZEN_STATES_COLUMN):
             if column not in self._signature_columns:
                 self._signature_columns.append(column)
 
@@ -300,7 +302,11 @@ class MultiTaskTrainer(CalibrationMixin, DistillationSetupMixin, Trainer):
         if self.teacher is not None and model.training and (self.distilling or self.held_tasks):
             # streamed data or FSDP: no columns, the frozen copy's forward per batch gives what they would hold
             teacher_embeddings, teacher_logits = self.teacher.outputs(inputs)
-        outputs = model(**inputs, return_dict=True)
+        if model.training and self.cached_depth and "frozen_hidden_states" in inputs:
+            outputs = forward_above(self.accelerator.unwrap_model(model), inputs, self.cached_depth, return_dict=True)
+        else:
+            inputs.pop("frozen_hidden_states", None)  # an evaluation runs the whole model
+            outputs = model(**inputs, return_dict=True)
         labels = inputs.get("labels")
         losses = dict(outputs.task_losses or {})
         loss = outputs.loss

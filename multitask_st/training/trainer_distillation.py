@@ -1,12 +1,12 @@
 """Which distillation a run applies, decided when training starts: the embedding distillation's weight and the heads
 held by distillation of their starting outputs, each with the reason when it cannot apply (the losses themselves:
-`distillation.py`)."""
+`distillation.py`); and the cache of the frozen bottom layers, filled by the same pass (`frozen_layers.py`)."""
 
 from __future__ import annotations
 
 from transformers.utils import logging
 
-from .collator import MultiTaskDataCollator
+from .collator import FROZEN_STATES_COLUMN, SECOND_TEXT_PREFIXES, MultiTaskDataCollator
 from .distillation import (
     HEAD_DISTILLATION_LOSSES,
     FrozenTeacher,
@@ -14,9 +14,11 @@ from .distillation import (
     embedding_distillation_weight,
     embedding_tasks,
     is_partitioned,
+    teacher_columns,
     teacher_columns_present,
     whole_model_copy,
 )
+from .frozen_layers import add_frozen_layer_columns, check_cached_route, frozen_bottom_depth
 
 
 logger = logging.get_logger(__name__)
@@ -34,9 +36,13 @@ class DistillationSetupMixin:
         self.embedding_distillation_weight = self._applied_distillation_weight()
         self.distilling = self.embedding_distillation_weight > 0
         self.held_tasks = self._held_tasks()
-        if not (self.distilling or self.held_tasks):
+        self.cached_depth = self._cached_depth()
+        if not (self.distilling or self.held_tasks or self.cached_depth):
             return
         model = self.accelerator.unwrap_model(self.model)
+        if self.cached_depth:
+            self._set_up_frozen_layer_cache(model)
+            return
         if self.task_streams is not None or self.is_fsdp_enabled:
             # Streams have no column to precompute; under FSDP a frozen whole copy per process gives each batch's
             # teacher outputs (the student is sharded once training starts). Built once: a second `train()` on this
@@ -67,6 +73,56 @@ class DistillationSetupMixin:
             batch_size=max(64, self.args.per_device_eval_batch_size),
             show_progress_bar=not self.args.disable_tqdm,
             held_tasks=self.held_tasks,
+        )
+
+    def _cached_depth(self) -> int:
+        """How many bottom layers this run caches (`args.cache_frozen_layers`, see `frozen_layers.py`): 0 when not asked;
+        raises when asked where it cannot apply."""
+        if not self.args.cache_frozen_layers or self.train_dataset is None:
+            return 0
+        model = self.accelerator.unwrap_model(self.model)
+        reason = None
+        if self.task_streams is not None:
+            reason = "the training data is streamed: there is no dataset column to keep the layers' output in"
+        elif self.args.world_size > 1 or self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            reason = "it runs in one process only (no DDP, DeepSpeed or FSDP)"
+        elif not isinstance(self.data_collator, MultiTaskDataCollator):
+            reason = f"the data collator ({type(self.data_collator).__name__}) is not a MultiTaskDataCollator"
+        elif any(column.startswith(SECOND_TEXT_PREFIXES) for column in self.train_dataset.column_names):
+            reason = "the training data has second texts (pairs or negatives), which run through the whole backbone"
+        depth = frozen_bottom_depth(sorted(self.unfreezing.frozen), model.config.backbone_config.num_hidden_layers)
+        if reason is None and depth == 0:
+            reason = (
+                "it needs the embeddings and at least the bottom layer frozen for the whole run (e.g. `freeze="
+                f"['backbone.embeddings', 'backbone.layer.0']`); frozen all run now: {sorted(self.unfreezing.frozen)}"
+            )
+        if reason:
+            raise ValueError(f"cache_frozen_layers=True cannot apply: {reason}.")
+        return depth
+
+    def _set_up_frozen_layer_cache(self, model):
+        """The `frozen_hidden_states` column and the teacher columns this run reads, from one pass of the starting
+        model, then the check that the layers above give from them what the whole model gives."""
+        wanted = teacher_columns(self.held_tasks) if (self.distilling or self.held_tasks) else []
+        missing = [column for column in wanted if column not in self.train_dataset.column_names]
+        if FROZEN_STATES_COLUMN not in self.train_dataset.column_names:  # kept from an earlier `train()`
+            self.train_dataset = add_frozen_layer_columns(
+                model,
+                self.train_dataset,
+                self.data_collator.tokenizer,
+                self.cached_depth,
+                teacher_columns=missing,
+                held_tasks=self.held_tasks,
+                batch_size=max(64, self.args.per_device_eval_batch_size),
+                show_progress_bar=not self.args.disable_tqdm,
+            )
+        elif missing:
+            raise ValueError(f"The training data has cached frozen layers but not the teacher columns {missing}.")
+        probe = self.data_collator([self.train_dataset[index] for index in range(min(8, len(self.train_dataset)))])
+        check_cached_route(model, {key: value.to(model.device) for key, value in probe.items()}, self.cached_depth)
+        logger.info(
+            f"cache_frozen_layers: the embeddings and bottom {self.cached_depth} layer(s) ran once; each step runs "
+            "the layers above them."
         )
 
     def _tasks_with_data(self, config) -> list[str]:

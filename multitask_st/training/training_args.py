@@ -53,6 +53,12 @@ class MultiTaskTrainingArguments(TrainingArguments):
             119 (BENCHMARKS.md, "Add a task later"). The trainable parts above then see the frozen parts' output
             without that noise, which changes the run, not only its speed: off by default, so a run's numbers do not
             change under it.
+        cache_frozen_layers (`bool`, defaults to `False`):
+            When the embeddings and the bottom layers are frozen all run (`freeze`), compute what those layers give
+            for each training example once, before the first step (in the pass that computes the distillation
+            targets), and run only the layers above at each step (see `training/frozen_layers.py`). The cached layers
+            run in eval mode, as under `frozen_parts_eval_mode`. Costs one float32 vector per token of the training
+            set in memory; one process, map-style data with single texts.
         sampling_strategy (`str`, defaults to `"proportional"`):
             How tasks are mixed: `proportional` (every example once per epoch), `round_robin` (tasks in turn) or
             `temperature` (task probability proportional to size^(1/T)).
@@ -135,6 +141,12 @@ class MultiTaskTrainingArguments(TrainingArguments):
     unfreeze_layers_per_stage: int = field(default=1, metadata={"help": "Backbone layers unfrozen per stage."})
     frozen_parts_eval_mode: bool = field(
         default=False, metadata={"help": "Run the frozen parts in eval mode while training (no dropout there)."}
+    )
+    cache_frozen_layers: bool = field(
+        default=False,
+        metadata={
+            "help": "Compute the frozen bottom layers' output once per training example; each step runs the rest."
+        },
     )
     sampling_strategy: str = field(
         default="proportional", metadata={"help": "Task mixing.", "choices": list(SAMPLING_STRATEGIES)}
