@@ -93,7 +93,9 @@ BUGS: dict[str, tuple[str, str, str, list[str]]] = {
         "multitask_st/training/frozen_layers.py",
         "model.backbone_layers()[depth - 1].register_forward_hook(",
         "model.backbone_layers()[depth].register_forward_hook(",
-        ["tests/test_frozen_layers.py::test_a_cached_run_trains_as_the_uncached_run_without_running_the_frozen_layers"],
+        [
+            "tests/test_frozen_layers.py::test_a_cached_run_trains_as_the_uncached_run_without_running_the_frozen_layers"
+        ],
     ),
     "frozen_cache_padded_right_always": (
         "multitask_st/training/collator.py",
