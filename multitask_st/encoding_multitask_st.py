@@ -9,7 +9,7 @@ these methods from it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -22,7 +22,6 @@ from .inference_multitask_st import (
     check_max_length,
     check_out,
     check_sentences,
-    check_tasks,
     check_tokenizer,
     default_max_length,
     fill_rows,
@@ -206,32 +205,15 @@ class MultiTaskSTEncodingMixin:
 
     def pooled_output(self, encodings: Mapping[str, list], tokenizer, batch_size: int = 64, show_progress_bar=False):
         """The pooled output `(n, backbone_hidden_size)`, before the projection, of texts tokenised already (unpadded
-        `input_ids` lists, ...), in order, batched as `encode` does: what embedding distillation holds."""
-        return self.teacher_outputs(encodings, tokenizer, (), batch_size, show_progress_bar)[0]
-
-    def teacher_outputs(
-        self, encodings: Mapping[str, list], tokenizer, tasks: Sequence[str] = (), batch_size: int = 64,
-        show_progress_bar=False,
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # fmt: skip
-        """What distillation holds, from one pass over texts tokenised already (unpadded `input_ids` lists, ...), in
-        order: the pooled output `(n, backbone_hidden_size)` and the raw logits `(n, num_labels)` of each of `tasks`."""
-        tasks = check_tasks(tasks, self.config.task_names) if tasks else []
-        widths = [self.config.backbone_hidden_size, *(self.config.num_labels_of(task) for task in tasks)]
-
-        def run_batch(model, inputs):
-            pooled = model.pool(**inputs)[0]
-            if not tasks:
-                return pooled
-            projected = model.projection(pooled)
-            return torch.cat([pooled, *(model.heads[task](projected).float() for task in tasks)], dim=-1)
-
+        `input_ids` lists, ...), in order, batched as `encode` does: what embedding distillation holds (the held
+        heads' targets follow from it: `training/distillation.py`, `teacher_targets`)."""
         progress = progress_bar(len(encodings["input_ids"]), "Teacher outputs", show_progress_bar)
         try:
-            rows = self._run_tokenized(encodings, tokenizer, run_batch, batch_size, progress)
+            rows = self._run_tokenized(encodings, tokenizer, lambda model, inputs: model.pool(**inputs)[0], batch_size,
+                                       progress)  # fmt: skip
         finally:
             progress is not None and progress.close()
-        pooled, *logits = torch.from_numpy(rows).to(self.device).split(widths, dim=-1)
-        return pooled, dict(zip(tasks, logits, strict=True))
+        return torch.from_numpy(rows).to(self.device)
 
     def _run(self, sentences, tokenizer, run_batch, description, batch_size=DEFAULT_BATCH_SIZE, show_progress_bar=None,
              device=None, max_length=None, chunk_size=DEFAULT_CHUNK_SIZE, pairs=False,

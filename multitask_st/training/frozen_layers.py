@@ -30,7 +30,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 from transformers.utils import logging
 
-from ..inference_multitask_st import MODEL_INPUTS, length_ordered_batches, progress_bar
+from ..inference_multitask_st import MODEL_INPUTS, progress_bar, run_in_length_order
 from ..layers_multitask_st import eval_twin
 from ..modeling_multitask_st import MultiTaskSTModel
 from ..parts_multitask_st import parse_part
@@ -128,36 +128,34 @@ def add_frozen_layer_columns(
     )
     encodings = dataset.select_columns([key for key in MODEL_INPUTS if key in dataset.column_names]).to_dict()
     states: list[np.ndarray | None] = [None] * len(dataset)
-    targets: list[list[torch.Tensor]] = [[], []]
     captured = []
     hook = model.backbone_layers()[depth - 1].register_forward_hook(
         lambda module, args, output: captured.append(output[0] if isinstance(output, tuple) else output)
     )
-    batches, inverse = length_ordered_batches([len(ids) for ids in encodings["input_ids"]], batch_size)
-    progress = progress_bar(len(dataset), "Frozen layers and teacher outputs", show_progress_bar)
     model = eval_twin(model)  # no dropout, and the model's own mode left alone (the hook is shared with the twin)
+
+    def run(batch: list[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        padded = tokenizer.pad({key: [encodings[key][i] for i in batch] for key in encodings}, return_tensors="pt")
+        inputs = {key: padded[key].to(model.device) for key in encodings}
+        captured.clear()
+        pooled = model.pool(**inputs)[0]
+        real = inputs["attention_mask"].bool()
+        for row, index in enumerate(batch):
+            states[index] = captured[0][row][real[row]].float().cpu().numpy()
+        return teacher_targets(model, pooled, held_tasks) if teacher_columns else (None, None)
+
+    progress = progress_bar(len(dataset), "Frozen layers and teacher outputs", show_progress_bar)
     try:
         with torch.inference_mode():
-            for batch in batches:
-                padded = tokenizer.pad(
-                    {key: [encodings[key][i] for i in batch] for key in encodings}, return_tensors="pt"
-                )
-                inputs = {key: padded[key].to(model.device) for key in encodings}
-                captured.clear()
-                pooled = model.pool(**inputs)[0]
-                real = inputs["attention_mask"].bool()
-                for row, index in enumerate(batch):
-                    states[index] = captured[0][row][real[row]].float().cpu().numpy()
-                if teacher_columns:
-                    embedding, logits = teacher_targets(model, pooled, held_tasks)
-                    targets[0].append(embedding.cpu())
-                    targets[1].append(logits.cpu() if logits is not None else None)
-                progress is not None and progress.update(len(batch))
+            targets, inverse = run_in_length_order(
+                [len(ids) for ids in encodings["input_ids"]], batch_size, run, progress
+            )
     finally:
         hook.remove()
         progress is not None and progress.close()
-    columns = {TEACHER_COLUMN: targets[0], TEACHER_LOGITS_COLUMN: targets[1]}
-    teacher = {column: torch.cat(columns[column]).numpy()[inverse] for column in teacher_columns}
+    embeddings, logits = zip(*targets, strict=True)
+    columns = {TEACHER_COLUMN: embeddings, TEACHER_LOGITS_COLUMN: logits}
+    teacher = {column: torch.cat(columns[column]).cpu().numpy()[inverse] for column in teacher_columns}
     return add_float_columns(dataset, {FROZEN_STATES_COLUMN: states, **teacher})
 
 
