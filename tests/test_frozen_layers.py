@@ -123,3 +123,23 @@ def test_the_collator_pads_the_cached_states_as_the_tokens(tiny_tokenizer, side)
     for row in range(2):
         assert torch.equal(batch["frozen_hidden_states"][row][mask[row]], torch.as_tensor(states[row]))
         assert not batch["frozen_hidden_states"][row][~mask[row]].any()
+
+
+def test_a_distilbert_backbone_resumes_from_its_cache():
+    # DistilBERT's model passes `inputs_embeds` to its embedding module by position, not by keyword as BERT does
+    from transformers import DistilBertConfig
+
+    torch.manual_seed(0)
+    backbone = DistilBertConfig(
+        vocab_size=99, dim=32, n_layers=2, n_heads=4, hidden_dim=37, max_position_embeddings=64
+    )
+    model = MultiTaskSTModel(MultiTaskSTConfig(backbone_config=backbone, tasks=TINY_TASKS)).eval()
+    batch = {
+        "input_ids": torch.tensor([[2, 5, 7, 3], [2, 9, 3, 0]]),
+        "attention_mask": torch.tensor([[1] * 4, [1, 1, 1, 0]]),
+    }
+    with torch.inference_mode():
+        hidden = model.backbone(**batch, output_hidden_states=True).hidden_states
+    check_cached_route(model, {**batch, "frozen_hidden_states": hidden[1]}, depth=1)
+    with pytest.raises(RuntimeError, match=r"DistilBertModel backbone resumed at layer 1"):
+        check_cached_route(model, {**batch, "frozen_hidden_states": hidden[0]}, depth=1)
