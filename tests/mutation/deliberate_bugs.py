@@ -87,8 +87,8 @@ BUGS: dict[str, tuple[str, str, str, list[str]]] = {
         "    with threading.Lock():\n        return tokenizer(",
         ["tests/test_concurrency.py::test_eight_threads_with_mixed_arguments_match_sequential_calls"],
     ),
-    # Not issue 15's: the frozen-layer cache (`cache_frozen_layers`) kept from the wrong layer, and padded on the wrong
-    # side: each must stop the run or change its training.
+    # Not issue 15's: the frozen-layer cache (`cache_frozen_layers`) kept from the wrong layer, padded on the wrong
+    # side, or resumed from the wrong input of a DistilBERT-style backbone: each must stop the run or change its training.
     "frozen_cache_one_layer_late": (
         "multitask_st/training/frozen_layers.py",
         "model.backbone_layers()[depth - 1].register_forward_hook(",
@@ -102,6 +102,12 @@ BUGS: dict[str, tuple[str, str, str, list[str]]] = {
         'if self.tokenizer.padding_side == "left":',
         "if False:",
         ["tests/test_frozen_layers.py::test_the_collator_pads_the_cached_states_as_the_tokens"],
+    ),
+    "frozen_cache_first_positional_argument": (
+        "multitask_st/training/frozen_layers.py",
+        "next(arg for arg in args if isinstance(arg, torch.Tensor) and arg.is_floating_point())",
+        "args[0]",
+        ["tests/test_frozen_layers.py::test_a_distilbert_backbone_resumes_from_its_cache"],
     ),
 }
 COPIED = [
