@@ -182,11 +182,11 @@ COMMANDS: dict[str, tuple[str, object]] = {
     ),
     "python -m multitask_st train --init_model outputs/multitask-st --tasks newsgroup=20newsgroups --output_dir "
     "outputs/v2 --freeze backbone.embeddings backbone.layer.0 backbone.layer.1 backbone.layer.2 backbone.layer.3 "
-    "--frozen_parts_eval_mode --num_train_epochs 2.5 --learning_rate 1e-5 --head_lr_multiplier 100 "
+    "--frozen_parts_eval_mode --cache_frozen_layers --num_train_epochs 3 --learning_rate 1e-5 --head_lr_multiplier 100 "
     "--embedding_distillation_weight 100": (
         "elsewhere",
-        "tests/test_add_task.py (the --init_model path) and tests/test_trainer.py (--freeze, --frozen_parts_eval_mode); "
-        "the real run: bench/add_task.py, BENCHMARKS.md",
+        "tests/test_add_task.py (the --init_model path), tests/test_trainer.py (--freeze, --frozen_parts_eval_mode) and "
+        "tests/test_frozen_layers.py (--cache_frozen_layers); the real run: bench/add_task.py, BENCHMARKS.md",
     ),
 }
 INT8_REDUCTION = ("--quantize int8 ", "")
