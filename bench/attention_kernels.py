@@ -12,8 +12,8 @@ FLOPs. This times that one step (scores, scale, padding mask, softmax, weighted 
 Each route reports milliseconds per call (best of `--rounds`), its attention GFLOP/s (the two matmuls'
 multiply-adds), and for OpenVINO the node kinds it runs (`Subgraph` = OpenVINO's fused, decomposed attention).
 
-    python bench/attention_kernels.py                      # 32 texts x 12 heads x 27 tokens x 32: MiniLM, the bench's snippets
-    python bench/attention_kernels.py --tokens 128         # long texts
+    python bench/attention_kernels.py               # 32 texts x 12 heads x 27 tokens x 32: MiniLM, the bench's snippets
+    python bench/attention_kernels.py --tokens 128  # long texts
 """
 
 from __future__ import annotations
@@ -102,8 +102,10 @@ def main(argv: list[str] | None = None):
             )
             request = compiled.create_infer_request()
             seconds = time_calls(functools.partial(request.infer, inputs), args.calls, args.rounds)
-            kinds = sorted({node.get_rt_info()["layerType"].astype(str) for node in compiled.get_runtime_model().get_ordered_ops()}
-                           - {"Input", "Output", "Const"})  # fmt: skip
+            nodes = compiled.get_runtime_model().get_ordered_ops()
+            kinds = sorted(
+                {node.get_rt_info()["layerType"].astype(str) for node in nodes} - {"Input", "Output", "Const"}
+            )
             output = request.get_output_tensor(0).data.copy()
             reference = output if reference is None else reference
             assert np.abs(output - reference).max() < 0.05, f"{name} {precision} gives other numbers"

@@ -181,11 +181,11 @@ COMMANDS: dict[str, tuple[str, object]] = {
         "tests/test_add_task.py: the --init_model path (held heads, frozen heads) on a tiny model and its own data",
     ),
     "python -m multitask_st train --init_model outputs/multitask-st --tasks newsgroup=20newsgroups --output_dir "
-    "outputs/v2 --freeze backbone.embeddings backbone.layer.0 backbone.layer.1 backbone.layer.2 backbone.layer.3 "
-    "--frozen_parts_eval_mode --cache_frozen_layers --num_train_epochs 3 --learning_rate 1e-5 --head_lr_multiplier 100 "
-    "--embedding_distillation_weight 100": (
+    "outputs/v2 --max_train_samples newsgroup=1000 --freeze backbone.embeddings backbone.layer.0 backbone.layer.1 "
+    "backbone.layer.2 backbone.layer.3 --frozen_parts_eval_mode --cache_frozen_layers --num_train_epochs 3 "
+    "--learning_rate 1e-5 --head_lr_multiplier 100 --embedding_distillation_weight 100": (
         "elsewhere",
-        "tests/test_add_task.py (the --init_model path), tests/test_trainer.py (--freeze, --frozen_parts_eval_mode) and "
+        "tests/test_add_task.py (the --init_model path), tests/test_trainer.py (--freeze, --frozen_parts_eval_mode), "
         "tests/test_frozen_layers.py (--cache_frozen_layers); the real run: bench/add_task.py, BENCHMARKS.md",
     ),
 }

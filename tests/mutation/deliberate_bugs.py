@@ -88,7 +88,8 @@ BUGS: dict[str, tuple[str, str, str, list[str]]] = {
         ["tests/test_concurrency.py::test_eight_threads_with_mixed_arguments_match_sequential_calls"],
     ),
     # Not issue 15's: the frozen-layer cache (`cache_frozen_layers`) kept from the wrong layer, padded on the wrong
-    # side, or resumed from the wrong input of a DistilBERT-style backbone: each must stop the run or change its training.
+    # side, or resumed from the wrong input of a DistilBERT-style backbone: each must stop the run or change its
+    # training.
     "frozen_cache_one_layer_late": (
         "multitask_st/training/frozen_layers.py",
         "model.backbone_layers()[depth - 1].register_forward_hook(",
